@@ -1,0 +1,105 @@
+# moesim: discrete-event simulator for Mixture-of-Experts serving.
+#
+#   make demo        install missing packages, build, run configs/demo.ini
+#   make test        install missing packages, build, run the Criterion suite
+#   make SAN=1 test  the same under AddressSanitizer + UBSan (build-san/)
+#   make bench       benchmarks (engine, placement, trace reading, serving)
+#   make fuzz        each trace reader under libFuzzer for FUZZ_SECONDS
+#
+# Sources are found by wildcard: a new module is a new .c file in its room
+# (sim/ models/ traces/ analysis/), a new test a tests/test_*.c file, a new
+# benchmark a tests/bench_*.c file. Nothing here needs editing for that.
+
+PKGS      := gsl sqlite3 inih jansson
+CC        ?= cc
+CSTD      := -std=c11 -D_POSIX_C_SOURCE=200809L
+WARN      := -Wall -Wextra -Werror
+OPT       ?= -O2 -g
+INCS      := -Isim -Imodels -Itraces -Ianalysis
+
+ifeq ($(SAN),1)
+BUILD     := build-san
+OPT       := -O1 -g -fno-omit-frame-pointer
+SANFLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+else
+BUILD     := build
+SANFLAGS  :=
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS    += $(CSTD) $(OPT) $(WARN) $(SANFLAGS) $(INCS) $(PKG_CFLAGS) -MMD -MP
+LDFLAGS   += $(SANFLAGS)
+LDLIBS    += $(PKG_LIBS) -lm
+
+LIB_SRC   := $(filter-out sim/main.c,$(wildcard sim/*.c models/*.c traces/*.c analysis/*.c))
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_SRC  := $(wildcard tests/test_*.c)
+TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+BENCH_SRC := $(wildcard tests/bench_*.c)
+BENCH_BIN := $(BENCH_SRC:tests/%.c=$(BUILD)/%)
+FUZZ_SRC  := $(wildcard tests/fuzz_*.c)
+
+MOESIM    := $(BUILD)/moesim
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps demo test bench fuzz clean
+all: $(MOESIM)
+
+deps:
+	@sh .ci/deps
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libmoesim.a: $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(MOESIM): $(BUILD)/obj/sim/main.o $(BUILD)/libmoesim.a
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/test_moesim: $(TEST_OBJ) $(BUILD)/libmoesim.a
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(shell pkg-config --libs criterion) -o $@
+
+$(BUILD)/bench_%: $(BUILD)/obj/tests/bench_%.o $(BUILD)/libmoesim.a
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# The demo: every strategy of configs/demo.ini on the same DeepSeek-V3
+# trace, results in results/demo.db, figures and an index in report/.
+demo: deps
+	$(MAKE) $(MOESIM)
+	@mkdir -p results
+	$(MOESIM) compare configs/demo.ini --db results/demo.db --replace
+	$(MOESIM) report results/demo.db -o report
+	@echo "moesim: results in results/demo.db, figures in report/ (open report/index.md)"
+
+# Tests run from the repository root (they read traces/ and configs/).
+test: deps
+	$(MAKE) $(BUILD)/test_moesim $(MOESIM)
+	$(BUILD)/test_moesim --jobs 2
+
+bench: deps
+	$(MAKE) $(BENCH_BIN) $(MOESIM)
+	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+
+# libFuzzer needs clang; each reader has a tests/fuzz_<reader>.c target.
+FUZZ_BIN := $(FUZZ_SRC:tests/%.c=build-fuzz/%)
+FUZZ_CFLAGS := $(CSTD) -O1 -g -fsanitize=fuzzer,address,undefined $(INCS) $(PKG_CFLAGS)
+FUZZ_LIB_SRC := $(LIB_SRC)
+build-fuzz/%: tests/%.c $(FUZZ_LIB_SRC)
+	@mkdir -p build-fuzz
+	clang $(FUZZ_CFLAGS) $< $(FUZZ_LIB_SRC) $(PKG_LIBS) -lm -o $@
+
+fuzz: deps
+	$(MAKE) $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p build-fuzz/corpus-$$n; \
+	  echo "== $$n ($(FUZZ_SECONDS) s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 build-fuzz/corpus-$$n tests/corpus/$${n#fuzz_} >build-fuzz/$$n.log 2>&1 \
+	    || { tail -40 build-fuzz/$$n.log; exit 1; }; tail -1 build-fuzz/$$n.log; done
+
+clean:
+	rm -rf build build-san build-fuzz
+
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/obj/sim/main.d

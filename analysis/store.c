@@ -1,0 +1,200 @@
+/* store: results in SQLite. Statements are prepared once per connection;
+ * a run is one transaction (store_run_begin .. store_run_commit). */
+#include "store.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+/* The schema (docs/schema.md explains each column). New tables are added
+ * here; CREATE ... IF NOT EXISTS keeps older databases readable. */
+static const char SCHEMA[] =
+    "PRAGMA foreign_keys = ON;"
+    "CREATE TABLE IF NOT EXISTS runs ("
+    "  run_id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL, strategy TEXT NOT NULL, strategy_version INTEGER NOT NULL,"
+    "  trace TEXT, model TEXT NOT NULL, hardware TEXT NOT NULL,"
+    "  nodes INTEGER NOT NULL, devices INTEGER NOT NULL, seed INTEGER NOT NULL,"
+    "  config TEXT NOT NULL, config_hash TEXT NOT NULL, moesim_version TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS steps ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, step INTEGER NOT NULL,"
+    "  start_ns INTEGER NOT NULL, duration_ns INTEGER NOT NULL, tokens REAL NOT NULL,"
+    "  PRIMARY KEY (run_id, step));"
+    "CREATE TABLE IF NOT EXISTS layer_steps ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, step INTEGER NOT NULL,"
+    "  layer INTEGER NOT NULL, duration_ns INTEGER NOT NULL,"
+    "  max_load REAL NOT NULL, mean_load REAL NOT NULL,"
+    "  PRIMARY KEY (run_id, step, layer));"
+    "CREATE TABLE IF NOT EXISTS device_loads ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, layer INTEGER NOT NULL,"
+    "  device INTEGER NOT NULL, load REAL NOT NULL,"
+    "  PRIMARY KEY (run_id, layer, device));"
+    "CREATE TABLE IF NOT EXISTS summary ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, metric TEXT NOT NULL,"
+    "  value REAL NOT NULL, unit TEXT NOT NULL DEFAULT '',"
+    "  PRIMARY KEY (run_id, metric));";
+
+enum { Q_RUN, Q_STEP, Q_LAYER, Q_DEV, Q_METRIC, NQ };
+
+static const char *const SQL[NQ] = {
+    [Q_RUN] = "INSERT INTO runs (name, strategy, strategy_version, trace, model, hardware,"
+              " nodes, devices, seed, config, config_hash, moesim_version)"
+              " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+    [Q_STEP] = "INSERT INTO steps VALUES (?,?,?,?,?)",
+    [Q_LAYER] = "INSERT INTO layer_steps VALUES (?,?,?,?,?,?)",
+    [Q_DEV] = "INSERT INTO device_loads VALUES (?,?,?,?)",
+    [Q_METRIC] = "INSERT OR REPLACE INTO summary VALUES (?,?,?,?)",
+};
+
+struct store {
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *q[NQ];
+    int in_run;
+};
+
+static int fail(store_t *st, const char *what) {
+    return ms_err("%s: %s: %s", st->path, what, sqlite3_errmsg(st->db));
+}
+
+int store_open(const char *path, store_t **out) {
+    store_t *st = ms_calloc(1, sizeof *st);
+    st->path = ms_strdup(path);
+    if (sqlite3_open(path, &st->db) != SQLITE_OK) {
+        ms_err("%s: cannot open results database: %s (check the folder exists and is writable)",
+               path, st->db ? sqlite3_errmsg(st->db) : "out of memory");
+        store_close(st);
+        return MS_ERR;
+    }
+    sqlite3_busy_timeout(st->db, 10000);
+    if (sqlite3_exec(st->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK) {
+        fail(st, "cannot create the schema (is it a moesim database?)");
+        store_close(st);
+        return MS_ERR;
+    }
+    for (int i = 0; i < NQ; i++)
+        if (sqlite3_prepare_v2(st->db, SQL[i], -1, &st->q[i], NULL) != SQLITE_OK) {
+            fail(st, "cannot prepare a statement (database from another moesim version?)");
+            store_close(st);
+            return MS_ERR;
+        }
+    *out = st;
+    return MS_OK;
+}
+
+void store_close(store_t *st) {
+    if (!st) return;
+    if (st->in_run) store_run_abort(st);
+    for (int i = 0; i < NQ; i++) sqlite3_finalize(st->q[i]);
+    sqlite3_close(st->db);
+    free(st->path);
+    free(st);
+}
+
+sqlite3 *store_db(store_t *st) { return st->db; }
+
+/* Runs a prepared insert whose parameters are bound. */
+static int step(store_t *st, sqlite3_stmt *q) {
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return rc == SQLITE_DONE ? MS_OK : fail(st, "insert failed");
+}
+
+static void bind_text(sqlite3_stmt *q, int i, const char *s) {
+    if (s) sqlite3_bind_text(q, i, s, -1, SQLITE_TRANSIENT);
+    else sqlite3_bind_null(q, i);
+}
+
+int store_run_begin(store_t *st, const store_run_t *r, int64_t *run_id) {
+    if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return fail(st, "cannot start a transaction");
+    st->in_run = 1;
+    sqlite3_stmt *q = st->q[Q_RUN];
+    bind_text(q, 1, r->name);
+    bind_text(q, 2, r->strategy);
+    sqlite3_bind_int(q, 3, r->strategy_version);
+    bind_text(q, 4, r->trace);
+    bind_text(q, 5, r->model);
+    bind_text(q, 6, r->hardware);
+    sqlite3_bind_int(q, 7, r->nodes);
+    sqlite3_bind_int(q, 8, r->devices);
+    sqlite3_bind_int64(q, 9, (sqlite3_int64)r->seed);
+    bind_text(q, 10, r->config);
+    bind_text(q, 11, r->config_hash);
+    bind_text(q, 12, MOESIM_VERSION);
+    if (step(st, q)) {
+        store_run_abort(st);
+        return MS_ERR;
+    }
+    *run_id = sqlite3_last_insert_rowid(st->db);
+    return MS_OK;
+}
+
+int store_run_commit(store_t *st) {
+    if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        fail(st, "cannot commit the run");
+        store_run_abort(st);
+        return MS_ERR;
+    }
+    st->in_run = 0;
+    return MS_OK;
+}
+
+void store_run_abort(store_t *st) {
+    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    st->in_run = 0;
+}
+
+int store_step(store_t *st, int64_t run, int stp, int64_t start_ns, int64_t duration_ns,
+               double tokens) {
+    sqlite3_stmt *q = st->q[Q_STEP];
+    sqlite3_bind_int64(q, 1, run);
+    sqlite3_bind_int(q, 2, stp);
+    sqlite3_bind_int64(q, 3, start_ns);
+    sqlite3_bind_int64(q, 4, duration_ns);
+    sqlite3_bind_double(q, 5, tokens);
+    return step(st, q);
+}
+
+int store_layer_step(store_t *st, int64_t run, int stp, int layer, int64_t duration_ns,
+                     double max_load, double mean_load) {
+    sqlite3_stmt *q = st->q[Q_LAYER];
+    sqlite3_bind_int64(q, 1, run);
+    sqlite3_bind_int(q, 2, stp);
+    sqlite3_bind_int(q, 3, layer);
+    sqlite3_bind_int64(q, 4, duration_ns);
+    sqlite3_bind_double(q, 5, max_load);
+    sqlite3_bind_double(q, 6, mean_load);
+    return step(st, q);
+}
+
+int store_device_load(store_t *st, int64_t run, int layer, int device, double load) {
+    sqlite3_stmt *q = st->q[Q_DEV];
+    sqlite3_bind_int64(q, 1, run);
+    sqlite3_bind_int(q, 2, layer);
+    sqlite3_bind_int(q, 3, device);
+    sqlite3_bind_double(q, 4, load);
+    return step(st, q);
+}
+
+int store_metric(store_t *st, int64_t run, const char *metric, double value, const char *unit) {
+    sqlite3_stmt *q = st->q[Q_METRIC];
+    sqlite3_bind_int64(q, 1, run);
+    bind_text(q, 2, metric);
+    sqlite3_bind_double(q, 3, value);
+    bind_text(q, 4, unit ? unit : "");
+    return step(st, q);
+}
+
+int store_delete_named(store_t *st, const char *name) {
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(st->db, "DELETE FROM runs WHERE name = ?", -1, &q, NULL) != SQLITE_OK)
+        return fail(st, "cannot prepare delete");
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(q);
+    sqlite3_finalize(q);
+    return rc == SQLITE_DONE ? MS_OK : fail(st, "cannot delete earlier runs");
+}

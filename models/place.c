@@ -1,0 +1,162 @@
+/* place: layouts, the strategy registry and the shared replica choice. */
+#include "place.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "util.h"
+
+/* The registry: one line per strategy. */
+extern const place_ops_t place_static_ops;
+
+static const place_ops_t *const registry[] = {
+    &place_static_ops,
+};
+
+#define N_REG ((int)(sizeof registry / sizeof *registry))
+
+const place_ops_t *place_find(const char *name) {
+    for (int i = 0; i < N_REG; i++)
+        if (!strcasecmp(registry[i]->name, name)) return registry[i];
+    return NULL;
+}
+
+int place_count(void) { return N_REG; }
+const place_ops_t *place_at(int i) { return i >= 0 && i < N_REG ? registry[i] : NULL; }
+
+const char *place_names(void) {
+    static char buf[256];
+    if (!buf[0])
+        for (int i = 0; i < N_REG; i++) {
+            if (i) strcat(buf, ", ");
+            strcat(buf, registry[i]->name);
+        }
+    return buf;
+}
+
+place_layout_t *place_layout_new(int n_layers, int n_experts, int n_devices, int devices_per_node) {
+    place_layout_t *lo = ms_calloc(1, sizeof *lo);
+    lo->n_layers = n_layers;
+    lo->n_experts = n_experts;
+    lo->n_devices = n_devices;
+    lo->devices_per_node = devices_per_node;
+    lo->layer = ms_calloc((size_t)n_layers, sizeof *lo->layer);
+    return lo;
+}
+
+static void layer_clear(place_layer_t *ly) {
+    free(ly->slot_expert);
+    free(ly->replicas);
+    free(ly->rep_start);
+    free(ly->rep_slot);
+    memset(ly, 0, sizeof *ly);
+}
+
+void place_layout_free(place_layout_t *lo) {
+    if (!lo) return;
+    for (int l = 0; l < lo->n_layers; l++) layer_clear(&lo->layer[l]);
+    free(lo->layer);
+    free(lo);
+}
+
+place_layout_t *place_layout_copy(const place_layout_t *lo) {
+    place_layout_t *c = place_layout_new(lo->n_layers, lo->n_experts, lo->n_devices,
+                                         lo->devices_per_node);
+    for (int l = 0; l < lo->n_layers; l++)
+        if (lo->layer[l].slot_expert)
+            place_layer_set(c, l, lo->layer[l].slots_per_device, lo->layer[l].slot_expert);
+    return c;
+}
+
+int place_layer_set(place_layout_t *lo, int l, int spd, const int *slot_expert) {
+    int E = lo->n_experts, S = spd * lo->n_devices;
+    if (spd < 1) return ms_err("layer %d: %d slots per device (need at least 1)", l, spd);
+    if (S < E)
+        return ms_err("layer %d: %d slots cannot hold %d experts (add slots per device)", l, S, E);
+    int *cnt = ms_calloc((size_t)E, sizeof *cnt);
+    for (int s = 0; s < S; s++) {
+        int e = slot_expert[s];
+        if (e < 0 || e >= E) {
+            free(cnt);
+            return ms_err("layer %d slot %d: expert %d out of range 0..%d", l, s, e, E - 1);
+        }
+        cnt[e]++;
+    }
+    for (int e = 0; e < E; e++)
+        if (!cnt[e]) {
+            free(cnt);
+            return ms_err("layer %d: expert %d has no replica (every expert needs a slot)", l, e);
+        }
+    place_layer_t *ly = &lo->layer[l];
+    layer_clear(ly);
+    ly->slots_per_device = spd;
+    ly->n_slots = S;
+    ly->slot_expert = ms_malloc((size_t)S * sizeof(int));
+    memcpy(ly->slot_expert, slot_expert, (size_t)S * sizeof(int));
+    ly->replicas = cnt;
+    ly->rep_start = ms_malloc((size_t)(E + 1) * sizeof(int));
+    ly->rep_slot = ms_malloc((size_t)S * sizeof(int));
+    ly->rep_start[0] = 0;
+    for (int e = 0; e < E; e++) ly->rep_start[e + 1] = ly->rep_start[e] + cnt[e];
+    int *fill = ms_calloc((size_t)E, sizeof *fill);
+    for (int s = 0; s < S; s++) {
+        int e = slot_expert[s];
+        ly->rep_slot[ly->rep_start[e] + fill[e]++] = s;
+    }
+    free(fill);
+    return MS_OK;
+}
+
+int place_layout_write_csv(const place_layout_t *lo, FILE *f) {
+    fprintf(f, "layer,slot,device,expert\n");
+    for (int l = 0; l < lo->n_layers; l++) {
+        const place_layer_t *ly = &lo->layer[l];
+        for (int s = 0; s < ly->n_slots; s++)
+            fprintf(f, "%d,%d,%d,%d\n", l, s, place_slot_device(ly, s), ly->slot_expert[s]);
+    }
+    return ferror(f) ? ms_err("write error on layout CSV") : MS_OK;
+}
+
+void place_device_load(const place_layout_t *lo, int l, const double *expert_load,
+                       double *dev_load) {
+    const place_layer_t *ly = &lo->layer[l];
+    memset(dev_load, 0, (size_t)lo->n_devices * sizeof *dev_load);
+    for (int s = 0; s < ly->n_slots; s++) {
+        int e = ly->slot_expert[s];
+        dev_load[place_slot_device(ly, s)] += expert_load[e] / ly->replicas[e];
+    }
+}
+
+int place_pick_default(const place_layout_t *lo, int layer, int expert, int src) {
+    const place_layer_t *ly = &lo->layer[layer];
+    const int *slots = ly->rep_slot + ly->rep_start[expert];
+    int n = ly->replicas[expert];
+    if (n == 1) return slots[0];
+    int node = src / lo->devices_per_node, same = 0, remote = 0;
+    for (int i = 0; i < n; i++) {
+        int d = place_slot_device(ly, slots[i]);
+        if (d == src) return slots[i];
+        if (d / lo->devices_per_node == node) same++;
+        else remote++;
+    }
+    int want_same = same > 0;
+    int k = src % (want_same ? same : remote);
+    for (int i = 0; i < n; i++) {
+        int d = place_slot_device(ly, slots[i]);
+        if ((d / lo->devices_per_node == node) == want_same && k-- == 0) return slots[i];
+    }
+    return slots[0]; /* unreachable */
+}
+
+double place_max(const double *v, int n) {
+    double m = v[0];
+    for (int i = 1; i < n; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+double place_par(const double *v, int n) {
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += v[i];
+    return sum > 0 ? place_max(v, n) * n / sum : 1.0;
+}

@@ -1,0 +1,115 @@
+/* place: expert placement. A layout says, per MoE layer, which expert each
+ * physical slot holds (slots are numbered device by device); a strategy is a
+ * plug-in (struct of function pointers with a name and a version, like
+ * sqlite3_vfs) that makes layouts from observed loads and may steer routing.
+ *
+ * Strategies see only this interface: loads in, layouts out. They never
+ * touch the engine or the network. Adding one is a place_<name>.c file and
+ * one line in the registry in place.c. */
+#ifndef MOESIM_PLACE_H
+#define MOESIM_PLACE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cfg.h"
+
+/* One layer's placement. Slot s lives on device s / slots_per_device. */
+typedef struct place_layer {
+    int slots_per_device;
+    int n_slots;       /* slots_per_device * n_devices */
+    int *slot_expert;  /* [n_slots] slot -> expert */
+    int *replicas;     /* [n_experts] replica count */
+    int *rep_start;    /* [n_experts + 1] offsets into rep_slot */
+    int *rep_slot;     /* [n_slots] each expert's slots, ascending */
+} place_layer_t;
+
+typedef struct place_layout {
+    int n_layers, n_experts, n_devices, devices_per_node;
+    place_layer_t *layer; /* [n_layers] */
+} place_layout_t;
+
+place_layout_t *place_layout_new(int n_layers, int n_experts, int n_devices, int devices_per_node);
+void place_layout_free(place_layout_t *lo);
+place_layout_t *place_layout_copy(const place_layout_t *lo);
+/* Sets layer l from slot -> expert; builds replicas and the expert -> slot
+ * index. Fails (with a message) on an id out of range or an expert with no
+ * replica. */
+int place_layer_set(place_layout_t *lo, int l, int slots_per_device, const int *slot_expert);
+static inline int place_slot_device(const place_layer_t *ly, int slot) {
+    return slot / ly->slots_per_device;
+}
+/* Writes "layer,slot,device,expert" rows (with header). */
+int place_layout_write_csv(const place_layout_t *lo, FILE *f);
+
+/* Per-device load of layer l when expert e's load is split evenly over its
+ * replicas: dev_load[D] (the accounting the placement papers use). */
+void place_device_load(const place_layout_t *lo, int l, const double *expert_load,
+                       double *dev_load);
+
+/* What a strategy is told about the deployment and its own parameters. */
+typedef struct place_env {
+    int n_layers, n_experts, n_devices, devices_per_node, n_nodes;
+    int redundant;        /* extra slots per layer beyond n_experts */
+    int top_k, n_groups, topk_groups; /* routing shape of the model */
+    cfg_t *cfg;           /* [strategy.<name>] keys for its parameters */
+    const char *cfg_section;
+    uint64_t seed;
+} place_env_t;
+
+/* Loads of one simulated step, the monitoring feed. */
+typedef struct place_obs {
+    int64_t now_ns;            /* simulated time at the end of the step */
+    int step;
+    const double *expert_load; /* [n_layers][n_experts] token-expert pairs */
+    const double *device_load; /* [n_layers][n_devices] pairs served */
+} place_obs_t;
+
+typedef struct place_state place_state_t; /* a strategy's private state */
+
+typedef struct place_ops {
+    int version;        /* of this interface the strategy implements (1) */
+    const char *name;   /* registry name, e.g. "eplb" */
+    const char *summary;
+    int algo_version;   /* the strategy's own version, stored with results */
+
+    /* Makes the first layout into *out (already sized). prior is
+     * [n_layers][n_experts] load statistics, or NULL when none. */
+    int (*init)(const place_env_t *env, const double *prior, place_state_t **st,
+                place_layout_t **out);
+    /* Optional: sees every step's loads. */
+    void (*observe)(place_state_t *st, const place_obs_t *obs);
+    /* Optional: returns 1 and a new layout in *out when it wants one (a new
+     * allocation the caller frees), 0 when the current one stands, or MS_ERR. */
+    int (*replan)(place_state_t *st, int64_t now_ns, const place_layout_t *cur,
+                  place_layout_t **out);
+    /* Optional: may change a token's experts. scores[n_experts] are the
+     * router's unbiased scores; writes top_k experts to out. NULL: plain
+     * top-k of the scores. */
+    void (*route)(place_state_t *st, int layer, const float *scores, int *out);
+    /* Optional: which slot serves a token of src_device for expert e.
+     * NULL: place_pick_default. */
+    int (*pick_replica)(place_state_t *st, const place_layout_t *lo, int layer, int expert,
+                        int src_device);
+    /* Optional: metrics the strategy wants stored (name, value) pairs;
+     * called at the end of a run. Returns how many it wrote. */
+    int (*metrics)(place_state_t *st, const char **names, double *values, int max);
+    void (*destroy)(place_state_t *st);
+} place_ops_t;
+
+/* The registry. */
+const place_ops_t *place_find(const char *name);
+const char *place_names(void);
+int place_count(void);
+const place_ops_t *place_at(int i);
+
+/* Replica choice shared by every strategy unless it overrides it: the
+ * source device's own replica, else one on the same node, else a remote
+ * one, spread by the source rank (rank % count) as OmniPlacement does. */
+int place_pick_default(const place_layout_t *lo, int layer, int expert, int src_device);
+
+/* Metrics of a layer's device loads. */
+double place_par(const double *dev_load, int n);          /* max / mean */
+double place_max(const double *v, int n);
+
+#endif

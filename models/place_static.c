@@ -1,0 +1,64 @@
+/* place_static: the static baseline. Contiguous: expert e of every layer on
+ * device e / (E/D), SGLang's "trivial" location. Round-robin (order =
+ * round-robin): expert e on device e mod D. Redundant slots, if any, hold
+ * extra copies of experts 0, 1, ... in the same pattern. Never re-plans. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "place.h"
+#include "util.h"
+
+static int static_init(const place_env_t *env, const double *prior, place_state_t **st,
+                       place_layout_t **out) {
+    (void)prior;
+    const char *order;
+    const char *sec = env->cfg_section ? env->cfg_section : "strategy.static";
+    if (env->cfg && cfg_str(env->cfg, sec, "order", "contiguous", &order)) return MS_ERR;
+    if (!env->cfg) order = "contiguous";
+    int rr = !strcmp(order, "round-robin");
+    if (!rr && strcmp(order, "contiguous"))
+        return ms_err("%s: [%s] order = '%s' (give contiguous or round-robin)",
+                      cfg_where(env->cfg, sec, "order"), sec, order);
+    int D = env->n_devices, E = env->n_experts, S = E + env->redundant;
+    if (S % D)
+        return ms_err("%d experts + %d redundant = %d slots do not divide over %d devices "
+                      "(make experts + redundant a multiple of the device count)",
+                      E, env->redundant, S, D);
+    int spd = S / D;
+    int *se = ms_malloc((size_t)S * sizeof *se);
+    /* Slot s is the (s % spd)-th slot of device s / spd. Logical slot order
+     * fills devices with experts 0..E-1 then the extra copies. */
+    for (int s = 0; s < S; s++) {
+        int dev = s / spd, k = s % spd;
+        int idx = rr ? k * D + dev : dev * spd + k; /* which item of 0..S-1 */
+        se[s] = idx % E;
+    }
+    if (!rr) {
+        /* Contiguous: device d holds the block e in [d*E/D, (d+1)*E/D) first. */
+        int per = E / D, extra = spd - per;
+        if (E % D == 0)
+            for (int d = 0; d < D; d++) {
+                for (int k = 0; k < per; k++) se[d * spd + k] = d * per + k;
+                for (int k = 0; k < extra; k++) se[d * spd + per + k] = (d * extra + k) % E;
+            }
+    }
+    place_layout_t *lo = place_layout_new(env->n_layers, E, D, env->devices_per_node);
+    for (int l = 0; l < env->n_layers; l++)
+        if (place_layer_set(lo, l, spd, se)) {
+            free(se);
+            place_layout_free(lo);
+            return MS_ERR;
+        }
+    free(se);
+    *st = NULL;
+    *out = lo;
+    return MS_OK;
+}
+
+const place_ops_t place_static_ops = {
+    .version = 1,
+    .name = "static",
+    .summary = "static contiguous (or round-robin) placement, never re-planned",
+    .algo_version = 1,
+    .init = static_init,
+};

@@ -1,0 +1,282 @@
+/* cfg: INI configuration through libinih, with file:line kept per key.
+ *
+ * inih does not hand line numbers to the handler in Debian's build, so the
+ * text is fed through ini_parse_stream() with a reader that counts lines. */
+#include "cfg.h"
+
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "util.h"
+
+typedef struct {
+    char *section, *key, *value;
+    char *origin; /* file the entry came from */
+    int line;
+    int used;
+} entry_t;
+
+struct cfg {
+    entry_t *e;
+    int n, cap;
+    char *origin;
+    char where[512];
+};
+
+cfg_t *cfg_new(void) {
+    cfg_t *c = ms_calloc(1, sizeof *c);
+    c->origin = ms_strdup("-");
+    return c;
+}
+
+void cfg_free(cfg_t *c) {
+    if (!c) return;
+    for (int i = 0; i < c->n; i++) {
+        free(c->e[i].section);
+        free(c->e[i].key);
+        free(c->e[i].value);
+        free(c->e[i].origin);
+    }
+    free(c->e);
+    free(c->origin);
+    free(c);
+}
+
+cfg_t *cfg_copy(const cfg_t *c) {
+    cfg_t *d = cfg_new();
+    free(d->origin);
+    d->origin = ms_strdup(c->origin);
+    for (int i = 0; i < c->n; i++)
+        cfg_set(d, c->e[i].section, c->e[i].key, c->e[i].value, c->e[i].origin, c->e[i].line);
+    return d;
+}
+
+static entry_t *find(const cfg_t *c, const char *sec, const char *key) {
+    for (int i = 0; i < c->n; i++)
+        if (!strcasecmp(c->e[i].section, sec) && !strcasecmp(c->e[i].key, key)) return &c->e[i];
+    return NULL;
+}
+
+void cfg_set(cfg_t *c, const char *sec, const char *key, const char *value, const char *origin,
+             int line) {
+    entry_t *e = find(c, sec, key);
+    if (!e) {
+        if (c->n == c->cap) c->e = ms_realloc(c->e, (c->cap = c->cap ? 2 * c->cap : 32) * sizeof *e);
+        e = &c->e[c->n++];
+        e->section = ms_strdup(sec);
+        e->key = ms_strdup(key);
+    } else {
+        free(e->value);
+        free(e->origin);
+    }
+    e->value = ms_strdup(value);
+    e->origin = ms_strdup(origin ? origin : "-");
+    e->line = line;
+    e->used = 0;
+}
+
+int cfg_set_assign(cfg_t *c, const char *assign, const char *origin, int line) {
+    const char *eq = strchr(assign, '=');
+    const char *dot = strchr(assign, '.');
+    if (!eq || !dot || dot > eq || dot == assign || eq == dot + 1)
+        return ms_err("%s:%d: '%s' is not section.key=value (example: cluster.nodes=18)", origin,
+                      line, assign);
+    char sec[128], key[128];
+    size_t ls = (size_t)(dot - assign), lk = (size_t)(eq - dot - 1);
+    if (ls >= sizeof sec || lk >= sizeof key)
+        return ms_err("%s:%d: key too long in '%s'", origin, line, assign);
+    memcpy(sec, assign, ls);
+    sec[ls] = 0;
+    memcpy(key, dot + 1, lk);
+    key[lk] = 0;
+    cfg_set(c, sec, key, eq + 1, origin, line);
+    return MS_OK;
+}
+
+typedef struct {
+    cfg_t *c;
+    const char *text; /* remaining input */
+    int line;         /* lines handed to inih so far */
+    int dup_line;     /* first duplicate key, 0 if none */
+    char dup[256];
+} parse_t;
+
+static char *reader(char *buf, int size, void *stream) {
+    parse_t *p = stream;
+    if (!*p->text) return NULL;
+    int n = 0;
+    while (n < size - 1 && p->text[n] && p->text[n] != '\n') n++;
+    if (p->text[n] == '\n' && n < size - 1) n++;
+    memcpy(buf, p->text, (size_t)n);
+    buf[n] = 0;
+    p->text += n;
+    p->line++;
+    return buf;
+}
+
+static int handler(void *user, const char *sec, const char *key, const char *value) {
+    parse_t *p = user;
+    if (find(p->c, sec, key)) {
+        if (!p->dup_line) {
+            p->dup_line = p->line;
+            snprintf(p->dup, sizeof p->dup, "[%s] %s", sec, key);
+        }
+        return 1;
+    }
+    cfg_set(p->c, sec, key, value, p->c->origin, p->line);
+    return 1;
+}
+
+int cfg_parse_text(const char *text, const char *origin, cfg_t **out) {
+    cfg_t *c = cfg_new();
+    free(c->origin);
+    c->origin = ms_strdup(origin);
+    parse_t p = {.c = c, .text = text};
+    int rc = ini_parse_stream(reader, &p, handler, &p);
+    if (rc > 0) {
+        cfg_free(c);
+        return ms_err("%s:%d: not a '[section]' header or 'key = value' line (fix the syntax; "
+                      "comments start with ; or #)", origin, rc);
+    }
+    if (rc < 0) {
+        cfg_free(c);
+        return ms_err("%s: cannot parse (out of memory?)", origin);
+    }
+    if (p.dup_line) {
+        cfg_free(c);
+        return ms_err("%s:%d: %s is given twice (keep one)", origin, p.dup_line, p.dup);
+    }
+    *out = c;
+    return MS_OK;
+}
+
+int cfg_load(const char *path, cfg_t **out) {
+    char *text;
+    if (ms_read_file(path, &text, NULL)) return MS_ERR;
+    int rc = cfg_parse_text(text, path, out);
+    free(text);
+    return rc;
+}
+
+const char *cfg_origin(const cfg_t *c) { return c->origin; }
+
+const char *cfg_where(const cfg_t *c, const char *sec, const char *key) {
+    entry_t *e = find(c, sec, key);
+    cfg_t *m = (cfg_t *)c; /* the scratch buffer is not part of the value */
+    if (e)
+        snprintf(m->where, sizeof m->where, "%s:%d", e->origin, e->line);
+    else
+        snprintf(m->where, sizeof m->where, "%s", c->origin);
+    return m->where;
+}
+
+int cfg_has(cfg_t *c, const char *sec, const char *key) {
+    entry_t *e = find(c, sec, key);
+    if (e) e->used = 1;
+    return e != NULL;
+}
+
+int cfg_str(cfg_t *c, const char *sec, const char *key, const char *def, const char **out) {
+    entry_t *e = find(c, sec, key);
+    if (!e) {
+        *out = def;
+        return MS_OK;
+    }
+    e->used = 1;
+    *out = e->value;
+    return MS_OK;
+}
+
+int cfg_int(cfg_t *c, const char *sec, const char *key, long def, long min, long max, long *out) {
+    entry_t *e = find(c, sec, key);
+    if (!e) {
+        *out = def;
+        return MS_OK;
+    }
+    e->used = 1;
+    long v;
+    if (ms_parse_int(e->value, &v))
+        return ms_err("%s:%d: [%s] %s = '%s' is not a whole number (example: %s = %ld)", e->origin,
+                      e->line, sec, key, e->value, key, def);
+    if (v < min || v > max)
+        return ms_err("%s:%d: [%s] %s = %ld is out of range (give %ld to %ld)", e->origin, e->line,
+                      sec, key, v, min, max);
+    *out = v;
+    return MS_OK;
+}
+
+int cfg_double(cfg_t *c, const char *sec, const char *key, double def, double min, double max,
+               double *out) {
+    entry_t *e = find(c, sec, key);
+    if (!e) {
+        *out = def;
+        return MS_OK;
+    }
+    e->used = 1;
+    double v;
+    if (ms_parse_double(e->value, &v))
+        return ms_err("%s:%d: [%s] %s = '%s' is not a finite number (example: %s = %g)", e->origin,
+                      e->line, sec, key, e->value, key, def);
+    if (v < min || v > max)
+        return ms_err("%s:%d: [%s] %s = %g is out of range (give %g to %g)", e->origin, e->line,
+                      sec, key, v, min, max);
+    *out = v;
+    return MS_OK;
+}
+
+int cfg_bool(cfg_t *c, const char *sec, const char *key, int def, int *out) {
+    entry_t *e = find(c, sec, key);
+    if (!e) {
+        *out = def;
+        return MS_OK;
+    }
+    e->used = 1;
+    const char *v = e->value;
+    if (!strcasecmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"))
+        *out = 1;
+    else if (!strcasecmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") ||
+             !strcasecmp(v, "off"))
+        *out = 0;
+    else
+        return ms_err("%s:%d: [%s] %s = '%s' is not a yes/no value (give true or false)", e->origin,
+                      e->line, sec, key, v);
+    return MS_OK;
+}
+
+int cfg_check_unused(const cfg_t *c) {
+    int rc = MS_OK;
+    for (int i = 0; i < c->n; i++)
+        if (!c->e[i].used)
+            rc = ms_err("%s:%d: unknown key [%s] %s (misspelt? see docs/config.md for the keys)",
+                        c->e[i].origin, c->e[i].line, c->e[i].section, c->e[i].key);
+    return rc;
+}
+
+static int cmp_entry(const void *a, const void *b) {
+    const entry_t *x = *(entry_t *const *)a, *y = *(entry_t *const *)b;
+    int r = strcasecmp(x->section, y->section);
+    return r ? r : strcasecmp(x->key, y->key);
+}
+
+char *cfg_canonical(const cfg_t *c) {
+    entry_t **v = ms_malloc((size_t)(c->n ? c->n : 1) * sizeof *v);
+    size_t len = 1;
+    for (int i = 0; i < c->n; i++) {
+        v[i] = &c->e[i];
+        len += strlen(c->e[i].section) + strlen(c->e[i].key) + strlen(c->e[i].value) + 8;
+    }
+    qsort(v, (size_t)c->n, sizeof *v, cmp_entry);
+    char *s = ms_malloc(len), *p = s;
+    *p = 0;
+    const char *sec = NULL;
+    for (int i = 0; i < c->n; i++) {
+        if (!sec || strcasecmp(sec, v[i]->section))
+            p += sprintf(p, "[%s]\n", sec = v[i]->section);
+        p += sprintf(p, "%s = %s\n", v[i]->key, v[i]->value);
+    }
+    free(v);
+    return s;
+}

@@ -1,0 +1,24 @@
+/* cmd: the moesim subcommands. Each is `int cmd_<name>(argc, argv)` with
+ * argv[0] the subcommand's name, returning the process exit status; the
+ * table in main.c lists them. A new subcommand is a cmd_<name>.c file and
+ * one line in that table. */
+#ifndef MOESIM_CMD_H
+#define MOESIM_CMD_H
+
+int cmd_run(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_report(int argc, char **argv);
+
+/* Shared by commands that read an experiment config: parses the options
+ * --db FILE, --set section.key=value (repeatable), --replace, --strategy S
+ * and -h; loads the config; positional CONFIG is required. */
+typedef struct cmd_exp {
+    const char *config;
+    const char *db;
+    const char *strategy;
+    int replace;
+    int quiet;
+    struct cfg *cfg;
+} cmd_exp_t;
+
+#endif

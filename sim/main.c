@@ -1,0 +1,40 @@
+/* moesim: command-line entry. One line per subcommand in the table below. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "util.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} COMMANDS[] = {
+    {"run", cmd_run, "simulate one strategy of an experiment config"},
+    {"compare", cmd_compare, "simulate every strategy of a config on the same workload"},
+    {"report", cmd_report, "draw figures and an index from a results database"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "moesim %s: discrete-event simulator for Mixture-of-Experts serving\n\n"
+               "usage: moesim COMMAND [ARGS]   (moesim COMMAND --help for each)\n\ncommands:\n",
+            MOESIM_VERSION);
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("moesim %s\n", MOESIM_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "moesim: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 1;
+}

@@ -1,0 +1,260 @@
+/* run: an experiment from config to stored results. */
+#include "run.h"
+
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "eng.h"
+#include "place.h"
+#include "replay.h"
+#include "trace.h"
+#include "util.h"
+
+/* Hardware fields that [hardware] may override, with their units. */
+#define HW_FIELDS(X)                                                   \
+    X(flops_bf16, 1e9, 1e18) X(flops_fp8, 1e9, 1e18)                   \
+    X(hbm_bytes, 1e6, 1e15) X(hbm_bw, 1e6, 1e15)                        \
+    X(scaleup_bw, 1e6, 1e14) X(nic_bw, 1e6, 1e14)                       \
+    X(eff_flops, 1e-3, 1) X(eff_hbm, 1e-3, 1) X(eff_scaleup, 1e-3, 1)   \
+    X(eff_nic, 1e-3, 1) X(scaleup_lat_ns, 0, 1e9) X(nic_lat_ns, 0, 1e9) \
+    X(kernel_ns, 0, 1e9)
+
+static int split_list(const char *s, run_spec_t *o, const char *where) {
+    o->n_strategies = 0;
+    const char *p = s;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\t') p++;
+        if (!*p) break;
+        size_t n = strcspn(p, " ,\t");
+        if (o->n_strategies == RUN_MAX_STRATEGIES || n >= sizeof o->strategies[0])
+            return ms_err("%s: too many or too long strategy names", where);
+        memcpy(o->strategies[o->n_strategies], p, n);
+        o->strategies[o->n_strategies][n] = 0;
+        if (!place_find(o->strategies[o->n_strategies]))
+            return ms_err("%s: unknown strategy '%s' (known: %s)", where,
+                          o->strategies[o->n_strategies], place_names());
+        o->n_strategies++;
+        p += n;
+    }
+    if (!o->n_strategies) return ms_err("%s: [placement] strategies is empty (example: static)", where);
+    return MS_OK;
+}
+
+/* A path in a config is relative to the config's folder. */
+static void resolve(const char *cfg_path, const char *p, char *out, size_t n) {
+    if (p[0] == '/' || !strcmp(cfg_path, "-")) {
+        snprintf(out, n, "%s", p);
+        return;
+    }
+    char *dup = ms_strdup(cfg_path);
+    snprintf(out, n, "%s/%s", dirname(dup), p);
+    free(dup);
+}
+
+int run_spec_load(cfg_t *cfg, run_spec_t *o) {
+    memset(o, 0, sizeof *o);
+    o->cfg = cfg;
+    long v;
+    const char *s;
+    if (cfg_str(cfg, "experiment", "name", "experiment", &o->name)) return MS_ERR;
+    if (cfg_int(cfg, "experiment", "seed", 1, 0, INT64_MAX, &v)) return MS_ERR;
+    o->seed = (uint64_t)v;
+    if (cfg_int(cfg, "experiment", "steps", 20, 1, 100000000, &v)) return MS_ERR;
+    o->steps = (int)v;
+
+    if (cfg_str(cfg, "model", "preset", "deepseek-v3", &s)) return MS_ERR;
+    const moe_model_t *m = moe_find(s);
+    if (!m)
+        return ms_err("%s: unknown model preset '%s' (known: %s)",
+                      cfg_where(cfg, "model", "preset"), s, moe_names());
+    o->model = *m;
+
+    if (cfg_str(cfg, "cluster", "hardware", "H800", &s)) return MS_ERR;
+    const hw_t *hw = hw_find(s);
+    if (!hw)
+        return ms_err("%s: unknown hardware preset '%s' (known: %s)",
+                      cfg_where(cfg, "cluster", "hardware"), s, hw_names());
+    o->cluster.hw = *hw;
+#define OVERRIDE(f, lo, hi) \
+    if (cfg_double(cfg, "hardware", #f, o->cluster.hw.f, lo, hi, &o->cluster.hw.f)) return MS_ERR;
+    HW_FIELDS(OVERRIDE)
+#undef OVERRIDE
+    if (cfg_int(cfg, "cluster", "nodes", 1, 1, 4096, &v)) return MS_ERR;
+    o->cluster.n_nodes = (int)v;
+    if (cfg_int(cfg, "cluster", "devices_per_node", hw->devices_per_host, 1, 64, &v)) return MS_ERR;
+    o->cluster.devices_per_node = (int)v;
+    o->cluster.n_devices = o->cluster.n_nodes * o->cluster.devices_per_node;
+
+    if (cfg_str(cfg, "workload", "trace", NULL, &s)) return MS_ERR;
+    if (!s)
+        return ms_err("%s: no [workload] trace (example: trace = ../traces/data/"
+                      "deepseek-v3-sglang/decode_in1000out1000.json)", cfg_origin(cfg));
+    o->trace_name = s;
+    resolve(cfg_origin(cfg), s, o->trace_path, sizeof o->trace_path);
+    if (cfg_int(cfg, "workload", "tokens_per_device", 128, 1, 1 << 20, &v)) return MS_ERR;
+    o->tokens_per_device = (int)v;
+
+    if (cfg_int(cfg, "placement", "redundant", 0, 0, 1 << 16, &v)) return MS_ERR;
+    o->redundant = (int)v;
+    if (cfg_str(cfg, "placement", "strategies", "static", &s)) return MS_ERR;
+    if (split_list(s, o, cfg_where(cfg, "placement", "strategies"))) return MS_ERR;
+
+    int slots = o->model.n_experts + o->redundant;
+    if (slots % o->cluster.n_devices)
+        return ms_err("%s: %d experts + %d redundant = %d slots per layer do not divide over "
+                      "%d devices (%d nodes x %d); choose redundant so the sum is a multiple of %d",
+                      cfg_where(cfg, "placement", "redundant"), o->model.n_experts, o->redundant,
+                      slots, o->cluster.n_devices, o->cluster.n_nodes,
+                      o->cluster.devices_per_node, o->cluster.n_devices);
+    return MS_OK;
+}
+
+/* pick_replica through the strategy, when it has its own. */
+typedef struct {
+    const place_ops_t *ops;
+    place_state_t *st;
+} pick_ctx_t;
+
+static int pick_via(void *ctx, const place_layout_t *lo, int l, int e, int src) {
+    pick_ctx_t *p = ctx;
+    return p->ops->pick_replica(p->st, lo, l, e, src);
+}
+
+static int check_trace(const run_spec_t *sp, const trace_t *t) {
+    int L = moe_n_moe_layers(&sp->model);
+    if (t->n_layers != L || t->n_experts != sp->model.n_experts)
+        return ms_err("%s: trace has %d MoE layers x %d experts but model %s has %d x %d "
+                      "(use a trace recorded from %s, or set [model] preset to match)",
+                      sp->trace_path, t->n_layers, t->n_experts, sp->model.name, L,
+                      sp->model.n_experts, sp->model.name);
+    return MS_OK;
+}
+
+int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary_t *sum) {
+    const place_ops_t *ops = place_find(strategy);
+    if (!ops) return ms_err("unknown strategy '%s' (known: %s)", strategy, place_names());
+    const cluster_t *c = &sp->cluster;
+    int L = moe_n_moe_layers(&sp->model), D = c->n_devices, E = sp->model.n_experts;
+
+    trace_t *tr = NULL;
+    replay_t *rp = NULL;
+    place_state_t *ps = NULL;
+    place_layout_t *lo = NULL;
+    step_sim_t *sim = NULL;
+    eng_t *eng = NULL;
+    double *prior = NULL, *dev_sum = NULL;
+    char *text = NULL;
+    int rc = MS_ERR, began = 0;
+
+    if (trace_read(sp->trace_path, &tr) || check_trace(sp, tr)) goto out;
+    if (replay_new(tr, sp->model.top_k, D, sp->tokens_per_device, sp->seed, &rp)) goto out;
+    char sec[64];
+    snprintf(sec, sizeof sec, "strategy.%s", ops->name);
+    place_env_t env = {.n_layers = L, .n_experts = E, .n_devices = D,
+                       .devices_per_node = c->devices_per_node, .n_nodes = c->n_nodes,
+                       .redundant = sp->redundant, .top_k = sp->model.top_k,
+                       .n_groups = sp->model.n_groups, .topk_groups = sp->model.topk_groups,
+                       .cfg = sp->cfg, .cfg_section = sec, .seed = sp->seed};
+    /* Prior statistics for strategies that start from them: the trace's
+     * whole-run counts, as SGLang's --init-expert-location does. */
+    prior = ms_malloc((size_t)L * E * sizeof *prior);
+    for (int l = 0; l < L; l++) trace_layer_total(tr, l, prior + (size_t)l * E);
+    if (ops->init(&env, prior, &ps, &lo)) goto out;
+
+    text = cfg_canonical(sp->cfg);
+    char hash[17];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)ms_hash64(text, strlen(text)));
+    store_run_t meta = {.name = sp->name, .strategy = ops->name,
+                        .strategy_version = ops->algo_version, .trace = sp->trace_name,
+                        .model = sp->model.name, .hardware = c->hw.name, .nodes = c->n_nodes,
+                        .devices = D, .seed = sp->seed, .config = text, .config_hash = hash};
+    if (store_run_begin(st, &meta, &sum->run_id)) goto out;
+    began = 1;
+
+    sim = step_new(c, &sp->model);
+    eng = eng_new();
+    dev_sum = ms_calloc((size_t)L * D, sizeof *dev_sum);
+    pick_ctx_t pc = {ops, ps};
+    double par_sum = 0, par_max = 0, tokens = 0;
+    for (int s = 0; s < sp->steps; s++) {
+        const route_step_t *rt = replay_step(rp, s);
+        step_result_t r;
+        if (step_run(sim, eng, lo, rt, ops->pick_replica ? pick_via : NULL, &pc, &r)) goto out;
+        tokens += rt->n_tokens;
+        if (store_step(st, sum->run_id, s, r.start_ns, r.end_ns - r.start_ns, rt->n_tokens))
+            goto out;
+        for (int l = 0; l < L; l++) {
+            const double *dl = r.dev_load + (size_t)l * D;
+            double mx = place_max(dl, D), par = place_par(dl, D), mean = 0;
+            for (int d = 0; d < D; d++) {
+                mean += dl[d] / D;
+                dev_sum[(size_t)l * D + d] += dl[d];
+            }
+            par_sum += par;
+            if (par > par_max) par_max = par;
+            if (store_layer_step(st, sum->run_id, s, l, r.layer_ns[l], mx, mean)) goto out;
+        }
+        if (ops->observe) {
+            place_obs_t obs = {.now_ns = r.end_ns, .step = s, .expert_load = r.expert_load,
+                               .device_load = r.dev_load};
+            ops->observe(ps, &obs);
+        }
+        if (ops->replan) {
+            place_layout_t *nl = NULL;
+            int w = ops->replan(ps, r.end_ns, lo, &nl);
+            if (w < 0) goto out;
+            if (w > 0) {
+                place_layout_free(lo);
+                lo = nl;
+            }
+        }
+    }
+    for (int l = 0; l < L; l++)
+        for (int d = 0; d < D; d++)
+            if (store_device_load(st, sum->run_id, l, d, dev_sum[(size_t)l * D + d])) goto out;
+
+    sum->sim_s = (double)eng_now(eng) / ENG_NS_PER_S;
+    sum->step_ms = sum->sim_s * 1e3 / sp->steps;
+    sum->tokens_per_s_node = sum->sim_s > 0 ? tokens / sum->sim_s / c->n_nodes : 0;
+    sum->mean_par = par_sum / ((double)sp->steps * L);
+    sum->max_par = par_max;
+    struct { const char *k; double v; const char *u; } m[] = {
+        {"steps", sp->steps, ""},
+        {"sim_time", sum->sim_s, "s"},
+        {"step_time_mean", sum->step_ms, "ms"},
+        {"output_tokens_per_s_per_node", sum->tokens_per_s_node, "tokens/s"},
+        {"par_mean", sum->mean_par, ""},
+        {"par_max", sum->max_par, ""},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof *m; i++)
+        if (store_metric(st, sum->run_id, m[i].k, m[i].v, m[i].u)) goto out;
+    if (ops->metrics) {
+        const char *names[32];
+        double vals[32];
+        int n = ops->metrics(ps, names, vals, 32);
+        for (int i = 0; i < n; i++)
+            if (store_metric(st, sum->run_id, names[i], vals[i], "")) goto out;
+    }
+    if (store_run_commit(st)) {
+        began = 0;
+        goto out;
+    }
+    began = 0;
+    rc = MS_OK;
+out:
+    if (began) store_run_abort(st);
+    free(text);
+    free(prior);
+    free(dev_sum);
+    eng_free(eng);
+    step_free(sim);
+    place_layout_free(lo);
+    if (ps && ops->destroy) ops->destroy(ps);
+    replay_free(rp);
+    trace_free(tr);
+    return rc;
+}

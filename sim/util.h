@@ -1,0 +1,48 @@
+/* util: the few helpers every room uses: error reporting, allocation and
+ * small string tools. Errors follow one idiom: a function that can fail
+ * returns an int status (MS_OK or MS_ERR) and has already said why. */
+#ifndef MOESIM_UTIL_H
+#define MOESIM_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MS_OK 0
+#define MS_ERR (-1)
+
+#define MOESIM_VERSION "0.1.0"
+
+/* Reports an error: "moesim: <message>" on stderr (unless quiet) and keeps
+ * the text for ms_err_last(). Always returns MS_ERR so callers can write
+ * `return ms_err("...")`. Messages say what, where (file:line) and the fix. */
+int ms_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A warning: printed, never fatal. */
+void ms_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The text of the last ms_err() call ("" if none). */
+const char *ms_err_last(void);
+/* Quiet mode keeps messages out of stderr (the tests use it). */
+void ms_err_quiet(int quiet);
+
+/* Allocation that cannot return NULL: out of memory ends the process with
+ * a message, since no simulation can continue without its tables. */
+void *ms_malloc(size_t n);
+void *ms_calloc(size_t count, size_t size);
+void *ms_realloc(void *p, size_t n);
+char *ms_strdup(const char *s);
+
+/* Reads a whole file into a NUL-terminated buffer; *len gets its size. */
+int ms_read_file(const char *path, char **buf, size_t *len);
+
+/* Strict number parsing: the whole string must be the number. */
+int ms_parse_int(const char *s, long *out);
+int ms_parse_double(const char *s, double *out);
+
+/* 64-bit FNV-1a of a byte string (config hashes for resumable sweeps). */
+uint64_t ms_hash64(const void *data, size_t len);
+
+static inline int ms_imin(int a, int b) { return a < b ? a : b; }
+static inline int ms_imax(int a, int b) { return a > b ? a : b; }
+static inline double ms_dmax(double a, double b) { return a > b ? a : b; }
+static inline double ms_dmin(double a, double b) { return a < b ? a : b; }
+
+#endif

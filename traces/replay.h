@@ -1,0 +1,33 @@
+/* replay: turns a trace into the routing of each simulated step: which
+ * experts each token of the simulated batch chooses in every MoE layer.
+ * Count traces are sampled (each token's top-k distinct experts drawn in
+ * proportion to the layer's counts, seeded GSL generator); simulated step s
+ * uses trace step s mod n_steps, so a trace with a time axis replays its
+ * shifts in order. */
+#ifndef MOESIM_REPLAY_H
+#define MOESIM_REPLAY_H
+
+#include <stdint.h>
+
+#include "trace.h"
+
+/* Routing of one step. Token t sits on device src[t]; its experts in layer
+ * l are expert[(l * n_tokens + t) * top_k + j]. */
+typedef struct route_step {
+    int n_layers, n_tokens, top_k, n_devices;
+    int *src;        /* [n_tokens] */
+    int16_t *expert; /* [n_layers][n_tokens][top_k] */
+} route_step_t;
+
+typedef struct replay replay_t;
+
+/* tokens_per_device tokens on each of n_devices devices every step. The
+ * trace must have top_k <= its experts; the model's top_k is given. */
+int replay_new(const trace_t *t, int top_k, int n_devices, int tokens_per_device, uint64_t seed,
+               replay_t **out);
+void replay_free(replay_t *r);
+/* Fills the routing of simulated step `step` into r's buffer and returns it
+ * (valid until the next call). */
+const route_step_t *replay_step(replay_t *r, int step);
+
+#endif
