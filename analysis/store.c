@@ -34,9 +34,36 @@ static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS summary ("
     "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, metric TEXT NOT NULL,"
     "  value REAL NOT NULL, unit TEXT NOT NULL DEFAULT '',"
-    "  PRIMARY KEY (run_id, metric));";
+    "  PRIMARY KEY (run_id, metric));"
+    "CREATE TABLE IF NOT EXISTS layer_bounds ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, layer INTEGER NOT NULL,"
+    "  best_ep REAL NOT NULL, bound REAL NOT NULL, max_load REAL NOT NULL,"
+    "  PRIMARY KEY (run_id, layer));"
+    "CREATE TABLE IF NOT EXISTS replicas ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, layer INTEGER NOT NULL,"
+    "  expert INTEGER NOT NULL, count INTEGER NOT NULL,"
+    "  PRIMARY KEY (run_id, layer, expert));"
+    "CREATE TABLE IF NOT EXISTS trace_counts ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, layer INTEGER NOT NULL,"
+    "  expert INTEGER NOT NULL, count REAL NOT NULL,"
+    "  PRIMARY KEY (run_id, layer, expert));"
+    "CREATE TABLE IF NOT EXISTS replans ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, time_ns INTEGER NOT NULL,"
+    "  step INTEGER NOT NULL, layers_changed INTEGER NOT NULL, bytes REAL NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS migrations ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, time_ns INTEGER NOT NULL,"
+    "  done_ns INTEGER NOT NULL, layer INTEGER NOT NULL, expert INTEGER NOT NULL,"
+    "  bytes REAL NOT NULL, src_device INTEGER NOT NULL, dst_device INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS requests ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, request INTEGER NOT NULL,"
+    "  arrival_ns INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,"
+    "  output_tokens INTEGER NOT NULL, first_token_ns INTEGER NOT NULL,"
+    "  done_ns INTEGER NOT NULL, PRIMARY KEY (run_id, request));"
+    "CREATE INDEX IF NOT EXISTS replans_run ON replans (run_id);"
+    "CREATE INDEX IF NOT EXISTS migrations_run ON migrations (run_id);";
 
-enum { Q_RUN, Q_STEP, Q_LAYER, Q_DEV, Q_METRIC, NQ };
+enum { Q_RUN, Q_STEP, Q_LAYER, Q_DEV, Q_METRIC, Q_BOUND, Q_REPL, Q_TRACE, Q_REPLAN, Q_MIGR,
+       Q_REQ, NQ };
 
 static const char *const SQL[NQ] = {
     [Q_RUN] = "INSERT INTO runs (name, strategy, strategy_version, trace, model, hardware,"
@@ -46,6 +73,12 @@ static const char *const SQL[NQ] = {
     [Q_LAYER] = "INSERT INTO layer_steps VALUES (?,?,?,?,?,?)",
     [Q_DEV] = "INSERT INTO device_loads VALUES (?,?,?,?)",
     [Q_METRIC] = "INSERT OR REPLACE INTO summary VALUES (?,?,?,?)",
+    [Q_BOUND] = "INSERT INTO layer_bounds VALUES (?,?,?,?,?)",
+    [Q_REPL] = "INSERT INTO replicas VALUES (?,?,?,?)",
+    [Q_TRACE] = "INSERT INTO trace_counts VALUES (?,?,?,?)",
+    [Q_REPLAN] = "INSERT INTO replans VALUES (?,?,?,?,?)",
+    [Q_MIGR] = "INSERT INTO migrations VALUES (?,?,?,?,?,?,?,?)",
+    [Q_REQ] = "INSERT INTO requests VALUES (?,?,?,?,?,?,?)",
 };
 
 struct store {
@@ -186,6 +219,71 @@ int store_metric(store_t *st, int64_t run, const char *metric, double value, con
     bind_text(q, 2, metric);
     sqlite3_bind_double(q, 3, value);
     bind_text(q, 4, unit ? unit : "");
+    return step(st, q);
+}
+
+int store_layer_bound(store_t *st, int64_t run, int layer, double best_ep, double bound,
+                      double max_load) {
+    sqlite3_stmt *q = st->q[Q_BOUND];
+    sqlite3_bind_int64(q, 1, run);
+    sqlite3_bind_int(q, 2, layer);
+    sqlite3_bind_double(q, 3, best_ep);
+    sqlite3_bind_double(q, 4, bound);
+    sqlite3_bind_double(q, 5, max_load);
+    return step(st, q);
+}
+
+int store_replicas(store_t *st, int64_t run, int layer, int expert, int count) {
+    sqlite3_stmt *q = st->q[Q_REPL];
+    sqlite3_bind_int64(q, 1, run);
+    sqlite3_bind_int(q, 2, layer);
+    sqlite3_bind_int(q, 3, expert);
+    sqlite3_bind_int(q, 4, count);
+    return step(st, q);
+}
+
+int store_trace_count(store_t *st, int64_t run, int layer, int expert, double count) {
+    sqlite3_stmt *q = st->q[Q_TRACE];
+    sqlite3_bind_int64(q, 1, run);
+    sqlite3_bind_int(q, 2, layer);
+    sqlite3_bind_int(q, 3, expert);
+    sqlite3_bind_double(q, 4, count);
+    return step(st, q);
+}
+
+int store_replan(store_t *st, int64_t run, int64_t time_ns, int stp, int layers_changed,
+                 double bytes) {
+    sqlite3_stmt *q = st->q[Q_REPLAN];
+    sqlite3_bind_int64(q, 1, run);
+    sqlite3_bind_int64(q, 2, time_ns);
+    sqlite3_bind_int(q, 3, stp);
+    sqlite3_bind_int(q, 4, layers_changed);
+    sqlite3_bind_double(q, 5, bytes);
+    return step(st, q);
+}
+
+int store_migration(store_t *st, int64_t run, const store_migration_t *m) {
+    sqlite3_stmt *q = st->q[Q_MIGR];
+    sqlite3_bind_int64(q, 1, run);
+    sqlite3_bind_int64(q, 2, m->time_ns);
+    sqlite3_bind_int64(q, 3, m->done_ns);
+    sqlite3_bind_int(q, 4, m->layer);
+    sqlite3_bind_int(q, 5, m->expert);
+    sqlite3_bind_double(q, 6, m->bytes);
+    sqlite3_bind_int(q, 7, m->src_device);
+    sqlite3_bind_int(q, 8, m->dst_device);
+    return step(st, q);
+}
+
+int store_request(store_t *st, int64_t run, const store_request_t *r) {
+    sqlite3_stmt *q = st->q[Q_REQ];
+    sqlite3_bind_int64(q, 1, run);
+    sqlite3_bind_int64(q, 2, r->request);
+    sqlite3_bind_int64(q, 3, r->arrival_ns);
+    sqlite3_bind_int(q, 4, r->prompt_tokens);
+    sqlite3_bind_int(q, 5, r->output_tokens);
+    sqlite3_bind_int64(q, 6, r->first_token_ns);
+    sqlite3_bind_int64(q, 7, r->done_ns);
     return step(st, q);
 }
 

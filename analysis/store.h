@@ -37,6 +37,35 @@ int store_layer_step(store_t *st, int64_t run, int step, int layer, int64_t dura
 int store_device_load(store_t *st, int64_t run, int layer, int device, double load);
 int store_metric(store_t *st, int64_t run, const char *metric, double value, const char *unit);
 
+/* Per layer over the whole run: mean device load (BestEP), the lower bound
+ * any placement with the same slots could reach, and the realised maximum. */
+int store_layer_bound(store_t *st, int64_t run, int layer, double best_ep, double bound,
+                      double max_load);
+/* Replica count of each (layer, expert) in the run's final layout. */
+int store_replicas(store_t *st, int64_t run, int layer, int expert, int count);
+/* The trace's activation count of each (layer, expert), summed over steps. */
+int store_trace_count(store_t *st, int64_t run, int layer, int expert, double count);
+/* A re-plan that changed layers_changed layers and moved bytes of weights. */
+int store_replan(store_t *st, int64_t run, int64_t time_ns, int step, int layers_changed,
+                 double bytes);
+
+/* One expert weight copy moved by a re-plan. */
+typedef struct store_migration {
+    int64_t time_ns, done_ns; /* transfer start and arrival */
+    int layer, expert;
+    double bytes;
+    int src_device, dst_device;
+} store_migration_t;
+int store_migration(store_t *st, int64_t run, const store_migration_t *m);
+
+/* One served request. */
+typedef struct store_request {
+    int64_t request;
+    int64_t arrival_ns, first_token_ns, done_ns;
+    int prompt_tokens, output_tokens;
+} store_request_t;
+int store_request(store_t *st, int64_t run, const store_request_t *r);
+
 /* Deletes runs with this name (for --replace). */
 int store_delete_named(store_t *st, const char *name);
 

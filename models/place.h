@@ -108,6 +108,12 @@ const place_ops_t *place_at(int i);
  * one, spread by the source rank (rank % count) as OmniPlacement does. */
 int place_pick_default(const place_layout_t *lo, int layer, int expert, int src_device);
 
+/* Lower bound on the maximum device load of a layer with expert loads
+ * w[E] on D devices and n_slots slots, over every placement (place_bound.c):
+ * at least the mean (BestEP), tightened by the hottest experts' loads over
+ * the most replicas they could get. */
+double place_bound(const double *w, int E, int D, int n_slots);
+
 /* Metrics of a layer's device loads. */
 double place_par(const double *dev_load, int n);          /* max / mean */
 double place_max(const double *v, int n);

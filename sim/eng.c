@@ -163,6 +163,14 @@ uint64_t eng_run_until(eng_t *e, int64_t end_ns) {
 }
 
 void eng_stop(eng_t *e) { e->stop = 1; }
+
+void eng_reset(eng_t *e, int64_t now_ns) {
+    assert(e->live == 0 && "eng_reset with events pending");
+    e->n = 0; /* only cancelled entries can remain */
+    e->nfree = 0;
+    e->nslots = 0;
+    e->now = now_ns;
+}
 int64_t eng_now(const eng_t *e) { return e->now; }
 size_t eng_pending(const eng_t *e) { return e->live; }
 

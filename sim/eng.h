@@ -41,6 +41,9 @@ uint64_t eng_run_until(eng_t *eng, int64_t end_ns);
 void eng_stop(eng_t *eng);
 
 int64_t eng_now(const eng_t *eng);
+/* Moves the clock of an engine with no pending events to now_ns (earlier
+ * or later): lets a sub-simulation be replayed from any start time. */
+void eng_reset(eng_t *eng, int64_t now_ns);
 /* Live (not cancelled) pending events. */
 size_t eng_pending(const eng_t *eng);
 /* Time of the next live event, ENG_NEVER if none. */

@@ -134,6 +134,29 @@ static int check_trace(const run_spec_t *sp, const trace_t *t) {
     return MS_OK;
 }
 
+/* Per-layer rows of a finished run: device loads, the bound on the run's
+ * summed expert loads, the final layout's replica counts and the trace's
+ * activations (so figures need nothing but the database). */
+static int store_layers(store_t *st, int64_t run, const place_layout_t *lo, const double *trace_cnt,
+                        const double *dev_sum, const double *exp_sum) {
+    int L = lo->n_layers, D = lo->n_devices, E = lo->n_experts;
+    for (int l = 0; l < L; l++) {
+        const double *dl = dev_sum + (size_t)l * D, *el = exp_sum + (size_t)l * E;
+        double total = 0;
+        for (int d = 0; d < D; d++) {
+            total += dl[d];
+            if (store_device_load(st, run, l, d, dl[d])) return MS_ERR;
+        }
+        double bound = place_bound(el, E, D, lo->layer[l].n_slots);
+        if (store_layer_bound(st, run, l, total / D, bound, place_max(dl, D))) return MS_ERR;
+        for (int e = 0; e < E; e++)
+            if (store_replicas(st, run, l, e, lo->layer[l].replicas[e]) ||
+                store_trace_count(st, run, l, e, trace_cnt[(size_t)l * E + e]))
+                return MS_ERR;
+    }
+    return MS_OK;
+}
+
 int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary_t *sum) {
     const place_ops_t *ops = place_find(strategy);
     if (!ops) return ms_err("unknown strategy '%s' (known: %s)", strategy, place_names());
@@ -145,8 +168,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     place_state_t *ps = NULL;
     place_layout_t *lo = NULL;
     step_sim_t *sim = NULL;
-    eng_t *eng = NULL;
-    double *prior = NULL, *dev_sum = NULL;
+    double *prior = NULL, *dev_sum = NULL, *exp_sum = NULL;
     char *text = NULL;
     int rc = MS_ERR, began = 0;
 
@@ -176,17 +198,22 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     began = 1;
 
     sim = step_new(c, &sp->model);
-    eng = eng_new();
     dev_sum = ms_calloc((size_t)L * D, sizeof *dev_sum);
+    exp_sum = ms_calloc((size_t)L * E, sizeof *exp_sum);
     pick_ctx_t pc = {ops, ps};
     double par_sum = 0, par_max = 0, tokens = 0;
+    int64_t now_ns = 0;
     for (int s = 0; s < sp->steps; s++) {
         const route_step_t *rt = replay_step(rp, s);
         step_result_t r;
-        if (step_run(sim, eng, lo, rt, ops->pick_replica ? pick_via : NULL, &pc, &r)) goto out;
+        step_in_t in = {.start_ns = now_ns, .layout = lo, .route = rt,
+                        .pick = ops->pick_replica ? pick_via : NULL, .pick_ctx = &pc};
+        if (step_run(sim, &in, &r)) goto out;
+        now_ns = r.end_ns;
         tokens += rt->n_tokens;
         if (store_step(st, sum->run_id, s, r.start_ns, r.end_ns - r.start_ns, rt->n_tokens))
             goto out;
+        for (size_t i = 0; i < (size_t)L * E; i++) exp_sum[i] += r.expert_load[i];
         for (int l = 0; l < L; l++) {
             const double *dl = r.dev_load + (size_t)l * D;
             double mx = place_max(dl, D), par = place_par(dl, D), mean = 0;
@@ -213,11 +240,9 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
             }
         }
     }
-    for (int l = 0; l < L; l++)
-        for (int d = 0; d < D; d++)
-            if (store_device_load(st, sum->run_id, l, d, dev_sum[(size_t)l * D + d])) goto out;
+    if (store_layers(st, sum->run_id, lo, prior, dev_sum, exp_sum)) goto out;
 
-    sum->sim_s = (double)eng_now(eng) / ENG_NS_PER_S;
+    sum->sim_s = (double)now_ns / ENG_NS_PER_S;
     sum->step_ms = sum->sim_s * 1e3 / sp->steps;
     sum->tokens_per_s_node = sum->sim_s > 0 ? tokens / sum->sim_s / c->n_nodes : 0;
     sum->mean_par = par_sum / ((double)sp->steps * L);
@@ -250,7 +275,7 @@ out:
     free(text);
     free(prior);
     free(dev_sum);
-    eng_free(eng);
+    free(exp_sum);
     step_free(sim);
     place_layout_free(lo);
     if (ps && ops->destroy) ops->destroy(ps);

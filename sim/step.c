@@ -40,6 +40,7 @@ struct step_sim {
     step_result_t *res;
     int64_t *layer_end; /* [L] when the last device got layer l's tokens back */
     double *dev_load, *expert_load;
+    eng_t *eng;        /* private: a step is a sub-simulation */
 };
 
 static double *port_row(step_sim_t *s, int l, int phase, int which) {
@@ -65,6 +66,7 @@ step_sim_t *step_new(const cluster_t *c, const moe_model_t *m) {
     s->layer_end = ms_malloc(L * sizeof *s->layer_end);
     s->dev_load = ms_malloc(L * D * sizeof *s->dev_load);
     s->expert_load = ms_malloc(L * (size_t)s->E * sizeof *s->expert_load);
+    s->eng = eng_new();
     return s;
 }
 
@@ -81,6 +83,7 @@ void step_free(step_sim_t *s) {
     free(s->layer_end);
     free(s->dev_load);
     free(s->expert_load);
+    eng_free(s->eng);
     free(s);
 }
 
@@ -218,18 +221,19 @@ static void ev_computed(eng_t *eng, void *ctx, int64_t arg) {
                    now + llround(xfer_ns(s, l, COMBINE, b, a)), ev_ready, (int64_t)(l + 1) * D + a);
 }
 
-int step_run(step_sim_t *s, eng_t *eng, const place_layout_t *lo, const route_step_t *rt,
-             int (*pick)(void *, const place_layout_t *, int, int, int), void *pick_ctx,
-             step_result_t *out) {
+int step_run(step_sim_t *s, const step_in_t *in, step_result_t *out) {
     int D = s->D, L = s->L;
+    const place_layout_t *lo = in->layout;
+    const route_step_t *rt = in->route;
+    if (!rt) return ms_err("step: count-mode routing needs the analytic mode (not built yet)");
     if (lo->n_layers != L || lo->n_devices != D || rt->n_layers != L || rt->n_devices != D)
         return ms_err("step: layout (%d layers, %d devices) or routing (%d layers, %d devices) "
                       "does not match the cluster (%d MoE layers, %d devices)",
                       lo->n_layers, lo->n_devices, rt->n_layers, rt->n_devices, L, D);
     memset(out, 0, sizeof *out);
     s->res = out;
-    build(s, lo, rt, pick, pick_ctx);
-    int64_t t0 = eng_now(eng);
+    build(s, lo, rt, in->pick, in->pick_ctx);
+    int64_t t0 = in->start_ns;
     out->start_ns = out->end_ns = t0;
     for (int l = 0; l < L; l++) {
         s->layer_end[l] = t0;
@@ -246,8 +250,9 @@ int step_run(step_sim_t *s, eng_t *eng, const place_layout_t *lo, const route_st
                     s->rem_back[(size_t)l * D + a]++;
                 }
     }
-    for (int a = 0; a < D; a++) eng_schedule(eng, t0, ev_ready, s, a);
-    eng_run_until(eng, ENG_NEVER);
+    eng_reset(s->eng, t0);
+    for (int a = 0; a < D; a++) eng_schedule(s->eng, t0, ev_ready, s, a);
+    eng_run_until(s->eng, ENG_NEVER);
     out->layer_ns = s->layer_end; /* turned into durations below */
     for (int l = L - 1; l >= 0; l--)
         s->layer_end[l] -= l ? s->layer_end[l - 1] : t0;

@@ -22,6 +22,9 @@ struct replay {
     int table_step;               /* trace step whose tables are built, -1 none */
     gsl_ran_discrete_t **table;   /* [n_layers] */
     route_step_t rt;
+    int cap;                      /* tokens the routing buffers hold */
+    double *probs;                /* [n_experts] scratch for count mode */
+    unsigned int *draw;           /* [n_experts] scratch for count mode */
 };
 
 int replay_new(const trace_t *t, int top_k, int n_devices, int tokens_per_device, uint64_t seed,
@@ -38,12 +41,9 @@ int replay_new(const trace_t *t, int top_k, int n_devices, int tokens_per_device
     gsl_rng_set(r->rng, (unsigned long)seed);
     r->table_step = -1;
     r->table = ms_calloc((size_t)t->n_layers, sizeof *r->table);
-    int n = n_devices * tokens_per_device;
-    r->rt = (route_step_t){.n_layers = t->n_layers, .n_tokens = n, .top_k = top_k,
-                           .n_devices = n_devices};
-    r->rt.src = ms_malloc((size_t)(n ? n : 1) * sizeof *r->rt.src);
-    r->rt.expert = ms_malloc((size_t)t->n_layers * (n ? n : 1) * top_k * sizeof *r->rt.expert);
-    for (int i = 0; i < n; i++) r->rt.src[i] = i / tokens_per_device;
+    r->rt = (route_step_t){.n_layers = t->n_layers, .top_k = top_k, .n_devices = n_devices};
+    r->probs = ms_malloc((size_t)t->n_experts * sizeof *r->probs);
+    r->draw = ms_malloc((size_t)t->n_experts * sizeof *r->draw);
     *out = r;
     return MS_OK;
 }
@@ -56,6 +56,8 @@ void replay_free(replay_t *r) {
     gsl_rng_free(r->rng);
     free(r->rt.src);
     free(r->rt.expert);
+    free(r->probs);
+    free(r->draw);
     free(r);
 }
 
@@ -109,14 +111,49 @@ static void sample_token(replay_t *r, int l, const double *c, int16_t *v) {
 }
 
 const route_step_t *replay_step(replay_t *r, int step) {
+    int *tokens = ms_malloc((size_t)r->n_devices * sizeof *tokens);
+    for (int d = 0; d < r->n_devices; d++) tokens[d] = r->tokens_per_device;
+    const route_step_t *rt = replay_step_batch(r, step, tokens);
+    free(tokens);
+    return rt;
+}
+
+const route_step_t *replay_step_batch(replay_t *r, int step, const int *tokens) {
     const trace_t *t = r->t;
     int ts = step % t->n_steps;
     if (ts != r->table_step) build_tables(r, ts);
-    int n = r->rt.n_tokens, k = r->top_k;
+    int n = 0, k = r->top_k;
+    for (int d = 0; d < r->n_devices; d++) n += tokens[d];
+    if (n > r->cap) {
+        r->cap = n;
+        r->rt.src = ms_realloc(r->rt.src, (size_t)n * sizeof *r->rt.src);
+        r->rt.expert = ms_realloc(r->rt.expert, (size_t)t->n_layers * n * k * sizeof *r->rt.expert);
+    }
+    r->rt.n_tokens = n;
+    for (int d = 0, i = 0; d < r->n_devices; d++)
+        for (int j = 0; j < tokens[d]; j++) r->rt.src[i++] = d;
     for (int l = 0; l < t->n_layers; l++) {
         const double *c = trace_counts(t, ts, l);
         for (int i = 0; i < n; i++)
             sample_token(r, l, c, r->rt.expert + ((size_t)l * n + i) * k);
     }
     return &r->rt;
+}
+
+void replay_counts(replay_t *r, int step, double n_tokens, double *out) {
+    const trace_t *t = r->t;
+    int ts = step % t->n_steps, E = t->n_experts;
+    unsigned int pairs = (unsigned int)(n_tokens * r->top_k + 0.5);
+    for (int l = 0; l < t->n_layers; l++) {
+        const double *c = trace_counts(t, ts, l);
+        double sum = 0;
+        for (int e = 0; e < E; e++) sum += c[e];
+        double *o = out + (size_t)l * E;
+        if (sum <= 0) { /* a silent layer spreads evenly */
+            for (int e = 0; e < E; e++) o[e] = (double)pairs / E;
+            continue;
+        }
+        gsl_ran_multinomial(r->rng, (size_t)E, pairs, c, r->draw);
+        for (int e = 0; e < E; e++) o[e] = r->draw[e];
+    }
 }

@@ -27,7 +27,14 @@ int replay_new(const trace_t *t, int top_k, int n_devices, int tokens_per_device
                replay_t **out);
 void replay_free(replay_t *r);
 /* Fills the routing of simulated step `step` into r's buffer and returns it
- * (valid until the next call). */
+ * (valid until the next call): tokens_per_device tokens on every device. */
 const route_step_t *replay_step(replay_t *r, int step);
+/* The same with tokens[d] tokens on device d (continuous batching). */
+const route_step_t *replay_step_batch(replay_t *r, int step, const int *tokens);
+/* Count mode, for runs too long to route token by token: the token-expert
+ * pairs of each expert in every layer when n_tokens tokens choose top_k
+ * experts each, drawn as a multinomial over the layer's counts (so they sum
+ * to n_tokens * top_k). out is [n_layers][n_experts]. */
+void replay_counts(replay_t *r, int step, double n_tokens, double *out);
 
 #endif
