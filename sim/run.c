@@ -249,6 +249,8 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     sum->max_par = par_max;
     struct { const char *k; double v; const char *u; } m[] = {
         {"steps", sp->steps, ""},
+        {"redundant", sp->redundant, "slots"},
+        {"tokens_per_device", sp->tokens_per_device, "tokens"},
         {"sim_time", sum->sim_s, "s"},
         {"step_time_mean", sum->step_ms, "ms"},
         {"output_tokens_per_s_per_node", sum->tokens_per_s_node, "tokens/s"},
