@@ -1,28 +1,44 @@
-/* eng: future-event set as an implicit 4-ary min-heap of 16-byte keys.
+/* eng: future-event set as a radix heap over integer nanoseconds.
  *
- * Why this shape: the heap holds only (time, sequence|slot) pairs, so a
- * sift moves 16 bytes and four children share one cache line; the action
- * (fn, ctx, arg) waits in a slot table and is touched once, when the event
- * runs. A 4-ary heap halves the depth of a binary one. Cancellation is lazy:
- * the slot is marked dead and its key dropped when it reaches the top.
+ * Why this shape: simulated time never goes backwards (an event is never
+ * scheduled before the one running), which is what a radix heap needs. An
+ * event lives in bucket b = the index of the highest bit in which its time
+ * differs from `last`, the time of the newest minimum (bucket 0: equal).
+ * Taking the minimum empties the lowest non-empty bucket into lower ones,
+ * and each event moves at most 64 times, in practice a few: amortised O(1)
+ * against a heap's O(log n) sifts.
  *
- * Key layout: seq (high 40 bits) | slot (low 24 bits). Comparing keys at
- * equal times compares sequence numbers, which gives FIFO order for ties. */
+ * Equal times run in scheduling order: every bucket is kept in sequence
+ * order (appends have rising sequence numbers, and a bucket is redistributed
+ * only when all lower buckets are empty, so its events land in front of any
+ * later appends), and bucket 0 is consumed first in, first out.
+ *
+ * Entries are 16-byte (time, seq|slot) pairs; the action (fn, ctx, arg)
+ * waits in a slot table. Cancellation is lazy: the slot is marked dead and
+ * its entry dropped when its bucket is next touched. */
 #include "eng.h"
 
 #include <assert.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "util.h"
 
 #define SLOT_BITS 24
 #define SLOT_MASK ((1u << SLOT_BITS) - 1)
 #define MAX_SLOTS (1u << SLOT_BITS)
+#define NBUCKETS 65
 
 typedef struct {
     int64_t t;    /* event time, ns */
     uint64_t key; /* seq << SLOT_BITS | slot */
-} hent_t;
+} ent_t;
+
+typedef struct {
+    ent_t *a;
+    uint32_t head, n, cap; /* live entries are a[head..n) */
+    int64_t min;           /* smallest time in the bucket (may be a dead one) */
+} bucket_t;
 
 typedef struct {
     eng_fn fn;    /* NULL: free or cancelled */
@@ -32,25 +48,21 @@ typedef struct {
 } slot_t;
 
 struct eng {
-    hent_t *heap;      /* 4-ary heap, root at 0 */
-    size_t n, cap;     /* heap entries (live + cancelled) */
+    bucket_t b[NBUCKETS];
+    uint64_t used;     /* bit j-1 set: bucket j (1..64) is non-empty */
+    int64_t last;      /* every pending time is >= last */
     slot_t *slots;
     uint32_t *free;    /* free slot indices (a stack) */
-    size_t nfree, nslots;
+    size_t nfree, nslots, cap;
     size_t live;       /* live pending events */
     uint64_t seq;      /* next sequence number */
     int64_t now;
     int stop;
 };
 
-static inline int less(const hent_t *a, const hent_t *b) {
-    return a->t < b->t || (a->t == b->t && a->key < b->key);
-}
-
 eng_t *eng_new(void) {
     eng_t *e = ms_calloc(1, sizeof *e);
     e->cap = 1024;
-    e->heap = ms_malloc(e->cap * sizeof *e->heap);
     e->slots = ms_malloc(e->cap * sizeof *e->slots);
     e->free = ms_malloc(e->cap * sizeof *e->free);
     e->seq = 1;
@@ -59,7 +71,7 @@ eng_t *eng_new(void) {
 
 void eng_free(eng_t *e) {
     if (!e) return;
-    free(e->heap);
+    for (int i = 0; i < NBUCKETS; i++) free(e->b[i].a);
     free(e->slots);
     free(e->free);
     free(e);
@@ -70,45 +82,73 @@ static uint32_t slot_get(eng_t *e) {
     if (e->nslots == e->cap) {
         e->cap *= 2;
         assert(e->cap <= MAX_SLOTS && "more than 16M pending events");
-        e->heap = ms_realloc(e->heap, e->cap * sizeof *e->heap);
         e->slots = ms_realloc(e->slots, e->cap * sizeof *e->slots);
         e->free = ms_realloc(e->free, e->cap * sizeof *e->free);
     }
     return (uint32_t)e->nslots++;
 }
 
-static void sift_up(hent_t *h, size_t i, hent_t x) {
-    while (i > 0) {
-        size_t p = (i - 1) >> 2;
-        if (!less(&x, &h[p])) break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = x;
+static inline int bucket_of(const eng_t *e, int64_t t) {
+    uint64_t x = (uint64_t)t ^ (uint64_t)e->last;
+    return x ? 64 - __builtin_clzll(x) : 0;
 }
 
-static void sift_down(hent_t *h, size_t n, hent_t x) {
-    size_t i = 0;
-    for (;;) {
-        size_t c = 4 * i + 1;
-        if (c >= n) break;
-        size_t best = c, end = c + 4 < n ? c + 4 : n;
-        for (size_t j = c + 1; j < end; j++)
-            if (less(&h[j], &h[best])) best = j;
-        if (!less(&h[best], &x)) break;
-        h[i] = h[best];
-        i = best;
+static inline void put(eng_t *e, ent_t x) {
+    int i = bucket_of(e, x.t);
+    bucket_t *b = &e->b[i];
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 64;
+        b->a = ms_realloc(b->a, b->cap * sizeof *b->a);
     }
-    h[i] = x;
+    if (b->n == b->head || x.t < b->min) b->min = x.t;
+    b->a[b->n++] = x;
+    if (i) e->used |= 1ull << (i - 1);
+}
+
+static inline int dead(const eng_t *e, ent_t x) {
+    return !e->slots[x.key & SLOT_MASK].fn;
+}
+
+static inline void drop(eng_t *e, ent_t x) { e->free[e->nfree++] = (uint32_t)(x.key & SLOT_MASK); }
+
+/* Re-buckets every entry against a new `last` (<= every pending time). Only
+ * needed when something is scheduled before `last`, which can happen after
+ * eng_run_until() stopped early or eng_peek() looked ahead. */
+static void rebase(eng_t *e, int64_t new_last) {
+    size_t total = 0;
+    for (int i = 0; i < NBUCKETS; i++) total += e->b[i].n - e->b[i].head;
+    ent_t *all = ms_malloc((total ? total : 1) * sizeof *all);
+    size_t k = 0;
+    for (int i = 0; i < NBUCKETS; i++) {
+        bucket_t *b = &e->b[i];
+        if (b->n > b->head) memcpy(all + k, b->a + b->head, (b->n - b->head) * sizeof *all);
+        k += b->n - b->head;
+        b->head = b->n = 0;
+    }
+    /* Sequence order within equal times must survive: sort by (t, key). */
+    for (size_t i = 1; i < k; i++) { /* insertion sort: rare, and mostly sorted runs */
+        ent_t x = all[i];
+        size_t j = i;
+        while (j && (all[j - 1].t > x.t || (all[j - 1].t == x.t && all[j - 1].key > x.key))) {
+            all[j] = all[j - 1];
+            j--;
+        }
+        all[j] = x;
+    }
+    e->used = 0;
+    e->last = new_last;
+    for (size_t i = 0; i < k; i++) put(e, all[i]);
+    free(all);
 }
 
 eng_id_t eng_schedule(eng_t *e, int64_t at_ns, eng_fn fn, void *ctx, int64_t arg) {
     assert(fn && at_ns >= e->now && "events cannot be scheduled in the past");
+    if (at_ns < e->last) rebase(e, at_ns);
     uint32_t s = slot_get(e);
     uint64_t seq = e->seq++;
     e->slots[s] = (slot_t){fn, ctx, arg, seq};
-    hent_t x = {at_ns, seq << SLOT_BITS | s};
-    sift_up(e->heap, e->n++, x);
+    ent_t x = {at_ns, seq << SLOT_BITS | s};
+    put(e, x);
     e->live++;
     return x.key;
 }
@@ -122,40 +162,47 @@ int eng_cancel(eng_t *e, eng_id_t id) {
     if (s >= e->nslots) return 0;
     slot_t *sl = &e->slots[s];
     if (!sl->fn || sl->seq != id >> SLOT_BITS) return 0;
-    sl->fn = NULL; /* its heap entry is dropped when it surfaces */
+    sl->fn = NULL; /* its entry is dropped when its bucket is next touched */
     e->live--;
     return 1;
 }
 
-/* Removes the root; returns its slot. */
-static uint32_t pop(eng_t *e, int64_t *t) {
-    hent_t top = e->heap[0];
-    if (--e->n) sift_down(e->heap, e->n, e->heap[e->n]);
-    *t = top.t;
-    return (uint32_t)(top.key & SLOT_MASK);
-}
-
-/* Drops cancelled entries from the top so the root is live. */
-static void skip_dead(eng_t *e) {
-    while (e->n && !e->slots[e->heap[0].key & SLOT_MASK].fn) {
-        int64_t t;
-        e->free[e->nfree++] = pop(e, &t);
+/* Makes bucket 0's head the next live event if its time is <= end_ns;
+ * returns 0 when there is none. */
+static int front(eng_t *e, int64_t end_ns) {
+    bucket_t *b0 = &e->b[0];
+    for (;;) {
+        while (b0->head < b0->n && dead(e, b0->a[b0->head])) drop(e, b0->a[b0->head++]);
+        if (b0->head < b0->n) return e->last <= end_ns;
+        b0->head = b0->n = 0;
+        if (!e->used) return 0;
+        int j = __builtin_ctzll(e->used) + 1;
+        bucket_t *bj = &e->b[j];
+        if (bj->min > end_ns) return 0;
+        e->used &= ~(1ull << (j - 1));
+        e->last = bj->min;
+        uint32_t n = bj->n;
+        bj->n = 0; /* entries go to lower buckets only, never back into j */
+        for (uint32_t i = bj->head; i < n; i++) {
+            if (dead(e, bj->a[i])) drop(e, bj->a[i]);
+            else put(e, bj->a[i]);
+        }
+        bj->head = 0;
     }
 }
 
 uint64_t eng_run_until(eng_t *e, int64_t end_ns) {
     uint64_t ran = 0;
     e->stop = 0;
-    while (!e->stop) {
-        skip_dead(e);
-        if (!e->n || e->heap[0].t > end_ns) break;
-        int64_t t;
-        uint32_t s = pop(e, &t);
+    while (!e->stop && front(e, end_ns)) {
+        bucket_t *b0 = &e->b[0];
+        ent_t x = b0->a[b0->head++];
+        uint32_t s = (uint32_t)(x.key & SLOT_MASK);
         slot_t sl = e->slots[s];
         e->slots[s].fn = NULL;
         e->free[e->nfree++] = s;
         e->live--;
-        e->now = t;
+        e->now = x.t;
         sl.fn(e, sl.ctx, sl.arg);
         ran++;
     }
@@ -163,18 +210,17 @@ uint64_t eng_run_until(eng_t *e, int64_t end_ns) {
 }
 
 void eng_stop(eng_t *e) { e->stop = 1; }
-
-void eng_reset(eng_t *e, int64_t now_ns) {
-    assert(e->live == 0 && "eng_reset with events pending");
-    e->n = 0; /* only cancelled entries can remain */
-    e->nfree = 0;
-    e->nslots = 0;
-    e->now = now_ns;
-}
 int64_t eng_now(const eng_t *e) { return e->now; }
 size_t eng_pending(const eng_t *e) { return e->live; }
 
+void eng_reset(eng_t *e, int64_t now_ns) {
+    assert(e->live == 0 && "eng_reset with events pending");
+    for (int i = 0; i < NBUCKETS; i++) e->b[i].head = e->b[i].n = 0;
+    e->used = 0;
+    e->nfree = e->nslots = 0;
+    e->now = e->last = now_ns;
+}
+
 int64_t eng_peek(eng_t *e) {
-    skip_dead(e);
-    return e->n ? e->heap[0].t : ENG_NEVER;
+    return front(e, ENG_NEVER) ? e->last : ENG_NEVER;
 }

@@ -113,6 +113,32 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     return MS_OK;
 }
 
+/* What a strategy is told; sec receives its config section name. */
+static place_env_t make_env(const run_spec_t *sp, const place_ops_t *ops, char *sec, size_t n) {
+    snprintf(sec, n, "strategy.%s", ops->name);
+    const cluster_t *c = &sp->cluster;
+    return (place_env_t){.n_layers = moe_n_moe_layers(&sp->model),
+                         .n_experts = sp->model.n_experts, .n_devices = c->n_devices,
+                         .devices_per_node = c->devices_per_node, .n_nodes = c->n_nodes,
+                         .redundant = sp->redundant, .top_k = sp->model.top_k,
+                         .n_groups = sp->model.n_groups, .topk_groups = sp->model.topk_groups,
+                         .cfg = sp->cfg, .cfg_section = sec, .seed = sp->seed};
+}
+
+int run_spec_check(const run_spec_t *sp) {
+    for (int i = 0; i < sp->n_strategies; i++) {
+        const place_ops_t *ops = place_find(sp->strategies[i]);
+        char sec[64];
+        place_env_t env = make_env(sp, ops, sec, sizeof sec);
+        place_state_t *st = NULL;
+        place_layout_t *lo = NULL;
+        if (ops->init(&env, NULL, &st, &lo)) return MS_ERR;
+        place_layout_free(lo);
+        if (st && ops->destroy) ops->destroy(st);
+    }
+    return cfg_check_unused(sp->cfg);
+}
+
 /* pick_replica through the strategy, when it has its own. */
 typedef struct {
     const place_ops_t *ops;
@@ -175,12 +201,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     if (trace_read(sp->trace_path, &tr) || check_trace(sp, tr)) goto out;
     if (replay_new(tr, sp->model.top_k, D, sp->tokens_per_device, sp->seed, &rp)) goto out;
     char sec[64];
-    snprintf(sec, sizeof sec, "strategy.%s", ops->name);
-    place_env_t env = {.n_layers = L, .n_experts = E, .n_devices = D,
-                       .devices_per_node = c->devices_per_node, .n_nodes = c->n_nodes,
-                       .redundant = sp->redundant, .top_k = sp->model.top_k,
-                       .n_groups = sp->model.n_groups, .topk_groups = sp->model.topk_groups,
-                       .cfg = sp->cfg, .cfg_section = sec, .seed = sp->seed};
+    place_env_t env = make_env(sp, ops, sec, sizeof sec);
     /* Prior statistics for strategies that start from them: the trace's
      * whole-run counts, as SGLang's --init-expert-location does. */
     prior = ms_malloc((size_t)L * E * sizeof *prior);

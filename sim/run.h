@@ -33,6 +33,11 @@ typedef struct run_spec {
 /* Reads and checks the experiment; every complaint names file:line. */
 int run_spec_load(cfg_t *cfg, run_spec_t *out);
 
+/* Checks what only a strategy can check (its own [strategy.<name>] keys,
+ * the shape of its first layout, by a dry init without prior statistics),
+ * then that no config key went unread. Call before writing anything. */
+int run_spec_check(const run_spec_t *spec);
+
 /* What a run reports back (also stored in the summary table). */
 typedef struct run_summary {
     int64_t run_id;

@@ -1,0 +1,94 @@
+/* The decode-step pipeline on a case small enough to compute by hand:
+ * 2 devices on one node, 1 MoE layer, 2 experts (one per device), top-1. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "place.h"
+#include "step.h"
+#include "util.h"
+
+/* hidden 1000, inter 500, FP8 weights (1 B), FP8 dispatch, BF16 combine */
+static const moe_model_t M = {.name = "tiny", .n_layers = 1, .n_dense = 0, .hidden = 1000,
+                              .moe_inter = 500, .n_experts = 2, .top_k = 1, .n_groups = 1,
+                              .topk_groups = 1, .weight_bytes = 1, .dispatch_bytes = 1,
+                              .combine_bytes = 2};
+
+static cluster_t two_devices(void) {
+    cluster_t c = {.n_nodes = 1, .devices_per_node = 2, .n_devices = 2};
+    c.hw = (hw_t){.name = "unit", .flops_fp8 = 1e12, .flops_bf16 = 1e12, .hbm_bw = 1e11,
+                  .scaleup_bw = 1e9, .nic_bw = 1e9, .eff_flops = 1, .eff_hbm = 1,
+                  .eff_scaleup = 1, .eff_nic = 1, .scaleup_lat_ns = 1000, .nic_lat_ns = 1000};
+    return c;
+}
+
+Test(step, hand_computed_two_device_layer) {
+    cluster_t c = two_devices();
+    place_layout_t *lo = place_layout_new(1, 2, 2, 2);
+    int se[2] = {0, 1};
+    cr_assert_eq(place_layer_set(lo, 0, 1, se), MS_OK);
+    /* device 0: three tokens choosing experts 0, 1, 1; device 1: one token, expert 0 */
+    int src[4] = {0, 0, 0, 1};
+    int16_t ex[4] = {0, 1, 1, 0};
+    route_step_t rt = {.n_layers = 1, .n_tokens = 4, .top_k = 1, .n_devices = 2, .src = src,
+                       .expert = ex};
+    step_sim_t *s = step_new(&c, &M);
+    step_result_t r;
+    step_in_t in = {.start_ns = 0, .layout = lo, .route = &rt};
+    cr_assert_eq(step_run(s, &in, &r), MS_OK);
+    /* Compute, each device: 2 pairs, 1 active expert.
+     *   FLOPs 6*1000*500*2 = 6e6 -> 6e6 / 1e12 = 6 us
+     *   bytes 3*1000*500 (weights) + 2*1000*(1+2) (acts) = 1,506,000 -> / 1e11 = 15.06 us
+     *   => 15,060 ns (memory-bound).
+     * Dispatch (1 B x 1000 per token over NVLink, 1 GB/s, 1 us latency):
+     *   0->1: 2 tokens; out(0) = in(1) = 2000 B -> 1000 + 2000 = 3000 ns
+     *   1->0: 1 token;  out(1) = in(0) = 1000 B -> 1000 + 1000 = 2000 ns
+     *   device 0 computes from 2000 to 17060; device 1 from 3000 to 18060.
+     * Combine (2 B x 1000 per token):
+     *   0->1: 1 token: out(0) = in(1) = 2000 B -> 17060 + 3000 = 20060
+     *   1->0: 2 tokens: out(1) = in(0) = 4000 B -> 18060 + 5000 = 23060
+     * Device 0 has all its tokens back at 23060, device 1 at 20060: the
+     * slowest device sets the layer time, 23,060 ns. */
+    cr_assert_eq(step_compute_ns(&c, &M, 2, 1), 15060.0);
+    cr_assert_eq(r.layer_ns[0], 23060);
+    cr_assert_eq(r.end_ns, 23060);
+    cr_assert_eq(r.dev_load[0], 2);
+    cr_assert_eq(r.dev_load[1], 2);
+    cr_assert_eq(r.expert_load[0], 2);
+    cr_assert_eq(r.expert_load[1], 2);
+    cr_assert_float_eq(r.dispatch_bytes, 3000, 1e-9);
+    cr_assert_float_eq(r.combine_bytes, 6000, 1e-9);
+
+    /* The same step from a later start is shifted, not changed. */
+    in.start_ns = 1000000;
+    cr_assert_eq(step_run(s, &in, &r), MS_OK);
+    cr_assert_eq(r.end_ns - r.start_ns, 23060);
+    step_free(s);
+    place_layout_free(lo);
+}
+
+Test(step, default_replica_choice_prefers_own_then_node) {
+    /* 2 nodes x 2 devices, expert 0 on devices 1 and 2, expert 1 on 0 and 3 */
+    place_layout_t *lo = place_layout_new(1, 2, 4, 2);
+    int se[4] = {1, 0, 0, 1};
+    cr_assert_eq(place_layer_set(lo, 0, 1, se), MS_OK);
+    cr_assert_eq(lo->layer[0].replicas[0], 2);
+    cr_assert_eq(place_pick_default(lo, 0, 0, 1), 1, "own device");
+    cr_assert_eq(place_pick_default(lo, 0, 0, 0), 1, "same node");
+    cr_assert_eq(place_pick_default(lo, 0, 0, 3), 2, "same node (node 1)");
+    cr_assert_eq(place_pick_default(lo, 0, 1, 1), 0, "same node for expert 1");
+    place_layout_free(lo);
+}
+
+Test(step, layout_rejects_bad_slots) {
+    ms_err_quiet(1);
+    place_layout_t *lo = place_layout_new(1, 3, 2, 2);
+    int missing[2] = {0, 1};
+    cr_assert_eq(place_layer_set(lo, 0, 1, missing), MS_ERR, "2 slots cannot hold 3 experts");
+    int bad[4] = {0, 1, 2, 7};
+    cr_assert_eq(place_layer_set(lo, 0, 2, bad), MS_ERR);
+    cr_assert(strstr(ms_err_last(), "expert 7"));
+    int nocopy[4] = {0, 1, 1, 0};
+    cr_assert_eq(place_layer_set(lo, 0, 2, nocopy), MS_ERR);
+    cr_assert(strstr(ms_err_last(), "expert 2 has no replica"));
+    place_layout_free(lo);
+}
