@@ -32,6 +32,16 @@ CFLAGS    += $(CSTD) $(OPT) $(WARN) $(SANFLAGS) $(INCS) $(PKG_CFLAGS) -MMD -MP
 LDFLAGS   += $(SANFLAGS)
 LDLIBS    += $(PKG_LIBS) -lm
 
+# Open MPI, when mpicc is installed (MPI=0 turns it off; make clean after
+# switching): sim/sweep_mpi.c is then built with -DMOESIM_MPI, so sweeps
+# spread over mpirun ranks, and everything links libmpi. Without it that
+# file is a serial stand-in.
+MPI       ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+ifeq ($(MPI),1)
+$(BUILD)/obj/sim/sweep_mpi.o: CFLAGS += -DMOESIM_MPI -pthread $(shell mpicc --showme:compile)
+LDLIBS    += -pthread $(shell mpicc --showme:link)
+endif
+
 LIB_SRC   := $(filter-out sim/main.c,$(wildcard sim/*.c models/*.c traces/*.c analysis/*.c))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC  := $(wildcard tests/test_*.c)

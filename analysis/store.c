@@ -3,6 +3,7 @@
 #include "store.h"
 
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -295,4 +296,153 @@ int store_delete_named(store_t *st, const char *name) {
     int rc = sqlite3_step(q);
     sqlite3_finalize(q);
     return rc == SQLITE_DONE ? MS_OK : fail(st, "cannot delete earlier runs");
+}
+
+/* An identifier in double quotes, for table and column names read back
+ * from the database itself. */
+static void quote_id(char *out, size_t n, const char *id) {
+    size_t k = 0;
+    if (k + 1 < n) out[k++] = '"';
+    for (; *id && k + 3 < n; id++) {
+        if (*id == '"') out[k++] = '"';
+        out[k++] = *id;
+    }
+    out[k++] = '"';
+    out[k] = 0;
+}
+
+/* The columns of src.table as a quoted, comma-separated list with run_id
+ * written as `run_expr`; *has_run says whether the table has run_id. */
+static int merge_columns(store_t *st, const char *table, const char *run_expr, const char *prefix,
+                         char *out, size_t n, int *has_run) {
+    char sql[512], q[300];
+    quote_id(q, sizeof q, table);
+    snprintf(sql, sizeof sql, "PRAGMA src.table_info(%s)", q);
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK)
+        return fail(st, "cannot read a merged table's columns");
+    size_t k = 0;
+    *has_run = 0;
+    out[0] = 0;
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        const char *col = (const char *)sqlite3_column_text(s, 1);
+        int is_run = !strcmp(col, "run_id");
+        *has_run |= is_run;
+        if (is_run && !run_expr) continue;
+        quote_id(q, sizeof q, col);
+        int w = snprintf(out + k, n - k, "%s%s%s", k ? "," : "", is_run ? run_expr : prefix,
+                         is_run ? "" : q);
+        if (w < 0 || (size_t)w >= n - k) {
+            sqlite3_finalize(s);
+            return ms_err("%s: table %s has too many columns to merge", st->path, table);
+        }
+        k += (size_t)w;
+    }
+    sqlite3_finalize(s);
+    return MS_OK;
+}
+
+static int exec(store_t *st, const char *sql, const char *what) {
+    return sqlite3_exec(st->db, sql, NULL, NULL, NULL) == SQLITE_OK ? MS_OK : fail(st, what);
+}
+
+/* The copy itself, inside the transaction store_merge opened. */
+static int merge_tables(store_t *st, int *n_runs) {
+    char cols[4096], ins[4096], sql[10000], q[300];
+    int has_run;
+    if (exec(st, "CREATE TEMP TABLE IF NOT EXISTS merge_map (old INTEGER PRIMARY KEY,"
+                 " new INTEGER NOT NULL); DELETE FROM temp.merge_map;",
+             "cannot make the run-id map") ||
+        merge_columns(st, "runs", NULL, "", cols, sizeof cols, &has_run))
+        return MS_ERR;
+    if (!has_run) return ms_err("%s: the merged file has no runs table with run_id", st->path);
+    /* Runs one by one, in id order, so the new ids keep the old order. */
+    snprintf(sql, sizeof sql,
+             "INSERT INTO main.runs (%s) SELECT %s FROM src.runs WHERE run_id = ?1", cols, cols);
+    sqlite3_stmt *pick = NULL, *add = NULL, *map = NULL;
+    int rc = MS_ERR, n = 0;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT run_id FROM src.runs WHERE config_hash NOT IN"
+                           " (SELECT config_hash FROM main.runs) ORDER BY run_id",
+                           -1, &pick, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db, sql, -1, &add, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db, "INSERT INTO temp.merge_map VALUES (?1, ?2)", -1, &map,
+                           NULL) != SQLITE_OK) {
+        fail(st, "cannot prepare the merge of runs");
+        goto out;
+    }
+    int r;
+    while ((r = sqlite3_step(pick)) == SQLITE_ROW) {
+        sqlite3_int64 old = sqlite3_column_int64(pick, 0);
+        sqlite3_bind_int64(add, 1, old);
+        if (step(st, add)) goto out;
+        sqlite3_bind_int64(map, 1, old);
+        sqlite3_bind_int64(map, 2, sqlite3_last_insert_rowid(st->db));
+        if (step(st, map)) goto out;
+        n++;
+    }
+    if (r != SQLITE_DONE) {
+        fail(st, "cannot read the merged runs");
+        goto out;
+    }
+    sqlite3_finalize(pick);
+    /* Every other table keyed by run_id, whatever its name. */
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT s.name, s.sql, m.name IS NULL FROM src.sqlite_master s"
+                           " LEFT JOIN main.sqlite_master m ON m.type = 'table' AND m.name = s.name"
+                           " WHERE s.type = 'table' AND s.name NOT LIKE 'sqlite_%'"
+                           " AND s.name <> 'runs' ORDER BY s.name",
+                           -1, &pick, NULL) != SQLITE_OK) {
+        fail(st, "cannot list the merged tables");
+        goto out;
+    }
+    while ((r = sqlite3_step(pick)) == SQLITE_ROW) {
+        const char *table = (const char *)sqlite3_column_text(pick, 0);
+        if (merge_columns(st, table, "m.new", "s.", cols, sizeof cols, &has_run) ||
+            merge_columns(st, table, "run_id", "", ins, sizeof ins, &has_run))
+            goto out;
+        if (!has_run) continue; /* not per-run data */
+        /* A table the target lacks (made by a newer moesim): create it as
+         * the source has it; an unqualified CREATE goes to main. */
+        if (sqlite3_column_int(pick, 2) && exec(st, (const char *)sqlite3_column_text(pick, 1),
+                                                "cannot create a merged table"))
+            goto out;
+        quote_id(q, sizeof q, table);
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO main.%s (%s) SELECT %s FROM src.%s s"
+                 " JOIN temp.merge_map m ON s.run_id = m.old",
+                 q, ins, cols, q);
+        if (exec(st, sql, "cannot copy a merged table")) goto out;
+    }
+    if (r != SQLITE_DONE) {
+        fail(st, "cannot read the merged tables");
+        goto out;
+    }
+    if (n_runs) *n_runs = n;
+    rc = MS_OK;
+out:
+    sqlite3_finalize(pick);
+    sqlite3_finalize(add);
+    sqlite3_finalize(map);
+    return rc;
+}
+
+int store_merge(store_t *st, const char *src_path, int *n_runs) {
+    sqlite3_stmt *a;
+    if (sqlite3_prepare_v2(st->db, "ATTACH ?1 AS src", -1, &a, NULL) != SQLITE_OK)
+        return fail(st, "cannot prepare ATTACH");
+    sqlite3_bind_text(a, 1, src_path, -1, SQLITE_TRANSIENT);
+    int r = sqlite3_step(a);
+    sqlite3_finalize(a);
+    if (r != SQLITE_DONE)
+        return ms_err("%s: cannot attach %s to merge it: %s", st->path, src_path,
+                      sqlite3_errmsg(st->db));
+    int rc = exec(st, "BEGIN IMMEDIATE", "cannot start the merge");
+    if (rc == MS_OK) {
+        rc = merge_tables(st, n_runs);
+        if (rc == MS_OK) rc = exec(st, "COMMIT", "cannot commit the merge");
+        if (rc != MS_OK) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    sqlite3_exec(st->db, "DETACH src", NULL, NULL, NULL);
+    return rc;
 }

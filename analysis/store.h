@@ -69,6 +69,14 @@ int store_request(store_t *st, int64_t run, const store_request_t *r);
 /* Deletes runs with this name (for --replace). */
 int store_delete_named(store_t *st, const char *name);
 
+/* Copies every run of the database file src_path into st, in one
+ * transaction: runs get new ids, and every table of src with a run_id
+ * column (found from sqlite_master, so tables added later come along) is
+ * remapped to them. Runs whose config_hash st already holds are left out.
+ * *n_runs (may be NULL) gets how many were copied. Sweeps under MPI merge
+ * each rank's file into the target with it. */
+int store_merge(store_t *st, const char *src_path, int *n_runs);
+
 /* The raw handle, for analysis queries. */
 struct sqlite3 *store_db(store_t *st);
 

@@ -80,8 +80,10 @@ void cfg_set(cfg_t *c, const char *sec, const char *key, const char *value, cons
 
 int cfg_set_assign(cfg_t *c, const char *assign, const char *origin, int line) {
     const char *eq = strchr(assign, '=');
-    const char *dot = strchr(assign, '.');
-    if (!eq || !dot || dot > eq || dot == assign || eq == dot + 1)
+    const char *dot = NULL; /* the last dot of the key: sections may hold dots */
+    for (const char *p = assign; eq && p < eq; p++)
+        if (*p == '.') dot = p;
+    if (!eq || !dot || dot == assign || eq == dot + 1)
         return ms_err("%s:%d: '%s' is not section.key=value (example: cluster.nodes=18)", origin,
                       line, assign);
     char sec[128], key[128];
@@ -244,6 +246,17 @@ int cfg_bool(cfg_t *c, const char *sec, const char *key, int def, int *out) {
         return ms_err("%s:%d: [%s] %s = '%s' is not a yes/no value (give true or false)", e->origin,
                       e->line, sec, key, v);
     return MS_OK;
+}
+
+int cfg_count(const cfg_t *c) { return c->n; }
+
+void cfg_entry(const cfg_t *c, int i, const char **sec, const char **key, const char **value,
+               int *line) {
+    const entry_t *e = &c->e[i];
+    if (sec) *sec = e->section;
+    if (key) *key = e->key;
+    if (value) *value = e->value;
+    if (line) *line = e->line;
 }
 
 int cfg_check_unused(const cfg_t *c) {

@@ -18,7 +18,9 @@ void cfg_free(cfg_t *c);
 /* Sets (adds or replaces) section.key = value, remembering its origin. */
 void cfg_set(cfg_t *c, const char *section, const char *key, const char *value,
              const char *origin, int line);
-/* Sets from "section.key=value" (command-line -s and sweep axes). */
+/* Sets from "section.key=value" (command-line -s and sweep axes). The key
+ * is the part after the last dot, so "strategy.eplb.interval_steps=8" is
+ * [strategy.eplb] interval_steps. */
 int cfg_set_assign(cfg_t *c, const char *assign, const char *origin, int line);
 
 /* Typed getters. A missing key gives the default; a bad value is an error
@@ -34,6 +36,12 @@ int cfg_has(cfg_t *c, const char *sec, const char *key);
 const char *cfg_where(const cfg_t *c, const char *sec, const char *key);
 /* The file the config came from ("-" for text). */
 const char *cfg_origin(const cfg_t *c);
+
+/* The i-th entry (0 <= i < cfg_count) in the order the keys were first
+ * set: sweep files walk their sections with it. Does not mark it used. */
+int cfg_count(const cfg_t *c);
+void cfg_entry(const cfg_t *c, int i, const char **sec, const char **key, const char **value,
+               int *line);
 
 /* Errors for each key no getter read: "file:line: unknown key ...". */
 int cfg_check_unused(const cfg_t *c);

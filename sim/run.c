@@ -183,6 +183,46 @@ static int store_layers(store_t *st, int64_t run, const place_layout_t *lo, cons
     return MS_OK;
 }
 
+char *run_config_text(const cfg_t *cfg, const char *strategy, char hash[17]) {
+    cfg_t *one = cfg_copy(cfg);
+    cfg_set(one, "placement", "strategies", strategy, cfg_origin(cfg), 0);
+    char *text = cfg_canonical(one);
+    cfg_free(one);
+    snprintf(hash, 17, "%016llx", (unsigned long long)ms_hash64(text, strlen(text)));
+    return text;
+}
+
+int run_validate(const run_spec_t *sp) {
+    trace_t *tr = NULL;
+    if (trace_read(sp->trace_path, &tr) || check_trace(sp, tr)) {
+        trace_free(tr);
+        return MS_ERR;
+    }
+    int L = moe_n_moe_layers(&sp->model), E = sp->model.n_experts, rc = MS_OK;
+    double *prior = ms_malloc((size_t)L * E * sizeof *prior);
+    for (int l = 0; l < L; l++) trace_layer_total(tr, l, prior + (size_t)l * E);
+    /* The same environment run_one gives the strategy (keep the two alike). */
+    for (int i = 0; i < sp->n_strategies && rc == MS_OK; i++) {
+        const place_ops_t *ops = place_find(sp->strategies[i]);
+        char sec[64];
+        snprintf(sec, sizeof sec, "strategy.%s", ops->name);
+        const cluster_t *c = &sp->cluster;
+        place_env_t env = {.n_layers = L, .n_experts = E, .n_devices = c->n_devices,
+                           .devices_per_node = c->devices_per_node, .n_nodes = c->n_nodes,
+                           .redundant = sp->redundant, .top_k = sp->model.top_k,
+                           .n_groups = sp->model.n_groups, .topk_groups = sp->model.topk_groups,
+                           .cfg = sp->cfg, .cfg_section = sec, .seed = sp->seed};
+        place_state_t *ps = NULL;
+        place_layout_t *lo = NULL;
+        rc = ops->init(&env, prior, &ps, &lo);
+        place_layout_free(lo);
+        if (ps && ops->destroy) ops->destroy(ps);
+    }
+    free(prior);
+    trace_free(tr);
+    return rc;
+}
+
 int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary_t *sum) {
     const place_ops_t *ops = place_find(strategy);
     if (!ops) return ms_err("unknown strategy '%s' (known: %s)", strategy, place_names());
@@ -208,9 +248,8 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     for (int l = 0; l < L; l++) trace_layer_total(tr, l, prior + (size_t)l * E);
     if (ops->init(&env, prior, &ps, &lo)) goto out;
 
-    text = cfg_canonical(sp->cfg);
     char hash[17];
-    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)ms_hash64(text, strlen(text)));
+    text = run_config_text(sp->cfg, ops->name, hash);
     store_run_t meta = {.name = sp->name, .strategy = ops->name,
                         .strategy_version = ops->algo_version, .trace = sp->trace_name,
                         .model = sp->model.name, .hardware = c->hw.name, .nodes = c->n_nodes,

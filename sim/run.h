@@ -47,6 +47,18 @@ typedef struct run_summary {
     double mean_par, max_par; /* per-layer PAR over steps */
 } run_summary_t;
 
+/* The canonical config text of one strategy's run (the config with
+ * [placement] strategies set to just that strategy) and its hash as 16 hex
+ * digits into hash: what runs.config and runs.config_hash hold, and how a
+ * sweep recognises a run already done. Caller frees the text. */
+char *run_config_text(const cfg_t *cfg, const char *strategy, char hash[17]);
+
+/* Checks what run_spec_load cannot without the trace: reads it, matches it
+ * against the model, and starts (then drops) each strategy so every
+ * [strategy.<name>] key is read and checked. Then cfg_check_unused() can
+ * tell unknown keys before anything runs. */
+int run_validate(const run_spec_t *spec);
+
 /* Runs one strategy of the spec and stores it (one transaction). */
 int run_one(const run_spec_t *spec, const char *strategy, store_t *st, run_summary_t *sum);
 

@@ -31,7 +31,11 @@ void ms_warn(const char *fmt, ...) {
 }
 
 const char *ms_err_last(void) { return err_last; }
-void ms_err_quiet(int quiet) { err_quiet = quiet; }
+int ms_err_quiet(int quiet) {
+    int was = err_quiet;
+    err_quiet = quiet;
+    return was;
+}
 
 static void *oom(size_t n) {
     fprintf(stderr, "moesim: out of memory allocating %zu bytes\n", n);

@@ -20,8 +20,9 @@ int ms_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void ms_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The text of the last ms_err() call ("" if none). */
 const char *ms_err_last(void);
-/* Quiet mode keeps messages out of stderr (the tests use it). */
-void ms_err_quiet(int quiet);
+/* Quiet mode keeps messages out of stderr (the tests use it, and sweeps
+ * while they collect a failing point's error). Returns the previous mode. */
+int ms_err_quiet(int quiet);
 
 /* Allocation that cannot return NULL: out of memory ends the process with
  * a message, since no simulation can continue without its tables. */

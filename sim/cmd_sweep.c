@@ -1,0 +1,112 @@
+/* cmd_sweep: `moesim sweep SWEEP.ini`, many runs from one sweep file,
+ * serial or under mpirun, resuming where an earlier execution stopped. */
+#include <getopt.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "sweep.h"
+#include "util.h"
+
+#define SWEEP_MAX_SETS 256
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: moesim sweep SWEEP.ini [options]\n"
+            "       mpirun -n N moesim sweep SWEEP.ini [options]\n"
+            "\n"
+            "Runs every point of a sweep file (a base config and a grid or list of\n"
+            "key assignments; docs/sweeps.md), one run per point and strategy, into\n"
+            "one database. Points already in the database are skipped, so running it\n"
+            "again resumes an interrupted sweep. Under mpirun the points go to the\n"
+            "ranks as they ask for work.\n"
+            "\n"
+            "options:\n"
+            "  --db FILE              results database (default: results/<sweep file name>.db)\n"
+            "  --set SECTION.KEY=VAL  set a config key in every point (repeatable)\n"
+            "  --dry-run              list the points and which are done; run nothing\n"
+            "  --progress             draw the progress line even when stderr is not a\n"
+            "                         terminal (under mpirun it never is)\n"
+            "  --no-progress          never draw it\n"
+            "  -h, --help             this text\n");
+}
+
+int cmd_sweep(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"db", required_argument, 0, 'd'},   {"set", required_argument, 0, 's'},
+        {"dry-run", no_argument, 0, 'n'},    {"progress", no_argument, 0, 'p'},
+        {"no-progress", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *sets[SWEEP_MAX_SETS];
+    sweep_opts_t o = {.progress = -1};
+    int nsets = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': o.db = optarg; break;
+        case 's':
+            if (nsets == SWEEP_MAX_SETS) {
+                ms_err("more than %d --set options (put them in the sweep file's [set])",
+                       SWEEP_MAX_SETS);
+                return 1;
+            }
+            sets[nsets++] = optarg;
+            break;
+        case 'n': o.dry_run = 1; break;
+        case 'p': o.progress = 1; break;
+        case 'q': o.progress = 0; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 1;
+        }
+    }
+    if (optind != argc - 1) {
+        usage(stderr);
+        ms_err("sweep: give exactly one sweep file (example: moesim sweep "
+               "configs/sweep_redundancy.ini)");
+        return 1;
+    }
+    const char *path = argv[optind];
+
+    int rank, size;
+    if (sweep_mpi_init(&argc, &argv, &rank, &size)) return 1;
+    int was_quiet = 0;
+    if (rank > 0) was_quiet = ms_err_quiet(1); /* rank 0 speaks for all */
+    sweep_t *sw = NULL;
+    sweep_stats_t st;
+    memset(&st, 0, sizeof st);
+    int rc = sweep_mpi_agree(sweep_load(path, sets, nsets, &sw));
+    char dbbuf[4096];
+    if (rc == MS_OK) {
+        if (!o.db) {
+            char *dup = ms_strdup(path), *name = basename(dup), *dot = strrchr(name, '.');
+            if (dot && dot != name) *dot = 0;
+            snprintf(dbbuf, sizeof dbbuf, "results/%s.db", name);
+            free(dup);
+            o.db = dbbuf;
+        }
+        if (o.progress < 0) o.progress = isatty(STDERR_FILENO);
+        if (o.dry_run) {
+            if (rank == 0) rc = sweep_list(sw, &o, &st);
+        } else {
+            rc = sweep_mpi_run(sw, &o, rank, size, &st);
+        }
+    }
+    if (rc == MS_OK && rank == 0) {
+        if (o.dry_run)
+            printf("sweep: %d points, %d already in %s, %d to run\n", st.points, st.skipped,
+                   o.db, st.points - st.skipped);
+        else
+            printf("sweep: %d points: %d run, %d already in the database%s, %d failed "
+                   "(%.1f s on %d rank%s); results: %s\n",
+                   st.points, st.ran, st.skipped, st.merged ? " (some merged from rank files)" : "",
+                   st.failed, st.wall_s, size, size > 1 ? "s" : "", o.db);
+    }
+    sweep_free(sw);
+    sweep_mpi_end();
+    if (rank > 0) ms_err_quiet(was_quiet);
+    return rc != MS_OK || st.failed ? 1 : 0;
+}
