@@ -125,20 +125,6 @@ static place_env_t make_env(const run_spec_t *sp, const place_ops_t *ops, char *
                          .cfg = sp->cfg, .cfg_section = sec, .seed = sp->seed};
 }
 
-int run_spec_check(const run_spec_t *sp) {
-    for (int i = 0; i < sp->n_strategies; i++) {
-        const place_ops_t *ops = place_find(sp->strategies[i]);
-        char sec[64];
-        place_env_t env = make_env(sp, ops, sec, sizeof sec);
-        place_state_t *st = NULL;
-        place_layout_t *lo = NULL;
-        if (ops->init(&env, NULL, &st, &lo)) return MS_ERR;
-        place_layout_free(lo);
-        if (st && ops->destroy) ops->destroy(st);
-    }
-    return cfg_check_unused(sp->cfg);
-}
-
 /* pick_replica through the strategy, when it has its own. */
 typedef struct {
     const place_ops_t *ops;
@@ -201,17 +187,10 @@ int run_validate(const run_spec_t *sp) {
     int L = moe_n_moe_layers(&sp->model), E = sp->model.n_experts, rc = MS_OK;
     double *prior = ms_malloc((size_t)L * E * sizeof *prior);
     for (int l = 0; l < L; l++) trace_layer_total(tr, l, prior + (size_t)l * E);
-    /* The same environment run_one gives the strategy (keep the two alike). */
     for (int i = 0; i < sp->n_strategies && rc == MS_OK; i++) {
         const place_ops_t *ops = place_find(sp->strategies[i]);
         char sec[64];
-        snprintf(sec, sizeof sec, "strategy.%s", ops->name);
-        const cluster_t *c = &sp->cluster;
-        place_env_t env = {.n_layers = L, .n_experts = E, .n_devices = c->n_devices,
-                           .devices_per_node = c->devices_per_node, .n_nodes = c->n_nodes,
-                           .redundant = sp->redundant, .top_k = sp->model.top_k,
-                           .n_groups = sp->model.n_groups, .topk_groups = sp->model.topk_groups,
-                           .cfg = sp->cfg, .cfg_section = sec, .seed = sp->seed};
+        place_env_t env = make_env(sp, ops, sec, sizeof sec);
         place_state_t *ps = NULL;
         place_layout_t *lo = NULL;
         rc = ops->init(&env, prior, &ps, &lo);
@@ -221,6 +200,10 @@ int run_validate(const run_spec_t *sp) {
     free(prior);
     trace_free(tr);
     return rc;
+}
+
+int run_spec_check(const run_spec_t *sp) {
+    return run_validate(sp) || cfg_check_unused(sp->cfg) ? MS_ERR : MS_OK;
 }
 
 int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary_t *sum) {

@@ -33,11 +33,6 @@ typedef struct run_spec {
 /* Reads and checks the experiment; every complaint names file:line. */
 int run_spec_load(cfg_t *cfg, run_spec_t *out);
 
-/* Checks what only a strategy can check (its own [strategy.<name>] keys,
- * the shape of its first layout, by a dry init without prior statistics),
- * then that no config key went unread. Call before writing anything. */
-int run_spec_check(const run_spec_t *spec);
-
 /* What a run reports back (also stored in the summary table). */
 typedef struct run_summary {
     int64_t run_id;
@@ -58,6 +53,9 @@ char *run_config_text(const cfg_t *cfg, const char *strategy, char hash[17]);
  * [strategy.<name>] key is read and checked. Then cfg_check_unused() can
  * tell unknown keys before anything runs. */
 int run_validate(const run_spec_t *spec);
+/* run_validate(), then no config key went unread: what to call before
+ * writing anything. */
+int run_spec_check(const run_spec_t *spec);
 
 /* Runs one strategy of the spec and stores it (one transaction). */
 int run_one(const run_spec_t *spec, const char *strategy, store_t *st, run_summary_t *sum);
