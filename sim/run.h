@@ -42,6 +42,11 @@ typedef struct run_summary {
     double mean_par, max_par; /* per-layer PAR over steps */
 } run_summary_t;
 
+/* Starts every strategy of the spec once without a prior and drops it:
+ * reads (so cfg_check_unused knows) and checks their [strategy.<name>]
+ * keys before anything is written. */
+int run_check_strategies(const run_spec_t *spec);
+
 /* Runs one strategy of the spec and stores it (one transaction). */
 int run_one(const run_spec_t *spec, const char *strategy, store_t *st, run_summary_t *sum);
 

@@ -403,6 +403,14 @@ Test(omni, short_run_loads_sum_to_the_tokens) {
     }
     cr_assert_eq(rows, 2 * 58);
     sqlite3_finalize(stmt);
+    /* The interval set under [strategy.omni] reached the strategy: it
+     * re-planned after each of the two steps. */
+    cr_assert_eq(sqlite3_prepare_v2(q, "SELECT value FROM summary WHERE metric = 'omni_replans'",
+                                    -1, &stmt, NULL),
+                 SQLITE_OK);
+    cr_assert_eq(sqlite3_step(stmt), SQLITE_ROW);
+    cr_assert_float_eq(sqlite3_column_double(stmt, 0), 2, 0);
+    sqlite3_finalize(stmt);
     sqlite3_close(q);
     unlink(db);
     cfg_free(cfg);
