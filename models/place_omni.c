@@ -436,10 +436,10 @@ static int omni_init(const place_env_t *env, const double *prior, place_state_t 
                       E, env->redundant, S, D);
     place_state_t *st = ms_calloc(1, sizeof *st);
     double interval_s, collect_s, gate, improve, bad;
-    long window, copies, dph, from_prior = 1;
+    long window, copies, dph;
     if (get_double(env, sec, "interval_s", OMNI_INTERVAL_S, 1e-6, 1e9, &interval_s) ||
         get_double(env, sec, "collect_interval_s", OMNI_COLLECT_S, 1e-6, 1e9, &collect_s) ||
-        get_long(env, sec, "window", OMNI_WINDOW, 1, 100000, &window) ||
+        get_long(env, sec, "window", OMNI_WINDOW, 1, 1000, &window) ||
         get_double(env, sec, "gate", PLACE_OMNI_GATE, 1.0, 1e9, &gate) ||
         get_double(env, sec, "improve", PLACE_OMNI_IMPROVE, 0, 1e9, &improve) ||
         get_double(env, sec, "bad", PLACE_OMNI_BAD, 1.0, 1e18, &bad) ||
@@ -449,12 +449,11 @@ static int omni_init(const place_env_t *env, const double *prior, place_state_t 
         omni_destroy(st);
         return MS_ERR;
     }
-    int fp = 1;
-    if (env->cfg && cfg_bool(env->cfg, sec, "init_from_prior", 1, &fp)) {
+    int from_prior = 1;
+    if (env->cfg && cfg_bool(env->cfg, sec, "init_from_prior", 1, &from_prior)) {
         omni_destroy(st);
         return MS_ERR;
     }
-    from_prior = fp;
     st->cfg = (place_omni_cfg_t){.gate = gate, .improve = improve, .bad = bad,
                                  .max_copies = (int)copies, .devices_per_host = (int)dph};
     st->L = env->n_layers;
