@@ -26,21 +26,14 @@ static int static_init(const place_env_t *env, const double *prior, place_state_
                       E, env->redundant, S, D);
     int spd = S / D;
     int *se = ms_malloc((size_t)S * sizeof *se);
-    /* Slot s is the (s % spd)-th slot of device s / spd. Logical slot order
-     * fills devices with experts 0..E-1 then the extra copies. */
+    /* Contiguous is SGLang's trivial location: slot p holds expert p mod E,
+     * so with no redundancy device d holds experts [d*E/D, (d+1)*E/D), and
+     * redundant slots (the last R) hold second copies of experts 0, 1, ...
+     * on the last devices, never beside their first copy. Round-robin deals
+     * experts across devices: the k-th slot of device d holds k*D + d. */
     for (int s = 0; s < S; s++) {
         int dev = s / spd, k = s % spd;
-        int idx = rr ? k * D + dev : dev * spd + k; /* which item of 0..S-1 */
-        se[s] = idx % E;
-    }
-    if (!rr) {
-        /* Contiguous: device d holds the block e in [d*E/D, (d+1)*E/D) first. */
-        int per = E / D, extra = spd - per;
-        if (E % D == 0)
-            for (int d = 0; d < D; d++) {
-                for (int k = 0; k < per; k++) se[d * spd + k] = d * per + k;
-                for (int k = 0; k < extra; k++) se[d * spd + per + k] = (d * extra + k) % E;
-            }
+        se[s] = (rr ? k * D + dev : s) % E;
     }
     place_layout_t *lo = place_layout_new(env->n_layers, E, D, env->devices_per_node);
     for (int l = 0; l < env->n_layers; l++)

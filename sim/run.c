@@ -11,6 +11,7 @@
 #include "eng.h"
 #include "place.h"
 #include "replay.h"
+#include "scores.h"
 #include "trace.h"
 #include "util.h"
 
@@ -136,6 +137,22 @@ static int pick_via(void *ctx, const place_layout_t *lo, int l, int e, int src) 
     return p->ops->pick_replica(p->st, lo, l, e, src);
 }
 
+/* A strategy that steers routing (ops->route) chooses every token's
+ * experts from router scores made up from the trace (scores.c); its choices
+ * overwrite the replayed ones in place. The buffer is replay's own heap
+ * memory, reused each step, so writing through it is safe. */
+static void route_by_scores(scores_t *sc, const place_ops_t *ops, place_state_t *ps,
+                            route_step_t *rt, int step) {
+    int k = rt->top_k, out[32];
+    scores_step(sc, step);
+    for (int l = 0; l < rt->n_layers; l++)
+        for (int t = 0; t < rt->n_tokens; t++) {
+            ops->route(ps, l, scores_token(sc, l), out);
+            int16_t *ex = rt->expert + ((size_t)l * rt->n_tokens + t) * k;
+            for (int j = 0; j < k; j++) ex[j] = (int16_t)out[j];
+        }
+}
+
 static int check_trace(const run_spec_t *sp, const trace_t *t) {
     int L = moe_n_moe_layers(&sp->model);
     if (t->n_layers != L || t->n_experts != sp->model.n_experts)
@@ -214,6 +231,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
 
     trace_t *tr = NULL;
     replay_t *rp = NULL;
+    scores_t *sc = NULL;
     place_state_t *ps = NULL;
     place_layout_t *lo = NULL;
     step_sim_t *sim = NULL;
@@ -223,6 +241,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
 
     if (trace_read(sp->trace_path, &tr) || check_trace(sp, tr)) goto out;
     if (replay_new(tr, sp->model.top_k, D, sp->tokens_per_device, sp->seed, &rp)) goto out;
+    if (ops->route && scores_new(tr, sp->model.top_k, sp->seed, &sc)) goto out;
     char sec[64];
     place_env_t env = make_env(sp, ops, sec, sizeof sec);
     /* Prior statistics for strategies that start from them: the trace's
@@ -248,6 +267,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     int64_t now_ns = 0;
     for (int s = 0; s < sp->steps; s++) {
         const route_step_t *rt = replay_step(rp, s);
+        if (sc) route_by_scores(sc, ops, ps, (route_step_t *)rt, s);
         step_result_t r;
         step_in_t in = {.start_ns = now_ns, .layout = lo, .route = rt,
                         .pick = ops->pick_replica ? pick_via : NULL, .pick_ctx = &pc};
@@ -324,6 +344,7 @@ out:
     step_free(sim);
     place_layout_free(lo);
     if (ps && ops->destroy) ops->destroy(ps);
+    scores_free(sc);
     replay_free(rp);
     trace_free(tr);
     return rc;

@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "cfg.h"
 #include "place.h"
 #include "step.h"
 #include "util.h"
@@ -91,4 +92,28 @@ Test(step, layout_rejects_bad_slots) {
     cr_assert_eq(place_layer_set(lo, 0, 2, nocopy), MS_ERR);
     cr_assert(strstr(ms_err_last(), "expert 2 has no replica"));
     place_layout_free(lo);
+}
+
+Test(step, static_layouts_never_double_an_expert_on_a_device) {
+    cfg_t *c = cfg_new();
+    const char *orders[] = {"contiguous", "round-robin"};
+    for (int o = 0; o < 2; o++) {
+        cfg_set(c, "strategy.static", "order", orders[o], "t", 1);
+        place_env_t env = {.n_layers = 2, .n_experts = 256, .n_devices = 32,
+                           .devices_per_node = 8, .n_nodes = 4, .redundant = 32, .cfg = c,
+                           .cfg_section = "strategy.static"};
+        place_state_t *st;
+        place_layout_t *lo;
+        cr_assert_eq(place_find("static")->init(&env, NULL, &st, &lo), MS_OK);
+        const place_layer_t *ly = &lo->layer[0];
+        cr_assert_eq(ly->slots_per_device, 9);
+        for (int d = 0; d < 32; d++)
+            for (int i = 0; i < 9; i++)
+                for (int j = i + 1; j < 9; j++)
+                    cr_assert_neq(ly->slot_expert[d * 9 + i], ly->slot_expert[d * 9 + j]);
+        if (o == 0) /* contiguous: slot p holds expert p mod E (SGLang's trivial layout) */
+            for (int p = 0; p < 288; p++) cr_assert_eq(ly->slot_expert[p], p % 256);
+        place_layout_free(lo);
+    }
+    cfg_free(c);
 }
