@@ -159,12 +159,14 @@ int report_fig_device_heat(report_ctx_t *c, const report_exp_t *e) {
         panel_margins(&f.body, k++, n);
         report_printf(&f.body, "  unset arrow\n  set title ");
         report_quote(&f.body, e->run[i].strategy);
+        /* Ticks on node starts, at most eight of them. */
+        int xstep = dpn < D ? dpn * ((D / dpn + 7) / 8) : (int)tic_step(D);
         report_printf(&f.body, "\n  set xrange [-0.5:%d.5]\n  set yrange [-0.5:%d.5]\n"
-                               "  set xtics %g\n  set ytics %g\n  set xlabel 'device'\n",
-                      D - 1, L - 1, tic_step(D) < dpn && D / dpn <= 8 ? dpn : tic_step(D),
-                      tic_step(L));
-        /* Node boundaries, where traffic leaves the fast scale-up domain. */
-        if (dpn < D && D / dpn <= 32)
+                               "  set xtics %d\n  set ytics %g\n  set xlabel 'device'\n",
+                      D - 1, L - 1, xstep, tic_step(L));
+        /* Node boundaries, where traffic leaves the fast scale-up domain;
+         * past 16 nodes they would hide the data. */
+        if (dpn < D && D / dpn <= 16)
             for (int b = dpn; b < D; b += dpn)
                 report_printf(&f.body, "  set arrow from %g, graph 0 to %g, graph 1 nohead "
                                        "lc rgb '#404040' lw 0.8 front\n", b - 0.5, b - 0.5);

@@ -46,6 +46,7 @@ typedef struct report_ctx {
     const char *only;     /* figure-family filter, NULL for all */
     report_buf_t index;   /* index.md being built */
     report_result_t *res; /* counts and skip notes */
+    int no_gnuplot;       /* gnuplot could not be started: said once, figures fail */
 } report_ctx_t;
 
 /* How a strategy is drawn in every figure. */

@@ -168,7 +168,7 @@ static const char STYLE[] =
     "  set border 3 lw 1.2 lc rgb '#333333'\n"
     "  set tics nomirror out scale 0.6\n"
     "  set grid back ytics lc rgb '#e3e3e3' lw 1 dt 1\n"
-    "  set key below center horizontal reverse Left nobox samplen 3 spacing 1.2 width 2\n"
+    "  set key below center horizontal reverse Left nobox samplen 3 spacing 1.2 width 2 height 1\n"
     "  set style fill solid 0.85 border -1\n"
     "  set title font ',14'\n";
 
@@ -190,8 +190,9 @@ static void log_head(const char *path, char *out, size_t n) {
 }
 
 /* Runs `gnuplot -e "png=...; svg=..." script`, its output to log. */
-static int run_gnuplot(const char *script, const char *png, const char *svg, const char *log,
-                       int *status) {
+static int run_gnuplot(report_ctx_t *c, const char *script, const char *png, const char *svg,
+                       const char *log, int *status) {
+    if (c->no_gnuplot) return MS_ERR;
     report_buf_t e = {0};
     report_printf(&e, "png = ");
     report_quote(&e, png);
@@ -207,7 +208,10 @@ static int run_gnuplot(const char *script, const char *png, const char *svg, con
     int rc = posix_spawnp(&pid, "gnuplot", &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     report_buf_free(&e);
-    if (rc) return ms_err("report: cannot start gnuplot: %s (install it: make deps)", strerror(rc));
+    if (rc) {
+        c->no_gnuplot = 1;
+        return ms_err("report: cannot start gnuplot: %s (install it: make deps)", strerror(rc));
+    }
     while (waitpid(pid, status, 0) < 0)
         if (errno != EINTR) return ms_err("report: lost gnuplot: %s", strerror(errno));
     return MS_OK;
@@ -257,7 +261,7 @@ int report_render(report_ctx_t *c, report_fig_t *f) {
         ms_err("%s: write failed (disk full?)", tgp);
         goto done;
     }
-    if (run_gnuplot(tgp, tpng, tsvg, log, &status)) goto done;
+    if (run_gnuplot(c, tgp, tpng, tsvg, log, &status)) goto done;
     char said[600];
     log_head(log, said, sizeof said);
     if (!WIFEXITED(status) || WEXITSTATUS(status) || !nonempty(tpng) || !nonempty(tsvg)) {
