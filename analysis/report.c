@@ -83,10 +83,12 @@ static void run_table(report_ctx_t *c) {
                      "over mean device load, averaged over layers and steps (1 = perfect "
                      "balance); gap to bound is the busiest devices' load summed over layers "
                      "against the lower bound any placement with the same slots could reach.\n\n");
-    report_printf(b, "| run | experiment | strategy | EP | redundant | step time (ms) |%s "
-                     "tokens/s per node | mean PAR | GB migrated | gap to bound |\n"
-                     "|---:|---|---|---:|---:|---:|%s---:|---:|---:|---:|\n",
-                  serving ? " TPOT mean (ms) | TPOT p99 (ms) | TTFT p50 (ms) | TTFT p99 (ms) |" : "",
+    report_printf(b,
+                  "| run | experiment | strategy | EP | redundant | step time (ms) |%s "
+                  "tokens/s per node | mean PAR | GB migrated | gap to bound |\n"
+                  "|---:|---|---|---:|---:|---:|%s---:|---:|---:|---:|\n",
+                  serving ? " TPOT mean (ms) | TPOT p99 (ms) | TTFT p50 (ms) | TTFT p99 (ms) |"
+                          : "",
                   serving ? "---:|---:|---:|---:|" : "");
     int rows = 0, more = 0;
     while (sqlite3_step(q) == SQLITE_ROW) {

@@ -17,7 +17,8 @@ typedef struct heat {
     double *v; /* NAN where the query had no row */
 } heat_t;
 
-static int read_heat(report_ctx_t *c, const char *dims_sql, const char *sql, int64_t run, heat_t *h) {
+static int read_heat(report_ctx_t *c, const char *dims_sql, const char *sql, int64_t run,
+                     heat_t *h) {
     memset(h, 0, sizeof *h);
     sqlite3_stmt *q = report_prepare(c, dims_sql);
     if (!q) return MS_ERR;
@@ -117,9 +118,9 @@ int report_fig_device_heat(report_ctx_t *c, const report_exp_t *e) {
     int use[REPORT_MAX_RUNS] = {0}, n = 0, rc = MS_OK;
     double top = 2;
     for (int i = 0; i < e->n; i++) {
-        int r = read_heat(c, "SELECT max(layer) + 1, max(device) + 1 FROM device_loads WHERE run_id = ?1",
-                          "SELECT layer, device, load FROM device_loads WHERE run_id = ?1",
-                          e->run[i].id, &h[i]);
+        int r = read_heat(
+            c, "SELECT max(layer) + 1, max(device) + 1 FROM device_loads WHERE run_id = ?1",
+            "SELECT layer, device, load FROM device_loads WHERE run_id = ?1", e->run[i].id, &h[i]);
         if (r == MS_ERR) rc = MS_ERR;
         use[i] = r == MS_OK;
         if (!use[i]) continue;
@@ -158,7 +159,7 @@ int report_fig_device_heat(report_ctx_t *c, const report_exp_t *e) {
         int dpn = nodes > 0 && D % nodes == 0 ? D / nodes : D;
         panel_margins(&f.body, k++, n);
         report_printf(&f.body, "  unset arrow\n  set title ");
-        report_quote(&f.body, e->run[i].strategy);
+        report_label(&f.body, e, i);
         /* Ticks on node starts, at most eight of them. */
         int xstep = dpn < D ? dpn * ((D / dpn + 7) / 8) : (int)tic_step(D);
         report_printf(&f.body, "\n  set xrange [-0.5:%d.5]\n  set yrange [-0.5:%d.5]\n"
@@ -188,9 +189,9 @@ int report_fig_replica_heat(report_ctx_t *c, const report_exp_t *e) {
     int use[REPORT_MAX_RUNS] = {0}, n = 0, any = 0, rc = MS_OK;
     double top = 1;
     for (int i = 0; i < e->n; i++) {
-        int r = read_heat(c, "SELECT max(layer) + 1, max(expert) + 1 FROM replicas WHERE run_id = ?1",
-                          "SELECT layer, expert, count FROM replicas WHERE run_id = ?1",
-                          e->run[i].id, &h[i]);
+        int r = read_heat(
+            c, "SELECT max(layer) + 1, max(expert) + 1 FROM replicas WHERE run_id = ?1",
+            "SELECT layer, expert, count FROM replicas WHERE run_id = ?1", e->run[i].id, &h[i]);
         if (r == MS_ERR) rc = MS_ERR;
         if (r != MS_OK) continue;
         any = 1;
@@ -233,7 +234,7 @@ int report_fig_replica_heat(report_ctx_t *c, const report_exp_t *e) {
         heat_block(&f.data, name, &h[i], -INFINITY);
         panel_margins(&f.body, k++, n);
         report_printf(&f.body, "  set title ");
-        report_quote(&f.body, e->run[i].strategy);
+        report_label(&f.body, e, i);
         report_printf(&f.body, "\n  set xrange [-0.5:%d.5]\n  set yrange [-0.5:%d.5]\n"
                                "  set xtics %g\n  set ytics %g\n  set xlabel 'expert'\n"
                                "  plot $%s using 1:2:3 with image\n",
@@ -252,8 +253,9 @@ int report_fig_replica_heat(report_ctx_t *c, const report_exp_t *e) {
 
 static int trace_one(report_ctx_t *c, int64_t run, const char *trace, int ntr) {
     heat_t h;
-    int r = read_heat(c, "SELECT max(layer) + 1, max(expert) + 1 FROM trace_counts WHERE run_id = ?1",
-                      "SELECT layer, expert, count FROM trace_counts WHERE run_id = ?1", run, &h);
+    int r =
+        read_heat(c, "SELECT max(layer) + 1, max(expert) + 1 FROM trace_counts WHERE run_id = ?1",
+                  "SELECT layer, expert, count FROM trace_counts WHERE run_id = ?1", run, &h);
     if (r) return r == REPORT_SKIP ? MS_OK : r;
     per_row_relative(&h);
     double hot = 0, lo = INFINITY;

@@ -95,6 +95,9 @@ double report_metric(report_ctx_t *c, int64_t run, const char *metric, double df
 /* The first column of a query's first row, with run bound to ?1; dflt when
  * there is no row or it is NULL. */
 double report_value(report_ctx_t *c, const char *sql, int64_t run, double dflt);
+/* Appends run i's legend label, quoted: its strategy, with the cluster
+ * size when the experiment's runs differ in it. */
+void report_label(report_buf_t *b, const report_exp_t *e, int i);
 /* "runs 3 static, 4 eplb" for captions. */
 void report_run_list(report_buf_t *b, const report_exp_t *e, const int *use);
 

@@ -23,10 +23,11 @@ static int read_series(report_ctx_t *c, int64_t run, layer_series_t *s) {
     double steps = report_value(c, "SELECT count(*) FROM steps WHERE run_id = ?1", run, 0);
     double nb = report_value(c, "SELECT count(*) FROM layer_bounds WHERE run_id = ?1", run, 0);
     s->from_bounds = nb > 0;
-    const char *sql = s->from_bounds
-                          ? "SELECT layer, max_load, best_ep, bound FROM layer_bounds WHERE run_id = ?1"
-                          : "SELECT layer, avg(max_load), avg(mean_load), NULL FROM layer_steps "
-                            "WHERE run_id = ?1 GROUP BY layer";
+    const char *sql =
+        s->from_bounds
+            ? "SELECT layer, max_load, best_ep, bound FROM layer_bounds WHERE run_id = ?1"
+            : "SELECT layer, avg(max_load), avg(mean_load), NULL FROM layer_steps "
+              "WHERE run_id = ?1 GROUP BY layer";
     int L = (int)report_value(c, s->from_bounds
                                      ? "SELECT max(layer) + 1 FROM layer_bounds WHERE run_id = ?1"
                                      : "SELECT max(layer) + 1 FROM layer_steps WHERE run_id = ?1",
@@ -48,7 +49,8 @@ static int read_series(report_ctx_t *c, int64_t run, layer_series_t *s) {
         if (l < 0 || l >= L) continue;
         s->max[l] = sqlite3_column_double(q, 1) / div;
         s->best[l] = sqlite3_column_double(q, 2) / div;
-        if (sqlite3_column_type(q, 3) != SQLITE_NULL) s->bound[l] = sqlite3_column_double(q, 3) / div;
+        if (sqlite3_column_type(q, 3) != SQLITE_NULL)
+            s->bound[l] = sqlite3_column_double(q, 3) / div;
     }
     sqlite3_finalize(q);
     return MS_OK;
@@ -136,15 +138,17 @@ int report_fig_layer_max(report_ctx_t *c, const report_exp_t *e) {
         report_style_t st = report_style(e->run[i].strategy);
         report_printf(&plot, "$r%d using 1:2 with linespoints lw 2 pt %d ps 0.7 lc rgb '%s' title ",
                       i, st.pt, st.color);
-        report_quote(&plot, e->run[i].strategy);
+        report_label(&plot, e, i);
         report_printf(&plot, ", \\\n       ");
     }
     report_printf(&plot, "$ref using 1:2 with lines dt 2 lw 2 lc rgb '#000000' "
                          "title 'mean = perfect balance (BestEP)'\n");
 
     report_buf_t t = {0};
-    report_printf(&t, "Per-layer maximum device load: experiment %s (EP%d)", e->name,
-                  e->run[0].devices);
+    report_printf(&t, "Per-layer maximum device load: experiment %s", e->name);
+    int mixed = 0;
+    for (int i = 1; i < e->n; i++) mixed |= e->run[i].devices != e->run[0].devices;
+    if (!mixed) report_printf(&t, " (EP%d)", e->run[0].devices);
     report_printf(&f.body, "  set %stitle ", zoom ? "multiplot " : "");
     report_quote(&f.body, t.s);
     report_buf_free(&t);
@@ -212,7 +216,8 @@ int report_fig_par_budget(report_ctx_t *c) {
             continue;
         }
         pan[np].devices = sqlite3_column_int(q, 0);
-        snprintf(pan[np].trace, sizeof pan[np].trace, "%s", (const char *)sqlite3_column_text(q, 1));
+        snprintf(pan[np].trace, sizeof pan[np].trace, "%s",
+                 (const char *)sqlite3_column_text(q, 1));
         np++;
     }
     sqlite3_finalize(q);
@@ -336,6 +341,7 @@ int report_fig_par_budget(report_ctx_t *c) {
                   "(seeds or repeats). The dotted black line is the lower bound's PAR (mean over "
                   "layers of bound / mean load, from layer_bounds): no placement with that many "
                   "slots can go below it.%s",
-                  nruns, more ? " Further combinations are not drawn (the four with most runs are)." : "");
+                  nruns,
+                  more ? " Further combinations are not drawn (the four with most runs are)." : "");
     return report_render(c, &f);
 }

@@ -69,7 +69,8 @@ static const struct { const char *name; report_style_t st; } KNOWN[] = {
 };
 /* Further strategies get one of these, fixed by a hash of the name. */
 static const report_style_t EXTRA[] = {
-    {"#9467bd", 11}, {"#ff7f0e", 15}, {"#8c564b", 4}, {"#e377c2", 6}, {"#bcbd22", 8}, {"#17becf", 12},
+    {"#9467bd", 11}, {"#ff7f0e", 15}, {"#8c564b", 4},
+    {"#e377c2", 6},  {"#bcbd22", 8},  {"#17becf", 12},
 };
 
 report_style_t report_style(const char *s) {
@@ -123,7 +124,8 @@ sqlite3_stmt *report_prepare(report_ctx_t *c, const char *sql) {
 }
 
 double report_metric(report_ctx_t *c, int64_t run, const char *metric, double dflt) {
-    sqlite3_stmt *q = report_prepare(c, "SELECT value FROM summary WHERE run_id = ?1 AND metric = ?2");
+    sqlite3_stmt *q =
+        report_prepare(c, "SELECT value FROM summary WHERE run_id = ?1 AND metric = ?2");
     if (!q) return dflt;
     sqlite3_bind_int64(q, 1, run);
     sqlite3_bind_text(q, 2, metric, -1, SQLITE_STATIC);
@@ -143,6 +145,16 @@ double report_value(report_ctx_t *c, const char *sql, int64_t run, double dflt) 
                    : dflt;
     sqlite3_finalize(q);
     return v;
+}
+
+void report_label(report_buf_t *b, const report_exp_t *e, int i) {
+    int mixed = 0;
+    for (int j = 0; j < e->n; j++) mixed |= e->run[j].devices != e->run[i].devices;
+    report_buf_t t = {0};
+    report_printf(&t, "%s", e->run[i].strategy);
+    if (mixed) report_printf(&t, " (EP%d)", e->run[i].devices);
+    report_quote(b, t.s);
+    report_buf_free(&t);
 }
 
 void report_run_list(report_buf_t *b, const report_exp_t *e, const int *use) {

@@ -95,8 +95,12 @@ static void bar_panel(report_fig_t *f, const report_exp_t *e, const bar_metric_t
         snprintf(val, sizeof val, m->fmt, m->v[i]);
         if (base >= 0 && i != base && m->has[base] && m->v[base] > 0)
             snprintf(rel, sizeof rel, "%+.0f%%", 100 * (m->v[i] / m->v[base] - 1));
-        report_printf(&f->data, "%d \"%s\" %.9g %d \"%s\" \"%s\"\n", x++, e->run[i].strategy,
-                      m->v[i], report_rgb(e->run[i].strategy), val, rel);
+        /* The change goes inside the bar, or above its value when the bar
+         * is too short to hold it. */
+        int inside = top > 0 && m->v[i] / (top * 1.2) > 0.12;
+        report_printf(&f->data, "%d \"%s\" %.9g %d \"%s\" \"%s\" \"%s\"\n", x++,
+                      e->run[i].strategy, m->v[i], report_rgb(e->run[i].strategy), val,
+                      inside ? rel : "", inside ? "" : rel);
     }
     report_printf(&f->data, "EOD\n");
     /* A few bars keep a bar's width: pad the range instead of stretching. */
@@ -118,8 +122,10 @@ static void bar_panel(report_fig_t *f, const report_exp_t *e, const bar_metric_t
                   "$m%d using 1:3:4:xtic(2) with boxes lc rgb variable notitle, \\\n"
                   "       $m%d using 1:3:5 with labels offset 0,0.7 font ',11' notitle, \\\n"
                   "       $m%d using 1:(0):6 with labels offset 0,0.8 font ',10' tc rgb '#ffffff' "
+                  "notitle, \\\n"
+                  "       $m%d using 1:3:7 with labels offset 0,1.9 font ',10' tc rgb '#555555' "
                   "notitle",
-                  k, k, k);
+                  k, k, k, k);
     /* Perfect balance in front of the bars, so it reads across them. */
     if (par_bound > 0)
         report_printf(&f->body, ", \\\n       1 with lines dt 2 lw 1.5 lc rgb '#000000' notitle");
@@ -223,18 +229,19 @@ int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
                            "  set grid noxtics ytics\n");
     double pb = bound_par(c, e);
     for (int k = 0; k < np; k++) bar_panel(&f, e, &m[k], k, base, m[k].is_par ? pb : -1);
-    report_printf(&f.caption, "%s Each bar is one run; the white figure inside a bar is its "
-                              "change against static%s. In the PAR panel the dashed line is "
-                              "perfect balance (BestEP, PAR 1) and the grey region lies below "
-                              "the lower bound: the mean PAR the best placement with the same "
-                              "slots could reach%s. Runs: ",
-                  serving ? "Request latencies from the requests table (TTFT: first token minus "
-                            "arrival; TPOT: decode time per output token after the first); "
-                            "tokens/s per node from the summary."
-                          : "Fixed-batch decode: the mean simulated step time and output "
-                            "tokens/s per node from the summary table.",
-                  base < 0 ? " (no static run in this experiment, so none is shown)" : "",
-                  pb > 0 ? "" : " (not drawn: no layer_bounds rows)");
+    report_printf(
+        &f.caption,
+        "%s Each bar is one run; the figure inside a bar (above it when the bar is short) is "
+        "its change against static%s. In the PAR panel the dashed line is perfect balance "
+        "(BestEP, PAR 1) and the grey region lies below the lower bound: the mean PAR the best "
+        "placement with the same slots could reach%s. Runs: ",
+        serving ? "Request latencies from the requests table (TTFT: first token minus "
+                  "arrival; TPOT: decode time per output token after the first); "
+                  "tokens/s per node from the summary."
+                : "Fixed-batch decode: the mean simulated step time and output "
+                  "tokens/s per node from the summary table.",
+        base < 0 ? " (no static run in this experiment, so none is shown)" : "",
+        pb > 0 ? "" : " (not drawn: no layer_bounds rows)");
     report_run_list(&f.caption, e, NULL);
     report_printf(&f.caption, ".");
     return report_render(c, &f);
@@ -314,7 +321,8 @@ int report_fig_cdf(report_ctx_t *c, const report_exp_t *e) {
                             "time per output token, TPOT (ms)"};
     for (int k = 0; k < 2; k++) {
         report_printf(&f.body, "  set title '%s'\n  set xlabel '%s'\n  %s logscale x\n",
-                      k ? "TPOT: decode time per token after the first" : "TTFT: arrival to first token",
+                      k ? "TPOT: decode time per token after the first"
+                        : "TTFT: arrival to first token",
                       label[k], wide(lo[k], hi[k], m[k]) ? "set" : "unset");
         if (!m[k]) {
             report_printf(&f.body, "  unset key\n  set xrange [0:1]\n  set label 'no request "
@@ -329,7 +337,7 @@ int report_fig_cdf(report_ctx_t *c, const report_exp_t *e) {
             report_style_t st = report_style(e->run[i].strategy);
             report_printf(&f.body, "%s$%s%d using 1:2 with lines lw 2.5 lc rgb '%s' title ",
                           first ? "" : ", ", what[k], i, st.color);
-            if (k == 0) report_quote(&f.body, e->run[i].strategy);
+            if (k == 0) report_label(&f.body, e, i);
             else report_printf(&f.body, "''");
             first = 0;
         }

@@ -157,7 +157,7 @@ int report_fig_par_time(report_ctx_t *c, const report_exp_t *e) {
         if (tr[i].n <= 80) report_printf(&f.body, "linespoints pt %d ps 0.6", st.pt);
         else report_printf(&f.body, "lines");
         report_printf(&f.body, " lw 2 lc rgb '%s' title ", st.color);
-        report_quote(&f.body, e->run[i].strategy);
+        report_label(&f.body, e, i);
         first = 0;
         if (tr[i].n_replans) {
             report_printf(&f.body, ", \\\n       $r%d using ($1/%g):(%.6g):(0):(%.6g) with vectors "
@@ -183,7 +183,7 @@ int report_fig_par_time(report_ctx_t *c, const report_exp_t *e) {
         for (int i = 0; i < e->n; i++) {
             if (!use[i] || !tr[i].n_mig) continue;
             report_printf(&f.body, "%s", r ? ", " : "");
-            report_quote(&f.body, e->run[i].strategy);
+            report_label(&f.body, e, i);
             report_printf(&f.body, " %d", r++);
         }
         report_printf(&f.body, ")\n  plot ");

@@ -68,7 +68,7 @@ static void add_run(store_t *st, const char *name, const char *s, int redundant,
     int64_t id;
     cr_assert_eq(store_run_begin(st, &r, &id), MS_OK);
     /* Static leaves one device hot; the others balance. */
-    double skew = !strcmp(s, "static") ? 2.5 : 1.2 + 0.01 * redundant;
+    double skew = !strcmp(s, "static") ? 3.5 : 1.2 + 0.01 * redundant;
     for (int k = 0; k < STEPS_; k++) {
         int64_t dur = 50000000 + 1000000 * (int64_t)(10 * skew);
         cr_assert_eq(store_step(st, id, k, (int64_t)k * dur, dur, 512), MS_OK);
@@ -84,7 +84,8 @@ static void add_run(store_t *st, const char *name, const char *s, int redundant,
             if (v > mx) mx = v;
             cr_assert_eq(store_device_load(st, id, l, d, v), MS_OK);
         }
-        cr_assert_eq(store_layer_bound(st, id, l, 128.0 * STEPS_, 128.0 * STEPS_ * 1.05, mx), MS_OK);
+        cr_assert_eq(store_layer_bound(st, id, l, 128.0 * STEPS_, 128.0 * STEPS_ * 1.05, mx),
+                     MS_OK);
         for (int e = 0; e < E_; e++) {
             int copies = (what & DB_DYNAMIC) && strcmp(s, "static") && e < 2 ? 2 : 1;
             cr_assert_eq(store_replicas(st, id, l, e, copies), MS_OK);
@@ -112,7 +113,8 @@ static void add_run(store_t *st, const char *name, const char *s, int redundant,
     cr_assert_eq(store_metric(st, id, "redundant", redundant, "slots"), MS_OK);
     cr_assert_eq(store_metric(st, id, "par_mean", skew, ""), MS_OK);
     cr_assert_eq(store_metric(st, id, "step_time_mean", 50 + 10 * skew, "ms"), MS_OK);
-    cr_assert_eq(store_metric(st, id, "output_tokens_per_s_per_node", 1e4 / skew, "tokens/s"), MS_OK);
+    cr_assert_eq(store_metric(st, id, "output_tokens_per_s_per_node", 1e4 / skew, "tokens/s"),
+                 MS_OK);
     cr_assert_eq(store_run_commit(st), MS_OK);
     if (id_out) *id_out = id;
 }
@@ -196,11 +198,30 @@ static void draw_one(const char *fig, const char *stem, int what) {
 
 TestSuite(report, .init = make_tmp, .fini = teardown);
 
-Test(report, layer_max_png) { draw_one("layer_max", "layer_max-t", DB_SERVING | DB_DYNAMIC); }
+Test(report, layer_max_png) {
+    draw_one("layer_max", "layer_max-t", DB_SERVING | DB_DYNAMIC);
+    /* Static far above the rest: a zoom panel; the reference lines drawn. */
+    char *gp = slurp("out/layer_max-t.gp");
+    cr_assert_not_null(strstr(gp, "zoom on the others (static leaves the range)"));
+    cr_assert_not_null(strstr(gp, "title 'mean = perfect balance (BestEP)'"));
+    cr_assert_not_null(strstr(gp, "title 'below the lower bound: unreachable'"));
+    free(gp);
+}
 Test(report, device_heat_png) { draw_one("device_heat", "device_heat-t", DB_SERVING | DB_DYNAMIC); }
-Test(report, replica_heat_png) { draw_one("replica_heat", "replica_heat-t", DB_SERVING | DB_DYNAMIC); }
-Test(report, trace_heat_png) { draw_one("trace_heat", "trace_heat-test-trace", DB_SERVING | DB_DYNAMIC); }
-Test(report, par_time_png) { draw_one("par_time", "par_time-t", DB_SERVING | DB_DYNAMIC); }
+Test(report, replica_heat_png) {
+    draw_one("replica_heat", "replica_heat-t", DB_SERVING | DB_DYNAMIC);
+}
+Test(report, trace_heat_png) {
+    draw_one("trace_heat", "trace_heat-test-trace", DB_SERVING | DB_DYNAMIC);
+}
+Test(report, par_time_png) {
+    draw_one("par_time", "par_time-t", DB_SERVING | DB_DYNAMIC);
+    /* Re-plans as lines and a migration panel for the dynamic strategies. */
+    char *gp = slurp("out/par_time-t.gp");
+    cr_assert_not_null(strstr(gp, "title 'omni re-plan'"));
+    cr_assert_not_null(strstr(gp, "expert weights in flight"));
+    free(gp);
+}
 Test(report, bars_png) { draw_one("bars", "bars-t", DB_SERVING | DB_DYNAMIC); }
 Test(report, cdf_png) { draw_one("cdf", "cdf-t", DB_SERVING | DB_DYNAMIC); }
 Test(report, par_budget_png) { draw_one("par_budget", "par_budget", DB_ALL); }
@@ -249,7 +270,8 @@ Test(report, missing_data_is_named_skipped_and_the_rest_drawn) {
     int cdf = 0, budget = 0, repl = 0;
     for (int i = 0; i < res.n_notes; i++) {
         const char *n = res.notes[i];
-        cdf |= strstr(n, "figure f") && strstr(n, "no requests rows") && strstr(n, "moesim compare");
+        cdf |=
+            strstr(n, "figure f") && strstr(n, "no requests rows") && strstr(n, "moesim compare");
         budget |= strstr(n, "figure g") && strstr(n, "'redundant'") && strstr(n, "moesim sweep");
         repl |= strstr(n, "replicas per expert") && strstr(n, "one copy of each expert");
     }
