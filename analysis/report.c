@@ -289,10 +289,10 @@ int report_build(const char *db_path, const char *dir, const char *only, report_
 
     int failed = 0;
     const char *base = strrchr(db_path, '/');
-    report_printf(&c.index, "# moesim report\n\nDrawn from `%s` (%lld runs). Each figure is a "
+    report_printf(&c.index, "# moesim report\n\nDrawn from `%s` (%lld run%s). Each figure is a "
                             "PNG with an SVG beside it and the gnuplot script that drew it, its "
                             "data inline; docs/report.md gives the SQL behind each figure.\n\n",
-                  base ? base + 1 : db_path, (long long)nruns);
+                  base ? base + 1 : db_path, (long long)nruns, nruns == 1 ? "" : "s");
     run_table(&c);
     experiments(&c, &failed);
     if (report_wanted(&c, "trace_heat")) {

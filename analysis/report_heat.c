@@ -139,7 +139,7 @@ int report_fig_device_heat(report_ctx_t *c, const report_exp_t *e) {
     double hi = pow(2, ceil(log2(top))), lo = 1 / hi;
     char stem[160];
     snprintf(stem, sizeof stem, "device_heat-%s", e->slug);
-    report_fig_t f = {.stem = stem, .title = "Device load per layer",
+    report_fig_t f = {.stem = stem, .title = "b. Device load per layer",
                       .width = n > 3 ? 300 * n + 200 : 1100, .height = 620};
     multiplot_title(&f, "Device load relative to the layer mean: experiment %s", e->name);
     report_printf(&f.body, "  set palette defined (0 '#2166ac', 0.25 '#92c5de', 0.5 '#f7f7f7', "
@@ -215,7 +215,7 @@ int report_fig_replica_heat(report_ctx_t *c, const report_exp_t *e) {
     }
     char stem[160];
     snprintf(stem, sizeof stem, "replica_heat-%s", e->slug);
-    report_fig_t f = {.stem = stem, .title = "Replicas per expert",
+    report_fig_t f = {.stem = stem, .title = "b. Replicas per expert",
                       .width = n > 2 ? 380 * n + 200 : 1100, .height = 620};
     multiplot_title(&f, "Replicas of each expert in the final layout: experiment %s", e->name);
     int cmax = (int)top;
@@ -290,7 +290,7 @@ static int trace_one(report_ctx_t *c, int64_t run, const char *trace, int ntr) {
     if (ntr) snprintf(stem, sizeof stem, "trace_heat-%s-%d", j ? slug : "trace", ntr);
     else snprintf(stem, sizeof stem, "trace_heat-%s", j ? slug : "trace");
     report_buf_t title = {0};
-    report_printf(&title, "Expert activations: %s", base[0] ? base : "(unnamed trace)");
+    report_printf(&title, "c. Expert activations: %s", base[0] ? base : "(unnamed trace)");
     report_fig_t f = {.stem = stem, .title = title.s, .width = 1200, .height = 620};
     heat_block(&f.data, "h", &h, cb_lo);
     report_buf_t t = {0};

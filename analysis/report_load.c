@@ -85,7 +85,7 @@ int report_fig_layer_max(report_ctx_t *c, const report_exp_t *e) {
     }
     char stem[160];
     snprintf(stem, sizeof stem, "layer_max-%s", e->slug);
-    report_fig_t f = {.stem = stem, .title = "Per-layer maximum device load",
+    report_fig_t f = {.stem = stem, .title = "a. Per-layer maximum device load",
                       .width = 1100, .height = 580};
     /* Perfect balance is the same for every strategy of one workload; the
      * bound drawn is the lowest, valid for every run shown. */
@@ -245,7 +245,7 @@ int report_fig_par_budget(report_ctx_t *c) {
         sqlite3_finalize(qb);
         return MS_ERR;
     }
-    report_fig_t f = {.stem = "par_budget", .title = "PAR against the redundant-expert budget",
+    report_fig_t f = {.stem = "par_budget", .title = "g. PAR against the redundant-expert budget",
                       .width = np > 1 ? 1200 : 1000, .height = np > 2 ? 900 : 560};
     int cols = np > 1 ? 2 : 1, rows = (np + 1) / 2, nruns = 0;
     if (np > 1)

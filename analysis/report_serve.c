@@ -209,7 +209,7 @@ int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
 
     char stem[160];
     snprintf(stem, sizeof stem, "bars-%s", e->slug);
-    report_fig_t f = {.stem = stem, .title = "Latency and throughput per strategy"};
+    report_fig_t f = {.stem = stem, .title = "e. Latency and throughput per strategy"};
     /* Panels only for metrics some run has. */
     int np = 0;
     for (int k = 0; k < nm; k++) {
@@ -289,7 +289,7 @@ int report_fig_cdf(report_ctx_t *c, const report_exp_t *e) {
     }
     char stem[160];
     snprintf(stem, sizeof stem, "cdf-%s", e->slug);
-    report_fig_t f = {.stem = stem, .title = "TTFT and TPOT distributions", .width = 1200,
+    report_fig_t f = {.stem = stem, .title = "f. TTFT and TPOT distributions", .width = 1200,
                       .height = 520};
     double lo[2][REPORT_MAX_RUNS], hi[2][REPORT_MAX_RUNS];
     int m[2] = {0, 0};

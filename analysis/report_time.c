@@ -116,7 +116,7 @@ int report_fig_par_time(report_ctx_t *c, const report_exp_t *e) {
 
     char stem[160];
     snprintf(stem, sizeof stem, "par_time-%s", e->slug);
-    report_fig_t f = {.stem = stem, .title = "PAR over time, with re-plans and migrations",
+    report_fig_t f = {.stem = stem, .title = "d. PAR over time, with re-plans and migrations",
                       .width = 1100, .height = nmig ? 700 : 560};
     for (int i = 0; i < e->n; i++) {
         if (!use[i]) continue;
