@@ -1,174 +1,321 @@
-/* report: gnuplot figures from the results database. */
+/* report: the driver. Opens the database read-only, finds its experiments,
+ * writes the run table, calls each figure family and writes index.md. */
 #include "report.h"
 
 #include <errno.h>
-#include <stdarg.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "report_int.h"
 #include "util.h"
 
-/* One colour per strategy in every figure, so a reader learns them once. */
-static const struct { const char *name, *color; } COLORS[] = {
-    {"static", "#7f7f7f"}, {"eplb", "#1f77b4"}, {"omni", "#d62728"},
-    {"bias", "#2ca02c"},   {"bound", "#000000"},
+const char *const report_figure_names[] = {
+    "layer_max", "device_heat", "replica_heat", "trace_heat", "par_time",
+    "bars",      "cdf",         "par_budget",   NULL,
 };
 
-static const char *strategy_color(const char *s) {
-    for (size_t i = 0; i < sizeof COLORS / sizeof *COLORS; i++)
-        if (!strcmp(COLORS[i].name, s)) return COLORS[i].color;
-    return "#9467bd";
-}
+#define REPORT_MAX_TABLE_ROWS 300
 
-/* Style shared by every figure. */
-static const char STYLE[] =
-    "set terminal pngcairo size 1000,560 font 'DejaVu Sans,11' noenhanced\n"
-    "set border 3\nset tics nomirror\nset grid ytics lc rgb '#dddddd'\n"
-    "set key outside right top box opaque\n";
-
-/* Pipes a script into gnuplot; checks it wrote a non-empty file. */
-static int gnuplot(const char *script, const char *png) {
-    FILE *p = popen("gnuplot 2>&1", "w");
-    if (!p) return ms_err("cannot start gnuplot (install it: make deps)");
-    fputs(script, p);
-    int st = pclose(p);
-    struct stat sb;
-    if (st != 0 || stat(png, &sb) || sb.st_size == 0)
-        return ms_err("gnuplot failed to draw %s (exit %d)", png, st);
+static int check_only(const char *only) {
+    if (!only) return MS_OK;
+    for (const char *p = only; *p;) {
+        size_t k = strcspn(p, ",");
+        int ok = 0;
+        for (int i = 0; report_figure_names[i]; i++)
+            ok |= strlen(report_figure_names[i]) == k && !strncmp(p, report_figure_names[i], k);
+        if (!ok) {
+            char known[256] = "";
+            for (int i = 0; report_figure_names[i]; i++)
+                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
+                         i ? ", " : "", report_figure_names[i]);
+            return ms_err("report: unknown figure '%.*s' (known: %s)", (int)k, p, known);
+        }
+        p += k;
+        if (*p) p++;
+    }
     return MS_OK;
 }
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-} buf_t;
+/* mkdir -p */
+static int make_dir(const char *dir) {
+    char *p = ms_strdup(dir);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = '\0';
+        if (mkdir(p, 0777) && errno != EEXIST) break;
+        *s = '/';
+    }
+    int rc = MS_OK;
+    struct stat sb;
+    if (mkdir(p, 0777) && (errno != EEXIST || stat(p, &sb) || !S_ISDIR(sb.st_mode)))
+        rc = ms_err("%s: cannot create the report folder: %s (choose another -o DIR)", dir,
+                    strerror(errno));
+    free(p);
+    return rc;
+}
 
-static void bprintf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void bprintf(buf_t *b, const char *fmt, ...) {
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (b->s && b->n + (size_t)k < b->cap) {
-            b->n += (size_t)k;
-            return;
+static void slugify(const char *s, char *out, size_t n) {
+    size_t k = 0;
+    for (; *s && k + 1 < n && k < 60; s++) {
+        char ch = *s;
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '-' || ch == '_' || ch == '.';
+        out[k++] = ok ? ch : '_';
+    }
+    if (!k) out[k++] = 'x';
+    else if (out[0] == '.') out[0] = '_'; /* no hidden files */
+    out[k] = '\0';
+}
+
+/* Serving columns appear in the run table only when some run has requests. */
+static void run_table(report_ctx_t *c) {
+    int serving = report_value(c, "SELECT count(*) FROM requests", 0, 0) > 0;
+    sqlite3_stmt *q = report_prepare(c, "SELECT run_id, name, strategy, devices, nodes FROM runs "
+                                        "ORDER BY run_id");
+    if (!q) return;
+    report_buf_t *b = &c->index;
+    report_printf(b, "## Runs\n\n"
+                     "Every run in the database. Step time is the mean simulated decode step; "
+                     "tokens/s per node counts output tokens; mean PAR is the per-layer maximum "
+                     "over mean device load, averaged over layers and steps (1 = perfect "
+                     "balance); gap to bound is the busiest devices' load summed over layers "
+                     "against the lower bound any placement with the same slots could reach.\n\n");
+    report_printf(b,
+                  "| run | experiment | strategy | EP | redundant | step time (ms) |%s "
+                  "tokens/s per node | mean PAR | GB migrated | gap to bound |\n"
+                  "|---:|---|---|---:|---:|---:|%s---:|---:|---:|---:|\n",
+                  serving ? " TPOT mean (ms) | TPOT p99 (ms) | TTFT p50 (ms) | TTFT p99 (ms) |"
+                          : "",
+                  serving ? "---:|---:|---:|---:|" : "");
+    int rows = 0, more = 0;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        if (rows++ >= REPORT_MAX_TABLE_ROWS) {
+            more++;
+            continue;
         }
-        b->cap = (b->cap + (size_t)k + 1) * 2;
-        b->s = ms_realloc(b->s, b->cap);
+        int64_t id = sqlite3_column_int64(q, 0);
+        const char *name = (const char *)sqlite3_column_text(q, 1);
+        const char *strat = (const char *)sqlite3_column_text(q, 2);
+        int devices = sqlite3_column_int(q, 3), nodes = sqlite3_column_int(q, 4);
+        report_printf(b, "| %lld | ", (long long)id);
+        report_md(b, name ? name : "");
+        report_printf(b, " | ");
+        report_md(b, strat ? strat : "");
+        double red = report_metric(c, id, "redundant", -1);
+        if (red >= 0) report_printf(b, " | %d | %.0f", devices, red);
+        else report_printf(b, " | %d | –", devices);
+        double step_ms = report_metric(c, id, "step_time_mean", -1);
+        if (step_ms < 0)
+            step_ms = report_value(c, "SELECT avg(duration_ns) / 1e6 FROM steps WHERE run_id = ?1",
+                                   id, -1);
+        if (step_ms >= 0) report_printf(b, " | %.2f", step_ms);
+        else report_printf(b, " | –");
+        report_lat_t lat = {0};
+        int has_lat = report_latency(c, id, nodes, &lat) == MS_OK;
+        if (serving && has_lat)
+            report_printf(b, " | %.2f | %.2f | %.1f | %.1f", lat.tpot_mean_ms, lat.tpot_p99_ms,
+                          lat.ttft_p50_ms, lat.ttft_p99_ms);
+        else if (serving) report_printf(b, " | – | – | – | –");
+        double tps = report_metric(c, id, "output_tokens_per_s_per_node", -1);
+        if (tps < 0 && has_lat) tps = lat.out_tokens_per_s_node;
+        report_lat_free(&lat);
+        if (tps >= 0) report_printf(b, " | %.0f", tps);
+        else report_printf(b, " | –");
+        double par = report_metric(c, id, "par_mean", -1);
+        if (par < 0)
+            par = report_value(c, "SELECT avg(max_load / mean_load) FROM layer_steps "
+                                  "WHERE run_id = ?1 AND mean_load > 0", id, -1);
+        if (par >= 0) report_printf(b, " | %.3f", par);
+        else report_printf(b, " | –");
+        /* Migrations when recorded one by one, else the re-plans' totals. */
+        double mig = report_value(c, "SELECT coalesce((SELECT sum(bytes) FROM migrations "
+                                     "WHERE run_id = ?1), (SELECT sum(bytes) FROM replans "
+                                     "WHERE run_id = ?1), 0)", id, 0);
+        report_printf(b, " | %.2f", mig / 1e9);
+        sqlite3_stmt *g = report_prepare(c, "SELECT sum(max_load), sum(bound) FROM layer_bounds "
+                                            "WHERE run_id = ?1");
+        if (g) {
+            sqlite3_bind_int64(g, 1, id);
+            if (sqlite3_step(g) == SQLITE_ROW && sqlite3_column_double(g, 1) > 0)
+                report_printf(b, " | %+.1f%%", 100 * (sqlite3_column_double(g, 0) /
+                                                          sqlite3_column_double(g, 1) - 1));
+            else report_printf(b, " | –");
+            sqlite3_finalize(g);
+        }
+        report_printf(b, " |\n");
     }
+    sqlite3_finalize(q);
+    if (more) report_printf(b, "\n%d later runs are not listed (query the runs table).\n", more);
+    report_printf(b, "\n");
 }
 
-/* Figure: per-layer maximum device load of every run (mean over steps),
- * with the mean device load (perfect balance, "BestEP") of the first run. */
-static int fig_layer_load(sqlite3 *db, const char *dir, FILE *index) {
-    sqlite3_stmt *runs;
-    if (sqlite3_prepare_v2(db, "SELECT DISTINCT r.run_id, r.name, r.strategy FROM runs r "
-                               "JOIN layer_steps s USING (run_id) ORDER BY r.run_id",
-                           -1, &runs, NULL) != SQLITE_OK)
-        return ms_err("report: %s", sqlite3_errmsg(db));
-    sqlite3_stmt *q;
-    sqlite3_prepare_v2(db, "SELECT layer, avg(max_load), avg(mean_load) FROM layer_steps "
-                           "WHERE run_id = ? GROUP BY layer ORDER BY layer", -1, &q, NULL);
-    buf_t data = {0}, plot = {0};
-    int n = 0;
-    while (sqlite3_step(runs) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(runs, 0);
-        const char *name = (const char *)sqlite3_column_text(runs, 1);
-        const char *strat = (const char *)sqlite3_column_text(runs, 2);
-        bprintf(&data, "$r%d << EOD\n", n);
-        sqlite3_bind_int64(q, 1, id);
-        while (sqlite3_step(q) == SQLITE_ROW)
-            bprintf(&data, "%d %.6g %.6g\n", sqlite3_column_int(q, 0), sqlite3_column_double(q, 1),
-                    sqlite3_column_double(q, 2));
-        sqlite3_reset(q);
-        bprintf(&data, "EOD\n");
-        bprintf(&plot, "%s$r%d using 1:2 with linespoints pt 7 ps 0.6 lw 2 lc rgb '%s' "
-                       "title '%s (%s) max'", n ? ", " : "plot ", n, strategy_color(strat), strat,
-                name);
-        n++;
+/* The latest run of each strategy among runs named name, in run order. */
+static int load_exp(report_ctx_t *c, const char *name, report_exp_t *e) {
+    sqlite3_stmt *q = report_prepare(
+        c, "SELECT run_id, strategy, coalesce(trace, ''), devices, nodes FROM runs r "
+           "WHERE name = ?1 AND run_id = (SELECT max(run_id) FROM runs "
+           "WHERE name = r.name AND strategy = r.strategy) ORDER BY run_id");
+    if (!q) return MS_ERR;
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->n = 0;
+    while (sqlite3_step(q) == SQLITE_ROW && e->n < REPORT_MAX_RUNS) {
+        report_run_t *r = &e->run[e->n++];
+        r->id = sqlite3_column_int64(q, 0);
+        snprintf(r->strategy, sizeof r->strategy, "%s", (const char *)sqlite3_column_text(q, 1));
+        snprintf(r->trace, sizeof r->trace, "%s", (const char *)sqlite3_column_text(q, 2));
+        r->devices = sqlite3_column_int(q, 3);
+        r->nodes = sqlite3_column_int(q, 4);
     }
-    sqlite3_finalize(runs);
     sqlite3_finalize(q);
-    if (!n) {
-        free(data.s);
-        free(plot.s);
-        ms_warn("report: skipping layer_load.png: the database has no layer_steps rows "
-                "(run an experiment first: moesim run CONFIG)");
-        return MS_OK;
-    }
-    char png[4096];
-    snprintf(png, sizeof png, "%s/layer_load.png", dir);
-    buf_t sc = {0};
-    bprintf(&sc, "%s%sset output '%s'\n"
-                 "set title 'Per-layer device load: maximum per strategy, mean = perfect balance'\n"
-                 "set xlabel 'MoE layer'\nset ylabel 'token-expert pairs per device per step'\n"
-                 "set yrange [0:*]\n%s, $r0 using 1:3 with lines dt 2 lw 2 lc rgb '#000000' "
-                 "title 'mean (BestEP)'\n",
-            STYLE, data.s, png, plot.s);
-    int rc = gnuplot(sc.s, png);
-    free(sc.s);
-    free(data.s);
-    free(plot.s);
-    if (rc == MS_OK)
-        fprintf(index, "## Per-layer device load\n\n![per-layer load](layer_load.png)\n\n");
+    return MS_OK;
+}
+
+/* A figure's outcome into the totals: skips are already counted. */
+static int tally(int rc, int *failed) {
+    if (rc == MS_ERR) *failed = 1;
     return rc;
 }
 
-/* Table of every run's summary metrics. */
-static void summary_table(sqlite3 *db, FILE *index) {
-    sqlite3_stmt *q;
-    if (sqlite3_prepare_v2(db, "SELECT r.run_id, r.name, r.strategy, "
-                               " (SELECT value FROM summary WHERE run_id = r.run_id AND metric = 'step_time_mean'),"
-                               " (SELECT value FROM summary WHERE run_id = r.run_id AND metric = 'output_tokens_per_s_per_node'),"
-                               " (SELECT value FROM summary WHERE run_id = r.run_id AND metric = 'par_mean')"
-                               " FROM runs r ORDER BY r.run_id", -1, &q, NULL) != SQLITE_OK)
+static void experiments(report_ctx_t *c, int *failed) {
+    sqlite3_stmt *q = report_prepare(c, "SELECT name, max(run_id) AS last, count(*) FROM runs "
+                                        "GROUP BY name ORDER BY last DESC");
+    if (!q) {
+        *failed = 1;
         return;
-    fprintf(index, "| run | name | strategy | step time (ms) | output tokens/s per node | mean PAR |\n"
-                   "|---|---|---|---|---|---|\n");
-    while (sqlite3_step(q) == SQLITE_ROW)
-        fprintf(index, "| %lld | %s | %s | %.3f | %.0f | %.3f |\n",
-                (long long)sqlite3_column_int64(q, 0), sqlite3_column_text(q, 1),
-                sqlite3_column_text(q, 2), sqlite3_column_double(q, 3),
-                sqlite3_column_double(q, 4), sqlite3_column_double(q, 5));
-    fprintf(index, "\n");
+    }
+    char used[REPORT_MAX_EXPERIMENTS][96];
+    int n = 0, older = 0;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        if (n == REPORT_MAX_EXPERIMENTS) {
+            older++;
+            continue;
+        }
+        report_exp_t e;
+        if (load_exp(c, (const char *)sqlite3_column_text(q, 0), &e)) {
+            *failed = 1;
+            break;
+        }
+        slugify(e.name, e.slug, sizeof e.slug);
+        for (int i = 0; i < n; i++)
+            if (!strcmp(used[i], e.slug)) {
+                size_t k = strlen(e.slug);
+                snprintf(e.slug + k, sizeof e.slug - k, "-%d", n);
+                break;
+            }
+        snprintf(used[n++], sizeof used[0], "%s", e.slug);
+        int total = sqlite3_column_int(q, 2);
+        report_printf(&c->index, "## Experiment `%s`\n\nFigures below show runs ", e.name);
+        report_run_list(&c->index, &e, NULL);
+        report_printf(&c->index, " (the latest run of each strategy named `%s`%s).\n\n", e.name,
+                      total > e.n ? "; earlier runs of the same name appear only in the run table"
+                                  : "");
+        struct { const char *name; int (*fn)(report_ctx_t *, const report_exp_t *); } figs[] = {
+            {"layer_max", report_fig_layer_max}, {"device_heat", report_fig_device_heat},
+            {"replica_heat", report_fig_replica_heat}, {"par_time", report_fig_par_time},
+            {"bars", report_fig_bars}, {"cdf", report_fig_cdf},
+        };
+        for (size_t i = 0; i < sizeof figs / sizeof *figs; i++)
+            if (report_wanted(c, figs[i].name)) tally(figs[i].fn(c, &e), failed);
+    }
     sqlite3_finalize(q);
+    if (older)
+        report_printf(&c->index, "%d older experiment name%s %s no figures of %s own (only the "
+                                 "latest %d are drawn; see the run table).\n\n",
+                      older, older > 1 ? "s" : "", older > 1 ? "have" : "has",
+                      older > 1 ? "their" : "its", REPORT_MAX_EXPERIMENTS);
 }
 
-int report_make(const char *db_path, const char *dir) {
+static int write_index(report_ctx_t *c) {
+    char path[4096], tmp[4096];
+    snprintf(path, sizeof path, "%s/index.md", c->dir);
+    snprintf(tmp, sizeof tmp, "%s/.index.md.tmp", c->dir);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return ms_err("%s: cannot write: %s", tmp, strerror(errno));
+    int bad = fputs(c->index.s, f) < 0;
+    if (fclose(f) || bad || rename(tmp, path)) {
+        unlink(tmp);
+        return ms_err("%s: cannot write the index (disk full?)", path);
+    }
+    return MS_OK;
+}
+
+int report_build(const char *db_path, const char *dir, const char *only, report_result_t *res) {
+    report_result_t local;
+    if (!res) res = &local;
+    memset(res, 0, sizeof *res);
+    if (check_only(only)) return MS_ERR;
     if (access(db_path, R_OK))
-        return ms_err("%s: no such results database (run an experiment first: moesim run CONFIG "
-                      "--db %s)", db_path, db_path);
-    sqlite3 *db;
-    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        ms_err("%s: cannot open: %s", db_path, sqlite3_errmsg(db));
-        sqlite3_close(db);
+        return ms_err("%s: cannot read the results database: %s (run an experiment first: "
+                      "moesim compare CONFIG --db %s)", db_path, strerror(errno), db_path);
+    report_ctx_t c = {.dir = dir, .only = only, .res = res};
+    if (sqlite3_open_v2(db_path, &c.db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        ms_err("%s: cannot open: %s", db_path, sqlite3_errmsg(c.db));
+        sqlite3_close(c.db);
         return MS_ERR;
     }
-    if (sqlite3_exec(db, "SELECT 1 FROM runs LIMIT 1", NULL, NULL, NULL) != SQLITE_OK) {
-        ms_err("%s: not a moesim results database (no runs table)", db_path);
-        sqlite3_close(db);
+    sqlite3_busy_timeout(c.db, 10000);
+    static const char *const TABLES[] = {"runs", "steps", "layer_steps", "device_loads", "summary",
+                                         "layer_bounds", "replicas", "trace_counts", "replans",
+                                         "migrations", "requests"};
+    int64_t nruns = 0;
+    for (size_t i = 0; i < sizeof TABLES / sizeof *TABLES; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", TABLES[i]);
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(c.db, sql, -1, &q, NULL) != SQLITE_OK ||
+            sqlite3_step(q) != SQLITE_ROW) {
+            ms_err("%s: not a moesim results database (%s: %s); give the file written by "
+                   "moesim run/compare --db", db_path, TABLES[i], sqlite3_errmsg(c.db));
+            sqlite3_finalize(q);
+            sqlite3_close(c.db);
+            return MS_ERR;
+        }
+        if (i == 0) nruns = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+    }
+    if (!nruns) {
+        sqlite3_close(c.db);
+        return ms_err("%s: the database holds no runs, nothing to draw (run an experiment: "
+                      "moesim compare CONFIG --db %s)", db_path, db_path);
+    }
+    if (make_dir(dir)) {
+        sqlite3_close(c.db);
         return MS_ERR;
     }
-    if (mkdir(dir, 0777) && errno != EEXIST) {
-        sqlite3_close(db);
-        return ms_err("%s: cannot create the report folder: %s", dir, strerror(errno));
+
+    int failed = 0;
+    const char *base = strrchr(db_path, '/');
+    report_printf(&c.index, "# moesim report\n\nDrawn from `%s` (%lld run%s). Each figure is a "
+                            "PNG with an SVG beside it and the gnuplot script that drew it, its "
+                            "data inline; docs/report.md gives the SQL behind each figure.\n\n",
+                  base ? base + 1 : db_path, (long long)nruns, nruns == 1 ? "" : "s");
+    run_table(&c);
+    experiments(&c, &failed);
+    if (report_wanted(&c, "trace_heat")) {
+        report_printf(&c.index, "## Traces\n\n");
+        tally(report_fig_trace_heat(&c), &failed);
     }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/index.md", dir);
-    FILE *index = fopen(path, "w");
-    if (!index) {
-        sqlite3_close(db);
-        return ms_err("%s: cannot write: %s", path, strerror(errno));
+    if (report_wanted(&c, "par_budget")) {
+        report_printf(&c.index, "## Across runs\n\n");
+        tally(report_fig_par_budget(&c), &failed);
     }
-    fprintf(index, "# moesim report\n\nFrom `%s`.\n\n", db_path);
-    summary_table(db, index);
-    int rc = fig_layer_load(db, dir, index);
-    fclose(index);
-    sqlite3_close(db);
-    return rc;
+    int rc = write_index(&c);
+    report_buf_free(&c.index);
+    sqlite3_close(c.db);
+    if (rc) return MS_ERR;
+    if (failed || res->failed)
+        return ms_err("report: %d figure%s failed to render (see the messages above); %d drawn",
+                      res->failed, res->failed == 1 ? "" : "s", res->drawn);
+    if (!res->drawn)
+        return ms_err("report: no figure could be drawn from %s: %s", db_path,
+                      res->n_notes ? res->notes[0] : "no data");
+    return MS_OK;
+}
+
+int report_make(const char *db_path, const char *out_dir) {
+    return report_build(db_path, out_dir, NULL, NULL);
 }

@@ -1,4 +1,4 @@
-/* cmd_report: `moesim report DB -o DIR`. */
+/* cmd_report: `moesim report DB [-o DIR] [--only FIGURES]`. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,19 +7,32 @@
 #include "report.h"
 #include "util.h"
 
+static void usage(FILE *f) {
+    fprintf(f, "usage: moesim report DB [-o DIR] [--only FIGURES]\n\n"
+               "Draws every figure the results database supports into DIR (default: report/):\n"
+               "each as PNG and SVG with the gnuplot script that drew it, and index.md with\n"
+               "the run table and the figures. A figure whose data is missing is skipped\n"
+               "with a message saying what is missing and which command produces it.\n\n"
+               "  -o, --out DIR       output folder (created)\n"
+               "      --only LIST     comma-separated figures to draw; known:");
+    for (int i = 0; report_figure_names[i]; i++)
+        fprintf(f, "%s %s", i ? "," : "", report_figure_names[i]);
+    fprintf(f, "\n\nExit status 0 when at least one figure was drawn and none failed.\n");
+}
+
 int cmd_report(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"out", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const char *out = "report";
+    static const struct option opts[] = {{"out", required_argument, 0, 'o'},
+                                         {"only", required_argument, 0, 'f'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *out = "report", *only = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
         if (c == 'o') out = optarg;
+        else if (c == 'f') only = optarg;
         else {
-            fprintf(c == 'h' ? stdout : stderr,
-                    "usage: moesim report DB [-o DIR]\n\n"
-                    "Draws every figure the results database supports (PNG, gnuplot) into DIR\n"
-                    "(default: report/) with an index.md of tables and figures.\n");
+            usage(c == 'h' ? stdout : stderr);
             return c == 'h' ? 0 : 1;
         }
     }
@@ -27,7 +40,11 @@ int cmd_report(int argc, char **argv) {
         ms_err("report: give one results database (example: moesim report results/demo.db -o report)");
         return 1;
     }
-    if (report_make(argv[optind], out)) return 1;
-    printf("report: %s/index.md\n", out);
-    return 0;
+    report_result_t *res = ms_calloc(1, sizeof *res);
+    int rc = report_build(argv[optind], out, only, res);
+    if (res->drawn)
+        printf("report: %d figure%s in %s/index.md%s\n", res->drawn, res->drawn == 1 ? "" : "s",
+               out, res->skipped ? " (some skipped: see the messages above)" : "");
+    free(res);
+    return rc ? 1 : 0;
 }

@@ -1,0 +1,353 @@
+/* report_serve: what clients feel and the cluster earns: latency and
+ * throughput bars per strategy (figure e) and the TTFT/TPOT distributions
+ * of served requests (figure f). */
+#include <gsl/gsl_sort.h>
+#include <gsl/gsl_statistics_double.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "report_int.h"
+#include "util.h"
+
+#define CDF_POINTS 400 /* a CDF is drawn through this many quantiles */
+
+void report_lat_free(report_lat_t *l) {
+    free(l->ttft_ms);
+    free(l->tpot_ms);
+    l->ttft_ms = l->tpot_ms = NULL;
+}
+
+int report_latency(report_ctx_t *c, int64_t run, int nodes, report_lat_t *l) {
+    memset(l, 0, sizeof *l);
+    int n = (int)report_value(c, "SELECT count(*) FROM requests WHERE run_id = ?1", run, 0);
+    if (n <= 0) return REPORT_SKIP;
+    sqlite3_stmt *q = report_prepare(c, "SELECT arrival_ns, first_token_ns, done_ns, output_tokens "
+                                        "FROM requests WHERE run_id = ?1");
+    if (!q) return MS_ERR;
+    sqlite3_bind_int64(q, 1, run);
+    l->ttft_ms = ms_malloc((size_t)n * sizeof *l->ttft_ms);
+    l->tpot_ms = ms_malloc((size_t)n * sizeof *l->tpot_ms);
+    int64_t t0 = INT64_MAX, t1 = INT64_MIN;
+    double out = 0;
+    while (sqlite3_step(q) == SQLITE_ROW && l->n < n) {
+        int64_t arr = sqlite3_column_int64(q, 0), first = sqlite3_column_int64(q, 1),
+                done = sqlite3_column_int64(q, 2);
+        int k = sqlite3_column_int(q, 3);
+        l->ttft_ms[l->n++] = (double)(first - arr) / 1e6;
+        /* TPOT: the decode time per token after the first. */
+        if (k >= 2) l->tpot_ms[l->n_tpot++] = (double)(done - first) / (k - 1) / 1e6;
+        out += k;
+        if (arr < t0) t0 = arr;
+        if (done > t1) t1 = done;
+    }
+    sqlite3_finalize(q);
+    gsl_sort(l->ttft_ms, 1, (size_t)l->n);
+    l->ttft_mean_ms = gsl_stats_mean(l->ttft_ms, 1, (size_t)l->n);
+    l->ttft_p50_ms = gsl_stats_quantile_from_sorted_data(l->ttft_ms, 1, (size_t)l->n, 0.5);
+    l->ttft_p90_ms = gsl_stats_quantile_from_sorted_data(l->ttft_ms, 1, (size_t)l->n, 0.9);
+    l->ttft_p99_ms = gsl_stats_quantile_from_sorted_data(l->ttft_ms, 1, (size_t)l->n, 0.99);
+    if (l->n_tpot) {
+        size_t m = (size_t)l->n_tpot;
+        gsl_sort(l->tpot_ms, 1, m);
+        l->tpot_mean_ms = gsl_stats_mean(l->tpot_ms, 1, m);
+        l->tpot_p50_ms = gsl_stats_quantile_from_sorted_data(l->tpot_ms, 1, m, 0.5);
+        l->tpot_p90_ms = gsl_stats_quantile_from_sorted_data(l->tpot_ms, 1, m, 0.9);
+        l->tpot_p99_ms = gsl_stats_quantile_from_sorted_data(l->tpot_ms, 1, m, 0.99);
+    }
+    l->out_tokens_per_s_node = t1 > t0 && nodes > 0 ? out / ((double)(t1 - t0) / 1e9) / nodes : 0;
+    return MS_OK;
+}
+
+/* One panel of the bar figure: a metric per run. */
+typedef struct bar_metric {
+    const char *title;  /* with unit */
+    int lower_better;
+    const char *fmt;    /* value label */
+    int is_par;         /* draws the BestEP line and the bound region */
+    double v[REPORT_MAX_RUNS];
+    int has[REPORT_MAX_RUNS];
+} bar_metric_t;
+
+/* The experiment's mean PAR of the lower bound: what the best placement
+ * with the same slots would reach (1 = BestEP). */
+static double bound_par(report_ctx_t *c, const report_exp_t *e) {
+    double best = -1;
+    for (int i = 0; i < e->n; i++) {
+        double b = report_value(c, "SELECT avg(bound / best_ep) FROM layer_bounds "
+                                   "WHERE run_id = ?1 AND best_ep > 0", e->run[i].id, -1);
+        if (b > 0 && (best < 0 || b < best)) best = b;
+    }
+    return best;
+}
+
+static void bar_panel(report_fig_t *f, const report_exp_t *e, const bar_metric_t *m, int k,
+                      int base, double par_bound) {
+    double top = 0;
+    for (int i = 0; i < e->n; i++)
+        if (m->has[i] && m->v[i] > top) top = m->v[i];
+    report_printf(&f->data, "$m%d << EOD\n", k);
+    int x = 0;
+    for (int i = 0; i < e->n; i++) {
+        if (!m->has[i]) continue;
+        char val[64], rel[64] = "";
+        snprintf(val, sizeof val, m->fmt, m->v[i]);
+        if (base >= 0 && i != base && m->has[base] && m->v[base] > 0)
+            snprintf(rel, sizeof rel, "%+.0f%%", 100 * (m->v[i] / m->v[base] - 1));
+        /* The change goes inside the bar, or above its value when the bar
+         * is too short to hold it. */
+        int inside = top > 0 && m->v[i] / (top * 1.2) > 0.12;
+        report_printf(&f->data, "%d \"%s\" %.9g %d \"%s\" \"%s\" \"%s\"\n", x++,
+                      e->run[i].strategy, m->v[i], report_rgb(e->run[i].strategy), val,
+                      inside ? rel : "", inside ? "" : rel);
+    }
+    report_printf(&f->data, "EOD\n");
+    /* A few bars keep a bar's width: pad the range instead of stretching. */
+    double pad = x < 3 ? (3.0 - x) / 2 + 0.6 : 0.6;
+    report_printf(&f->body, "  unset arrow\n  unset label\n  set title \"%s\\n%s is better\"\n"
+                            "  set xrange [%g:%g]\n  set yrange [0:%.6g]\n",
+                  m->title, m->lower_better ? "lower" : "higher", -pad, x - 1 + pad,
+                  top > 0 ? top * 1.2 : 1);
+    if (par_bound > 0)
+        report_printf(&f->body, "  set label 'dashed: BestEP; grey: below the lower bound' at "
+                                "graph 0.5, graph 0.97 center font ',9' tc rgb '#555555'\n");
+    report_printf(&f->body, "  plot ");
+    if (par_bound > 0)
+        report_printf(&f->body,
+                      "%.6g with filledcurves y1=0 fs solid 1.0 noborder lc rgb '#e6e6e6' "
+                      "notitle, \\\n       ",
+                      par_bound);
+    report_printf(&f->body,
+                  "$m%d using 1:3:4:xtic(2) with boxes lc rgb variable notitle, \\\n"
+                  "       $m%d using 1:3:5 with labels offset 0,0.7 font ',11' notitle, \\\n"
+                  "       $m%d using 1:(0):6 with labels offset 0,0.8 font ',10' tc rgb '#ffffff' "
+                  "notitle, \\\n"
+                  "       $m%d using 1:3:7 with labels offset 0,1.9 font ',10' tc rgb '#555555' "
+                  "notitle",
+                  k, k, k, k);
+    /* Perfect balance in front of the bars, so it reads across them. */
+    if (par_bound > 0)
+        report_printf(&f->body, ", \\\n       1 with lines dt 2 lw 1.5 lc rgb '#000000' notitle");
+    report_printf(&f->body, "\n");
+}
+
+int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
+    report_lat_t lat[REPORT_MAX_RUNS];
+    int serving = 0;
+    for (int i = 0; i < e->n; i++) {
+        int rc = report_latency(c, e->run[i].id, e->run[i].nodes, &lat[i]);
+        if (rc == MS_ERR) {
+            for (int j = 0; j < i; j++) report_lat_free(&lat[j]);
+            return MS_ERR;
+        }
+        serving |= rc == MS_OK;
+    }
+    bar_metric_t m[6];
+    memset(m, 0, sizeof m);
+    int nm = 0;
+    if (serving) {
+        m[0] = (bar_metric_t){.title = "TPOT mean (ms)", .lower_better = 1, .fmt = "%.1f"};
+        m[1] = (bar_metric_t){.title = "TPOT p99 (ms)", .lower_better = 1, .fmt = "%.1f"};
+        m[2] = (bar_metric_t){.title = "TTFT p50 (ms)", .lower_better = 1, .fmt = "%.0f"};
+        m[3] = (bar_metric_t){.title = "TTFT p99 (ms)", .lower_better = 1, .fmt = "%.0f"};
+        nm = 4;
+        for (int i = 0; i < e->n; i++) {
+            if (!lat[i].n) continue;
+            double v[4] = {lat[i].tpot_mean_ms, lat[i].tpot_p99_ms, lat[i].ttft_p50_ms,
+                           lat[i].ttft_p99_ms};
+            for (int k = 0; k < 4; k++) {
+                m[k].v[i] = v[k];
+                m[k].has[i] = k >= 2 || lat[i].n_tpot > 0;
+            }
+        }
+    } else {
+        m[0] = (bar_metric_t){.title = "decode step time (ms)", .lower_better = 1, .fmt = "%.1f"};
+        for (int i = 0; i < e->n; i++) {
+            double v = report_metric(c, e->run[i].id, "step_time_mean", -1);
+            if (v < 0)
+                v = report_value(c, "SELECT avg(duration_ns) / 1e6 FROM steps WHERE run_id = ?1",
+                                 e->run[i].id, -1);
+            m[0].v[i] = v;
+            m[0].has[i] = v >= 0;
+        }
+        nm = 1;
+    }
+    bar_metric_t *tp = &m[nm++], *par = &m[nm++];
+    *tp = (bar_metric_t){.title = "output tokens/s per node", .lower_better = 0, .fmt = "%.0f"};
+    *par = (bar_metric_t){.title = "mean PAR (max/mean device load)", .lower_better = 1,
+                          .fmt = "%.2f", .is_par = 1};
+    for (int i = 0; i < e->n; i++) {
+        int64_t id = e->run[i].id;
+        double v = report_metric(c, id, "output_tokens_per_s_per_node", -1);
+        if (v < 0 && lat[i].n) v = lat[i].out_tokens_per_s_node;
+        if (v < 0 && e->run[i].nodes > 0) {
+            v = report_value(c, "SELECT sum(tokens) / (sum(duration_ns) / 1e9) FROM steps "
+                                "WHERE run_id = ?1 AND duration_ns > 0", id, -1);
+            if (v >= 0) v /= e->run[i].nodes;
+        }
+        tp->v[i] = v;
+        tp->has[i] = v >= 0;
+        double p = report_metric(c, id, "par_mean", -1);
+        if (p < 0)
+            p = report_value(c, "SELECT avg(max_load / mean_load) FROM layer_steps "
+                                "WHERE run_id = ?1 AND mean_load > 0", id, -1);
+        par->v[i] = p;
+        par->has[i] = p >= 0;
+    }
+    for (int i = 0; i < e->n; i++) report_lat_free(&lat[i]);
+
+    int any = 0, base = -1;
+    for (int k = 0; k < nm; k++)
+        for (int i = 0; i < e->n; i++) any |= m[k].has[i];
+    if (!any)
+        return report_skip(c, "figure e (latency and throughput bars) for experiment '%s': its "
+                              "runs have no steps, requests or summary metrics (run it again: "
+                              "moesim compare CONFIG)", e->name);
+    for (int i = 0; i < e->n; i++)
+        if (!strcmp(e->run[i].strategy, "static")) base = i;
+
+    char stem[160];
+    snprintf(stem, sizeof stem, "bars-%s", e->slug);
+    report_fig_t f = {.stem = stem, .title = "e. Latency and throughput per strategy"};
+    /* Panels only for metrics some run has. */
+    int np = 0;
+    for (int k = 0; k < nm; k++) {
+        int has = 0;
+        for (int i = 0; i < e->n; i++) has |= m[k].has[i];
+        if (has) m[np++] = m[k];
+    }
+    int cols = np > 3 ? 3 : np, rows = (np + cols - 1) / cols;
+    f.width = cols > 1 ? 400 * cols : 600;
+    f.height = rows > 1 ? 820 : 470;
+    report_printf(&f.body, "  set multiplot layout %d,%d title ", rows, cols);
+    report_buf_t t = {0};
+    report_printf(&t, "Latency and throughput per strategy: experiment %s", e->name);
+    report_quote(&f.body, t.s);
+    report_buf_free(&t);
+    report_printf(&f.body, " font ',14'\n  unset key\n  set boxwidth 0.7\n  set xtics scale 0\n"
+                           "  set grid noxtics ytics\n");
+    double pb = bound_par(c, e);
+    for (int k = 0; k < np; k++) bar_panel(&f, e, &m[k], k, base, m[k].is_par ? pb : -1);
+    report_printf(
+        &f.caption,
+        "%s Each bar is one run; the figure inside a bar (above it when the bar is short) is "
+        "its change against static%s. In the PAR panel the dashed line is perfect balance "
+        "(BestEP, PAR 1) and the grey region lies below the lower bound: the mean PAR the best "
+        "placement with the same slots could reach%s. Runs: ",
+        serving ? "Request latencies from the requests table (TTFT: first token minus "
+                  "arrival; TPOT: decode time per output token after the first); "
+                  "tokens/s per node from the summary."
+                : "Fixed-batch decode: the mean simulated step time and output "
+                  "tokens/s per node from the summary table.",
+        base < 0 ? " (no static run in this experiment, so none is shown)" : "",
+        pb > 0 ? "" : " (not drawn: no layer_bounds rows)");
+    report_run_list(&f.caption, e, NULL);
+    report_printf(&f.caption, ".");
+    return report_render(c, &f);
+}
+
+/* A CDF through at most CDF_POINTS quantiles of sorted values. */
+static void cdf_block(report_fig_t *f, const char *name, const double *v, int n) {
+    report_printf(&f->data, "$%s << EOD\n", name);
+    int k = n < CDF_POINTS ? n : CDF_POINTS;
+    for (int i = 0; i < k; i++) {
+        double p = k > 1 ? (double)i / (k - 1) : 1;
+        double x = gsl_stats_quantile_from_sorted_data(v, 1, (size_t)n, p);
+        report_printf(&f->data, "%.6g %.6g\n", x, n > 1 ? p : 1.0);
+    }
+    report_printf(&f->data, "EOD\n");
+}
+
+/* Log x when values span more than two decades, so the body stays visible. */
+static int wide(const double *lo, const double *hi, int n) {
+    double a = INFINITY, b = 0;
+    for (int i = 0; i < n; i++) {
+        if (lo[i] < a) a = lo[i];
+        if (hi[i] > b) b = hi[i];
+    }
+    return a > 0 && b / a > 100;
+}
+
+int report_fig_cdf(report_ctx_t *c, const report_exp_t *e) {
+    report_lat_t lat[REPORT_MAX_RUNS];
+    int use[REPORT_MAX_RUNS] = {0}, n = 0;
+    for (int i = 0; i < e->n; i++) {
+        int rc = report_latency(c, e->run[i].id, e->run[i].nodes, &lat[i]);
+        if (rc == MS_ERR) {
+            for (int j = 0; j < i; j++) report_lat_free(&lat[j]);
+            return MS_ERR;
+        }
+        use[i] = rc == MS_OK;
+        n += use[i];
+    }
+    if (!n) {
+        for (int i = 0; i < e->n; i++) report_lat_free(&lat[i]);
+        return report_skip(c, "figure f (TTFT and TPOT CDFs) for experiment '%s': no requests "
+                              "rows (fixed-batch runs serve no requests; a serving run writes "
+                              "them: moesim compare CONFIG with a request workload)", e->name);
+    }
+    char stem[160];
+    snprintf(stem, sizeof stem, "cdf-%s", e->slug);
+    report_fig_t f = {.stem = stem, .title = "f. TTFT and TPOT distributions", .width = 1200,
+                      .height = 520};
+    double lo[2][REPORT_MAX_RUNS], hi[2][REPORT_MAX_RUNS];
+    int m[2] = {0, 0};
+    for (int i = 0; i < e->n; i++) {
+        if (!use[i]) continue;
+        char name[32];
+        snprintf(name, sizeof name, "ttft%d", i);
+        cdf_block(&f, name, lat[i].ttft_ms, lat[i].n);
+        lo[0][m[0]] = lat[i].ttft_ms[0];
+        hi[0][m[0]++] = lat[i].ttft_ms[lat[i].n - 1];
+        if (lat[i].n_tpot) {
+            snprintf(name, sizeof name, "tpot%d", i);
+            cdf_block(&f, name, lat[i].tpot_ms, lat[i].n_tpot);
+            lo[1][m[1]] = lat[i].tpot_ms[0];
+            hi[1][m[1]++] = lat[i].tpot_ms[lat[i].n_tpot - 1];
+        }
+    }
+    report_printf(&f.body, "  set multiplot layout 1,2 title ");
+    report_buf_t t = {0};
+    report_printf(&t, "Request latency distributions: experiment %s", e->name);
+    report_quote(&f.body, t.s);
+    report_buf_free(&t);
+    report_printf(&f.body, " font ',14'\n  set bmargin 7\n  set yrange [0:1]\n"
+                           "  set ytics 0.1\n  set grid xtics ytics\n"
+                           "  set ylabel 'fraction of requests'\n"
+                           "  set key at screen 0.5, screen 0.04 center bottom horizontal\n");
+    const char *what[2] = {"ttft", "tpot"};
+    const char *label[2] = {"time to first token, TTFT (ms)",
+                            "time per output token, TPOT (ms)"};
+    for (int k = 0; k < 2; k++) {
+        report_printf(&f.body, "  set title '%s'\n  set xlabel '%s'\n  %s logscale x\n",
+                      k ? "TPOT: decode time per token after the first"
+                        : "TTFT: arrival to first token",
+                      label[k], wide(lo[k], hi[k], m[k]) ? "set" : "unset");
+        if (!m[k]) {
+            report_printf(&f.body, "  unset key\n  set xrange [0:1]\n  set label 'no request "
+                                   "had two output tokens' at graph 0.5, graph 0.5 center\n"
+                                   "  plot NaN notitle\n  unset label\n  set xrange [*:*]\n");
+            continue;
+        }
+        report_printf(&f.body, "  plot ");
+        int first = 1;
+        for (int i = 0; i < e->n; i++) {
+            if (!use[i] || (k == 1 && !lat[i].n_tpot)) continue;
+            report_style_t st = report_style(e->run[i].strategy);
+            report_printf(&f.body, "%s$%s%d using 1:2 with lines lw 2.5 lc rgb '%s' title ",
+                          first ? "" : ", ", what[k], i, st.color);
+            if (k == 0) report_label(&f.body, e, i);
+            else report_printf(&f.body, "''");
+            first = 0;
+        }
+        report_printf(&f.body, "\n  unset key\n");
+    }
+    report_printf(&f.caption, "Empirical CDFs over the served requests of each run (requests "
+                              "table): read the median at 0.5 and the tail at 0.9 and above; "
+                              "a curve further left is faster. Runs: ");
+    report_run_list(&f.caption, e, use);
+    report_printf(&f.caption, ".");
+    for (int i = 0; i < e->n; i++) report_lat_free(&lat[i]);
+    return report_render(c, &f);
+}
