@@ -30,10 +30,12 @@ static int static_init(const place_env_t *env, const double *prior, place_state_
      * so with no redundancy device d holds experts [d*E/D, (d+1)*E/D), and
      * redundant slots (the last R) hold second copies of experts 0, 1, ...
      * on the last devices, never beside their first copy. Round-robin deals
-     * experts across devices: the k-th slot of device d holds k*D + d. */
+     * experts across devices, item i = k*D + d to the k-th slot of device d;
+     * the wrap past E shifts by one expert so a copy never lands on the
+     * device of its first copy. */
     for (int s = 0; s < S; s++) {
-        int dev = s / spd, k = s % spd;
-        se[s] = (rr ? k * D + dev : s) % E;
+        int dev = s / spd, k = s % spd, i = k * D + dev;
+        se[s] = rr ? (i + i / E) % E : s % E;
     }
     place_layout_t *lo = place_layout_new(env->n_layers, E, D, env->devices_per_node);
     for (int l = 0; l < env->n_layers; l++)
