@@ -9,9 +9,11 @@
 
 /* The registry: one line per strategy. */
 extern const place_ops_t place_static_ops;
+extern const place_ops_t place_eplb_ops;
 
 static const place_ops_t *const registry[] = {
     &place_static_ops,
+    &place_eplb_ops,
 };
 
 #define N_REG ((int)(sizeof registry / sizeof *registry))
