@@ -80,8 +80,11 @@ void cfg_set(cfg_t *c, const char *sec, const char *key, const char *value, cons
 
 int cfg_set_assign(cfg_t *c, const char *assign, const char *origin, int line) {
     const char *eq = strchr(assign, '=');
-    const char *dot = strchr(assign, '.');
-    if (!eq || !dot || dot > eq || dot == assign || eq == dot + 1)
+    /* The last dot before '=': sections may hold dots (strategy.eplb), keys do not. */
+    const char *dot = NULL;
+    for (const char *p = assign; eq && p < eq; p++)
+        if (*p == '.') dot = p;
+    if (!eq || !dot || dot == assign || eq == dot + 1)
         return ms_err("%s:%d: '%s' is not section.key=value (example: cluster.nodes=18)", origin,
                       line, assign);
     char sec[128], key[128];
