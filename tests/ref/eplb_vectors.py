@@ -17,8 +17,15 @@ How the vectors in tests/ref/eplb_vectors.h were made:
        digests of phy2log then logcnt (int32 little-endian), the digest
        moesim's ms_hash64 computes.
 
-`port` runs a plain-Python port (float32 emulated exactly, no torch) in
-place of step 2, for machines without torch.
+`port` runs a plain-Python port (float32 emulated exactly, stable sort, no
+torch) in place of step 2:
+  python3 tests/ref/eplb_vectors.py port inputs.json ref.json
+
+The committed header was made with `port`: the one torch run so far
+(torch 2.11, AVX-512) failed in this script's stable-sort variant before
+writing results, and was not repeated. The port agrees with eplb.py's
+README vector; `run` reports per case whether torch's unstable sort changes
+the output (it can on ties: docs/placement.md).
 """
 import json
 import os
