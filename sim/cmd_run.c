@@ -95,7 +95,7 @@ static int run_cmd(int argc, char **argv, int all) {
     int n = all ? spec.n_strategies : 1;
     /* Every strategy reads its own keys during init; check them all before
      * anything is written so a typo fails fast. */
-    if (cfg_check_unused(o.cfg)) goto out;
+    if (run_check_strategies(&spec, n) || cfg_check_unused(o.cfg)) goto out;
     if (!o.db) {
         snprintf(dbbuf, sizeof dbbuf, "results/%s.db", spec.name);
         o.db = dbbuf;

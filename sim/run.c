@@ -157,6 +157,34 @@ static int store_layers(store_t *st, int64_t run, const place_layout_t *lo, cons
     return MS_OK;
 }
 
+/* What a strategy is told about the experiment; sec receives its section. */
+static place_env_t run_env(const run_spec_t *sp, const place_ops_t *ops, char *sec, size_t n) {
+    const cluster_t *c = &sp->cluster;
+    snprintf(sec, n, "strategy.%s", ops->name);
+    place_env_t env = {.n_layers = moe_n_moe_layers(&sp->model),
+                       .n_experts = sp->model.n_experts, .n_devices = c->n_devices,
+                       .devices_per_node = c->devices_per_node, .n_nodes = c->n_nodes,
+                       .redundant = sp->redundant, .top_k = sp->model.top_k,
+                       .n_groups = sp->model.n_groups, .topk_groups = sp->model.topk_groups,
+                       .cfg = sp->cfg, .cfg_section = sec, .seed = sp->seed};
+    return env;
+}
+
+int run_check_strategies(const run_spec_t *sp, int n) {
+    for (int i = 0; i < n && i < sp->n_strategies; i++) {
+        const place_ops_t *ops = place_find(sp->strategies[i]);
+        if (!ops) return ms_err("unknown strategy '%s' (known: %s)", sp->strategies[i], place_names());
+        char sec[64];
+        place_env_t env = run_env(sp, ops, sec, sizeof sec);
+        place_state_t *ps = NULL;
+        place_layout_t *lo = NULL;
+        if (ops->init(&env, NULL, &ps, &lo)) return MS_ERR;
+        place_layout_free(lo);
+        if (ps && ops->destroy) ops->destroy(ps);
+    }
+    return MS_OK;
+}
+
 int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary_t *sum) {
     const place_ops_t *ops = place_find(strategy);
     if (!ops) return ms_err("unknown strategy '%s' (known: %s)", strategy, place_names());
@@ -175,12 +203,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     if (trace_read(sp->trace_path, &tr) || check_trace(sp, tr)) goto out;
     if (replay_new(tr, sp->model.top_k, D, sp->tokens_per_device, sp->seed, &rp)) goto out;
     char sec[64];
-    snprintf(sec, sizeof sec, "strategy.%s", ops->name);
-    place_env_t env = {.n_layers = L, .n_experts = E, .n_devices = D,
-                       .devices_per_node = c->devices_per_node, .n_nodes = c->n_nodes,
-                       .redundant = sp->redundant, .top_k = sp->model.top_k,
-                       .n_groups = sp->model.n_groups, .topk_groups = sp->model.topk_groups,
-                       .cfg = sp->cfg, .cfg_section = sec, .seed = sp->seed};
+    place_env_t env = run_env(sp, ops, sec, sizeof sec);
     /* Prior statistics for strategies that start from them: the trace's
      * whole-run counts, as SGLang's --init-expert-location does. */
     prior = ms_malloc((size_t)L * E * sizeof *prior);

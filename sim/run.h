@@ -42,6 +42,11 @@ typedef struct run_summary {
     double mean_par, max_par; /* per-layer PAR over steps */
 } run_summary_t;
 
+/* Starts and drops the first n strategies of the spec with no prior, so
+ * each reads (and checks) its [strategy.<name>] keys before
+ * cfg_check_unused tells typos from keys and before anything is written. */
+int run_check_strategies(const run_spec_t *sp, int n);
+
 /* Runs one strategy of the spec and stores it (one transaction). */
 int run_one(const run_spec_t *spec, const char *strategy, store_t *st, run_summary_t *sum);
 

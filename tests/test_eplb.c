@@ -3,10 +3,13 @@
  * sliding-window re-planning. */
 #include <criterion/criterion.h>
 #include <gsl/gsl_rng.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cfg.h"
+#include "cmd.h"
 #include "place.h"
 #include "place_eplb.h"
 #include "ref/eplb_vectors.h"
@@ -306,4 +309,36 @@ Test(eplb, strategy_interval_zero_never_replans) {
     place_layout_free(lo);
     ops->destroy(st);
     cfg_free(c);
+}
+
+/* `moesim run` lets strategies read their [strategy.<name>] keys before it
+ * calls a key unknown, and eplb re-plans inside the run loop. */
+Test(eplb, run_reads_strategy_keys) {
+    char dir[] = "/tmp/moesim-eplb-XXXXXX", db[64];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(db, sizeof db, "%s/r.db", dir);
+    char *ok[] = {"run", "configs/demo.ini", "--strategy", "eplb", "--db", db,
+                  "--set", "experiment.steps=4", "--set", "placement.redundant=32",
+                  "--set", "strategy.eplb.interval_steps=2", "--set", "strategy.eplb.window_steps=2",
+                  NULL};
+    cr_assert_eq(cmd_run(14, ok), 0);
+    sqlite3 *h;
+    sqlite3_stmt *q;
+    cr_assert_eq(sqlite3_open(db, &h), SQLITE_OK);
+    cr_assert_eq(sqlite3_prepare_v2(h, "SELECT value FROM summary WHERE metric = 'eplb_replans'",
+                                    -1, &q, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
+    cr_expect_geq(sqlite3_column_double(q, 0), 1);
+    sqlite3_finalize(q);
+    sqlite3_close(h);
+    ms_err_quiet(1);
+    char *typo[] = {"run", "configs/demo.ini", "--strategy", "eplb", "--db", db,
+                    "--set", "placement.redundant=32", "--set", "strategy.eplb.intervl_steps=2",
+                    NULL};
+    cr_expect_neq(cmd_run(10, typo), 0);
+    cr_expect(strstr(ms_err_last(), "unknown key [strategy.eplb] intervl_steps"), "%s",
+              ms_err_last());
+    ms_err_quiet(0);
+    unlink(db);
+    rmdir(dir);
 }
