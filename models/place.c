@@ -9,11 +9,13 @@
 
 /* The registry: one line per strategy. */
 extern const place_ops_t place_static_ops;
+extern const place_ops_t place_eplb_ops;
 extern const place_ops_t place_omni_ops;
 extern const place_ops_t place_bias_ops;
 
 static const place_ops_t *const registry[] = {
     &place_static_ops,
+    &place_eplb_ops,
     &place_omni_ops,
     &place_bias_ops,
 };

@@ -14,6 +14,7 @@ static const struct {
     {"compare", cmd_compare, "simulate every strategy of a config on the same workload"},
     {"report", cmd_report, "draw figures and an index from a results database"},
     {"sweep", cmd_sweep, "run a grid or list of configs (resumable; spreads over mpirun ranks)"},
+    {"place", cmd_place, "build one strategy's layout from expert counts; PAR and bound per layer"},
 };
 
 static void usage(FILE *f) {

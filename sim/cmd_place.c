@@ -1,0 +1,354 @@
+/* cmd_place: `moesim place`: one strategy's first layout from a counts
+ * file, without simulating anything. Writes the layout as CSV, prints per
+ * layer PAR, balancedness, the maximum device load and its gap to the lower
+ * bound, and can store the same in the results database. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "cmd.h"
+#include "moe.h"
+#include "place.h"
+#include "store.h"
+#include "trace.h"
+#include "util.h"
+
+#define PLACE_MAX_SETS 256
+
+/* The command line, parsed. */
+typedef struct place_args {
+    const char *strategy, *counts, *out, *db, *model, *name;
+    long devices, nodes, redundant, groups, seed; /* -1: not given */
+    int quiet;
+    int n_sets;
+    const char *sets[PLACE_MAX_SETS];
+} place_args_t;
+
+/* One layer's figures under an even split of each expert over its replicas. */
+typedef struct place_row {
+    double par, bal, max_load, mean_load, bound, gap;
+} place_row_t;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: moesim place --strategy NAME --counts FILE [options]\n"
+            "\n"
+            "Builds one strategy's layout from expert activation counts (summed over the\n"
+            "file's steps, given to the strategy as its prior), prints per layer the\n"
+            "peak-to-average ratio (PAR), balancedness (mean/max device load), the maximum\n"
+            "device load, the lower bound on it and the gap, then the averages.\n"
+            "\n"
+            "options:\n"
+            "  --strategy NAME        placement strategy (%s)\n"
+            "  --counts FILE          counts: SGLang expert statistics JSON\n"
+            "  --out FILE             write the layout CSV: layer,slot,device,expert\n"
+            "  --devices D            devices (GPUs) (default 32)\n"
+            "  --nodes N              nodes, D a multiple of N (default D/8 when 8 divides D, else 1)\n"
+            "  --redundant R          redundant slots per layer; experts + R a multiple of D\n"
+            "                         (default 0)\n"
+            "  --groups G             expert groups (default: the model's, 8 for deepseek-v3)\n"
+            "  --model NAME           model preset the counts come from (default deepseek-v3)\n"
+            "  --seed S               seed for strategies that draw random numbers (default 1)\n"
+            "  --set SECTION.KEY=VAL  strategy parameter (repeatable), e.g.\n"
+            "                         strategy.eplb.policy=global\n"
+            "  --db FILE              also store the result (runs, layer_bounds, replicas,\n"
+            "                         device_loads, trace_counts, summary)\n"
+            "  --name NAME            experiment name in the database (default place)\n"
+            "  -q, --quiet            print the averages only\n"
+            "  -h, --help             this text\n",
+            place_names());
+}
+
+static int parse_count(const char *flag, const char *v, long min, long max, long *out) {
+    if (ms_parse_int(v, out) || *out < min || *out > max)
+        return ms_err("place: %s '%s' (give a whole number from %ld to %ld)", flag, v, min, max);
+    return MS_OK;
+}
+
+static int parse(int argc, char **argv, place_args_t *a) {
+    static const struct option opts[] = {
+        {"strategy", required_argument, 0, 'S'}, {"counts", required_argument, 0, 'c'},
+        {"out", required_argument, 0, 'o'},      {"devices", required_argument, 0, 'D'},
+        {"nodes", required_argument, 0, 'N'},    {"redundant", required_argument, 0, 'R'},
+        {"groups", required_argument, 0, 'G'},   {"model", required_argument, 0, 'm'},
+        {"seed", required_argument, 0, 'x'},     {"set", required_argument, 0, 's'},
+        {"db", required_argument, 0, 'd'},       {"name", required_argument, 0, 'n'},
+        {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    memset(a, 0, sizeof *a);
+    a->devices = a->nodes = a->redundant = a->groups = a->seed = -1;
+    a->model = "deepseek-v3";
+    a->name = "place";
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'S': a->strategy = optarg; break;
+        case 'c': a->counts = optarg; break;
+        case 'o': a->out = optarg; break;
+        case 'D': if (parse_count("--devices", optarg, 1, 1 << 20, &a->devices)) return MS_ERR; break;
+        case 'N': if (parse_count("--nodes", optarg, 1, 1 << 20, &a->nodes)) return MS_ERR; break;
+        case 'R': if (parse_count("--redundant", optarg, 0, 1 << 20, &a->redundant)) return MS_ERR; break;
+        case 'G': if (parse_count("--groups", optarg, 1, 1 << 20, &a->groups)) return MS_ERR; break;
+        case 'x': if (parse_count("--seed", optarg, 0, INT64_MAX, &a->seed)) return MS_ERR; break;
+        case 'm': a->model = optarg; break;
+        case 's':
+            if (a->n_sets == PLACE_MAX_SETS) return ms_err("place: more than %d --set options", PLACE_MAX_SETS);
+            a->sets[a->n_sets++] = optarg;
+            break;
+        case 'd': a->db = optarg; break;
+        case 'n': a->name = optarg; break;
+        case 'q': a->quiet = 1; break;
+        case 'h': usage(stdout); exit(0);
+        case ':': return ms_err("place: %s needs a value (see moesim place --help)", argv[optind - 1]);
+        default:
+            return ms_err("place: unknown option '%s' (see moesim place --help)", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return ms_err("place: unexpected argument '%s' (options only; see moesim place --help)",
+                      argv[optind]);
+    if (!a->strategy)
+        return ms_err("place: no --strategy (known: %s; example: moesim place --strategy eplb "
+                      "--counts trace.json --out layout.csv)", place_names());
+    if (!place_find(a->strategy))
+        return ms_err("place: unknown strategy '%s' (known: %s)", a->strategy, place_names());
+    if (!a->counts)
+        return ms_err("place: no --counts FILE (example: --counts traces/data/deepseek-v3-sglang/"
+                      "decode_in1000out1000.json)");
+    if (a->devices < 0) a->devices = 32;
+    if (a->nodes < 0) a->nodes = a->devices % 8 == 0 ? a->devices / 8 : 1;
+    if (a->redundant < 0) a->redundant = 0;
+    if (a->seed < 0) a->seed = 1;
+    if (a->devices % a->nodes)
+        return ms_err("place: %ld devices do not divide over %ld nodes (give --devices a multiple "
+                      "of --nodes)", a->devices, a->nodes);
+    return MS_OK;
+}
+
+/* Writes the layout to a temporary file beside path; *tmp gets its name. */
+static int write_tmp_csv(const place_layout_t *lo, const char *path, char **tmp) {
+    size_t n = strlen(path) + 16;
+    *tmp = ms_malloc(n);
+    snprintf(*tmp, n, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(*tmp);
+    if (fd < 0) {
+        ms_err("%s: cannot create the layout file: %s (check the folder exists and is writable)",
+               path, strerror(errno));
+        free(*tmp);
+        *tmp = NULL;
+        return MS_ERR;
+    }
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        unlink(*tmp);
+        free(*tmp);
+        *tmp = NULL;
+        return ms_err("%s: cannot write the layout file: %s", path, strerror(errno));
+    }
+    int rc = place_layout_write_csv(lo, f);
+    if (fclose(f) && rc == MS_OK) rc = ms_err("%s: write error: %s", path, strerror(errno));
+    if (rc) {
+        unlink(*tmp);
+        free(*tmp);
+        *tmp = NULL;
+    }
+    return rc;
+}
+
+/* The run's identity for the database: the options and the --set keys. */
+static char *config_text(const place_args_t *a, cfg_t *c, const char *strategy) {
+    char v[64];
+#define SETI(k, x) (snprintf(v, sizeof v, "%ld", (long)(x)), cfg_set(c, "place", k, v, "place", 0))
+    cfg_set(c, "place", "strategy", strategy, "place", 0);
+    cfg_set(c, "place", "counts", a->counts, "place", 0);
+    cfg_set(c, "place", "model", a->model, "place", 0);
+    SETI("devices", a->devices);
+    SETI("nodes", a->nodes);
+    SETI("redundant", a->redundant);
+    SETI("groups", a->groups);
+    SETI("seed", a->seed);
+#undef SETI
+    return cfg_canonical(c);
+}
+
+static int store_all(const place_args_t *a, cfg_t *c, const place_ops_t *ops, place_state_t *ps,
+                     const place_layout_t *lo, const double *prior, const double *dev,
+                     const place_row_t *row, const char *const *mk, const double *mv, int nm) {
+    store_t *st = NULL;
+    int existed = access(a->db, F_OK) == 0, rc = MS_ERR, began = 0;
+    char *text = config_text(a, c, ops->name);
+    char hash[17];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)ms_hash64(text, strlen(text)));
+    store_run_t meta = {.name = a->name, .strategy = ops->name,
+                        .strategy_version = ops->algo_version, .trace = a->counts,
+                        .model = a->model, .hardware = "none", .nodes = (int)a->nodes,
+                        .devices = (int)a->devices, .seed = (uint64_t)a->seed, .config = text,
+                        .config_hash = hash};
+    int64_t run;
+    int L = lo->n_layers, E = lo->n_experts, D = lo->n_devices;
+    if (store_open(a->db, &st) || store_run_begin(st, &meta, &run)) goto out;
+    began = 1;
+    for (int l = 0; l < L; l++) {
+        if (store_layer_bound(st, run, l, row[l].mean_load, row[l].bound, row[l].max_load)) goto out;
+        for (int d = 0; d < D; d++)
+            if (store_device_load(st, run, l, d, dev[(size_t)l * D + d])) goto out;
+        for (int e = 0; e < E; e++)
+            if (store_replicas(st, run, l, e, lo->layer[l].replicas[e]) ||
+                store_trace_count(st, run, l, e, prior[(size_t)l * E + e]))
+                goto out;
+    }
+    for (int i = 0; i < nm; i++)
+        if (store_metric(st, run, mk[i], mv[i], !strcmp(mk[i], "redundant") ? "slots" : ""))
+            goto out;
+    if (ops->metrics) {
+        const char *names[32];
+        double vals[32];
+        int n = ops->metrics(ps, names, vals, 32);
+        for (int i = 0; i < n; i++)
+            if (store_metric(st, run, names[i], vals[i], "")) goto out;
+    }
+    began = 0;
+    if (store_run_commit(st)) goto out;
+    rc = MS_OK;
+out:
+    if (began) store_run_abort(st);
+    store_close(st);
+    if (rc && !existed) unlink(a->db); /* no half-written output */
+    free(text);
+    return rc;
+}
+
+int cmd_place(int argc, char **argv) {
+    place_args_t a;
+    trace_t *tr = NULL;
+    cfg_t *cfg = NULL;
+    place_state_t *ps = NULL;
+    place_layout_t *lo = NULL;
+    const place_ops_t *ops = NULL;
+    double *prior = NULL, *dev = NULL;
+    place_row_t *row = NULL;
+    char *tmp = NULL;
+    int rc = 1;
+
+    if (parse(argc, argv, &a)) goto out;
+    ops = place_find(a.strategy);
+    const moe_model_t *model = moe_find(a.model);
+    if (!model) {
+        ms_err("place: unknown --model '%s' (known: %s)", a.model, moe_names());
+        goto out;
+    }
+    if (trace_read(a.counts, &tr)) goto out;
+    int L = tr->n_layers, E = tr->n_experts, D = (int)a.devices;
+    if (E != model->n_experts || L != moe_n_moe_layers(model)) {
+        ms_err("%s: counts have %d MoE layers x %d experts but model %s has %d x %d (give the "
+               "--model the counts were recorded from)",
+               a.counts, L, E, model->name, moe_n_moe_layers(model), model->n_experts);
+        goto out;
+    }
+    if (a.groups < 0) a.groups = model->n_groups > 0 ? model->n_groups : 1;
+    if ((E + a.redundant) % D) {
+        ms_err("place: %d experts + %ld redundant = %ld slots per layer do not divide over %d "
+               "devices (choose --redundant so the sum is a multiple of %d)",
+               E, a.redundant, E + a.redundant, D, D);
+        goto out;
+    }
+    prior = ms_malloc((size_t)L * E * sizeof *prior);
+    for (int l = 0; l < L; l++) trace_layer_total(tr, l, prior + (size_t)l * E);
+
+    cfg = cfg_new();
+    for (int i = 0; i < a.n_sets; i++)
+        if (cfg_set_assign(cfg, a.sets[i], "--set", i + 1)) goto out;
+    char sec[64];
+    snprintf(sec, sizeof sec, "strategy.%s", ops->name);
+    place_env_t env = {.n_layers = L, .n_experts = E, .n_devices = D,
+                       .devices_per_node = D / (int)a.nodes, .n_nodes = (int)a.nodes,
+                       .redundant = (int)a.redundant, .top_k = model->top_k,
+                       .n_groups = (int)a.groups, .topk_groups = model->topk_groups,
+                       .cfg = cfg, .cfg_section = sec, .seed = (uint64_t)a.seed};
+    if (ops->init(&env, prior, &ps, &lo)) goto out;
+    /* Keys the strategy never read are typos: say so before writing. */
+    if (cfg_check_unused(cfg)) goto out;
+    if (lo->n_layers != L || lo->n_experts != E || lo->n_devices != D) {
+        ms_err("place: strategy %s made a %d x %d layout on %d devices for %d x %d on %d "
+               "(a bug in the strategy)", ops->name, lo->n_layers, lo->n_experts, lo->n_devices,
+               L, E, D);
+        goto out;
+    }
+
+    dev = ms_malloc((size_t)L * D * sizeof *dev);
+    row = ms_calloc((size_t)L, sizeof *row);
+    double sum_par = 0, max_par = 0, sum_bal = 0, sum_mean = 0, sum_max = 0, sum_bound = 0;
+    double sum_gap = 0, sum_bpar = 0;
+    if (!a.quiet)
+        printf("%5s %8s %8s %14s %14s %8s\n", "layer", "PAR", "balance", "max load", "bound",
+               "gap %");
+    for (int l = 0; l < L; l++) {
+        const double *w = prior + (size_t)l * E;
+        double *dl = dev + (size_t)l * D;
+        place_device_load(lo, l, w, dl);
+        place_row_t *r = &row[l];
+        double total = 0;
+        for (int d = 0; d < D; d++) total += dl[d];
+        r->mean_load = total / D;
+        r->max_load = place_max(dl, D);
+        r->par = place_par(dl, D);
+        r->bal = r->max_load > 0 ? r->mean_load / r->max_load : 1.0;
+        r->bound = place_bound(w, E, D, lo->layer[l].n_slots);
+        r->gap = r->bound > 0 ? r->max_load / r->bound - 1 : 0;
+        sum_par += r->par;
+        max_par = ms_dmax(max_par, r->par);
+        sum_bal += r->bal;
+        sum_mean += r->mean_load;
+        sum_max += r->max_load;
+        sum_bound += r->bound;
+        sum_gap += r->gap;
+        sum_bpar += r->mean_load > 0 ? r->bound / r->mean_load : 1.0;
+        if (!a.quiet)
+            printf("%5d %8.4f %8.4f %14.1f %14.1f %8.2f\n", l, r->par, r->bal, r->max_load,
+                   r->bound, 100 * r->gap);
+    }
+    const char *mk[] = {"par_mean", "par_max", "balancedness_sglang", "balancedness_vllm",
+                        "bound_par_mean", "bound_gap_mean", "max_load_sum", "bound_sum",
+                        "redundant"};
+    double mv[] = {sum_par / L, max_par, sum_bal / L, sum_max > 0 ? sum_mean / sum_max : 1.0,
+                   sum_bpar / L, sum_gap / L, sum_max, sum_bound, (double)a.redundant};
+    int nm = (int)(sizeof mv / sizeof *mv);
+    printf("%s on %s: %d layers, %d experts, %d slots on %d devices / %ld nodes\n", ops->name,
+           a.counts, L, E, lo->layer[0].n_slots, D, a.nodes);
+    printf("mean PAR %.4f (max %.4f), balancedness %.4f (SGLang) %.4f (vLLM), "
+           "bound PAR %.4f, gap to bound %.2f%%\n",
+           mv[0], mv[1], mv[2], mv[3], mv[4], 100 * mv[5]);
+
+    if (a.out && write_tmp_csv(lo, a.out, &tmp)) goto out;
+    if (a.db && store_all(&a, cfg, ops, ps, lo, prior, dev, row, mk, mv, nm)) goto out;
+    if (tmp && rename(tmp, a.out)) {
+        ms_err("%s: cannot move the layout into place: %s", a.out, strerror(errno));
+        goto out;
+    }
+    free(tmp);
+    tmp = NULL;
+    if (a.out) printf("layout: %s\n", a.out);
+    if (a.db) printf("results: %s\n", a.db);
+    rc = 0;
+out:
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    free(row);
+    free(dev);
+    free(prior);
+    place_layout_free(lo);
+    if (ps && ops->destroy) ops->destroy(ps);
+    cfg_free(cfg);
+    trace_free(tr);
+    return rc;
+}

@@ -1,0 +1,93 @@
+/* bench_place: how long a full EPLB re-plan takes (58 layers x 256 experts
+ * -> 288 slots) at EP32 (4 nodes, hierarchical) and EP144 (18 nodes,
+ * global), on the DeepSeek-V3 statistics and on random loads, with the
+ * targets beside them; and the lower bound over 58 layers. Medians of many
+ * repetitions; prints, never fails. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include <gsl/gsl_rng.h>
+#include <gsl/gsl_sort.h>
+
+#include "place.h"
+#include "place_eplb.h"
+#include "trace.h"
+#include "util.h"
+
+#define L 58
+#define E 256
+#define P 288
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double median_ms(double *t, int n) {
+    gsl_sort(t, 1, (size_t)n);
+    return 1e3 * (n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2);
+}
+
+static double time_eplb(const double *w, int nodes, int gpus, int reps) {
+    int *p = ms_malloc(sizeof(int) * L * P), *c = ms_malloc(sizeof(int) * L * E);
+    double *t = ms_malloc(sizeof(double) * reps);
+    place_eplb(w, L, E, P, 8, nodes, gpus, p, c); /* warm the caches */
+    for (int i = 0; i < reps; i++) {
+        double t0 = now_s();
+        place_eplb(w, L, E, P, 8, nodes, gpus, p, c);
+        t[i] = now_s() - t0;
+    }
+    double m = median_ms(t, reps);
+    free(p);
+    free(c);
+    free(t);
+    return m;
+}
+
+static double time_bound(const double *w, int gpus, int reps) {
+    double *t = ms_malloc(sizeof(double) * reps), sink = 0;
+    for (int i = 0; i < reps; i++) {
+        double t0 = now_s();
+        for (int l = 0; l < L; l++) sink += place_bound(w + (size_t)l * E, E, gpus, P);
+        t[i] = now_s() - t0;
+    }
+    double m = median_ms(t, reps);
+    free(t);
+    return sink > 0 ? m : m; /* keeps the calls */
+}
+
+int main(void) {
+    double *wt = ms_malloc(sizeof(double) * L * E), *wr = ms_malloc(sizeof(double) * L * E);
+    trace_t *tr = NULL;
+    const char *path = "traces/data/deepseek-v3-sglang/decode_in1000out1000.json";
+    int have_trace = trace_read(path, &tr) == MS_OK && tr->n_layers == L && tr->n_experts == E;
+    if (have_trace)
+        for (int l = 0; l < L; l++) trace_layer_total(tr, l, wt + (size_t)l * E);
+    trace_free(tr);
+    gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(r, 1);
+    for (int i = 0; i < L * E; i++) wr[i] = (double)gsl_rng_uniform_int(r, 1000);
+    gsl_rng_free(r);
+
+    const struct { const char *what; int nodes, gpus; double target_ms; } cases[] = {
+        {"EP32, 4 nodes (hierarchical)", 4, 32, 1.0},
+        {"EP144, 18 nodes (global)", 18, 144, 4.0},
+    };
+    printf("EPLB re-plan, %d layers x %d experts -> %d slots (median of 500)\n", L, E, P);
+    for (int k = 0; k < 2; k++) {
+        if (have_trace)
+            printf("  %-30s trace  %8.3f ms   (target <= %.0f ms)\n", cases[k].what,
+                   time_eplb(wt, cases[k].nodes, cases[k].gpus, 500), cases[k].target_ms);
+        printf("  %-30s random %8.3f ms   (target <= %.0f ms)\n", cases[k].what,
+               time_eplb(wr, cases[k].nodes, cases[k].gpus, 500), cases[k].target_ms);
+    }
+    printf("lower bound, %d layers (median of 100)\n", L);
+    for (int k = 0; k < 2; k++)
+        printf("  %-30s %s %8.3f ms\n", cases[k].what, have_trace ? "trace " : "random",
+               time_bound(have_trace ? wt : wr, cases[k].gpus, 100));
+    free(wt);
+    free(wr);
+    return 0;
+}
