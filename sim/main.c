@@ -13,6 +13,7 @@ static const struct {
     {"run", cmd_run, "simulate one strategy of an experiment config"},
     {"compare", cmd_compare, "simulate every strategy of a config on the same workload"},
     {"report", cmd_report, "draw figures and an index from a results database"},
+    {"trace", cmd_trace, "inspect, convert or generate expert-activation traces"},
 };
 
 static void usage(FILE *f) {
