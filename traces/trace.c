@@ -180,8 +180,11 @@ int trace_read_mem(const char *name, const char *buf, size_t len, trace_t **out)
                       name);
     enum trace_fmt f = fmt_of_ext(name), c = fmt_of_content(buf, len);
     /* .npy and .csv trust the name, so a damaged file is judged as what it
-     * claims to be; JSON and unknown names go by content. */
-    if (f != FMT_NPY && f != FMT_CSV) f = c;
+     * claims to be; JSON names choose by content between the JSON formats
+     * (or a .npy in disguise); other names go by content alone. */
+    if (f == FMT_UNKNOWN) f = c;
+    else if ((f == FMT_SGLANG || f == FMT_JSONL) && (c == FMT_SGLANG || c == FMT_JSONL || c == FMT_NPY))
+        f = c;
     switch (f) {
     case FMT_NPY: return trace_read_npy_mem(name, buf, len, out);
     case FMT_CSV: return trace_read_csv_mem(name, buf, len, out);
@@ -338,28 +341,35 @@ static const char *sg_where(const sg_ctx_t *c, int s, int l, int e, int depth, c
     return w;
 }
 
+/* "step S layer L" with a step axis, "layer L" without (source indices). */
+static const char *sg_label(const sg_ctx_t *c, int s, int l, char *out, size_t n) {
+    if (c->has_steps) snprintf(out, n, "step %d layer %d", s, l);
+    else snprintf(out, n, "layer %d", l);
+    return out;
+}
+
 /* Reads one layer row [count x experts] into dst; checks every value. */
 static int read_row(const sg_ctx_t *c, json_t *row, int step, int layer, int n_experts,
                     double *dst) {
-    char w[512];
+    char w[512], lab[64];
+    sg_label(c, step, layer, lab, sizeof lab);
     if (!json_is_array(row))
-        return ms_err("%s: logical_count step %d layer %d is not an array of counts",
-                      sg_where(c, step, layer, 0, 2, w, sizeof w), step, layer);
+        return ms_err("%s: logical_count %s is not an array of counts",
+                      sg_where(c, step, layer, 0, 2, w, sizeof w), lab);
     if ((int)json_array_size(row) != n_experts)
-        return ms_err("%s: logical_count step %d layer %d has %zu experts, layer 0 has %d "
-                      "(ragged layers: every layer needs the same expert count)",
-                      sg_where(c, step, layer, 0, 2, w, sizeof w), step, layer,
-                      json_array_size(row), n_experts);
+        return ms_err("%s: logical_count %s has %zu experts, the first layer has %d (ragged "
+                      "layers: every layer needs the same expert count)",
+                      sg_where(c, step, layer, 0, 2, w, sizeof w), lab, json_array_size(row),
+                      n_experts);
     for (int e = 0; e < n_experts; e++) {
         json_t *v = json_array_get(row, (size_t)e);
         if (!json_is_number(v))
-            return ms_err("%s: logical_count step %d layer %d expert %d is not a number",
-                          sg_where(c, step, layer, e, 3, w, sizeof w), step, layer, e);
+            return ms_err("%s: logical_count %s expert %d is not a number",
+                          sg_where(c, step, layer, e, 3, w, sizeof w), lab, e);
         double x = json_number_value(v);
         if (!isfinite(x) || x < 0)
-            return ms_err("%s: logical_count step %d layer %d expert %d = %g (counts must be "
-                          "finite and >= 0)", sg_where(c, step, layer, e, 3, w, sizeof w), step,
-                          layer, e, x);
+            return ms_err("%s: logical_count %s expert %d = %g (counts must be finite and >= 0)",
+                          sg_where(c, step, layer, e, 3, w, sizeof w), lab, e, x);
         dst[e] = x;
     }
     return MS_OK;

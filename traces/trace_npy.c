@@ -70,6 +70,7 @@ static int npy_str(npy_scan_t *p, char *out, size_t n) {
 }
 
 static int npy_descr(npy_scan_t *p, npy_hdr_t *h) {
+    npy_ws(p);
     size_t at = p->i;
     char d[32];
     if (npy_str(p, d, sizeof d)) return MS_ERR;
@@ -139,6 +140,7 @@ static int npy_dict(npy_scan_t *p, npy_hdr_t *h) {
             p->i++;
             break;
         }
+        npy_ws(p);
         size_t at = p->i;
         char key[32];
         if (npy_str(p, key, sizeof key) || npy_expect(p, ':', "expected ':' after a key"))
