@@ -603,6 +603,8 @@ Test(trace, bad_csv) {
              "finite");
     bad_text("kind.csv", "# moesim-trace v1 kind=tokens\nstep,layer,expert,count\n0,0,0,1\n",
              ":2:", "kind=tokens");
+    bad_text("src.csv", "step,layer,src,expert,count\n0,4000,1000000,30000,2\n", "1000001 sources",
+             "limit");
     bad_text("empty.csv", "", "empty file", NULL);
 }
 

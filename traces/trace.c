@@ -59,6 +59,15 @@ int trace_dims_ok(const char *name, int64_t steps, int64_t layers, int64_t exper
     return MS_OK;
 }
 
+int trace_src_ok(const char *name, int64_t steps, int64_t layers, int64_t experts, int64_t n_src) {
+    if (n_src > 1 && steps * layers * experts > max_cells / n_src)
+        return ms_err("%s: %lld sources x %lld steps x %lld layers x %lld experts of by-source "
+                      "counts is above the limit of %lld cells (fewer sources or steps)", name,
+                      (long long)n_src, (long long)steps, (long long)layers, (long long)experts,
+                      (long long)max_cells);
+    return MS_OK;
+}
+
 trace_t *trace_new(const char *name, const char *format, enum trace_kind kind, int n_steps,
                    int n_layers, int n_experts) {
     trace_t *t = ms_calloc(1, sizeof *t);
@@ -166,6 +175,10 @@ static enum trace_fmt fmt_of_content(const char *buf, size_t len) {
     if (buf[i] != '{' && buf[i] != '[') return FMT_CSV;
     const char *nl = memchr(buf + i, '\n', len - i);
     size_t n = nl ? (size_t)(nl - (buf + i)) : len - i;
+    /* SGLang files are one long line: spare parsing it twice */
+    static const char key[] = "\"logical_count\"";
+    for (size_t j = i; j + sizeof key - 1 <= i + (n < 4096 ? n : 4096); j++)
+        if (!memcmp(buf + j, key, sizeof key - 1)) return FMT_SGLANG;
     json_error_t jerr;
     json_t *first = json_loadb(buf + i, n, 0, &jerr);
     int jsonl = json_is_object(first) && json_object_get(first, "experts") &&

@@ -292,7 +292,7 @@ static int read_counts(csv_t *c, trace_t **out) {
     L = L ? L : mL;
     E = E ? E : mE;
     R = R > 0 ? R : mR;
-    if (trace_dims_ok(c->name, S, L, E * R)) return MS_ERR;
+    if (trace_dims_ok(c->name, S, L, E) || trace_src_ok(c->name, S, L, E, R)) return MS_ERR;
     trace_t *t = trace_new(c->name, "csv", TRACE_COUNTS, (int)S, (int)L, (int)E);
     t->top_k = c->m.top_k > 0 ? (int)c->m.top_k : 0;
     if (has_src) {
@@ -460,11 +460,14 @@ static int read_tokens(csv_t *c, trace_t **out) {
         n_tok += !same_tok;
     }
     int64_t S = lim(c->m.steps, mS), L = lim(c->m.layers, mL), E = lim(c->m.experts, mE);
-    if (trace_dims_ok(c->name, S, L, E) || trace_dims_ok(c->name, n_tok, L, E)) goto done;
+    int64_t R = has_src ? lim(c->m.sources, mR) : 1;
+    if (trace_dims_ok(c->name, S, L, E) || trace_src_ok(c->name, S, L, E, R) ||
+        trace_dims_ok(c->name, n_tok, L, E))
+        goto done;
     t = trace_new(c->name, "csv", TRACE_TOKENS, (int)S, (int)L, (int)E);
     t->top_k = k;
     t->n_tokens = n_tok;
-    t->n_src = has_src ? (int)lim(c->m.sources, mR) : 0;
+    t->n_src = has_src ? (int)R : 0;
     t->tok_step = ms_malloc((size_t)n_tok * sizeof *t->tok_step);
     t->tok_src = has_src ? ms_malloc((size_t)n_tok * sizeof *t->tok_src) : NULL;
     size_t cells = (size_t)n_tok * L * k;

@@ -63,8 +63,7 @@ static int check(const trace_gen_params_t *p, const char *name) {
     if (p->per_token && (total > INT32_MAX || trace_dims_ok(name, total, p->n_layers, p->top_k)))
         return ms_err("%s: %lld tokens x %d layers of per-token routing is too large (fewer "
                       "steps or tokens, or counts)", name, (long long)total, p->n_layers);
-    if (p->n_src && trace_dims_ok(name, (int64_t)p->n_steps * p->n_src, p->n_layers, p->n_experts))
-        return MS_ERR;
+    if (trace_src_ok(name, p->n_steps, p->n_layers, p->n_experts, p->n_src)) return MS_ERR;
     return MS_OK;
 }
 

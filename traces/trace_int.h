@@ -10,6 +10,9 @@
 /* Checks steps x layers x experts (each >= 1, within the TRACE_MAX_*
  * bounds and the cell cap); says why with `name` when not. */
 int trace_dims_ok(const char *name, int64_t steps, int64_t layers, int64_t experts);
+/* The same for by-source counts: steps x layers x experts x n_src cells
+ * (call after trace_dims_ok). */
+int trace_src_ok(const char *name, int64_t steps, int64_t layers, int64_t experts, int64_t n_src);
 /* A new trace with zeroed counts [n_steps][n_layers][n_experts]. */
 trace_t *trace_new(const char *name, const char *format, enum trace_kind kind, int n_steps,
                    int n_layers, int n_experts);
