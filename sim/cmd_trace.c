@@ -129,9 +129,9 @@ static int trace_info(int argc, char **argv) {
     trace_t *t;
     if (trace_read(argv[optind], &t)) return 1;
     if (top_k && t->top_k && top_k != t->top_k)
-        ms_warn("%s: the trace records top-%d; --top-k %d is used for the token count",
-                t->path, t->top_k, top_k);
-    if (top_k) t->top_k = top_k;
+        ms_warn("%s: the trace records top-%d; --top-k %d is ignored", t->path, t->top_k, top_k);
+    else if (top_k)
+        t->top_k = top_k;
     trace_stats_t st;
     int rc = trace_stats(t, ep, &st);
     if (!rc) print_info(t, &st, ep, summary);

@@ -463,7 +463,7 @@ Test(trace, gen_skew_hot_sets_drift_phase_locality) {
     trace_free(b);
 
     p.skew = 1.0;
-    p.drift = 0.5;
+    p.drift = 1.0;
     p.n_steps = 20;
     a = gen(&p);
     int moves = 0;

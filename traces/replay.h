@@ -1,13 +1,15 @@
 /* replay: turns a trace into the routing of each simulated step: which
  * experts each token of the simulated batch chooses in every MoE layer.
  * Simulated step s uses trace step s mod n_steps, so a trace with a time
- * axis replays its shifts in order. Count traces are sampled (each token's
- * top-k distinct experts drawn in proportion to the layer's counts, by its
- * source device's counts when the trace has them; seeded GSL generator).
- * Per-token traces replay as recorded: the batch takes the recorded tokens
- * from the first token of trace step s mod n_steps on, as many as it
- * holds, running on into later steps (and round to the start) when it
- * holds more; docs/traces.md has the details. */
+ * axis replays its shifts in order.
+ *
+ * Count traces are sampled (each token's top-k distinct experts drawn in
+ * proportion to the layer's counts, by its source device's counts when the
+ * trace has them; seeded GSL generator). Per-token traces replay as
+ * recorded: the batch takes the recorded tokens from the first token of
+ * trace step s mod n_steps on, as many as it holds, running on into later
+ * steps (and round to the start) when it holds more; docs/traces.md has the
+ * details. */
 #ifndef MOESIM_REPLAY_H
 #define MOESIM_REPLAY_H
 

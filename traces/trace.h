@@ -1,10 +1,13 @@
 /* trace: the one in-memory model of expert-activation traces, and the
- * readers and writers that fill and store it. Two kinds: counts (steps x
- * layers x experts token-expert assignments, optionally by source device)
- * and per-token routing (tokens x layers x top-k ids, optionally with
- * scores), which is also counted into counts on load so every trace has
- * them. Layers are MoE layers only; dense layers in a source are dropped and
- * first_layer remembers where the MoE layers began. */
+ * readers and writers that fill and store it. Every format, real or
+ * synthetic, becomes this model, so replay and inspection see one thing.
+ *
+ * Two kinds: counts (steps x layers x experts token-expert assignments,
+ * optionally by source device) and per-token routing (tokens x layers x
+ * top-k ids, optionally with scores), which is also counted into counts on
+ * load so every trace has them. Layers are MoE layers only; dense layers in
+ * a source are dropped and first_layer remembers where the MoE layers
+ * began. */
 #ifndef MOESIM_TRACE_H
 #define MOESIM_TRACE_H
 

@@ -1,7 +1,6 @@
 /* trace_int: helpers the trace readers, writers and generator share; not
- * part of the public trace API. They keep the size checks and the counting
- * of per-token routing in one place, so every format enforces the same
- * bounds and derives counts the same way. */
+ * part of the public trace API. Keeping the size checks and the counting of
+ * per-token routing here makes every format enforce the same bounds. */
 #ifndef MOESIM_TRACE_INT_H
 #define MOESIM_TRACE_INT_H
 
