@@ -15,6 +15,7 @@ static const struct {
     {"report", cmd_report, "draw figures and an index from a results database"},
     {"sweep", cmd_sweep, "run a grid or list of configs (resumable; spreads over mpirun ranks)"},
     {"place", cmd_place, "build one strategy's layout from expert counts; PAR and bound per layer"},
+    {"trace", cmd_trace, "inspect, convert or generate expert-activation traces"},
 };
 
 static void usage(FILE *f) {

@@ -57,7 +57,7 @@ Test(sglang, bad_inputs_are_clear_errors) {
     expect_error("{\"logical_count\": [[1, -2], [3, 4]]}", ">= 0");
     expect_error("{\"logical_count\": [[1, \"x\"], [3, 4]]}", "not a number");
     expect_error("{\"other\": 1}", "logical_count");
-    expect_error("", "invalid JSON");
+    expect_error("", "empty file");
     expect_error("{\"logical_count\": [[0, 0], [0, 0]]}", "zero");
     ms_err_quiet(1);
     trace_t *t;

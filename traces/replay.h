@@ -1,9 +1,15 @@
 /* replay: turns a trace into the routing of each simulated step: which
  * experts each token of the simulated batch chooses in every MoE layer.
+ * Simulated step s uses trace step s mod n_steps, so a trace with a time
+ * axis replays its shifts in order.
+ *
  * Count traces are sampled (each token's top-k distinct experts drawn in
- * proportion to the layer's counts, seeded GSL generator); simulated step s
- * uses trace step s mod n_steps, so a trace with a time axis replays its
- * shifts in order. */
+ * proportion to the layer's counts, by its source device's counts when the
+ * trace has them; seeded GSL generator). Per-token traces replay as
+ * recorded: the batch takes the recorded tokens from the first token of
+ * trace step s mod n_steps on, as many as it holds, running on into later
+ * steps (and round to the start) when it holds more; docs/traces.md has the
+ * details. */
 #ifndef MOESIM_REPLAY_H
 #define MOESIM_REPLAY_H
 
@@ -22,7 +28,8 @@ typedef struct route_step {
 typedef struct replay replay_t;
 
 /* tokens_per_device tokens on each of n_devices devices every step. The
- * trace must have top_k <= its experts; the model's top_k is given. */
+ * trace must have top_k <= its experts; the model's top_k is given (a
+ * per-token trace must have been recorded with the same top_k). */
 int replay_new(const trace_t *t, int top_k, int n_devices, int tokens_per_device, uint64_t seed,
                replay_t **out);
 void replay_free(replay_t *r);
@@ -33,8 +40,10 @@ const route_step_t *replay_step(replay_t *r, int step);
 const route_step_t *replay_step_batch(replay_t *r, int step, const int *tokens);
 /* Count mode, for runs too long to route token by token: the token-expert
  * pairs of each expert in every layer when n_tokens tokens choose top_k
- * experts each, drawn as a multinomial over the layer's counts (so they sum
- * to n_tokens * top_k). out is [n_layers][n_experts]. */
+ * experts each, so they sum to n_tokens * top_k. Count traces draw them as
+ * a multinomial over the layer's counts; per-token traces count the same
+ * recorded tokens replay_step_batch would route (no randomness). out is
+ * [n_layers][n_experts]. */
 void replay_counts(replay_t *r, int step, double n_tokens, double *out);
 
 #endif

@@ -1,0 +1,7 @@
+/* fuzz_csv: libFuzzer target for trace_read_csv_mem (make fuzz). */
+#include "fuzz_common.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    return fuzz_run(trace_read_csv_mem, "fuzz.csv", data, size);
+}
