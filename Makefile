@@ -86,9 +86,19 @@ demo: deps
 	@echo "moesim: results in results/demo.db, figures in report/ (open report/index.md)"
 
 # Tests run from the repository root (they read traces/ and configs/).
+# Criterion runs each test in a child whose sanitizer reports do not change
+# the runner's exit status, so the SAN build also fails on any report in the
+# log (leaks included).
 test: deps
 	$(MAKE) $(BUILD)/test_moesim $(MOESIM)
+ifeq ($(SAN),1)
+	@$(BUILD)/test_moesim --jobs 2 >$(BUILD)/test.log 2>&1; rc=$$?; cat $(BUILD)/test.log; \
+	  [ $$rc -eq 0 ] || exit $$rc; \
+	  if grep -qE "ERROR: (Leak|Address)Sanitizer|runtime error:" $(BUILD)/test.log; then \
+	    echo "moesim: sanitizer reports in the test log (see above)"; exit 1; fi
+else
 	$(BUILD)/test_moesim --jobs 2
+endif
 
 bench: deps
 	$(MAKE) $(BENCH_BIN) $(MOESIM)
