@@ -38,8 +38,9 @@ typedef struct req_spec {
     double rate;            /* requests per second (poisson, gamma) */
     double cv;              /* gamma: CV of inter-arrival gaps */
     int concurrency;        /* closed: users in the loop */
-    long requests;          /* stop after this many requests (0: no limit) */
-    double duration_s;      /* stop arrivals at this time (0: no limit) */
+    long requests;          /* stop after this many requests (0: no limit; closed: needed) */
+    double duration_s;      /* stop arrivals at this time (0: no limit); closed: users send
+                             * no new request after it */
     req_dist_t prompt;      /* prompt tokens per request */
     req_dist_t output;      /* output tokens per request (>= 1: the first comes from prefill) */
     char trace_path[4096];  /* trace: resolved CSV path */

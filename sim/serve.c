@@ -132,10 +132,8 @@ int serve_spec_load(cfg_t *cfg, const run_spec_t *sp, serve_spec_t *o) {
         return ms_err("%s: [serving] give kv_cache_gb (KV cache per decode device) or "
                       "nonexpert_gb (weights other than routed experts per device) for model %s",
                       cfg_origin(cfg), sp->model.name);
-    double nonexp;
-    if (cfg_double(cfg, SEC, "nonexpert_gb", known >= 0 ? MODEL_DEFAULTS[known].nonexpert_bytes / 1e9
-                                                        : 0, 0, 1e5, &nonexp))
-        return MS_ERR;
+    double nonexp, def_nonexp = known >= 0 ? MODEL_DEFAULTS[known].nonexpert_bytes / 1e9 : 0;
+    if (cfg_double(cfg, SEC, "nonexpert_gb", def_nonexp, 0, 1e5, &nonexp)) return MS_ERR;
     int L = moe_n_moe_layers(&sp->model);
     double slots = (double)(E + sp->redundant) / sp->cluster.n_devices;
     double experts = slots * L * moe_expert_bytes(&sp->model);
@@ -243,6 +241,7 @@ typedef struct srv {
     int64_t released, n_done, first_arrival_set;
     double in_tokens, out_tokens, pf_computed, dc_tokens, win_in, win_out;
     int64_t w0, w1;            /* the measuring window */
+    int kick[2];               /* a batch-forming event is pending: [prefill, decode] */
     int64_t in_sys, area_t;
     double area;
     /* progress */
@@ -260,6 +259,7 @@ static void progress(srv_t *s, int64_t now, int last) {
     if (!s->tty) return;
     if (!last && wall_since(&s->wall_last) < PROGRESS_EVERY_S) return;
     clock_gettime(CLOCK_MONOTONIC, &s->wall_last);
+    fflush(stdout); /* a table row printed before keeps its place */
     if (last) {
         fputs("\r\033[K", stderr);
         return;
@@ -291,12 +291,29 @@ static void ev_arrive(eng_t *e, void *ctx, int64_t i);
 static void try_prefill(srv_t *s, int64_t now);
 static void try_decode(srv_t *s, int64_t now);
 
+/* Batches form in an event of their own at the current time, after every
+ * event already due then: requests arriving together join one batch. */
+static void ev_kick(eng_t *e, void *ctx, int64_t decode) {
+    srv_t *s = ctx;
+    s->kick[decode] = 0;
+    if (decode) try_decode(s, eng_now(e));
+    else try_prefill(s, eng_now(e));
+}
+
+static void kick(srv_t *s, int decode, int64_t now) {
+    if (s->kick[decode]) return;
+    s->kick[decode] = 1;
+    eng_schedule(s->eng, now, ev_kick, s, decode);
+}
+
 static void done(srv_t *s, int64_t i, int64_t now) {
     sreq_t *q = &s->r[i];
     q->done_ns = now;
     s->n_done++;
     in_system(s, now, -1);
-    if (s->ss->req.arrival == REQ_CLOSED && s->released < s->n)
+    /* closed loop: the user sends the next request (until duration_s) */
+    if (s->ss->req.arrival == REQ_CLOSED && s->released < s->n &&
+        (s->ss->req.duration_s <= 0 || now < llround(s->ss->req.duration_s * 1e9)))
         eng_schedule(s->eng, now, ev_arrive, s, s->released++);
 }
 
@@ -308,7 +325,7 @@ static void dc_enqueue(srv_t *s, int64_t i, int64_t now) {
     if (s->dq_tail[d] >= 0) s->r[s->dq_tail[d]].next = i;
     else s->dq_head[d] = i;
     s->dq_tail[d] = i;
-    try_decode(s, now);
+    kick(s, 1, now);
 }
 
 /* The decode device with the fewest requests headed for it or on it. */
@@ -344,8 +361,9 @@ static void ev_arrive(eng_t *e, void *ctx, int64_t i) {
     }
     if (s->has_pf) {
         s->pq[s->pq_tail++] = i;
-        try_prefill(s, now);
-    } else {
+        kick(s, 0, now);
+    } else { /* decode only: the prompt's KV cache came with it */
+        s->in_tokens += q->prompt;
         q->ddev = dc_choose(s);
         dc_enqueue(s, i, now);
     }
@@ -395,8 +413,7 @@ static int store_migrations(srv_t *s, inst_t *in) {
 static void ev_resume(eng_t *e, void *ctx, int64_t decode) {
     srv_t *s = ctx;
     migr_finish(decode ? s->dc.mg : s->pf.mg);
-    if (decode) try_decode(s, eng_now(e));
-    else try_prefill(s, eng_now(e));
+    kick(s, (int)decode, eng_now(e));
 }
 
 /* A batch ended: its statistics and rows, the weight copies that rode it,
@@ -554,7 +571,7 @@ static void ev_pf_done(eng_t *e, void *ctx, int64_t unused) {
     }
     s->n_pact = kept;
     inst_step_end(s, &s->pf, now);
-    try_prefill(s, now);
+    kick(s, 0, now);
 }
 
 /* Admits waiting sequences (batch room and KV room), then runs a step of
@@ -609,7 +626,7 @@ static void ev_dc_done(eng_t *e, void *ctx, int64_t unused) {
     }
     s->n_dact = kept;
     inst_step_end(s, &s->dc, now);
-    try_decode(s, now);
+    kick(s, 1, now);
 }
 
 /* ---- setup and results ---- */
@@ -713,7 +730,7 @@ static int store_results(srv_t *s, serve_summary_t *o, int64_t end) {
     size_t n1 = 0, n2 = 0;
     int64_t arrived = 0;
     double w_sum = 0;
-    for (int64_t i = 0; i < s->n; i++) {
+    for (int64_t i = 0; i < s->released; i++) {
         const sreq_t *q = &s->r[i];
         if (q->arrival_ns < s->w0) continue;
         ttft[n1] = (double)(q->first_ns - q->arrival_ns) / 1e6;
@@ -725,13 +742,15 @@ static int store_results(srv_t *s, serve_summary_t *o, int64_t end) {
         if (s->has_dc && q->output > 1)
             tpot[n2++] = (double)(q->done_ns - q->first_ns) / 1e6 / (q->output - 1);
     }
+    o->measured = (int64_t)n1;
+    o->measured_tpot = (int64_t)n2;
     stats4(ttft, n1, o->ttft_ms);
     stats4(tpot, n2, o->tpot_ms);
     stats4(e2e, n1, o->e2e_s);
     free(ttft);
     free(tpot);
     free(e2e);
-    o->requests = s->n;
+    o->requests = s->released;
     o->sim_s = (double)end / 1e9;
     o->out_tps_node = s->has_dc && win_s > 0 ? s->win_out / win_s / s->dc.c.n_nodes : 0;
     o->in_tps_node = s->has_pf && win_s > 0 ? s->win_in / win_s / s->pf.c.n_nodes : 0;
@@ -756,9 +775,10 @@ static int store_results(srv_t *s, serve_summary_t *o, int64_t end) {
     double t = end > 0 ? (double)end / 1e9 : 1;
     double link_cap = t * pr->D * (hw->scaleup_bw + hw->nic_bw);
     metric_t m[] = {
-        {"requests", (double)s->n, ""},
+        {"requests", (double)s->released, ""},
         {"sim_time", o->sim_s, "s"},
         {"window", win_s, "s"},
+        {"latency_requests", (double)o->measured, ""},
         {"ttft_mean", o->ttft_ms[0], "ms"}, {"ttft_p50", o->ttft_ms[1], "ms"},
         {"ttft_p90", o->ttft_ms[2], "ms"}, {"ttft_p99", o->ttft_ms[3], "ms"},
         {"tpot_mean", o->tpot_ms[0], "ms"}, {"tpot_p50", o->tpot_ms[1], "ms"},
@@ -829,7 +849,7 @@ static int store_results(srv_t *s, serve_summary_t *o, int64_t end) {
     }
     if (run_store_layers(s->st, s->run, pr->mg->live, pr->prior, pr->dev_sum, pr->exp_sum))
         return MS_ERR;
-    for (int64_t i = 0; i < s->n; i++) {
+    for (int64_t i = 0; i < s->released; i++) {
         const sreq_t *q = &s->r[i];
         store_request_t row = {.request = i, .arrival_ns = q->arrival_ns,
                                .first_token_ns = q->first_ns, .done_ns = q->done_ns,
@@ -879,7 +899,8 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
     /* The measuring window: from warmup_s to the end of arrivals. */
     s.n = rl.n;
     s.w0 = llround(ss->warmup_s * 1e9);
-    if (ss->req.arrival == REQ_CLOSED) s.w1 = ENG_NEVER;
+    if (ss->req.arrival == REQ_CLOSED)
+        s.w1 = ss->req.duration_s > 0 ? llround(ss->req.duration_s * 1e9) : ENG_NEVER;
     else if (ss->req.duration_s > 0 && ss->req.arrival != REQ_TRACE &&
              !(ss->req.requests && rl.n >= ss->req.requests))
         s.w1 = llround(ss->req.duration_s * 1e9); /* arrivals were cut by time */
@@ -914,7 +935,6 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
         if (q->hit >= q->prompt) q->hit = q->prompt - 1;
         q->to_compute = q->prompt - q->hit;
         q->next = -1;
-        if (!s.has_pf) s.in_tokens += q->prompt; /* decode only: the prompt came with it */
     }
     s.pq = ms_malloc((size_t)s.n * sizeof *s.pq);
     s.pact = ms_malloc((size_t)s.n * sizeof *s.pact);
@@ -943,14 +963,15 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
     eng_run_until(s.eng, ENG_NEVER);
     progress(&s, eng_now(s.eng), 1);
     if (s.err) goto out;
-    if (s.n_done < s.n) {
+    if (s.n_done < s.released) {
         ms_err("serving stopped with %lld of %lld requests unfinished (%lld queued for prefill); "
-               "this is a bug in the serving loop", (long long)(s.n - s.n_done), (long long)s.n,
+               "this is a bug in the serving loop", (long long)(s.released - s.n_done),
+               (long long)s.released,
                (long long)(s.pq_tail - s.pq_head));
         goto out;
     }
     int64_t end = eng_now(s.eng);
-    if (s.w1 == ENG_NEVER) s.w1 = end;
+    if (s.w1 > end) s.w1 = end;
     in_system(&s, end, 0);
     if (store_results(&s, out, end)) goto out;
     out->run_id = s.run;
@@ -989,11 +1010,22 @@ void serve_print_header(void) {
            "TTFT p50", "TTFT p99", "out tok/s/n", "in tok/s/n", "mean PAR", "GB moved", "gap");
 }
 
+/* A latency cell: "-" where no request measured it. */
+static const char *cell(char *buf, double v, int64_t n, int prec) {
+    if (n <= 0) return "-";
+    snprintf(buf, 32, "%.*f", prec, v);
+    return buf;
+}
+
 void serve_print_row(const char *strategy, const serve_summary_t *m, int table) {
+    char a[32], b[32], c[32], d[32];
     if (table)
-        printf("%-10s %9.2f %9.2f %9.1f %9.1f %12.0f %12.0f %8.3f %8.2f %6.1f%%\n", strategy,
-               m->tpot_ms[0], m->tpot_ms[3], m->ttft_ms[1], m->ttft_ms[3], m->out_tps_node,
-               m->in_tps_node, m->par_mean, m->migrated_gb, 100 * m->gap_to_bound);
+        printf("%-10s %9s %9s %9s %9s %12.0f %12.0f %8.3f %8.2f %6.1f%%\n", strategy,
+               cell(a, m->tpot_ms[0], m->measured_tpot, 2),
+               cell(b, m->tpot_ms[3], m->measured_tpot, 2),
+               cell(c, m->ttft_ms[1], m->measured, 1), cell(d, m->ttft_ms[3], m->measured, 1),
+               m->out_tps_node, m->in_tps_node, m->par_mean, m->migrated_gb,
+               100 * m->gap_to_bound);
     else
         printf("run %lld (%s): %lld requests in %.1f simulated s; TPOT %.2f ms (p99 %.2f), TTFT "
                "p50 %.1f ms (p99 %.1f); %.0f output and %.0f input tokens/s per node; mean PAR "

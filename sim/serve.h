@@ -60,6 +60,8 @@ typedef struct serve_summary {
     int64_t run_id;
     int64_t requests;
     double sim_s;                 /* simulated seconds until the last request finished */
+    int64_t measured;             /* requests in the latency figures (arrived after warmup) */
+    int64_t measured_tpot;        /* of those, with a decode phase (TPOT) */
     double ttft_ms[4], tpot_ms[4], e2e_s[4];
     double out_tps_node;          /* decode output tokens/s per decode node */
     double in_tps_node;           /* prompt tokens/s per prefill node */

@@ -615,7 +615,8 @@ Test(serve, hot_expert_shift_static_degrades_dynamic_recovers) {
     trace_t *t = shift_trace();
     int64_t stat = serve(SHIFT, place_find("static"), t, st, NULL);
     int64_t pipe = serve(SHIFT "rebalance = pipelined\n", &DYN, t, st, NULL);
-    int64_t blk = serve(SHIFT "rebalance = blocking\nrebalance_fixed_s = 0.01\n", &DYN, t, st, NULL);
+    int64_t blk =
+        serve(SHIFT "rebalance = blocking\nrebalance_fixed_s = 0.01\n", &DYN, t, st, NULL);
     double before = par(st, stat, 10, 150), after = par(st, stat, 400, 600);
     cr_assert_lt(before, 1.8, "static is balanced before the shift (PAR %g)", before);
     cr_assert_gt(after, 3.0, "static degrades after it (PAR %g)", after);
