@@ -973,6 +973,18 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
     int64_t end = eng_now(s.eng);
     if (s.w1 > end) s.w1 = end;
     in_system(&s, end, 0);
+    if (s.w1 <= s.w0) { /* a closed loop ended before warmup_s: measure it all */
+        ms_warn("%s: [serving] warmup_s = %g is past the run's end at %.3f s; the figures cover "
+                "the whole run (lower warmup_s)", cfg_where(sp->cfg, SEC, "warmup_s"),
+                ss->warmup_s, (double)end / 1e9);
+        s.w0 = 0;
+        s.w1 = end;
+        s.area = 0;
+        s.win_in = s.has_pf ? s.in_tokens : 0;
+        s.win_out = s.dc_tokens;
+        for (int64_t i = 0; i < s.released; i++)
+            s.area += (double)(s.r[i].done_ns - s.r[i].arrival_ns);
+    }
     if (store_results(&s, out, end)) goto out;
     out->run_id = s.run;
     if (store_run_commit(st)) {

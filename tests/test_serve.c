@@ -397,6 +397,28 @@ Test(serve, conservation_whole_prompts_with_prefix_hits) {
 }
 Test(serve, conservation_decode_only) { conservation(CONSERVE "instances = decode\n", 0, 1); }
 
+Test(serve, request_trace_csv_drives_the_arrivals) {
+    char csv[4096] = "arrival_timestamp,prompt_size,token_size\n", *p = csv + strlen(csv);
+    for (int i = 0; i < 30; i++)
+        p += sprintf(p, "%.3f,%d,%d\n", 100 + 0.05 * i, 50 + 10 * i, 1 + i % 7);
+    char *path = write_tmp(csv), ini[2048];
+    snprintf(ini, sizeof ini, HEAD "arrival = trace\nrequest_trace = %s\n", path);
+    store_t *st = mem_store();
+    trace_t *t = plain_trace();
+    int64_t run = serve(ini, place_find("static"), t, st, NULL);
+    cr_assert_eq(q1(st, "SELECT count(*) FROM requests WHERE run_id = ?", run), 30);
+    cr_assert_eq(q1(st, "SELECT max(arrival_ns) FROM requests WHERE run_id = ?", run), 1450000000);
+    cr_assert_eq(q1(st, "SELECT sum(prompt_tokens) FROM requests WHERE run_id = ?", run),
+                 30 * 50 + 10 * 29 * 30 / 2);
+    cr_assert_eq(q1(st, "SELECT count(*) FROM requests WHERE run_id = ? AND output_tokens = 1 "
+                        "AND first_token_ns != done_ns", run), 0,
+                 "a one-token request ends at prefill");
+    unlink(path);
+    free(path);
+    trace_free(t);
+    store_close(st);
+}
+
 Test(serve, prefill_only_finishes_at_the_first_token) {
     store_t *st = mem_store();
     trace_t *t = plain_trace();
