@@ -16,6 +16,7 @@
 #include "cfg.h"
 #include "migr.h"
 #include "place.h"
+#include "replay.h"
 #include "req.h"
 #include "run.h"
 #include "serve.h"
@@ -353,6 +354,34 @@ Test(migr, slot_moves_are_free_and_a_second_copy_on_a_holder_is_local) {
     cr_assert(log[0].src == 0 && log[0].dst == 0 && log[0].layer == 1 && log[0].expert == 1);
     cr_assert(log[0].start_ns == 500 && log[0].done_ns == 500);
     migr_free(m);
+}
+
+Test(migr, weight_copies_slow_the_step_they_ride) {
+    /* a step of 2 nodes x 2 devices, every token leaving its node */
+    cluster_t c = small_cluster();
+    c.hw.flops_bf16 = c.hw.flops_fp8 = 1e15;
+    c.hw.hbm_bw = 1e12;
+    c.hw.eff_flops = c.hw.eff_hbm = 1;
+    step_sim_t *sim = step_new(&c, &TINY);
+    trace_t *t = plain_trace();
+    replay_t *rp;
+    cr_assert_eq(replay_new(t, TINY.top_k, 4, 16, 1, &rp), MS_OK);
+    place_layout_t *lo = layout(4, 4, 16, (const int[]){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                                       12, 13, 14, 15});
+    step_in_t in = {.start_ns = 0, .layout = lo, .route = replay_step(rp, 0)};
+    step_result_t r;
+    cr_assert_eq(step_run(sim, &in, &r), MS_OK);
+    int64_t quiet = r.end_ns;
+    double bg[16] = {0};
+    for (int d = 0; d < 4; d++) bg[MIGR_OUT_NIC * 4 + d] = bg[MIGR_IN_NIC * 4 + d] = 100e6;
+    in.bg_bytes = bg;
+    cr_assert_eq(step_run(sim, &in, &r), MS_OK);
+    cr_assert_gt(r.end_ns, quiet, "copies on the NICs delay dispatch (%lld vs %lld ns)",
+                 (long long)r.end_ns, (long long)quiet);
+    place_layout_free(lo);
+    replay_free(rp);
+    trace_free(t);
+    step_free(sim);
 }
 
 /* ---- the serving loop ---- */
