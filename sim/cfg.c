@@ -181,6 +181,12 @@ int cfg_has(cfg_t *c, const char *sec, const char *key) {
     return e != NULL;
 }
 
+int cfg_has_section(const cfg_t *c, const char *sec) {
+    for (int i = 0; i < c->n; i++)
+        if (!strcasecmp(c->e[i].section, sec)) return 1;
+    return 0;
+}
+
 int cfg_str(cfg_t *c, const char *sec, const char *key, const char *def, const char **out) {
     entry_t *e = find(c, sec, key);
     if (!e) {

@@ -32,6 +32,8 @@ int cfg_double(cfg_t *c, const char *sec, const char *key, double def, double mi
 int cfg_bool(cfg_t *c, const char *sec, const char *key, int def, int *out);
 /* 1 if the key is present (marks it used). */
 int cfg_has(cfg_t *c, const char *sec, const char *key);
+/* 1 if any key of section sec is present (marks nothing used). */
+int cfg_has_section(const cfg_t *c, const char *sec);
 /* "file:line" of a key, or the file name when the key is absent. */
 const char *cfg_where(const cfg_t *c, const char *sec, const char *key);
 /* The file the config came from ("-" for text). */

@@ -102,13 +102,17 @@ static int run_cmd(int argc, char **argv, int all) {
     make_parent(o.db);
     if (store_open(o.db, &st)) goto out;
     if (o.replace && store_delete_named(st, spec.name)) goto out;
-    if (all)
+    if (all && spec.serving) serve_print_header();
+    else if (all)
         printf("%-10s %12s %14s %10s %10s\n", "strategy", "step (ms)", "tok/s/node", "mean PAR",
                "max PAR");
     for (int i = 0; i < n; i++) {
         run_summary_t sum;
+        serve_progress_runs(i, n);
         if (run_one(&spec, spec.strategies[i], st, &sum)) goto out;
-        if (all)
+        if (spec.serving)
+            serve_print_row(spec.strategies[i], &sum.serve, all);
+        else if (all)
             printf("%-10s %12.3f %14.0f %10.3f %10.3f\n", spec.strategies[i], sum.step_ms,
                    sum.tokens_per_s_node, sum.mean_par, sum.max_par);
         else

@@ -111,6 +111,8 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
                       cfg_where(cfg, "placement", "redundant"), o->model.n_experts, o->redundant,
                       slots, o->cluster.n_devices, o->cluster.n_nodes,
                       o->cluster.devices_per_node, o->cluster.n_devices);
+    o->serving = cfg_has_section(cfg, "serving");
+    if (o->serving && serve_spec_load(cfg, o, &o->serve)) return MS_ERR;
     return MS_OK;
 }
 
@@ -166,8 +168,8 @@ static int check_trace(const run_spec_t *sp, const trace_t *t) {
 /* Per-layer rows of a finished run: device loads, the bound on the run's
  * summed expert loads, the final layout's replica counts and the trace's
  * activations (so figures need nothing but the database). */
-static int store_layers(store_t *st, int64_t run, const place_layout_t *lo, const double *trace_cnt,
-                        const double *dev_sum, const double *exp_sum) {
+int run_store_layers(store_t *st, int64_t run, const place_layout_t *lo, const double *trace_cnt,
+                     const double *dev_sum, const double *exp_sum) {
     int L = lo->n_layers, D = lo->n_devices, E = lo->n_experts;
     for (int l = 0; l < L; l++) {
         const double *dl = dev_sum + (size_t)l * D, *el = exp_sum + (size_t)l * E;
@@ -226,6 +228,15 @@ int run_spec_check(const run_spec_t *sp) {
 int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary_t *sum) {
     const place_ops_t *ops = place_find(strategy);
     if (!ops) return ms_err("unknown strategy '%s' (known: %s)", strategy, place_names());
+    if (sp->serving) { /* the serving simulation (serve.c) instead of fixed-batch steps */
+        int rc = serve_one(sp, ops, NULL, st, &sum->serve);
+        sum->run_id = sum->serve.run_id;
+        sum->sim_s = sum->serve.sim_s;
+        sum->tokens_per_s_node = sum->serve.out_tps_node;
+        sum->mean_par = sum->serve.par_mean;
+        sum->max_par = sum->serve.par_max;
+        return rc;
+    }
     const cluster_t *c = &sp->cluster;
     int L = moe_n_moe_layers(&sp->model), D = c->n_devices, E = sp->model.n_experts;
 
@@ -303,7 +314,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
             }
         }
     }
-    if (store_layers(st, sum->run_id, lo, prior, dev_sum, exp_sum)) goto out;
+    if (run_store_layers(st, sum->run_id, lo, prior, dev_sum, exp_sum)) goto out;
 
     sum->sim_s = (double)now_ns / ENG_NS_PER_S;
     sum->step_ms = sum->sim_s * 1e3 / sp->steps;

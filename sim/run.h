@@ -9,6 +9,7 @@
 
 #include "cfg.h"
 #include "moe.h"
+#include "serve.h"
 #include "step.h"
 #include "store.h"
 
@@ -28,6 +29,8 @@ typedef struct run_spec {
     int redundant;            /* redundant expert slots per layer */
     int n_strategies;
     char strategies[RUN_MAX_STRATEGIES][32];
+    int serving;              /* 1: the config has a [serving] section (serve.h) */
+    serve_spec_t serve;       /* its keys, when serving */
 } run_spec_t;
 
 /* Reads and checks the experiment; every complaint names file:line. */
@@ -40,6 +43,7 @@ typedef struct run_summary {
     double step_ms;           /* mean step time */
     double tokens_per_s_node; /* output tokens per second per node */
     double mean_par, max_par; /* per-layer PAR over steps */
+    serve_summary_t serve;    /* serving runs: latency, throughput, migration */
 } run_summary_t;
 
 /* The canonical config text of one strategy's run (the config with
@@ -59,5 +63,11 @@ int run_spec_check(const run_spec_t *spec);
 
 /* Runs one strategy of the spec and stores it (one transaction). */
 int run_one(const run_spec_t *spec, const char *strategy, store_t *st, run_summary_t *sum);
+
+/* Per-layer rows of a finished run (device_loads, layer_bounds, replicas,
+ * trace_counts) from its final layout and summed loads: [L][E] trace
+ * counts, [L][D] device loads, [L][E] expert loads. */
+int run_store_layers(store_t *st, int64_t run, const place_layout_t *lo, const double *trace_cnt,
+                     const double *dev_sum, const double *exp_sum);
 
 #endif

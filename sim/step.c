@@ -233,6 +233,12 @@ int step_run(step_sim_t *s, const step_in_t *in, step_result_t *out) {
     memset(out, 0, sizeof *out);
     s->res = out;
     build(s, lo, rt, in->pick, in->pick_ctx);
+    if (in->bg_bytes) /* background copies share every phase's ports */
+        for (int l = 0; l < L; l++)
+            for (int ph = 0; ph < 2; ph++)
+                for (int w = 0; w < 4; w++)
+                    for (int d = 0; d < D; d++)
+                        port_row(s, l, ph, w)[d] += in->bg_bytes[(size_t)w * D + d] / (2.0 * L);
     int64_t t0 = in->start_ns;
     out->start_ns = out->end_ns = t0;
     for (int l = 0; l < L; l++) {

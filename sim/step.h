@@ -54,6 +54,11 @@ typedef struct step_in {
     int prefill;                  /* 1: a prefill batch, 0: decode */
     step_pick_fn pick;            /* NULL: place_pick_default */
     void *pick_ctx;
+    const double *bg_bytes;       /* [4][n_devices] background bytes during the step (weight
+                                   * migrations): sent over NVLink, sent over the NIC,
+                                   * received over NVLink, received over the NIC; spread
+                                   * evenly over the step's 2 x n_layers transfer phases.
+                                   * NULL: none */
 } step_in_t;
 
 typedef struct step_sim step_sim_t;

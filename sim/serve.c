@@ -1,0 +1,1047 @@
+/* serve: the serving loop on its own engine.
+ *
+ * Life of a request (both instances):
+ *   ARRIVE        joins the prefill queue (FIFO).
+ *   prefill step  a batch of prompt tokens, at most prefill_tokens_per_device
+ *                 on each device (attention is data-parallel, so a request's
+ *                 prompt stays on one device; chunked prefill may split it
+ *                 over several steps). The step that finishes a prompt
+ *                 produces the first token (TTFT).
+ *   KV transfer   the prompt's KV cache goes over InfiniBand to the decode
+ *                 device with the fewest requests; each NIC carries one
+ *                 transfer at a time, first come first served.
+ *   decode steps  continuous batching: every step, each device's running
+ *                 sequences make one token; waiting sequences join at a step
+ *                 boundary while the device has batch room and KV room (a
+ *                 sequence reserves prompt + output tokens of KV when it
+ *                 joins, so nothing is ever evicted).
+ * After each step the instance's strategy observes the step's loads and may
+ * re-plan; layout changes become weight copies (migr.c). */
+#include "serve.h"
+
+#include <gsl/gsl_sort.h>
+#include <gsl/gsl_statistics_double.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "eng.h"
+#include "replay.h"
+#include "run.h"
+#include "util.h"
+
+#define SEC "serving"
+
+/* Figures the model presets do not carry yet, per preset. DeepSeek-V3's
+ * MLA caches the compressed KV (kv_lora_rank 512) and the decoupled RoPE key
+ * (64) per layer: (512 + 64) x 61 layers x 2 bytes (BF16) = 70,272 bytes a
+ * token. Its non-routed weights (attention, shared experts, the 3 dense
+ * layers, embeddings) are 671e9 parameters minus 58 x 256 routed experts x
+ * 44,040,192 = 17.1e9, held in FP8 on every device (data-parallel attention). */
+static const struct {
+    const char *model;
+    double kv_bytes_per_token;
+    double nonexpert_bytes;
+} MODEL_DEFAULTS[] = {
+    {"deepseek-v3", (512.0 + 64.0) * 61 * 2, 17.1e9},
+};
+
+/* Progress lines at most this often (seconds of wall time). */
+#define PROGRESS_EVERY_S 0.25
+
+static int prog_done, prog_runs;
+
+void serve_progress_runs(int runs_done, int n_runs) {
+    prog_done = runs_done;
+    prog_runs = n_runs;
+}
+
+static void resolve(const char *cfg_path, const char *p, char *out, size_t n) {
+    if (p[0] == '/' || !strcmp(cfg_path, "-")) {
+        snprintf(out, n, "%s", p);
+        return;
+    }
+    char *dup = ms_strdup(cfg_path);
+    snprintf(out, n, "%s/%s", dirname(dup), p);
+    free(dup);
+}
+
+int serve_spec_load(cfg_t *cfg, const run_spec_t *sp, serve_spec_t *o) {
+    memset(o, 0, sizeof *o);
+    const char *s;
+    long v;
+    double x;
+    if (cfg_str(cfg, SEC, "instances", "both", &s)) return MS_ERR;
+    if (!strcasecmp(s, "both")) o->instances = SERVE_BOTH;
+    else if (!strcasecmp(s, "decode")) o->instances = SERVE_DECODE;
+    else if (!strcasecmp(s, "prefill")) o->instances = SERVE_PREFILL;
+    else
+        return ms_err("%s: [serving] instances = '%s' (give both, decode or prefill)",
+                      cfg_where(cfg, SEC, "instances"), s);
+
+    o->prefill = sp->cluster;
+    if (cfg_int(cfg, SEC, "prefill_nodes", 4, 1, 4096, &v)) return MS_ERR;
+    o->prefill.n_nodes = (int)v;
+    if (cfg_int(cfg, SEC, "prefill_devices_per_node", sp->cluster.devices_per_node, 1, 64, &v))
+        return MS_ERR;
+    o->prefill.devices_per_node = (int)v;
+    o->prefill.n_devices = o->prefill.n_nodes * o->prefill.devices_per_node;
+    if (cfg_int(cfg, SEC, "prefill_redundant", sp->redundant, 0, 1 << 16, &v)) return MS_ERR;
+    o->prefill_redundant = (int)v;
+    int E = sp->model.n_experts;
+    if (o->instances != SERVE_DECODE && (E + o->prefill_redundant) % o->prefill.n_devices)
+        return ms_err("%s: prefill: %d experts + %d redundant = %d slots per layer do not divide "
+                      "over %d devices (%d nodes x %d); choose prefill_redundant or prefill_nodes "
+                      "so they do", cfg_where(cfg, SEC, "prefill_redundant"), E,
+                      o->prefill_redundant, E + o->prefill_redundant, o->prefill.n_devices,
+                      o->prefill.n_nodes, o->prefill.devices_per_node);
+    if (cfg_str(cfg, SEC, "prefill_trace", NULL, &s)) return MS_ERR;
+    if (s) {
+        o->prefill_trace_name = s;
+        resolve(cfg_origin(cfg), s, o->prefill_trace_path, sizeof o->prefill_trace_path);
+    }
+
+    if (cfg_int(cfg, SEC, "max_batch_per_device", 128, 1, 1 << 20, &v)) return MS_ERR;
+    o->max_batch_per_device = (int)v;
+    if (cfg_int(cfg, SEC, "prefill_tokens_per_device", 8192, 1, 1 << 24, &v)) return MS_ERR;
+    o->prefill_tokens_per_device = (int)v;
+    if (cfg_bool(cfg, SEC, "chunked_prefill", 1, &o->chunked_prefill)) return MS_ERR;
+    if (cfg_double(cfg, SEC, "prefix_hit_rate", 0, 0, 0.99, &o->prefix_hit_rate)) return MS_ERR;
+
+    int known = -1;
+    for (size_t i = 0; i < sizeof MODEL_DEFAULTS / sizeof *MODEL_DEFAULTS; i++)
+        if (!strcasecmp(MODEL_DEFAULTS[i].model, sp->model.name)) known = (int)i;
+    if (known < 0 && !cfg_has(cfg, SEC, "kv_bytes_per_token"))
+        return ms_err("%s: [serving] kv_bytes_per_token is needed for model %s (KV-cache bytes of "
+                      "one token over all layers, e.g. 2 x kv_heads x head_dim x layers x 2)",
+                      cfg_origin(cfg), sp->model.name);
+    if (cfg_double(cfg, SEC, "kv_bytes_per_token",
+                   known >= 0 ? MODEL_DEFAULTS[known].kv_bytes_per_token : 1, 1, 1e9,
+                   &o->kv_bytes_per_token))
+        return MS_ERR;
+    /* The KV cache gets what HBM leaves after the weights. */
+    double util;
+    if (cfg_double(cfg, SEC, "hbm_util", 0.9, 0.05, 1, &util)) return MS_ERR;
+    int has_kv = cfg_has(cfg, SEC, "kv_cache_gb");
+    if (known < 0 && !has_kv && !cfg_has(cfg, SEC, "nonexpert_gb"))
+        return ms_err("%s: [serving] give kv_cache_gb (KV cache per decode device) or "
+                      "nonexpert_gb (weights other than routed experts per device) for model %s",
+                      cfg_origin(cfg), sp->model.name);
+    double nonexp, def_nonexp = known >= 0 ? MODEL_DEFAULTS[known].nonexpert_bytes / 1e9 : 0;
+    if (cfg_double(cfg, SEC, "nonexpert_gb", def_nonexp, 0, 1e5, &nonexp)) return MS_ERR;
+    int L = moe_n_moe_layers(&sp->model);
+    double slots = (double)(E + sp->redundant) / sp->cluster.n_devices;
+    double experts = slots * L * moe_expert_bytes(&sp->model);
+    double derived = sp->cluster.hw.hbm_bytes * util - experts - nonexp * 1e9;
+    if (cfg_double(cfg, SEC, "kv_cache_gb", derived / 1e9, 1e-6, 1e5, &x)) return MS_ERR;
+    if (!has_kv && derived <= 0)
+        return ms_err("%s: no HBM left for the KV cache on a decode device: %.1f GB x %.2f "
+                      "usable - %.1f GB routed experts (%.2f slots x %d layers) - %.1f GB other "
+                      "weights = %.1f GB (use more decode devices, or set kv_cache_gb)",
+                      cfg_origin(cfg), sp->cluster.hw.hbm_bytes / 1e9, util, experts / 1e9, slots,
+                      L, nonexp, derived / 1e9);
+    o->kv_cache_bytes = x * 1e9;
+    o->kv_capacity_tokens = floor(o->kv_cache_bytes / o->kv_bytes_per_token);
+
+    if (cfg_str(cfg, SEC, "rebalance", "pipelined", &s)) return MS_ERR;
+    if (!strcasecmp(s, "pipelined")) o->rebalance = MIGR_PIPELINED;
+    else if (!strcasecmp(s, "blocking")) o->rebalance = MIGR_BLOCKING;
+    else
+        return ms_err("%s: [serving] rebalance = '%s' (give blocking or pipelined)",
+                      cfg_where(cfg, SEC, "rebalance"), s);
+    if (cfg_double(cfg, SEC, "rebalance_fixed_s", 0, 0, 3600, &x)) return MS_ERR;
+    o->rebalance_fixed_ns = llround(x * 1e9);
+    if (cfg_int(cfg, SEC, "store_every", 1, 1, 1 << 30, &v)) return MS_ERR;
+    o->store_every = (int)v;
+    if (cfg_int(cfg, SEC, "trace_step_every", 1, 1, 1 << 30, &v)) return MS_ERR;
+    o->trace_step_every = (int)v;
+    if (cfg_double(cfg, SEC, "warmup_s", 0, 0, 1e7, &o->warmup_s)) return MS_ERR;
+    return req_spec_load(cfg, SEC, &o->req);
+}
+
+/* ---- the simulation state ---- */
+
+typedef struct sreq {
+    int64_t arrival_ns, first_ns, done_ns; /* -1 until known */
+    int prompt, output;
+    int hit;          /* prompt tokens whose KV is cached */
+    int to_compute;   /* prompt tokens prefill computes */
+    int computed;     /* of those, done so far */
+    int chunk;        /* tokens in the running prefill step */
+    int generated;    /* output tokens made so far */
+    int pdev, ddev;   /* prefill and decode device */
+    int64_t next;     /* decode wait-queue link, -1: last */
+} sreq_t;
+
+typedef struct inst {
+    const char *name;          /* "prefill" or "decode": metric prefixes */
+    int prefill;               /* 1: prefill batches */
+    int primary;               /* its steps fill steps / layer_steps / device_loads */
+    cluster_t c;
+    int D, L, E, redundant;
+    int dev_base;              /* its device 0 in the migrations table */
+    const trace_t *tr;
+    place_state_t *ps;
+    migr_state_t *mg;          /* owns the live layout */
+    step_sim_t *sim;
+    replay_t *rp;
+    step_result_t res;         /* of the running (or last) step */
+    int busy;                  /* a step is running */
+    int64_t paused_until;      /* blocking rebalance: no step before this time */
+    int64_t start_ns;          /* of the running step */
+    int64_t steps;
+    int *tokens;               /* [D] tokens of the running step */
+    double n_tokens;
+    double *counts;            /* [L][E] count mode */
+    double *prior;             /* [L][E] the trace's summed counts */
+    double *dev_sum, *exp_sum; /* [L][D], [L][E] loads summed over steps */
+    double *max_sum;           /* [L] per-step maximum device loads, summed */
+    double busy_ns, par_sum, par_max, bal_ns, bytes, tokens_sum;
+    int64_t par_n, replans;
+    const place_ops_t *ops;
+} inst_t;
+
+/* Replica choice through the strategy, when it has its own. */
+static int pick_via(void *ctx, const place_layout_t *lo, int l, int e, int src) {
+    const inst_t *in = ctx;
+    return in->ops->pick_replica(in->ps, lo, l, e, src);
+}
+
+typedef struct srv {
+    const run_spec_t *sp;
+    const serve_spec_t *ss;
+    const place_ops_t *ops;
+    store_t *st;
+    int64_t run;
+    eng_t *eng;
+    int err;
+    int64_t n;                 /* requests */
+    sreq_t *r;
+    int has_pf, has_dc;
+    inst_t pf, dc;
+    /* prefill */
+    int64_t *pq, pq_head, pq_tail; /* FIFO waiting for prefill */
+    int64_t *pact;             /* admitted, prompt not finished (in admission order) */
+    int n_pact;
+    int *left;                 /* [Dp] token budget left while a batch is built */
+    int64_t *kv_send_free, *kv_recv_free; /* NIC free times: [Dp], [Dd] */
+    /* decode */
+    int64_t *dq_head, *dq_tail; /* [Dd] waiting for a batch slot */
+    int64_t *dact;             /* running sequences */
+    int64_t n_dact;
+    int *dcount;               /* [Dd] running per device */
+    int *assigned;             /* [Dd] requests headed for or on the device */
+    double *kv_used;           /* [Dd] reserved KV tokens */
+    /* counts */
+    int64_t released, n_done, first_arrival_set;
+    double in_tokens, out_tokens, pf_computed, dc_tokens, win_in, win_out;
+    int64_t w0, w1;            /* the measuring window */
+    int kick[2];               /* a batch-forming event is pending: [prefill, decode] */
+    int64_t in_sys, area_t;
+    double area;
+    /* progress */
+    int tty;
+    struct timespec wall0, wall_last;
+} srv_t;
+
+static double wall_since(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
+}
+
+static void progress(srv_t *s, int64_t now, int last) {
+    if (!s->tty) return;
+    if (!last && wall_since(&s->wall_last) < PROGRESS_EVERY_S) return;
+    clock_gettime(CLOCK_MONOTONIC, &s->wall_last);
+    fflush(stdout); /* a table row printed before keeps its place */
+    if (last) {
+        fputs("\r\033[K", stderr);
+        return;
+    }
+    fprintf(stderr, "\r\033[Kmoesim: %s  run %d/%d  simulated %.1f s  wall %.1f s  requests "
+                    "%lld/%lld done", s->ops->name, prog_done + 1, prog_runs ? prog_runs : 1,
+            (double)now / 1e9, wall_since(&s->wall0), (long long)s->n_done, (long long)s->n);
+    fflush(stderr);
+}
+
+static void fail(srv_t *s) {
+    s->err = 1;
+    eng_stop(s->eng);
+}
+
+/* Requests in the system, integrated over the measuring window. */
+static void in_system(srv_t *s, int64_t now, int delta) {
+    int64_t a = s->area_t < s->w0 ? s->w0 : s->area_t, b = now < s->w0 ? s->w0 : now;
+    if (a > s->w1) a = s->w1;
+    if (b > s->w1) b = s->w1;
+    s->area += (double)s->in_sys * (double)(b - a);
+    s->area_t = now;
+    s->in_sys += delta;
+}
+
+static int in_window(const srv_t *s, int64_t t) { return t >= s->w0 && t <= s->w1; }
+
+static void ev_arrive(eng_t *e, void *ctx, int64_t i);
+static void try_prefill(srv_t *s, int64_t now);
+static void try_decode(srv_t *s, int64_t now);
+
+/* Batches form in an event of their own at the current time, after every
+ * event already due then: requests arriving together join one batch. */
+static void ev_kick(eng_t *e, void *ctx, int64_t decode) {
+    srv_t *s = ctx;
+    s->kick[decode] = 0;
+    if (decode) try_decode(s, eng_now(e));
+    else try_prefill(s, eng_now(e));
+}
+
+static void kick(srv_t *s, int decode, int64_t now) {
+    if (s->kick[decode]) return;
+    s->kick[decode] = 1;
+    eng_schedule(s->eng, now, ev_kick, s, decode);
+}
+
+static void done(srv_t *s, int64_t i, int64_t now) {
+    sreq_t *q = &s->r[i];
+    q->done_ns = now;
+    s->n_done++;
+    in_system(s, now, -1);
+    /* closed loop: the user sends the next request (until duration_s) */
+    if (s->ss->req.arrival == REQ_CLOSED && s->released < s->n &&
+        (s->ss->req.duration_s <= 0 || now < llround(s->ss->req.duration_s * 1e9)))
+        eng_schedule(s->eng, now, ev_arrive, s, s->released++);
+}
+
+/* The request's KV cache is on decode device ddev: it waits for a slot. */
+static void dc_enqueue(srv_t *s, int64_t i, int64_t now) {
+    sreq_t *q = &s->r[i];
+    int d = q->ddev;
+    q->next = -1;
+    if (s->dq_tail[d] >= 0) s->r[s->dq_tail[d]].next = i;
+    else s->dq_head[d] = i;
+    s->dq_tail[d] = i;
+    kick(s, 1, now);
+}
+
+/* The decode device with the fewest requests headed for it or on it. */
+static int dc_choose(srv_t *s) {
+    int best = 0;
+    for (int d = 1; d < s->dc.D; d++)
+        if (s->assigned[d] < s->assigned[best]) best = d;
+    s->assigned[best]++;
+    return best;
+}
+
+static void ev_kv(eng_t *e, void *ctx, int64_t i) {
+    dc_enqueue(ctx, i, eng_now(e));
+}
+
+static void ev_arrive(eng_t *e, void *ctx, int64_t i) {
+    srv_t *s = ctx;
+    int64_t now = eng_now(e);
+    sreq_t *q = &s->r[i];
+    q->arrival_ns = now;
+    in_system(s, now, +1);
+    if (s->ss->req.arrival != REQ_CLOSED) {
+        s->released = i + 1;
+        if (i + 1 < s->n) eng_schedule(e, q[1].arrival_ns, ev_arrive, s, i + 1);
+    }
+    if (s->has_dc && q->prompt + q->output > s->ss->kv_capacity_tokens) {
+        ms_err("request %lld needs %d tokens of KV cache (prompt %d + output %d) but a decode "
+               "device holds %.0f (lower prompt_max / output_max, or raise [serving] "
+               "kv_cache_gb)", (long long)i, q->prompt + q->output, q->prompt, q->output,
+               s->ss->kv_capacity_tokens);
+        fail(s);
+        return;
+    }
+    if (s->has_pf) {
+        s->pq[s->pq_tail++] = i;
+        kick(s, 0, now);
+    } else { /* decode only: the prompt's KV cache came with it */
+        s->in_tokens += q->prompt;
+        q->ddev = dc_choose(s);
+        dc_enqueue(s, i, now);
+    }
+}
+
+/* Runs one batch of an instance from now; its end is an event. */
+static void inst_step(srv_t *s, inst_t *in, int64_t now, double kv_len, eng_fn done_fn) {
+    const double *bg = migr_batch_begin(in->mg, now);
+    step_in_t si = {.start_ns = now, .layout = in->mg->live, .kv_len = kv_len,
+                    .prefill = in->prefill, .bg_bytes = bg};
+    if (s->ops->pick_replica) {
+        si.pick = pick_via;
+        si.pick_ctx = in;
+    }
+    int ts = (int)(in->steps / s->ss->trace_step_every);
+    in->n_tokens = 0;
+    for (int d = 0; d < in->D; d++) in->n_tokens += in->tokens[d];
+    if (in->c.mode == STEP_ANALYTIC) {
+        replay_counts(in->rp, ts, in->n_tokens, in->counts);
+        si.expert_load = in->counts;
+        si.tokens = in->tokens;
+    } else {
+        si.route = replay_step_batch(in->rp, ts, in->tokens);
+    }
+    if (step_run(in->sim, &si, &in->res)) {
+        fail(s);
+        return;
+    }
+    in->busy = 1;
+    in->start_ns = now;
+    eng_schedule(s->eng, in->res.end_ns, done_fn, s, 0);
+}
+
+static int store_migrations(srv_t *s, inst_t *in) {
+    int n;
+    const migr_t *m = migr_take_log(in->mg, &n);
+    for (int i = 0; i < n; i++) {
+        store_migration_t row = {.time_ns = m[i].start_ns, .done_ns = m[i].done_ns,
+                                 .layer = m[i].layer, .expert = m[i].expert, .bytes = m[i].bytes,
+                                 .src_device = m[i].src + in->dev_base,
+                                 .dst_device = m[i].dst + in->dev_base};
+        if (store_migration(s->st, s->run, &row)) return MS_ERR;
+    }
+    return MS_OK;
+}
+
+static void ev_resume(eng_t *e, void *ctx, int64_t decode) {
+    srv_t *s = ctx;
+    migr_finish(decode ? s->dc.mg : s->pf.mg);
+    kick(s, (int)decode, eng_now(e));
+}
+
+/* A batch ended: its statistics and rows, the weight copies that rode it,
+ * then the strategy sees the loads and may re-plan. */
+static void inst_step_end(srv_t *s, inst_t *in, int64_t now) {
+    const step_result_t *r = &in->res;
+    int D = in->D, L = in->L, E = in->E;
+    int64_t dur = r->end_ns - r->start_ns, step = in->steps;
+    int row = in->primary && step % s->ss->store_every == 0;
+    in->busy_ns += (double)dur;
+    in->tokens_sum += in->n_tokens;
+    in->bytes += r->dispatch_bytes + r->combine_bytes;
+    if (in->primary && store_step(s->st, s->run, (int)step, r->start_ns, dur, in->n_tokens))
+        goto bad;
+    double means = 0, maxes = 0;
+    for (int l = 0; l < L; l++) {
+        const double *dl = r->dev_load + (size_t)l * D;
+        double mx = place_max(dl, D), tot = 0;
+        for (int d = 0; d < D; d++) {
+            tot += dl[d];
+            in->dev_sum[(size_t)l * D + d] += dl[d];
+        }
+        double mean = tot / D, par = mean > 0 ? mx / mean : 1.0;
+        in->par_sum += par;
+        in->par_n++;
+        if (par > in->par_max) in->par_max = par;
+        in->max_sum[l] += mx;
+        means += mean;
+        maxes += mx;
+        if (row && store_layer_step(s->st, s->run, (int)step, l, r->layer_ns[l], mx, mean))
+            goto bad;
+    }
+    for (size_t i = 0; i < (size_t)L * E; i++) in->exp_sum[i] += r->expert_load[i];
+    in->bal_ns += maxes > 0 ? (double)dur * means / maxes : (double)dur;
+
+    migr_batch_end(in->mg, in->start_ns, now);
+    if (store_migrations(s, in)) goto bad;
+    if (s->ops->observe) {
+        place_obs_t obs = {.now_ns = now, .step = (int)step, .expert_load = r->expert_load,
+                           .device_load = r->dev_load};
+        s->ops->observe(in->ps, &obs);
+    }
+    in->steps++;
+    in->busy = 0;
+    if (s->ops->replan) {
+        place_layout_t *nl = NULL;
+        int w = s->ops->replan(in->ps, now, in->mg->live, &nl);
+        if (w < 0) goto bad;
+        if (w > 0) {
+            migr_plan_info_t info;
+            migr_plan(in->mg, nl, now, &info);
+            in->replans++;
+            if (store_replan(s->st, s->run, now, (int)step, info.layers_changed, info.bytes) ||
+                store_migrations(s, in))
+                goto bad;
+            if (info.pause_ns > 0) {
+                in->paused_until = now + info.pause_ns;
+                eng_schedule(s->eng, in->paused_until, ev_resume, s, !in->prefill);
+            } else if (in->mg->mode == MIGR_BLOCKING) {
+                migr_finish(in->mg);
+            }
+        }
+    }
+    progress(s, now, 0);
+    return;
+bad:
+    fail(s);
+}
+
+static void ev_pf_done(eng_t *e, void *ctx, int64_t unused);
+static void ev_dc_done(eng_t *e, void *ctx, int64_t unused);
+
+/* Builds the next prefill batch: prompts already started go on, then the
+ * queue in order, each on the device with the most budget left. Without
+ * chunking a prompt must fit whole (a prompt above the budget runs alone on
+ * an empty device); the queue head blocks the rest (FIFO). */
+static void try_prefill(srv_t *s, int64_t now) {
+    inst_t *p = &s->pf;
+    if (p->busy || now < p->paused_until || s->err) return;
+    int D = p->D, B = s->ss->prefill_tokens_per_device;
+    for (int d = 0; d < D; d++) {
+        s->left[d] = B;
+        p->tokens[d] = 0;
+    }
+    double ctx = 0, tok = 0;
+    for (int k = 0; k < s->n_pact; k++) {
+        sreq_t *q = &s->r[s->pact[k]];
+        int c = ms_imin(q->to_compute - q->computed, s->left[q->pdev]);
+        q->chunk = c;
+        s->left[q->pdev] -= c;
+        p->tokens[q->pdev] += c;
+        ctx += c * (q->hit + q->computed + (c + 1) / 2.0);
+        tok += c;
+    }
+    while (s->pq_head < s->pq_tail) {
+        int64_t i = s->pq[s->pq_head];
+        sreq_t *q = &s->r[i];
+        int d = 0;
+        for (int k = 1; k < D; k++)
+            if (s->left[k] > s->left[d]) d = k;
+        int c = q->to_compute;
+        if (s->ss->chunked_prefill) {
+            if (s->left[d] <= 0) break;
+            c = ms_imin(c, s->left[d]);
+        } else if (c > s->left[d] && s->left[d] < B) {
+            break;
+        }
+        s->pq_head++;
+        q->pdev = d;
+        q->chunk = c;
+        s->left[d] = ms_imax(0, s->left[d] - c);
+        p->tokens[d] += c;
+        s->pact[s->n_pact++] = i;
+        ctx += c * (q->hit + (c + 1) / 2.0);
+        tok += c;
+    }
+    if (tok <= 0) return;
+    inst_step(s, p, now, ctx / tok, ev_pf_done);
+}
+
+static void ev_pf_done(eng_t *e, void *ctx, int64_t unused) {
+    (void)unused;
+    srv_t *s = ctx;
+    int64_t now = eng_now(e);
+    const hw_t *hw = &s->pf.c.hw;
+    int kept = 0;
+    for (int k = 0; k < s->n_pact; k++) {
+        int64_t i = s->pact[k];
+        sreq_t *q = &s->r[i];
+        q->computed += q->chunk;
+        s->pf_computed += q->chunk;
+        q->chunk = 0;
+        if (q->computed < q->to_compute) {
+            s->pact[kept++] = i;
+            continue;
+        }
+        /* The prompt is done: prefill's logits give the first token. */
+        q->first_ns = now;
+        q->generated = 1;
+        s->out_tokens += 1;
+        s->in_tokens += q->prompt;
+        if (in_window(s, now)) s->win_in += q->prompt;
+        if (!s->has_dc || q->output <= 1) {
+            done(s, i, now);
+            continue;
+        }
+        q->ddev = dc_choose(s);
+        double bytes = q->prompt * s->ss->kv_bytes_per_token;
+        int64_t start = now;
+        if (s->kv_send_free[q->pdev] > start) start = s->kv_send_free[q->pdev];
+        if (s->kv_recv_free[q->ddev] > start) start = s->kv_recv_free[q->ddev];
+        int64_t end = start + llround(hw->nic_lat_ns + 1e9 * bytes / (hw->nic_bw * hw->eff_nic));
+        s->kv_send_free[q->pdev] = s->kv_recv_free[q->ddev] = end;
+        eng_schedule(e, end, ev_kv, s, i);
+    }
+    s->n_pact = kept;
+    inst_step_end(s, &s->pf, now);
+    kick(s, 0, now);
+}
+
+/* Admits waiting sequences (batch room and KV room), then runs a step of
+ * every running sequence. */
+static void try_decode(srv_t *s, int64_t now) {
+    inst_t *dc = &s->dc;
+    if (dc->busy || now < dc->paused_until || s->err) return;
+    double cap = s->ss->kv_capacity_tokens;
+    for (int d = 0; d < dc->D; d++) {
+        while (s->dq_head[d] >= 0 && s->dcount[d] < s->ss->max_batch_per_device) {
+            int64_t i = s->dq_head[d];
+            sreq_t *q = &s->r[i];
+            if (s->kv_used[d] + q->prompt + q->output > cap) break;
+            s->dq_head[d] = q->next;
+            if (s->dq_head[d] < 0) s->dq_tail[d] = -1;
+            s->dact[s->n_dact++] = i;
+            s->dcount[d]++;
+            s->kv_used[d] += q->prompt + q->output;
+        }
+        dc->tokens[d] = s->dcount[d];
+    }
+    if (!s->n_dact) return;
+    double ctx = 0;
+    for (int64_t j = 0; j < s->n_dact; j++) {
+        const sreq_t *q = &s->r[s->dact[j]];
+        ctx += q->prompt + q->generated;
+    }
+    inst_step(s, dc, now, ctx / (double)s->n_dact, ev_dc_done);
+}
+
+static void ev_dc_done(eng_t *e, void *ctx, int64_t unused) {
+    (void)unused;
+    srv_t *s = ctx;
+    int64_t now = eng_now(e), kept = 0;
+    if (in_window(s, now)) s->win_out += (double)s->n_dact;
+    for (int64_t j = 0; j < s->n_dact; j++) {
+        int64_t i = s->dact[j];
+        sreq_t *q = &s->r[i];
+        q->generated++;
+        s->dc_tokens++;
+        s->out_tokens++;
+        if (q->first_ns < 0) q->first_ns = now;
+        if (q->generated < q->output) {
+            s->dact[kept++] = i;
+            continue;
+        }
+        int d = q->ddev;
+        s->dcount[d]--;
+        s->assigned[d]--;
+        s->kv_used[d] -= q->prompt + q->output;
+        done(s, i, now);
+    }
+    s->n_dact = kept;
+    inst_step_end(s, &s->dc, now);
+    kick(s, 1, now);
+}
+
+/* ---- setup and results ---- */
+
+static int inst_init(srv_t *s, inst_t *in, const char *name, int prefill, const cluster_t *c,
+                     int redundant, const trace_t *tr, uint64_t seed) {
+    const run_spec_t *sp = s->sp;
+    in->name = name;
+    in->prefill = prefill;
+    in->c = *c;
+    in->D = c->n_devices;
+    in->L = moe_n_moe_layers(&sp->model);
+    in->E = sp->model.n_experts;
+    in->redundant = redundant;
+    in->tr = tr;
+    in->ops = s->ops;
+    in->paused_until = INT64_MIN;
+    int L = in->L, E = in->E, D = in->D;
+    if (tr->n_layers != L || tr->n_experts != E)
+        return ms_err("%s: trace has %d MoE layers x %d experts but model %s has %d x %d (use a "
+                      "trace recorded from %s)", tr->path ? tr->path : "trace", tr->n_layers,
+                      tr->n_experts, sp->model.name, L, E, sp->model.name);
+    if (replay_new(tr, sp->model.top_k, D, 1, seed, &in->rp)) return MS_ERR;
+    in->prior = ms_malloc((size_t)L * E * sizeof *in->prior);
+    for (int l = 0; l < L; l++) trace_layer_total(tr, l, in->prior + (size_t)l * E);
+    char sec[64];
+    snprintf(sec, sizeof sec, "strategy.%s", s->ops->name);
+    place_env_t env = {.n_layers = L, .n_experts = E, .n_devices = D,
+                       .devices_per_node = c->devices_per_node, .n_nodes = c->n_nodes,
+                       .redundant = redundant, .top_k = sp->model.top_k,
+                       .n_groups = sp->model.n_groups, .topk_groups = sp->model.topk_groups,
+                       .cfg = sp->cfg, .cfg_section = sec, .seed = sp->seed};
+    place_layout_t *lo = NULL;
+    if (s->ops->init(&env, in->prior, &in->ps, &lo)) return MS_ERR;
+    if (lo->n_layers != L || lo->n_devices != D) {
+        place_layout_free(lo);
+        return ms_err("strategy %s made a layout of %d layers x %d devices for a %s instance of "
+                      "%d x %d", s->ops->name, lo->n_layers, lo->n_devices, name, L, D);
+    }
+    in->mg = migr_new(s->ss->rebalance, c, moe_expert_bytes(&sp->model),
+                      s->ss->rebalance_fixed_ns, lo);
+    in->sim = step_new(c, &sp->model);
+    in->tokens = ms_calloc((size_t)D, sizeof *in->tokens);
+    in->counts = ms_calloc((size_t)L * E, sizeof *in->counts);
+    in->dev_sum = ms_calloc((size_t)L * D, sizeof *in->dev_sum);
+    in->exp_sum = ms_calloc((size_t)L * E, sizeof *in->exp_sum);
+    in->max_sum = ms_calloc((size_t)L, sizeof *in->max_sum);
+    return MS_OK;
+}
+
+static void inst_free(srv_t *s, inst_t *in) {
+    if (in->ps && s->ops->destroy) s->ops->destroy(in->ps);
+    migr_free(in->mg);
+    step_free(in->sim);
+    replay_free(in->rp);
+    free(in->tokens);
+    free(in->counts);
+    free(in->prior);
+    free(in->dev_sum);
+    free(in->exp_sum);
+    free(in->max_sum);
+}
+
+/* Mean, p50, p90, p99 of v[n] (sorted in place); zeros when n is 0. */
+static void stats4(double *v, size_t n, double out[4]) {
+    memset(out, 0, 4 * sizeof *out);
+    if (!n) return;
+    gsl_sort(v, 1, n);
+    out[0] = gsl_stats_mean(v, 1, n);
+    out[1] = gsl_stats_quantile_from_sorted_data(v, 1, n, 0.50);
+    out[2] = gsl_stats_quantile_from_sorted_data(v, 1, n, 0.90);
+    out[3] = gsl_stats_quantile_from_sorted_data(v, 1, n, 0.99);
+}
+
+/* Sum over layers of the per-step maximum device loads, over the bound on
+ * the run's summed loads, minus one: how far the strategy stayed from the
+ * best any placement with its slot budget could do. */
+static double gap_to_bound(const inst_t *in) {
+    double got = 0, bound = 0;
+    for (int l = 0; l < in->L; l++) {
+        got += in->max_sum[l];
+        bound += place_bound(in->exp_sum + (size_t)l * in->E, in->E, in->D,
+                             in->mg->live->layer[l].n_slots);
+    }
+    return bound > 0 ? got / bound - 1 : 0;
+}
+
+typedef struct {
+    const char *k;
+    double v;
+    const char *u;
+} metric_t;
+
+static int store_results(srv_t *s, serve_summary_t *o, int64_t end) {
+    const serve_spec_t *ss = s->ss;
+    const inst_t *pr = s->has_dc ? &s->dc : &s->pf;
+    double win_s = (double)(s->w1 - s->w0) / 1e9;
+    double *ttft = ms_malloc((size_t)s->n * sizeof *ttft);
+    double *tpot = ms_malloc((size_t)s->n * sizeof *tpot);
+    double *e2e = ms_malloc((size_t)s->n * sizeof *e2e);
+    size_t n1 = 0, n2 = 0;
+    int64_t arrived = 0;
+    double w_sum = 0;
+    for (int64_t i = 0; i < s->released; i++) {
+        const sreq_t *q = &s->r[i];
+        if (q->arrival_ns < s->w0) continue;
+        ttft[n1] = (double)(q->first_ns - q->arrival_ns) / 1e6;
+        e2e[n1++] = (double)(q->done_ns - q->arrival_ns) / 1e9;
+        if (q->arrival_ns <= s->w1) {
+            arrived++;
+            w_sum += (double)(q->done_ns - q->arrival_ns) / 1e9;
+        }
+        if (s->has_dc && q->output > 1)
+            tpot[n2++] = (double)(q->done_ns - q->first_ns) / 1e6 / (q->output - 1);
+    }
+    o->measured = (int64_t)n1;
+    o->measured_tpot = (int64_t)n2;
+    stats4(ttft, n1, o->ttft_ms);
+    stats4(tpot, n2, o->tpot_ms);
+    stats4(e2e, n1, o->e2e_s);
+    free(ttft);
+    free(tpot);
+    free(e2e);
+    o->requests = s->released;
+    o->sim_s = (double)end / 1e9;
+    o->out_tps_node = s->has_dc && win_s > 0 ? s->win_out / win_s / s->dc.c.n_nodes : 0;
+    o->in_tps_node = s->has_pf && win_s > 0 ? s->win_in / win_s / s->pf.c.n_nodes : 0;
+    o->par_mean = pr->par_n ? pr->par_sum / (double)pr->par_n : 0;
+    o->par_max = pr->par_max;
+    o->gap_to_bound = gap_to_bound(pr);
+    double moved = 0, pause = 0;
+    int64_t copies = 0, replans = 0;
+    for (int k = 0; k < 2; k++) {
+        const inst_t *in = k ? &s->pf : &s->dc;
+        if (!(k ? s->has_pf : s->has_dc)) continue;
+        moved += in->mg->total_bytes;
+        copies += in->mg->total_copies;
+        pause += (double)in->mg->pause_ns / 1e9;
+        replans += in->replans;
+    }
+    o->migrated_gb = moved / 1e9;
+    o->pause_s = pause;
+    o->in_system_mean = win_s > 0 ? s->area / (double)(s->w1 - s->w0) : 0;
+    o->lambda_w = win_s > 0 && arrived ? (double)arrived / win_s * (w_sum / (double)arrived) : 0;
+    const hw_t *hw = &pr->c.hw;
+    double t = end > 0 ? (double)end / 1e9 : 1;
+    double link_cap = t * pr->D * (hw->scaleup_bw + hw->nic_bw);
+    metric_t m[] = {
+        {"requests", (double)s->released, ""},
+        {"sim_time", o->sim_s, "s"},
+        {"window", win_s, "s"},
+        {"latency_requests", (double)o->measured, ""},
+        {"ttft_mean", o->ttft_ms[0], "ms"}, {"ttft_p50", o->ttft_ms[1], "ms"},
+        {"ttft_p90", o->ttft_ms[2], "ms"}, {"ttft_p99", o->ttft_ms[3], "ms"},
+        {"tpot_mean", o->tpot_ms[0], "ms"}, {"tpot_p50", o->tpot_ms[1], "ms"},
+        {"tpot_p90", o->tpot_ms[2], "ms"}, {"tpot_p99", o->tpot_ms[3], "ms"},
+        {"e2e_mean", o->e2e_s[0], "s"}, {"e2e_p50", o->e2e_s[1], "s"},
+        {"e2e_p90", o->e2e_s[2], "s"}, {"e2e_p99", o->e2e_s[3], "s"},
+        {"input_tokens", s->in_tokens, "tokens"},
+        {"output_tokens", s->out_tokens, "tokens"},
+        {"prefill_computed_tokens", s->pf_computed, "tokens"},
+        {"decode_tokens", s->dc_tokens, "tokens"},
+        {"output_tokens_per_s_per_node", o->out_tps_node, "tokens/s"},
+        {"input_tokens_per_s_per_node", o->in_tps_node, "tokens/s"},
+        {"output_tokens_per_s_per_node_busy",
+         s->has_dc && s->dc.busy_ns > 0 ? s->dc_tokens / (s->dc.busy_ns / 1e9) / s->dc.c.n_nodes
+                                        : 0, "tokens/s"},
+        {"input_tokens_per_s_per_node_busy",
+         s->has_pf && s->pf.busy_ns > 0 ? s->in_tokens / (s->pf.busy_ns / 1e9) / s->pf.c.n_nodes
+                                        : 0, "tokens/s"},
+        {"steps", (double)pr->steps, ""},
+        {"step_time_mean", pr->steps ? pr->busy_ns / 1e6 / (double)pr->steps : 0, "ms"},
+        {"batch_mean", pr->steps ? pr->tokens_sum / (double)pr->steps / pr->D : 0,
+         "tokens/device"},
+        {"busy", pr->busy_ns / 1e9 / t, ""},
+        {"device_util", pr->bal_ns / 1e9 / t, ""},
+        {"link_util", (pr->bytes + pr->mg->total_bytes) / link_cap, ""},
+        {"par_mean", o->par_mean, ""},
+        {"par_max", o->par_max, ""},
+        {"gap_to_bound", o->gap_to_bound, ""},
+        {"migrated_gb", o->migrated_gb, "GB"},
+        {"migrations", (double)copies, ""},
+        {"replans", (double)replans, ""},
+        {"rebalance_pause_s", o->pause_s, "s"},
+        {"in_system_mean", o->in_system_mean, "requests"},
+        {"lambda_w", o->lambda_w, "requests"},
+        {"kv_bytes_per_token", ss->kv_bytes_per_token, "bytes"},
+        {"kv_capacity_tokens", s->has_dc ? ss->kv_capacity_tokens : 0, "tokens/device"},
+        {"redundant", pr->redundant, "slots"},
+        {"tokens_per_device", s->has_dc ? ss->max_batch_per_device : ss->prefill_tokens_per_device,
+         "tokens"},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof *m; i++)
+        if (store_metric(s->st, s->run, m[i].k, m[i].v, m[i].u)) return MS_ERR;
+    if (s->has_pf && s->has_dc) {
+        const inst_t *p = &s->pf;
+        metric_t pm[] = {
+            {"prefill_steps", (double)p->steps, ""},
+            {"prefill_step_time_mean", p->steps ? p->busy_ns / 1e6 / (double)p->steps : 0, "ms"},
+            {"prefill_busy", p->busy_ns / 1e9 / t, ""},
+            {"prefill_par_mean", p->par_n ? p->par_sum / (double)p->par_n : 0, ""},
+            {"prefill_par_max", p->par_max, ""},
+            {"prefill_gap_to_bound", gap_to_bound(p), ""},
+            {"prefill_migrated_gb", p->mg->total_bytes / 1e9, "GB"},
+        };
+        for (size_t i = 0; i < sizeof pm / sizeof *pm; i++)
+            if (store_metric(s->st, s->run, pm[i].k, pm[i].v, pm[i].u)) return MS_ERR;
+    }
+    for (int k = 0; k < 2; k++) {
+        const inst_t *in = k ? &s->pf : &s->dc;
+        if (!(k ? s->has_pf : s->has_dc) || !s->ops->metrics) continue;
+        const char *names[32];
+        double vals[32];
+        int n = s->ops->metrics(in->ps, names, vals, 32);
+        for (int i = 0; i < n; i++) {
+            char name[128];
+            snprintf(name, sizeof name, "%s%s", in == pr ? "" : "prefill_", names[i]);
+            if (store_metric(s->st, s->run, name, vals[i], "")) return MS_ERR;
+        }
+    }
+    if (run_store_layers(s->st, s->run, pr->mg->live, pr->prior, pr->dev_sum, pr->exp_sum))
+        return MS_ERR;
+    for (int64_t i = 0; i < s->released; i++) {
+        const sreq_t *q = &s->r[i];
+        store_request_t row = {.request = i, .arrival_ns = q->arrival_ns,
+                               .first_token_ns = q->first_ns, .done_ns = q->done_ns,
+                               .prompt_tokens = q->prompt, .output_tokens = q->output};
+        if (store_request(s->st, s->run, &row)) return MS_ERR;
+    }
+    return MS_OK;
+}
+
+int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace, store_t *st,
+              serve_summary_t *out) {
+    const serve_spec_t *ss = &sp->serve;
+    srv_t s = {.sp = sp, .ss = ss, .ops = ops, .st = st};
+    memset(out, 0, sizeof *out);
+    trace_t *own_dc = NULL, *own_pf = NULL;
+    req_list_t rl = {0};
+    char *text = NULL;
+    int rc = MS_ERR, began = 0;
+
+    if (req_build(&ss->req, sp->seed, &rl)) goto out;
+    const trace_t *tdc = trace, *tpf = trace;
+    if (!tdc) {
+        if (trace_read(sp->trace_path, &own_dc)) goto out;
+        tdc = own_dc;
+    }
+    if (!tpf) {
+        if (ss->prefill_trace_path[0] && ss->instances != SERVE_DECODE) {
+            if (trace_read(ss->prefill_trace_path, &own_pf)) goto out;
+            tpf = own_pf;
+        } else {
+            tpf = tdc;
+        }
+    }
+    s.has_pf = ss->instances != SERVE_DECODE;
+    s.has_dc = ss->instances != SERVE_PREFILL;
+    /* Each instance replays routing from its own generator. */
+    if (s.has_dc &&
+        inst_init(&s, &s.dc, "decode", 0, &sp->cluster, sp->redundant, tdc, sp->seed))
+        goto out;
+    if (s.has_pf && inst_init(&s, &s.pf, "prefill", 1, &ss->prefill, ss->prefill_redundant, tpf,
+                              sp->seed ^ 0x9e3779b97f4a7c15ULL))
+        goto out;
+    inst_t *pr = s.has_dc ? &s.dc : &s.pf;
+    pr->primary = 1;
+    s.pf.dev_base = s.has_dc ? s.dc.D : 0;
+
+    /* The measuring window: from warmup_s to the end of arrivals. */
+    s.n = rl.n;
+    s.w0 = llround(ss->warmup_s * 1e9);
+    if (ss->req.arrival == REQ_CLOSED)
+        s.w1 = ss->req.duration_s > 0 ? llround(ss->req.duration_s * 1e9) : ENG_NEVER;
+    else if (ss->req.duration_s > 0 && ss->req.arrival != REQ_TRACE &&
+             !(ss->req.requests && rl.n >= ss->req.requests))
+        s.w1 = llround(ss->req.duration_s * 1e9); /* arrivals were cut by time */
+    else
+        s.w1 = rl.r[rl.n - 1].arrival_ns;
+    if (s.w1 <= s.w0) {
+        ms_err("%s: [serving] warmup_s = %g leaves no time before arrivals end at %.3f s (lower "
+               "warmup_s)", cfg_where(sp->cfg, SEC, "warmup_s"), ss->warmup_s,
+               (double)s.w1 / 1e9);
+        goto out;
+    }
+
+    text = cfg_canonical(sp->cfg);
+    char hash[17];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)ms_hash64(text, strlen(text)));
+    store_run_t meta = {.name = sp->name, .strategy = ops->name,
+                        .strategy_version = ops->algo_version, .trace = sp->trace_name,
+                        .model = sp->model.name, .hardware = pr->c.hw.name,
+                        .nodes = pr->c.n_nodes, .devices = pr->D, .seed = sp->seed,
+                        .config = text, .config_hash = hash};
+    if (store_run_begin(st, &meta, &s.run)) goto out;
+    began = 1;
+
+    s.r = ms_calloc((size_t)s.n, sizeof *s.r);
+    for (int64_t i = 0; i < s.n; i++) {
+        sreq_t *q = &s.r[i];
+        q->arrival_ns = rl.r[i].arrival_ns;
+        q->first_ns = q->done_ns = -1;
+        q->prompt = rl.r[i].prompt_tokens;
+        q->output = rl.r[i].output_tokens;
+        q->hit = (int)floor(q->prompt * ss->prefix_hit_rate);
+        if (q->hit >= q->prompt) q->hit = q->prompt - 1;
+        q->to_compute = q->prompt - q->hit;
+        q->next = -1;
+    }
+    s.pq = ms_malloc((size_t)s.n * sizeof *s.pq);
+    s.pact = ms_malloc((size_t)s.n * sizeof *s.pact);
+    s.dact = ms_malloc((size_t)s.n * sizeof *s.dact);
+    int Dp = s.has_pf ? s.pf.D : 1, Dd = s.has_dc ? s.dc.D : 1;
+    s.left = ms_calloc((size_t)Dp, sizeof *s.left);
+    s.kv_send_free = ms_calloc((size_t)Dp, sizeof *s.kv_send_free);
+    s.kv_recv_free = ms_calloc((size_t)Dd, sizeof *s.kv_recv_free);
+    s.dq_head = ms_malloc((size_t)Dd * sizeof *s.dq_head);
+    s.dq_tail = ms_malloc((size_t)Dd * sizeof *s.dq_tail);
+    for (int d = 0; d < Dd; d++) s.dq_head[d] = s.dq_tail[d] = -1;
+    s.dcount = ms_calloc((size_t)Dd, sizeof *s.dcount);
+    s.assigned = ms_calloc((size_t)Dd, sizeof *s.assigned);
+    s.kv_used = ms_calloc((size_t)Dd, sizeof *s.kv_used);
+
+    s.eng = eng_new();
+    if (ss->req.arrival == REQ_CLOSED) {
+        for (; s.released < s.n && s.released < ss->req.concurrency; s.released++)
+            eng_schedule(s.eng, 0, ev_arrive, &s, s.released);
+    } else {
+        eng_schedule(s.eng, s.r[0].arrival_ns, ev_arrive, &s, 0);
+    }
+    s.tty = isatty(STDERR_FILENO);
+    clock_gettime(CLOCK_MONOTONIC, &s.wall0);
+    s.wall_last = s.wall0;
+    eng_run_until(s.eng, ENG_NEVER);
+    progress(&s, eng_now(s.eng), 1);
+    if (s.err) goto out;
+    if (s.n_done < s.released) {
+        ms_err("serving stopped with %lld of %lld requests unfinished (%lld queued for prefill); "
+               "this is a bug in the serving loop", (long long)(s.released - s.n_done),
+               (long long)s.released,
+               (long long)(s.pq_tail - s.pq_head));
+        goto out;
+    }
+    int64_t end = eng_now(s.eng);
+    if (s.w1 > end) s.w1 = end;
+    in_system(&s, end, 0);
+    if (s.w1 <= s.w0) { /* a closed loop ended before warmup_s: measure it all */
+        ms_warn("%s: [serving] warmup_s = %g is past the run's end at %.3f s; the figures cover "
+                "the whole run (lower warmup_s)", cfg_where(sp->cfg, SEC, "warmup_s"),
+                ss->warmup_s, (double)end / 1e9);
+        s.w0 = 0;
+        s.w1 = end;
+        s.area = 0;
+        s.win_in = s.has_pf ? s.in_tokens : 0;
+        s.win_out = s.dc_tokens;
+        for (int64_t i = 0; i < s.released; i++)
+            s.area += (double)(s.r[i].done_ns - s.r[i].arrival_ns);
+    }
+    if (store_results(&s, out, end)) goto out;
+    out->run_id = s.run;
+    if (store_run_commit(st)) {
+        began = 0;
+        goto out;
+    }
+    began = 0;
+    rc = MS_OK;
+out:
+    if (began) store_run_abort(st);
+    eng_free(s.eng);
+    inst_free(&s, &s.dc);
+    inst_free(&s, &s.pf);
+    free(s.r);
+    free(s.pq);
+    free(s.pact);
+    free(s.dact);
+    free(s.left);
+    free(s.kv_send_free);
+    free(s.kv_recv_free);
+    free(s.dq_head);
+    free(s.dq_tail);
+    free(s.dcount);
+    free(s.assigned);
+    free(s.kv_used);
+    free(text);
+    req_list_free(&rl);
+    trace_free(own_dc);
+    trace_free(own_pf);
+    return rc;
+}
+
+void serve_print_header(void) {
+    printf("%-10s %9s %9s %9s %9s %12s %12s %8s %8s %7s\n", "strategy", "TPOT(ms)", "TPOT p99",
+           "TTFT p50", "TTFT p99", "out tok/s/n", "in tok/s/n", "mean PAR", "GB moved", "gap");
+}
+
+/* A latency cell: "-" where no request measured it. */
+static const char *cell(char *buf, double v, int64_t n, int prec) {
+    if (n <= 0) return "-";
+    snprintf(buf, 32, "%.*f", prec, v);
+    return buf;
+}
+
+void serve_print_row(const char *strategy, const serve_summary_t *m, int table) {
+    char a[32], b[32], c[32], d[32];
+    if (table)
+        printf("%-10s %9s %9s %9s %9s %12.0f %12.0f %8.3f %8.2f %6.1f%%\n", strategy,
+               cell(a, m->tpot_ms[0], m->measured_tpot, 2),
+               cell(b, m->tpot_ms[3], m->measured_tpot, 2),
+               cell(c, m->ttft_ms[1], m->measured, 1), cell(d, m->ttft_ms[3], m->measured, 1),
+               m->out_tps_node, m->in_tps_node, m->par_mean, m->migrated_gb,
+               100 * m->gap_to_bound);
+    else
+        printf("run %lld (%s): %lld requests in %.1f simulated s; TPOT %.2f ms (p99 %.2f), TTFT "
+               "p50 %.1f ms (p99 %.1f); %.0f output and %.0f input tokens/s per node; mean PAR "
+               "%.3f; %.2f GB migrated\n", (long long)m->run_id, strategy, (long long)m->requests,
+               m->sim_s, m->tpot_ms[0], m->tpot_ms[3], m->ttft_ms[1], m->ttft_ms[3],
+               m->out_tps_node, m->in_tps_node, m->par_mean, m->migrated_gb);
+}
