@@ -552,7 +552,10 @@ static trace_t *shift_trace(void) {
     for (int s = 0; s < 10; s++)
         for (int l = 0; l < t->n_layers; l++)
             for (int e = 0; e < t->n_experts; e++) {
-                int hot = s == 0 ? e % 4 == 1 : e >= 12;
+                /* before: one hot expert on each device of the contiguous layout
+                 * (slot p holds expert p mod 16, 5 slots per device); after:
+                 * three of the four hot experts share device 2 */
+                int hot = s == 0 ? e == 4 || e == 9 || e == 14 || e == 15 : e >= 12;
                 t->counts[((size_t)s * t->n_layers + l) * t->n_experts + e] = hot ? 100 : 1;
             }
     return t;
@@ -670,7 +673,7 @@ Test(serve, hot_expert_shift_static_degrades_dynamic_recovers) {
         serve(SHIFT "rebalance = blocking\nrebalance_fixed_s = 0.01\n", &DYN, t, st, NULL);
     double before = par(st, stat, 10, 150), after = par(st, stat, 400, 600);
     cr_assert_lt(before, 1.8, "static is balanced before the shift (PAR %g)", before);
-    cr_assert_gt(after, 3.0, "static degrades after it (PAR %g)", after);
+    cr_assert_gt(after, 2.5, "static degrades after it (PAR %g)", after);
     for (int k = 0; k < 2; k++) {
         int64_t run = k ? blk : pipe;
         double rec = par(st, run, 400, 600);
