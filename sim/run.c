@@ -11,7 +11,7 @@
 #include "eng.h"
 #include "place.h"
 #include "replay.h"
-#include "scores.h"
+#include "route.h"
 #include "trace.h"
 #include "util.h"
 
@@ -116,14 +116,13 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     return MS_OK;
 }
 
-/* What a strategy is told; sec receives its config section name. */
-static place_env_t make_env(const run_spec_t *sp, const place_ops_t *ops, char *sec, size_t n) {
+place_env_t run_strategy_env(const run_spec_t *sp, const cluster_t *c, int redundant,
+                             const place_ops_t *ops, char *sec, size_t n) {
     snprintf(sec, n, "strategy.%s", ops->name);
-    const cluster_t *c = &sp->cluster;
     return (place_env_t){.n_layers = moe_n_moe_layers(&sp->model),
                          .n_experts = sp->model.n_experts, .n_devices = c->n_devices,
                          .devices_per_node = c->devices_per_node, .n_nodes = c->n_nodes,
-                         .redundant = sp->redundant, .top_k = sp->model.top_k,
+                         .redundant = redundant, .top_k = sp->model.top_k,
                          .n_groups = sp->model.n_groups, .topk_groups = sp->model.topk_groups,
                          .cfg = sp->cfg, .cfg_section = sec, .seed = sp->seed};
 }
@@ -137,22 +136,6 @@ typedef struct {
 static int pick_via(void *ctx, const place_layout_t *lo, int l, int e, int src) {
     pick_ctx_t *p = ctx;
     return p->ops->pick_replica(p->st, lo, l, e, src);
-}
-
-/* A strategy that steers routing (ops->route) chooses every token's
- * experts from router scores made up from the trace (scores.c); its choices
- * overwrite the replayed ones in place. The buffer is replay's own heap
- * memory, reused each step, so writing through it is safe. */
-static void route_by_scores(scores_t *sc, const place_ops_t *ops, place_state_t *ps,
-                            route_step_t *rt, int step) {
-    int k = rt->top_k, out[32];
-    scores_step(sc, step);
-    for (int l = 0; l < rt->n_layers; l++)
-        for (int t = 0; t < rt->n_tokens; t++) {
-            ops->route(ps, l, scores_token(sc, l), out);
-            int16_t *ex = rt->expert + ((size_t)l * rt->n_tokens + t) * k;
-            for (int j = 0; j < k; j++) ex[j] = (int16_t)out[j];
-        }
 }
 
 static int check_trace(const run_spec_t *sp, const trace_t *t) {
@@ -209,7 +192,7 @@ int run_validate(const run_spec_t *sp) {
     for (int i = 0; i < sp->n_strategies && rc == MS_OK; i++) {
         const place_ops_t *ops = place_find(sp->strategies[i]);
         char sec[64];
-        place_env_t env = make_env(sp, ops, sec, sizeof sec);
+        place_env_t env = run_strategy_env(sp, &sp->cluster, sp->redundant, ops, sec, sizeof sec);
         place_state_t *ps = NULL;
         place_layout_t *lo = NULL;
         rc = ops->init(&env, prior, &ps, &lo);
@@ -242,7 +225,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
 
     trace_t *tr = NULL;
     replay_t *rp = NULL;
-    scores_t *sc = NULL;
+    route_t *router = NULL;
     place_state_t *ps = NULL;
     place_layout_t *lo = NULL;
     step_sim_t *sim = NULL;
@@ -252,14 +235,17 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
 
     if (trace_read(sp->trace_path, &tr) || check_trace(sp, tr)) goto out;
     if (replay_new(tr, sp->model.top_k, D, sp->tokens_per_device, sp->seed, &rp)) goto out;
-    if (ops->route && scores_new(tr, sp->model.top_k, sp->seed, &sc)) goto out;
     char sec[64];
-    place_env_t env = make_env(sp, ops, sec, sizeof sec);
+    place_env_t env = run_strategy_env(sp, &sp->cluster, sp->redundant, ops, sec, sizeof sec);
     /* Prior statistics for strategies that start from them: the trace's
      * whole-run counts, as SGLang's --init-expert-location does. */
     prior = ms_malloc((size_t)L * E * sizeof *prior);
     for (int l = 0; l < L; l++) trace_layer_total(tr, l, prior + (size_t)l * E);
     if (ops->init(&env, prior, &ps, &lo)) goto out;
+    /* A strategy that steers routing chooses every token's experts from
+     * router scores made up from the trace; its choices overwrite the
+     * replayed ones in replay's own buffer, reused each step. */
+    if (ops->route && route_new(tr, sp->model.top_k, ops, ps, sp->seed, 0, 1, &router)) goto out;
 
     char hash[17];
     text = run_config_text(sp->cfg, ops->name, hash);
@@ -278,7 +264,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     int64_t now_ns = 0;
     for (int s = 0; s < sp->steps; s++) {
         const route_step_t *rt = replay_step(rp, s);
-        if (sc) route_by_scores(sc, ops, ps, (route_step_t *)rt, s);
+        if (router) route_tokens(router, (route_step_t *)rt, s);
         step_result_t r;
         step_in_t in = {.start_ns = now_ns, .layout = lo, .route = rt,
                         .pick = ops->pick_replica ? pick_via : NULL, .pick_ctx = &pc};
@@ -355,7 +341,7 @@ out:
     step_free(sim);
     place_layout_free(lo);
     if (ps && ops->destroy) ops->destroy(ps);
-    scores_free(sc);
+    route_free(router);
     replay_free(rp);
     trace_free(tr);
     return rc;

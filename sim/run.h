@@ -9,6 +9,7 @@
 
 #include "cfg.h"
 #include "moe.h"
+#include "place.h"
 #include "serve.h"
 #include "step.h"
 #include "store.h"
@@ -60,6 +61,11 @@ int run_validate(const run_spec_t *spec);
 /* run_validate(), then no config key went unread: what to call before
  * writing anything. */
 int run_spec_check(const run_spec_t *spec);
+
+/* What strategy ops is told about an instance of cluster c with `redundant`
+ * extra slots; sec receives its config section ("strategy.<name>"). */
+place_env_t run_strategy_env(const run_spec_t *sp, const cluster_t *c, int redundant,
+                             const place_ops_t *ops, char *sec, size_t n);
 
 /* Runs one strategy of the spec and stores it (one transaction). */
 int run_one(const run_spec_t *spec, const char *strategy, store_t *st, run_summary_t *sum);

@@ -32,6 +32,7 @@
 
 #include "eng.h"
 #include "replay.h"
+#include "route.h"
 #include "run.h"
 #include "util.h"
 
@@ -160,6 +161,10 @@ int serve_spec_load(cfg_t *cfg, const run_spec_t *sp, serve_spec_t *o) {
     o->store_every = (int)v;
     if (cfg_int(cfg, SEC, "trace_step_every", 1, 1, 1 << 30, &v)) return MS_ERR;
     o->trace_step_every = (int)v;
+    if (cfg_int(cfg, SEC, "route_samples", 256, 1, 1 << 20, &v)) return MS_ERR;
+    o->route_samples = (int)v;
+    if (cfg_int(cfg, SEC, "route_every", 10, 1, 1 << 30, &v)) return MS_ERR;
+    o->route_every = (int)v;
     if (cfg_double(cfg, SEC, "warmup_s", 0, 0, 1e7, &o->warmup_s)) return MS_ERR;
     return req_spec_load(cfg, SEC, &o->req);
 }
@@ -190,6 +195,7 @@ typedef struct inst {
     migr_state_t *mg;          /* owns the live layout */
     step_sim_t *sim;
     replay_t *rp;
+    route_t *router;           /* the strategy's route hook, NULL when it has none */
     step_result_t res;         /* of the running (or last) step */
     int busy;                  /* a step is running */
     int64_t paused_until;      /* blocking rebalance: no step before this time */
@@ -382,11 +388,13 @@ static void inst_step(srv_t *s, inst_t *in, int64_t now, double kv_len, eng_fn d
     in->n_tokens = 0;
     for (int d = 0; d < in->D; d++) in->n_tokens += in->tokens[d];
     if (in->c.mode == STEP_ANALYTIC) {
-        replay_counts(in->rp, ts, in->n_tokens, in->counts);
+        if (in->router) route_counts(in->router, ts, (int)in->steps, in->n_tokens, in->counts);
+        else replay_counts(in->rp, ts, in->n_tokens, in->counts);
         si.expert_load = in->counts;
         si.tokens = in->tokens;
     } else {
         si.route = replay_step_batch(in->rp, ts, in->tokens);
+        if (in->router) route_tokens(in->router, (route_step_t *)si.route, ts);
     }
     if (step_run(in->sim, &si, &in->res)) {
         fail(s);
@@ -653,14 +661,12 @@ static int inst_init(srv_t *s, inst_t *in, const char *name, int prefill, const 
     in->prior = ms_malloc((size_t)L * E * sizeof *in->prior);
     for (int l = 0; l < L; l++) trace_layer_total(tr, l, in->prior + (size_t)l * E);
     char sec[64];
-    snprintf(sec, sizeof sec, "strategy.%s", s->ops->name);
-    place_env_t env = {.n_layers = L, .n_experts = E, .n_devices = D,
-                       .devices_per_node = c->devices_per_node, .n_nodes = c->n_nodes,
-                       .redundant = redundant, .top_k = sp->model.top_k,
-                       .n_groups = sp->model.n_groups, .topk_groups = sp->model.topk_groups,
-                       .cfg = sp->cfg, .cfg_section = sec, .seed = sp->seed};
+    place_env_t env = run_strategy_env(sp, c, redundant, s->ops, sec, sizeof sec);
     place_layout_t *lo = NULL;
     if (s->ops->init(&env, in->prior, &in->ps, &lo)) return MS_ERR;
+    if (s->ops->route && route_new(tr, sp->model.top_k, s->ops, in->ps, seed,
+                                   s->ss->route_samples, s->ss->route_every, &in->router))
+        return MS_ERR;
     if (lo->n_layers != L || lo->n_devices != D) {
         place_layout_free(lo);
         return ms_err("strategy %s made a layout of %d layers x %d devices for a %s instance of "
@@ -682,6 +688,7 @@ static void inst_free(srv_t *s, inst_t *in) {
     migr_free(in->mg);
     step_free(in->sim);
     replay_free(in->rp);
+    route_free(in->router);
     free(in->tokens);
     free(in->counts);
     free(in->prior);

@@ -50,6 +50,9 @@ typedef struct serve_spec {
     int64_t rebalance_fixed_ns;   /* blocking: fixed cost of each pause */
     int store_every;              /* layer_steps rows for every Nth step */
     int trace_step_every;         /* steps per trace step (traces with a time axis) */
+    int route_samples;            /* count mode, routing strategies: tokens routed to
+                                   * estimate the biased routing law */
+    int route_every;              /* steps between those estimates */
     double warmup_s;              /* latency and throughput figures ignore earlier arrivals */
     req_spec_t req;               /* the request stream */
 } serve_spec_t;
