@@ -8,6 +8,7 @@
 int cmd_run(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_calib(int argc, char **argv);
 
 /* Shared by commands that read an experiment config: parses the options
  * --db FILE, --set section.key=value (repeatable), --replace, --strategy S

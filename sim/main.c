@@ -13,6 +13,7 @@ static const struct {
     {"run", cmd_run, "simulate one strategy of an experiment config"},
     {"compare", cmd_compare, "simulate every strategy of a config on the same workload"},
     {"report", cmd_report, "draw figures and an index from a results database"},
+    {"calib", cmd_calib, "the cost model against real-GPU measurements (calib report)"},
 };
 
 static void usage(FILE *f) {

@@ -7,6 +7,7 @@ numbers came from; moesim's loader skips lines that start with '#'.
 import datetime
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -20,16 +21,17 @@ def _run(cmd):
 
 def collect(torch=None):
     """Returns [(key, value)] describing this machine and software."""
+    # File names only: the files must not carry the measuring machine's paths.
+    argv = [os.path.basename(a) if os.sep in a else a for a in sys.argv]
     meta = [("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")),
-            ("command", " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])),
+            ("command", " ".join(argv)),
             ("python", platform.python_version())]
     drv = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
                 "--format=csv,noheader"])
     for i, line in enumerate(drv.splitlines() or [drv]):
         meta.append(("nvidia_smi_gpu%d" % i, line))
-    topo = _run(["nvidia-smi", "topo", "-m"])
-    meta.append(("nvidia_smi_topo", " | ".join(l.rstrip() for l in topo.splitlines()
-                                               if l.strip() and not l.startswith("Legend"))[:600]))
+    topo = re.sub(r"\x1b\[[0-9;]*m", "", _run(["nvidia-smi", "topo", "-m"])).split("Legend")[0]
+    meta.append(("nvidia_smi_topo", " | ".join(l.rstrip() for l in topo.splitlines() if l.strip())))
     if torch is not None:
         meta.append(("torch", torch.__version__))
         meta.append(("cuda", str(torch.version.cuda)))
