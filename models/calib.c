@@ -111,7 +111,8 @@ typedef struct {
     double *roof; /* roofline time of one expert */
     double *per;  /* measured time of one expert */
     obs_t *o;     /* scratch for curve_build */
-    int shapes;   /* distinct expert weight sizes: with one, the overhead is not identifiable */
+    int shapes;   /* most distinct expert shapes under one dtype's curve: with one, a
+                   * curve absorbs any overhead, so the overhead is not identifiable */
     double min_per;
 } gemm_set_t;
 
@@ -136,8 +137,8 @@ static int pt_cmp(const void *a, const void *b) {
 
 /* Points of impl, without those of size skip_tokens (<= 0: none) or of
  * model skip_model (NULL: none). */
-static void set_build(const calib_t *c, const char *impl, double skip_tokens, const char *skip_model,
-                      gemm_set_t *s) {
+static void set_build(const calib_t *c, const char *impl, double skip_tokens,
+                      const char *skip_model, gemm_set_t *s) {
     memset(s, 0, sizeof *s);
     size_t room = (size_t)(c->n_gemm ? c->n_gemm : 1);
     s->pt = ms_malloc(room * sizeof *s->pt);
@@ -153,7 +154,8 @@ static void set_build(const calib_t *c, const char *impl, double skip_tokens, co
     s->roof = ms_malloc(room * sizeof *s->roof);
     s->per = ms_malloc(room * sizeof *s->per);
     s->o = ms_malloc(room * sizeof *s->o);
-    double sizes[8];
+    double sizes[3][8];
+    int n_sizes[3] = {0};
     s->min_per = INFINITY;
     for (int i = 0; i < s->n; i++) {
         const calib_gemm_pt_t *p = s->pt[i];
@@ -161,10 +163,11 @@ static void set_build(const calib_t *c, const char *impl, double skip_tokens, co
         s->roof[i] = calib_roofline_ns(&c->hw, p->hidden, p->inter, p->weight_bytes, p->tokens);
         s->per[i] = p->time_ns / p->experts;
         s->min_per = ms_dmin(s->min_per, s->per[i]);
-        double sz = (double)p->hidden * p->inter * p->weight_bytes;
-        int seen = 0;
-        for (int k = 0; k < s->shapes && !seen; k++) seen = sizes[k] == sz;
-        if (!seen && s->shapes < 8) sizes[s->shapes++] = sz;
+        double sz = (double)p->hidden * p->inter;
+        int wb = p->weight_bytes, seen = 0;
+        for (int k = 0; k < n_sizes[wb] && !seen; k++) seen = sizes[wb][k] == sz;
+        if (!seen && n_sizes[wb] < 8) sizes[wb][n_sizes[wb]++] = sz;
+        s->shapes = ms_imax(s->shapes, n_sizes[wb]);
     }
 }
 
@@ -188,7 +191,8 @@ static void fit_curves(const gemm_set_t *s, double a, gemm_fit_t *f) {
         int k = 0;
         for (int i = 0; i < s->n; i++)
             if (!wb || s->pt[i]->weight_bytes == wb)
-                s->o[k++] = (obs_t){s->x[i], log(ms_dmax(s->per[i] - a, 0.05 * s->per[i]) / s->roof[i]), 0};
+                s->o[k++] =
+                    (obs_t){s->x[i], log(ms_dmax(s->per[i] - a, 0.05 * s->per[i]) / s->roof[i]), 0};
         curve_build(s->o, k, NAN, -1, &f->cv[wb]);
     }
 }
@@ -215,12 +219,12 @@ static double objective(double a, void *arg) {
 }
 
 /* Chooses the overhead that minimises the error (a grid, then Brent), or
- * keeps hw's kernel_ns when one weight size cannot tell overhead from
+ * takes fallback_ns when one shape per dtype cannot tell overhead from
  * bandwidth apart; then the curves for it. */
-static void gemm_fit(const gemm_set_t *s, const hw_t *hw, gemm_fit_t *f) {
+static void gemm_fit(const gemm_set_t *s, double fallback_ns, gemm_fit_t *f) {
     memset(f, 0, sizeof *f);
     if (s->n == 0 || s->shapes < 2) {
-        fit_curves(s, hw->kernel_ns, f);
+        fit_curves(s, fallback_ns, f);
         return;
     }
     objective_t ob = {s, f};
@@ -302,7 +306,8 @@ static obs_t *a2a_obs(const calib_t *c, int *n_out, const char **names, int *n_g
     int g = 0;
     for (int i = 0; i < c->n_a2a; i++) {
         const calib_a2a_pt_t *p = &c->a2a[i];
-        o[i] = (obs_t){log(p->link_bytes), log(p->time_ns / calib_predict_a2a_ns(&c->hw, p->link_bytes)),
+        o[i] = (obs_t){log(p->link_bytes),
+                       log(p->time_ns / calib_predict_a2a_ns(&c->hw, p->link_bytes)),
                        group_of(p->pattern, names, &g)};
     }
     qsort(o, (size_t)c->n_a2a, sizeof *o, obs_cmp);
@@ -320,11 +325,12 @@ int calib_fit(calib_t *c, const hw_t *hw) {
     for (int i = 0; i < c->n_gemm && !c->gemm_impl[0]; i++)
         if (!strcmp(c->gemm[i].impl, CALIB_GEMM_IMPL))
             snprintf(c->gemm_impl, CALIB_NAME_MAX, "%s", CALIB_GEMM_IMPL);
-    if (!c->gemm_impl[0] && c->n_gemm) snprintf(c->gemm_impl, CALIB_NAME_MAX, "%s", c->gemm[0].impl);
+    if (!c->gemm_impl[0] && c->n_gemm)
+        snprintf(c->gemm_impl, CALIB_NAME_MAX, "%s", c->gemm[0].impl);
     gemm_set_t s;
     gemm_fit_t f;
     set_build(c, c->gemm_impl, 0, NULL, &s);
-    gemm_fit(&s, &c->hw, &f);
+    gemm_fit(&s, c->hw.kernel_ns, &f);
     set_free(&s);
     c->gemm_overhead_ns = f.a;
     curve_free(&c->gemm_all);
@@ -361,22 +367,37 @@ static int gemm_sel(const calib_gemm_pt_t *p, const char *impl, int wb) {
     return !strcmp(p->impl, impl) && (!wb || p->weight_bytes == wb);
 }
 
+/* Does a selected point before i have point i's size (or model)? */
+static int seen_before(const calib_t *c, int i, const char *impl, int wb, int by_model) {
+    for (int j = 0; j < i; j++) {
+        const calib_gemm_pt_t *q = &c->gemm[j];
+        if (gemm_sel(q, impl, wb) &&
+            (by_model ? !strcmp(q->model, c->gemm[i].model) : q->tokens == c->gemm[i].tokens))
+            return 1;
+    }
+    return 0;
+}
+
 /* Adds the errors of the selected points of size tokens (> 0) or of model
- * (non-NULL) under a fit made without them. */
+ * (non-NULL) under a fit made without them. When what is left cannot
+ * identify the overhead (one model left), it keeps the full fit's: the
+ * check is then of the curves' transfer between shapes. */
 static void held_out(const calib_t *c, const char *impl, int wb, double tokens, const char *model,
                      double *sum, int *n) {
     gemm_set_t s;
     gemm_fit_t f;
     set_build(c, c->gemm_impl, tokens, model, &s);
     if (s.n) {
-        gemm_fit(&s, &c->hw, &f);
+        gemm_fit(&s, c->gemm_overhead_ns, &f);
         for (int i = 0; i < c->n_gemm; i++) {
             const calib_gemm_pt_t *p = &c->gemm[i];
             if (!gemm_sel(p, impl, wb) || (tokens > 0 && p->tokens != tokens) ||
                 (model && strcmp(p->model, model)))
                 continue;
-            double roof = calib_roofline_ns(&c->hw, p->hidden, p->inter, p->weight_bytes, p->tokens);
-            *sum += ape(fit_pred(&f, p->weight_bytes, p->experts, log(p->tokens), roof), p->time_ns);
+            double roof =
+                calib_roofline_ns(&c->hw, p->hidden, p->inter, p->weight_bytes, p->tokens);
+            *sum +=
+                ape(fit_pred(&f, p->weight_bytes, p->experts, log(p->tokens), roof), p->time_ns);
             (*n)++;
         }
         fit_free(&f);
@@ -395,37 +416,25 @@ int calib_eval_gemm(const calib_t *c, const char *impl, int weight_bytes, calib_
         if (!gemm_sel(p, impl, weight_bytes)) continue;
         double roof = calib_roofline_ns(&c->hw, p->hidden, p->inter, p->weight_bytes, p->tokens);
         out->before += ape(gemm_before(&c->hw, p), p->time_ns);
-        out->after += ape(fit_pred(&f, p->weight_bytes, p->experts, log(p->tokens), roof), p->time_ns);
+        out->after +=
+            ape(fit_pred(&f, p->weight_bytes, p->experts, log(p->tokens), roof), p->time_ns);
         out->n++;
     }
     /* Held out: each size, then each model, left out of the fit in turn
      * (only for the implementation the curves are fitted on). */
     double loo = 0, cross = 0;
     int loo_n = 0, cross_n = 0, models = 0;
-    if (out->n && !strcmp(impl, c->gemm_impl)) {
-        for (int i = 0; i < c->n_gemm; i++) {
-            const calib_gemm_pt_t *p = &c->gemm[i];
-            int first = 1;
-            for (int j = 0; j < i && first; j++)
-                first = !(gemm_sel(&c->gemm[j], impl, weight_bytes) && c->gemm[j].tokens == p->tokens);
-            if (gemm_sel(p, impl, weight_bytes) && first)
-                held_out(c, impl, weight_bytes, p->tokens, NULL, &loo, &loo_n);
-            first = 1;
-            for (int j = 0; j < i && first; j++)
-                first = !(gemm_sel(&c->gemm[j], impl, weight_bytes) && !strcmp(c->gemm[j].model, p->model));
-            if (gemm_sel(p, impl, weight_bytes) && first) models++;
-        }
-        if (models > 1)
-            for (int i = 0; i < c->n_gemm; i++) {
-                const calib_gemm_pt_t *p = &c->gemm[i];
-                int first = 1;
-                for (int j = 0; j < i && first; j++)
-                    first = !(gemm_sel(&c->gemm[j], impl, weight_bytes) &&
-                              !strcmp(c->gemm[j].model, p->model));
-                if (gemm_sel(p, impl, weight_bytes) && first)
-                    held_out(c, impl, weight_bytes, 0, p->model, &cross, &cross_n);
-            }
+    int fitted = out->n && !strcmp(impl, c->gemm_impl);
+    for (int i = 0; fitted && i < c->n_gemm; i++) {
+        const calib_gemm_pt_t *p = &c->gemm[i];
+        if (!gemm_sel(p, impl, weight_bytes)) continue;
+        if (!seen_before(c, i, impl, weight_bytes, 0))
+            held_out(c, impl, weight_bytes, p->tokens, NULL, &loo, &loo_n);
+        models += !seen_before(c, i, impl, weight_bytes, 1);
     }
+    for (int i = 0; fitted && models > 1 && i < c->n_gemm; i++)
+        if (gemm_sel(&c->gemm[i], impl, weight_bytes) && !seen_before(c, i, impl, weight_bytes, 1))
+            held_out(c, impl, weight_bytes, 0, c->gemm[i].model, &cross, &cross_n);
     err_finish(out, loo, loo_n, cross, cross_n);
     return MS_OK;
 }
@@ -507,7 +516,8 @@ static int integer(const char *file, int line, const char *col, const char *s, l
 }
 
 static int name(const char *file, int line, const char *col, const char *s, char *out) {
-    if (!*s) return ms_err("%s:%d: column %s is empty (name it, e.g. deepseek-v3)", file, line, col);
+    if (!*s)
+        return ms_err("%s:%d: column %s is empty (name it, e.g. deepseek-v3)", file, line, col);
     if (strlen(s) >= CALIB_NAME_MAX)
         return ms_err("%s:%d: column %s: '%s' is longer than %d characters", file, line, col, s,
                       CALIB_NAME_MAX - 1);
@@ -772,9 +782,12 @@ const calib_t *calib_builtin(const hw_t *hw) {
 
 int calib_select(const char *setting, const hw_t *hw, const char *cfg_path, const char *where,
                  const calib_t **out) {
-    *out = NULL;
+    /* out may point into hw (run.c passes &hw.calib): read hw first. */
     while (*setting == ' ') setting++;
-    if (!strcmp(setting, "none")) return MS_OK;
+    if (!strcmp(setting, "none")) {
+        *out = NULL;
+        return MS_OK;
+    }
     if (!strcmp(setting, "default")) {
         *out = hw->calib;
         return MS_OK;
@@ -809,9 +822,10 @@ int calib_select(const char *setting, const hw_t *hw, const char *cfg_path, cons
         n++;
     }
     char *key = ms_malloc(klen);
-    int k = snprintf(key, klen, "%s %.17g %.17g %.17g %.17g %.17g %.17g %.17g %.17g %.17g", hw->name,
-                     hw->flops_bf16, hw->flops_fp8, hw->hbm_bw, hw->scaleup_bw, hw->eff_flops,
-                     hw->eff_hbm, hw->eff_scaleup, hw->scaleup_lat_ns, hw->kernel_ns);
+    int k =
+        snprintf(key, klen, "%s %.17g %.17g %.17g %.17g %.17g %.17g %.17g %.17g %.17g", hw->name,
+                 hw->flops_bf16, hw->flops_fp8, hw->hbm_bw, hw->scaleup_bw, hw->eff_flops,
+                 hw->eff_hbm, hw->eff_scaleup, hw->scaleup_lat_ns, hw->kernel_ns);
     for (int i = 0; i < n; i++) k += snprintf(key + k, klen - (size_t)k, "|%s", paths[i]);
     int rc = MS_OK;
     calib_t *c = cache_get(loaded_cache, key);
@@ -826,7 +840,7 @@ int calib_select(const char *setting, const hw_t *hw, const char *cfg_path, cons
             cache_put(&loaded_cache, key, c);
         }
     }
-    if (!rc) *out = c;
+    *out = rc ? NULL : c;
     for (int i = 0; i < n; i++) free(owned[i]);
     free(key);
     free(dup);

@@ -93,7 +93,8 @@ static const char STYLE[] =
 /* Left: measured vs predicted (log-log) before and after; right: the ratio
  * the curve describes against size, with the fitted curve(s). Data blocks:
  * $pts "measured before after size ratio class", $cur "size factor class". */
-static int figure(const char *png, const char *title, const char *xsize, const char *ylabel,
+static int figure(const char *png, const char *title, const char *xsize, const char *xfmt,
+                  const char *ylabel,
                   const char *pts,
                   const char *cur, int n_class, const char *const *classes) {
     char *sc;
@@ -106,10 +107,10 @@ static int figure(const char *png, const char *title, const char *xsize, const c
                "plot $pts using 1:2 with points pt 6 ps 0.7 lc rgb '#ff7f0e' title 'before "
                "calibration', $pts using 1:3 with points pt 7 ps 0.5 lc rgb '#1f77b4' title "
                "'after calibration', x with lines dt 2 lc rgb '#000000' title 'exact'\n"
-               "unset logscale y\nset logscale x 2\nset xlabel '%s'\n"
+               "unset logscale y\nset logscale x 2\nset format x '%s'\nset xlabel '%s'\n"
                "set ylabel '%s'\nset title 'calibration curve'\nset key top "
                "right\nplot ",
-            title, xsize, ylabel);
+            title, xfmt, xsize, ylabel);
     static const char *const COL[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
     for (int k = 0; k < n_class; k++)
         fprintf(f, "%s$pts using 4:($6 == %d ? $5 : 1/0) with points pt 7 ps 0.4 lc rgb '%s' "
@@ -158,9 +159,10 @@ static int report(const calib_t *c, const char *dir, int quiet) {
            hw->hbm_bw / 1e12, hw->kernel_ns, hw->eff_scaleup, hw->scaleup_bw / 1e9,
            hw->scaleup_lat_ns);
     if (c->n_gemm)
-        printf("calibration: expert compute = experts x (roofline x curve(tokens per expert, dtype) "
-               "+ %.1f us fitted per-expert overhead)\n",
-               c->gemm_overhead_ns / 1e3);
+        printf(
+            "calibration: expert compute = experts x (roofline x curve(tokens per expert, dtype) "
+            "+ %.1f us fitted per-expert overhead)\n",
+            c->gemm_overhead_ns / 1e3);
     printf("\n");
 
     /* Expert compute. */
@@ -267,8 +269,10 @@ static int report(const calib_t *c, const char *dir, int quiet) {
         for (int wb = 2; wb >= 0; wb--) {
             calib_eval_gemm(c, NULL, wb, &e);
             if (!e.n) continue;
-            snprintf(set, sizeof set, "expert compute %s (%s)", wb ? dtype(wb) : "all", c->gemm_impl);
-            err_row(stdout, md, set, &e, "cross = other model");
+            snprintf(set, sizeof set, "expert compute %s (%s)", wb ? dtype(wb) : "all",
+                     c->gemm_impl);
+            err_row(stdout, md, set, &e,
+                    "cross: curves from the other model(s), overhead from all");
         }
         /* Other implementations in the file, against the fitted one's curve. */
         for (int i = 0; i < c->n_gemm; i++) {
@@ -286,7 +290,8 @@ static int report(const calib_t *c, const char *dir, int quiet) {
     if (c->n_a2a) {
         for (int i = 0; i < c->n_a2a; i++) {
             int seen = 0;
-            for (int j = 0; j < i && !seen; j++) seen = !strcmp(c->a2a[j].pattern, c->a2a[i].pattern);
+            for (int j = 0; j < i && !seen; j++)
+                seen = !strcmp(c->a2a[j].pattern, c->a2a[i].pattern);
             if (seen) continue;
             calib_eval_a2a(c, c->a2a[i].pattern, &e);
             snprintf(set, sizeof set, "all-to-all %s", c->a2a[i].pattern);
@@ -307,7 +312,7 @@ static int report(const calib_t *c, const char *dir, int quiet) {
         snprintf(title, sizeof title, "%s: routed-expert compute per device (impl %s)", hw->name,
                  c->gemm_impl);
         static const char *const cls[] = {"bf16", "fp8"};
-        rc = figure(path, title, "tokens per expert",
+        rc = figure(path, title, "tokens per expert", "%g",
                     "(measured per expert - overhead) / roofline", gps, gcs, 2, cls);
         if (!rc) fprintf(md, "\n![expert compute](calib_gemm.png)\n");
     }
@@ -316,7 +321,8 @@ static int report(const calib_t *c, const char *dir, int quiet) {
         char title[256];
         snprintf(title, sizeof title, "%s: NCCL all-to-all", hw->name);
         static const char *const cls[] = {"all patterns"};
-        rc = figure(path, title, "bytes over the busiest GPU's links", "measured / modelled time",
+        rc = figure(path, title, "bytes over the busiest GPU links", "%.0b %BB",
+                    "measured / modelled time",
                     aps, acs, 1, cls);
         if (!rc) fprintf(md, "\n![all-to-all](calib_a2a.png)\n");
     }
@@ -337,7 +343,8 @@ int cmd_calib(int argc, char **argv) {
             return 0;
         }
         usage(stderr);
-        ms_err("calib: the only subcommand is 'report' (example: moesim calib report -o report/calib)");
+        ms_err("calib: the only subcommand is 'report' (example: moesim calib report -o "
+               "report/calib)");
         return 1;
     }
     const char *hw_name = "H200", *out = "report/calib", *csv[MAX_CSV];
