@@ -9,7 +9,10 @@ receiver, as with a hot expert). max_link_bytes is the most bytes any GPU
 sends to or receives from other GPUs: what a per-port bandwidth model
 charges. Times are nccl-tests style: after a barrier, ITERS collectives back
 to back between two CUDA events, divided by ITERS; five such samples per
-size, the median, the slowest rank's.
+size, the median, the slowest rank's. With --mode graph (the default) the
+ITERS collectives are captured in one CUDA graph and replayed, as serving
+engines run decode, so host launch costs (about 20 us per call through
+torch) stay out; --mode eager times plain calls.
 
   torchrun --standalone --nproc_per_node=2 measure_a2a.py --out h200_a2a.csv
 
@@ -70,6 +73,8 @@ def main():
     ap.add_argument("--patterns", default="uniform,skewed")
     ap.add_argument("--target-s", type=float, default=0.02, help="seconds per sample")
     ap.add_argument("--samples", type=int, default=5)
+    ap.add_argument("--mode", choices=("graph", "eager"), default="graph")
+    ap.add_argument("--max-iters", type=int, default=200, help="collectives per sample at most")
     args = ap.parse_args()
     if os.environ.get("NCCL_NVLS_ENABLE") != "0":
         sys.exit("measure_a2a: set NCCL_NVLS_ENABLE=0 (NVLink multicast must stay off)")
@@ -84,17 +89,33 @@ def main():
     dist.init_process_group("nccl", device_id=dev)
     meta = calibmeta.collect(torch) if rank == 0 else []
 
-    def sample(inp, out, ins, outs, iters):
+    def timed(run, iters):
         a = torch.cuda.Event(enable_timing=True)
         b = torch.cuda.Event(enable_timing=True)
         dist.barrier()
         torch.cuda.synchronize()
         a.record()
-        for _ in range(iters):
-            dist.all_to_all_single(out, inp, outs, ins)
+        run()
         b.record()
         b.synchronize()
         return a.elapsed_time(b) * 1e-3 / iters
+
+    def runner(inp, out, ins, outs, iters):
+        """ITERS collectives as one callable: a graph replay, or plain calls."""
+        def eager():
+            for _ in range(iters):
+                dist.all_to_all_single(out, inp, outs, ins)
+        if args.mode == "eager":
+            return eager, None
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            dist.all_to_all_single(out, inp, outs, ins)
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            eager()
+        return g.replay, g
 
     rows = []
     t0 = time.time()
@@ -115,12 +136,19 @@ def main():
             inp.random_(0, 256)
             for _ in range(3):
                 dist.all_to_all_single(out, inp, outs, ins)
-            one = sample(inp, out, ins, outs, 1)
-            est = torch.tensor([one], dtype=torch.float64, device=dev)
+            def once():
+                dist.all_to_all_single(out, inp, outs, ins)
+            est = torch.tensor([timed(once, 1)], dtype=torch.float64, device=dev)
             dist.all_reduce(est, op=dist.ReduceOp.MAX)
-            iters = max(1, min(1000, int(args.target_s / max(est.item(), 1e-7))))
-            ts = torch.tensor([sample(inp, out, ins, outs, iters) for _ in range(args.samples)],
+            iters = max(1, min(args.max_iters, int(args.target_s / max(est.item(), 1e-7))))
+            run, graph = runner(inp, out, ins, outs, iters)
+            run()
+            ts = torch.tensor([timed(run, iters) for _ in range(args.samples)],
                               dtype=torch.float64, device=dev)
+            # Drop the graph (and its captured NCCL work) before the next size
+            # and before the process group goes: one left alive hung the exit.
+            del run, graph
+            torch.cuda.synchronize()
             dist.all_reduce(ts, op=dist.ReduceOp.MAX)   # the slowest rank decides
             ts = ts.tolist()
             rows.append(dict(pattern=pattern, world=world, bytes_per_gpu=nbytes,
@@ -134,13 +162,20 @@ def main():
         meta.append(("timing", "after a barrier, ITERS back-to-back collectives between CUDA events, "
                                "/ITERS; %d samples, median (p10, p90), max over ranks; reps = "
                                "ITERS x samples" % args.samples))
+        meta.append(("mode", args.mode + (" (ITERS collectives captured in one CUDA graph, replayed)"
+                                           if args.mode == "graph" else " (plain calls)")))
         meta.append(("measured_points", "%d in %.0f s" % (len(rows), time.time() - t0)))
         rows.sort(key=lambda r: (r["pattern"], r["world"], r["bytes_per_gpu"]))
         calibmeta.write_csv(args.out, meta, HEADER, rows)
         print("measure_a2a: %d rows in %s, %.0f s" % (len(rows), args.out, time.time() - t0))
         for r in rows:
             print("  %-8s %10d B  %10s ns" % (r["pattern"], r["bytes_per_gpu"], r["time_ns"]))
+    torch.cuda.synchronize()
+    dist.barrier()
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip interpreter teardown: CUDA/NCCL destructors there can hang
 
 
 if __name__ == "__main__":
