@@ -21,9 +21,11 @@ typedef struct hw {
     double nic_lat_ns;       /* per-hop latency between nodes */
     double kernel_ns;        /* fixed cost per kernel launch (grouped GEMM) */
     int devices_per_host;    /* devices sharing one host/node by default */
+    const struct calib *calib; /* measured efficiency curves (calib.h); NULL = constant factors */
 } hw_t;
 
-/* The preset named name (case-insensitive), or NULL. */
+/* The preset named name (case-insensitive), or NULL. A preset measured on
+ * real GPUs (models/calib/) carries its calibration curve. */
 const hw_t *hw_find(const char *name);
 /* Comma-separated names of all presets, for messages. */
 const char *hw_names(void);

@@ -16,6 +16,7 @@ static const struct {
     {"sweep", cmd_sweep, "run a grid or list of configs (resumable; spreads over mpirun ranks)"},
     {"place", cmd_place, "build one strategy's layout from expert counts; PAR and bound per layer"},
     {"trace", cmd_trace, "inspect, convert or generate expert-activation traces"},
+    {"calib", cmd_calib, "the cost model against real-GPU measurements (calib report)"},
 };
 
 static void usage(FILE *f) {

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "calib.h"
 #include "eng.h"
 #include "place.h"
 #include "replay.h"
@@ -84,6 +85,11 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     if (cfg_double(cfg, "hardware", #f, o->cluster.hw.f, lo, hi, &o->cluster.hw.f)) return MS_ERR;
     HW_FIELDS(OVERRIDE)
 #undef OVERRIDE
+    /* none | default (the preset's measured curve, if any) | CSV paths. */
+    if (cfg_str(cfg, "hardware", "calibration", "default", &s) ||
+        calib_select(s, &o->cluster.hw, cfg_origin(cfg), cfg_where(cfg, "hardware", "calibration"),
+                     &o->cluster.hw.calib))
+        return MS_ERR;
     if (cfg_int(cfg, "cluster", "nodes", 1, 1, 4096, &v)) return MS_ERR;
     o->cluster.n_nodes = (int)v;
     if (cfg_int(cfg, "cluster", "devices_per_node", hw->devices_per_host, 1, 64, &v)) return MS_ERR;

@@ -1,0 +1,162 @@
+/* calib: measured efficiency curves that correct the cost model on a real
+ * GPU. A calibration CSV (models/calib/, written by the measure_*.py scripts)
+ * holds timings of the routed-expert GEMMs or of NCCL all-to-all; a curve is
+ * a ratio measured / modelled time, piecewise-linear in ln(tokens per
+ * expert) or ln(bytes) and clamped at its ends.
+ *
+ * Expert compute, calibrated: experts * (roofline(n) * factor(n) + overhead),
+ * where roofline is the constant-efficiency max(FLOPs, bytes) term, overhead
+ * a fitted per-expert fixed cost (it replaces kernel_ns: a ratio alone cannot
+ * carry a fixed cost from one expert size to another) and factor one curve per
+ * dtype. All-to-all, calibrated: the constant model times factor(bytes).
+ * Curves are fitted against one hardware description (its constant factors
+ * included). The H200 preset carries the committed measurements' curves
+ * (embedded in calib_data.c); [hardware] calibration = none | default |
+ * PATH[,PATH] switches them off or replaces them. */
+#ifndef MOESIM_CALIB_H
+#define MOESIM_CALIB_H
+
+#include <stddef.h>
+
+#include "hw.h"
+
+#define CALIB_NAME_MAX 32
+
+/* The header line each kind of calibration CSV must have, exactly. */
+#define CALIB_GEMM_HEADER                                                               \
+    "model,dtype,impl,hidden,inter,experts,tokens_per_expert,graph,time_ns,p10_ns,p90_ns," \
+    "reps"
+#define CALIB_A2A_HEADER \
+    "pattern,world,bytes_per_gpu,max_link_bytes,time_ns,p10_ns,p90_ns,reps"
+
+/* GEMM implementation the curves are fitted on when a file has several:
+ * one GEMM pair per expert, the structure of the cost model's formula. */
+#define CALIB_GEMM_IMPL "loop"
+
+/* One measured expert-compute point: E experts with n tokens each. */
+typedef struct calib_gemm_pt {
+    char model[CALIB_NAME_MAX]; /* shape's name, e.g. deepseek-v3 */
+    char impl[CALIB_NAME_MAX];  /* loop (per-expert GEMMs) or grouped */
+    int weight_bytes;           /* 2 for bf16, 1 for fp8 */
+    int hidden, inter;          /* expert shape */
+    int experts;                /* local experts on the device */
+    double tokens;              /* tokens per expert */
+    int graph;                  /* 1 if timed as CUDA-graph replays */
+    double time_ns;             /* median time of all experts together */
+    double p10_ns, p90_ns;      /* spread of the samples */
+    int reps;                   /* timed samples */
+    const char *file;           /* where it was read (owned by the calib_t) */
+    int line;
+} calib_gemm_pt_t;
+
+/* One measured all-to-all point. */
+typedef struct calib_a2a_pt {
+    char pattern[CALIB_NAME_MAX]; /* uniform, skewed, ... */
+    int world;                    /* GPUs taking part */
+    double bytes_per_gpu;         /* each GPU's send buffer */
+    double link_bytes;            /* most bytes any GPU sends or receives over its links */
+    double time_ns, p10_ns, p90_ns;
+    int reps;
+    const char *file;
+    int line;
+} calib_a2a_pt_t;
+
+/* A factor curve; n == 0 means "not measured" (factor 1). */
+typedef struct calib_curve {
+    int n;     /* nodes */
+    double *x; /* ln(tokens per expert) or ln(bytes), strictly ascending */
+    double *f; /* geometric mean of measured / modelled time at x */
+} calib_curve_t;
+
+typedef struct calib {
+    char source[512];            /* the files, or "builtin H200 (models/calib/...)" */
+    hw_t hw;                     /* hardware the curves were fitted against (its calib NULL) */
+    char **files;                /* names the points' file fields point into */
+    int n_files;
+    calib_gemm_pt_t *gemm;       /* in file order (sorted within each file) */
+    int n_gemm;
+    calib_a2a_pt_t *a2a;
+    int n_a2a;
+    char gemm_impl[CALIB_NAME_MAX]; /* implementation the GEMM curves use */
+    double gemm_overhead_ns;     /* fitted fixed cost per expert (replaces kernel_ns) */
+    calib_curve_t gemm_all;      /* roofline factor, all dtypes pooled */
+    calib_curve_t gemm_wb[3];    /* by weight bytes: [1] fp8, [2] bf16 */
+    calib_curve_t a2a_all;       /* all patterns pooled */
+} calib_t;
+
+/* A committed calibration CSV embedded in the binary (calib_data.c, made by
+ * models/calib/embed.py; a test checks it equals the file byte for byte). */
+typedef struct calib_blob {
+    const char *hw;   /* preset it belongs to */
+    const char *path; /* the CSV, relative to the repository root */
+    const char *text;
+    size_t len;
+} calib_blob_t;
+extern const calib_blob_t calib_blobs[];
+extern const int calib_n_blobs;
+
+/* An empty calibration; calib_parse adds files, calib_fit builds the curves. */
+calib_t *calib_new(void);
+void calib_free(calib_t *c);
+/* Adds the points of one CSV text; every complaint names file:line. */
+int calib_parse(calib_t *c, const char *text, size_t len, const char *file);
+/* Fits the curves against hw (copied). Needs at least one point. */
+int calib_fit(calib_t *c, const hw_t *hw);
+/* Reads, checks and fits n CSV files. */
+int calib_load(const char *const *paths, int n, const hw_t *hw, calib_t **out);
+
+/* The embedded curve of a preset (parsed and fitted once, kept for the
+ * process), or NULL when none was measured for it. */
+const calib_t *calib_builtin(const hw_t *hw);
+/* What [hardware] calibration = setting means for hw: "none" -> NULL,
+ * "default" -> hw->calib, else comma-separated CSV paths, relative to the
+ * config file cfg_path's folder (loaded once per process). where names the
+ * key in messages. */
+int calib_select(const char *setting, const hw_t *hw, const char *cfg_path, const char *where,
+                 const calib_t **out);
+/* Frees the calibrations calib_select loaded (tests; the process exit does it too). */
+void calib_cache_clear(void);
+
+/* The curves; 1 when c is NULL or has no points of that kind, clamped
+ * beyond the measured range. The GEMM factor multiplies the roofline term
+ * (calib_roofline_ns), not the overhead; the all-to-all factor multiplies
+ * calib_predict_a2a_ns. */
+double calib_gemm_factor(const calib_t *c, double tokens_per_expert);
+/* The curve of one weight dtype (1 fp8, 2 bf16), else the pooled one. */
+double calib_gemm_factor_wb(const calib_t *c, int weight_bytes, double tokens_per_expert);
+/* The fitted per-expert fixed cost, or fallback_ns without GEMM points. */
+double calib_gemm_overhead_ns(const calib_t *c, double fallback_ns);
+double calib_a2a_factor(const calib_t *c, double bytes);
+
+/* The model before calibration (issue 5's formulas, hw's constant factors).
+ * Roofline of one expert with n tokens: max(6*hidden*inter*n /
+ * (peak*eff_flops), (3*hidden*inter*weight_bytes + n*hidden*(weight_bytes +
+ * 2)) / (hbm_bw*eff_hbm)), activations in the weights' dtype, out in BF16. */
+double calib_roofline_ns(const hw_t *hw, int hidden, int inter, int weight_bytes,
+                         double tokens_per_expert);
+/* Expert compute of one device: experts * (roofline + kernel_ns). */
+double calib_predict_expert_ns(const hw_t *hw, int hidden, int inter, int weight_bytes,
+                               int experts, double tokens_per_expert);
+/* All-to-all: link_bytes / (scaleup_bw*eff_scaleup) + scaleup_lat_ns. */
+double calib_predict_a2a_ns(const hw_t *hw, double link_bytes);
+
+/* The same with hw->calib applied when it is set: what a cost model should
+ * call. Expert: experts * (roofline * factor_wb(n) + overhead). */
+double calib_expert_ns(const hw_t *hw, int hidden, int inter, int weight_bytes, int experts,
+                       double tokens_per_expert);
+double calib_a2a_ns(const hw_t *hw, double link_bytes);
+
+/* Mean absolute percentage errors of the model against measurements. */
+typedef struct calib_err {
+    int n;          /* points */
+    double before;  /* constant-factor model, % */
+    double after;   /* with the curve, in sample, % */
+    double loo;     /* leave-one-size-out: refitted without the point's size, % */
+    double cross;   /* refitted without the point's model (GEMM) or pattern (a2a), %; NaN if one */
+} calib_err_t;
+/* GEMM points of impl (NULL: the fitted one) and weight_bytes (0: all). */
+int calib_eval_gemm(const calib_t *c, const char *impl, int weight_bytes, calib_err_t *out);
+/* All-to-all points of pattern (NULL: all). */
+int calib_eval_a2a(const calib_t *c, const char *pattern, calib_err_t *out);
+
+#endif

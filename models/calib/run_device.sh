@@ -1,0 +1,28 @@
+#!/bin/sh
+# run_device: the calibration measurements in one go on a GPU machine.
+# Writes h200_experts.csv (GPU 0) and, with two or more GPUs, h200_a2a.csv
+# (CUDA-graph replays) and h200_a2a_eager.csv (plain calls) into OUT (default: the current folder), plus logs. NVLink multicast stays
+# off: a program using it can take a shared host's GPUs out of service.
+set -u
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export PYTHONUNBUFFERED=1
+d=$(dirname "$0")
+out=${OUT:-.}
+prefix=${CALIB_PREFIX:-h200}
+{ nvidia-smi; nvidia-smi topo -m; } >"$out/nvidia_smi.txt" 2>&1
+n=$(python3 -c 'import torch; print(torch.cuda.device_count())')
+echo "run_device: $n GPUs"
+if [ "$n" -ge 2 ]; then
+    for mode in graph eager; do
+        suffix=$([ $mode = graph ] || echo _eager)
+        timeout 90 python3 -m torch.distributed.run --standalone --nproc_per_node=2 \
+            "$d/measure_a2a.py" --mode $mode --out "$out/${prefix}_a2a$suffix.csv" \
+            >"$out/a2a$suffix.log" 2>&1
+        echo "run_device: all-to-all ($mode) exit $?"; tail -40 "$out/a2a$suffix.log"
+    done
+else
+    echo "run_device: one GPU, no all-to-all"
+fi
+timeout 400 python3 "$d/measure_experts.py" --out "$out/${prefix}_experts.csv" --budget-s 330 \
+    >"$out/experts.log" 2>&1
+echo "run_device: experts exit $?"; tail -30 "$out/experts.log"
