@@ -2,7 +2,6 @@
 #include "req.h"
 
 #include <gsl/gsl_randist.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,17 +13,6 @@
 /* The request stream draws from its own generator, seeded apart from the
  * routing replay's, so changing the routing never changes the requests. */
 #define REQ_SEED_SALT 0x5e7e5eedULL
-
-/* A path in a config is relative to the config's folder. */
-static void resolve(const char *cfg_path, const char *p, char *out, size_t n) {
-    if (p[0] == '/' || !strcmp(cfg_path, "-")) {
-        snprintf(out, n, "%s", p);
-        return;
-    }
-    char *dup = ms_strdup(cfg_path);
-    snprintf(out, n, "%s/%s", dirname(dup), p);
-    free(dup);
-}
 
 /* Reads <name>, <name>_mean, _cv, _min, _max. */
 static int dist_load(cfg_t *cfg, const char *sec, const char *name, double def_mean,
@@ -78,7 +66,7 @@ int req_spec_load(cfg_t *cfg, const char *sec, req_spec_t *o) {
     if (cfg_str(cfg, sec, "request_trace", NULL, &s)) return MS_ERR;
     if (s) {
         o->trace_name = s;
-        resolve(cfg_origin(cfg), s, o->trace_path, sizeof o->trace_path);
+        ms_path_beside(cfg_origin(cfg), s, o->trace_path, sizeof o->trace_path);
     }
     if (dist_load(cfg, sec, "prompt", 1000, &o->prompt)) return MS_ERR;
     if (dist_load(cfg, sec, "output", 200, &o->output)) return MS_ERR;

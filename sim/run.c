@@ -1,7 +1,6 @@
 /* run: an experiment from config to stored results. */
 #include "run.h"
 
-#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,17 +43,6 @@ static int split_list(const char *s, run_spec_t *o, const char *where) {
     }
     if (!o->n_strategies) return ms_err("%s: [placement] strategies is empty (example: static)", where);
     return MS_OK;
-}
-
-/* A path in a config is relative to the config's folder. */
-static void resolve(const char *cfg_path, const char *p, char *out, size_t n) {
-    if (p[0] == '/' || !strcmp(cfg_path, "-")) {
-        snprintf(out, n, "%s", p);
-        return;
-    }
-    char *dup = ms_strdup(cfg_path);
-    snprintf(out, n, "%s/%s", dirname(dup), p);
-    free(dup);
 }
 
 int run_spec_load(cfg_t *cfg, run_spec_t *o) {
@@ -101,7 +89,7 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
         return ms_err("%s: no [workload] trace (example: trace = ../traces/data/"
                       "deepseek-v3-sglang/decode_in1000out1000.json)", cfg_origin(cfg));
     o->trace_name = s;
-    resolve(cfg_origin(cfg), s, o->trace_path, sizeof o->trace_path);
+    ms_path_beside(cfg_origin(cfg), s, o->trace_path, sizeof o->trace_path);
     if (cfg_int(cfg, "workload", "tokens_per_device", 128, 1, 1 << 20, &v)) return MS_ERR;
     o->tokens_per_device = (int)v;
 

@@ -21,7 +21,6 @@
 
 #include <gsl/gsl_sort.h>
 #include <gsl/gsl_statistics_double.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,16 +61,6 @@ void serve_progress_runs(int runs_done, int n_runs) {
     prog_runs = n_runs;
 }
 
-static void resolve(const char *cfg_path, const char *p, char *out, size_t n) {
-    if (p[0] == '/' || !strcmp(cfg_path, "-")) {
-        snprintf(out, n, "%s", p);
-        return;
-    }
-    char *dup = ms_strdup(cfg_path);
-    snprintf(out, n, "%s/%s", dirname(dup), p);
-    free(dup);
-}
-
 int serve_spec_load(cfg_t *cfg, const run_spec_t *sp, serve_spec_t *o) {
     memset(o, 0, sizeof *o);
     const char *s;
@@ -104,7 +93,7 @@ int serve_spec_load(cfg_t *cfg, const run_spec_t *sp, serve_spec_t *o) {
     if (cfg_str(cfg, SEC, "prefill_trace", NULL, &s)) return MS_ERR;
     if (s) {
         o->prefill_trace_name = s;
-        resolve(cfg_origin(cfg), s, o->prefill_trace_path, sizeof o->prefill_trace_path);
+        ms_path_beside(cfg_origin(cfg), s, o->prefill_trace_path, sizeof o->prefill_trace_path);
     }
 
     if (cfg_int(cfg, SEC, "max_batch_per_device", 128, 1, 1 << 20, &v)) return MS_ERR;

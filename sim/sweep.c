@@ -112,13 +112,7 @@ static int split_axis(const char *path, axis_t *ax) {
 /* Resolves the base config against the sweep file's folder. */
 static int load_base(const char *path, const char *base, cfg_t **out) {
     char buf[4096];
-    char *dup = ms_strdup(path);
-    const char *dir = dirname(dup);
-    if (base[0] == '/' || !strcmp(dir, "."))
-        snprintf(buf, sizeof buf, "%s", base);
-    else
-        snprintf(buf, sizeof buf, "%s/%s", dir, base);
-    free(dup);
+    ms_path_beside(path, base, buf, sizeof buf);
     return cfg_load(buf, out);
 }
 

@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <libgen.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -83,6 +84,16 @@ int ms_read_file(const char *path, char **buf, size_t *len) {
     *buf = b;
     if (len) *len = n;
     return MS_OK;
+}
+
+void ms_path_beside(const char *file, const char *p, char *out, size_t n) {
+    char *dup = ms_strdup(file);
+    const char *dir = dirname(dup);
+    if (p[0] == '/' || !strcmp(file, "-") || !strcmp(dir, "."))
+        snprintf(out, n, "%s", p);
+    else
+        snprintf(out, n, "%s/%s", dir, p);
+    free(dup);
 }
 
 int ms_parse_int(const char *s, long *out) {

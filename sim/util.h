@@ -34,6 +34,11 @@ char *ms_strdup(const char *s);
 /* Reads a whole file into a NUL-terminated buffer; *len gets its size. */
 int ms_read_file(const char *path, char **buf, size_t *len);
 
+/* Writes path p as seen from the folder of `file` (a config naming a trace,
+ * a sweep naming its base): absolute p, or file "-" (text without a
+ * folder), is kept as it is. */
+void ms_path_beside(const char *file, const char *p, char *out, size_t n);
+
 /* Strict number parsing: the whole string must be the number. */
 int ms_parse_int(const char *s, long *out);
 int ms_parse_double(const char *s, double *out);
