@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cost.h"
 #include "eng.h"
 #include "place.h"
 #include "replay.h"
@@ -21,7 +22,7 @@
     X(scaleup_bw, 1e6, 1e14) X(nic_bw, 1e6, 1e14)                       \
     X(eff_flops, 1e-3, 1) X(eff_hbm, 1e-3, 1) X(eff_scaleup, 1e-3, 1)   \
     X(eff_nic, 1e-3, 1) X(scaleup_lat_ns, 0, 1e9) X(nic_lat_ns, 0, 1e9) \
-    X(kernel_ns, 0, 1e9)
+    X(kernel_ns, 0, 1e9) X(mem_reserve, 0, 1e15)
 
 static int split_list(const char *s, run_spec_t *o, const char *where) {
     o->n_strategies = 0;
@@ -53,6 +54,46 @@ static void resolve(const char *cfg_path, const char *p, char *out, size_t n) {
     char *dup = ms_strdup(cfg_path);
     snprintf(out, n, "%s/%s", dirname(dup), p);
     free(dup);
+}
+
+/* Picks one of names[] (case-sensitive) for sec.key; *out gets its index. */
+static int cfg_choice(cfg_t *cfg, const char *sec, const char *key, const char *def,
+                      const char *const *names, int n, int *out) {
+    const char *s;
+    if (cfg_str(cfg, sec, key, def, &s)) return MS_ERR;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(s, names[i])) {
+            *out = i;
+            return MS_OK;
+        }
+    char all[256] = "";
+    for (int i = 0; i < n; i++)
+        snprintf(all + strlen(all), sizeof all - strlen(all), "%s%s", i ? ", " : "", names[i]);
+    return ms_err("%s: [%s] %s = '%s' is not one of: %s", cfg_where(cfg, sec, key), sec, key, s,
+                  all);
+}
+
+int run_cluster_load(cfg_t *cfg, cluster_t *c) {
+    static const char *const modes[] = {"flow", "analytic"};
+    static const char *const a2a[] = {"auto", "normal", "low_latency"};
+    int i;
+    if (cfg_choice(cfg, "cluster", "mode", "flow", modes, 2, &i)) return MS_ERR;
+    c->mode = i ? STEP_ANALYTIC : STEP_FLOW;
+    if (cfg_choice(cfg, "cluster", "a2a", "auto", a2a, 3, &i)) return MS_ERR;
+    c->a2a = i == 1 ? STEP_A2A_NORMAL : i == 2 ? STEP_A2A_LOW_LATENCY : STEP_A2A_AUTO;
+    if (cfg_bool(cfg, "cluster", "overlap", 0, &c->overlap)) return MS_ERR;
+    if (cfg_double(cfg, "cluster", "spine_oversub", 1, 1, 1e6, &c->spine_oversub)) return MS_ERR;
+    return MS_OK;
+}
+
+int run_model_load(cfg_t *cfg, moe_model_t *m) {
+    static const char *const dtypes[] = {"fp8", "bf16"};
+    int i;
+    if (cfg_choice(cfg, "model", "weight_dtype", m->weight_bytes == 1 ? "fp8" : "bf16", dtypes, 2,
+                   &i))
+        return MS_ERR;
+    m->weight_bytes = i ? 2 : 1;
+    return MS_OK;
 }
 
 int run_spec_load(cfg_t *cfg, run_spec_t *o) {
@@ -88,6 +129,7 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     if (cfg_int(cfg, "cluster", "devices_per_node", hw->devices_per_host, 1, 64, &v)) return MS_ERR;
     o->cluster.devices_per_node = (int)v;
     o->cluster.n_devices = o->cluster.n_nodes * o->cluster.devices_per_node;
+    if (run_cluster_load(cfg, &o->cluster) || run_model_load(cfg, &o->model)) return MS_ERR;
 
     if (cfg_str(cfg, "workload", "trace", NULL, &s)) return MS_ERR;
     if (!s)
@@ -97,6 +139,7 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     resolve(cfg_origin(cfg), s, o->trace_path, sizeof o->trace_path);
     if (cfg_int(cfg, "workload", "tokens_per_device", 128, 1, 1 << 20, &v)) return MS_ERR;
     o->tokens_per_device = (int)v;
+    if (cfg_double(cfg, "workload", "kv_len", 1024, 0, 1e8, &o->kv_len)) return MS_ERR;
 
     if (cfg_int(cfg, "placement", "redundant", 0, 0, 1 << 16, &v)) return MS_ERR;
     o->redundant = (int)v;
@@ -186,6 +229,10 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     prior = ms_malloc((size_t)L * E * sizeof *prior);
     for (int l = 0; l < L; l++) trace_layer_total(tr, l, prior + (size_t)l * E);
     if (ops->init(&env, prior, &ps, &lo)) goto out;
+    if (cost_check_memory(&c->hw, &sp->model, lo,
+                          cost_kv_bytes(&sp->model, sp->tokens_per_device, sp->kv_len),
+                          cfg_origin(sp->cfg)))
+        goto out;
 
     text = cfg_canonical(sp->cfg);
     char hash[17];
@@ -206,7 +253,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     for (int s = 0; s < sp->steps; s++) {
         const route_step_t *rt = replay_step(rp, s);
         step_result_t r;
-        step_in_t in = {.start_ns = now_ns, .layout = lo, .route = rt,
+        step_in_t in = {.start_ns = now_ns, .layout = lo, .route = rt, .kv_len = sp->kv_len,
                         .pick = ops->pick_replica ? pick_via : NULL, .pick_ctx = &pc};
         if (step_run(sim, &in, &r)) goto out;
         now_ns = r.end_ns;

@@ -1,0 +1,121 @@
+/* bench_step: how fast one DeepSeek-V3 decode step simulates at EP144
+ * (18 nodes x 8 H800, 288 slots = 256 experts + 32 redundant, 128 tokens a
+ * device, KV length 4,989), in flow and analytic mode, token-level routing
+ * and count mode. Prints simulated seconds / wall seconds against the
+ * targets: the flow mode at least 1 (faster than real time), the analytic
+ * mode at least 100. Routing is replayed from the SGLang DeepSeek-V3 trace;
+ * its sampling time is shown apart ("+replay"), since it belongs to the
+ * trace replay, not to the cluster model. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "net.h"
+#include "place.h"
+#include "replay.h"
+#include "step.h"
+#include "trace.h"
+#include "util.h"
+
+#define TRACE "traces/data/deepseek-v3-sglang/decode_in1000out1000.json"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+typedef struct {
+    const char *name;
+    enum step_mode mode;
+    int count;   /* count mode */
+    int overlap;
+    int steps;
+    double target;
+} case_t;
+
+int main(int argc, char **argv) {
+    int quick = 0;
+    enum step_a2a a2a = STEP_A2A_AUTO;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--normal")) a2a = STEP_A2A_NORMAL;
+        else {
+            fprintf(stderr, "usage: bench_step [--quick] [--normal]\n");
+            return 2;
+        }
+    }
+    const moe_model_t *m = moe_find("deepseek-v3");
+    cluster_t c = {.n_nodes = 18, .devices_per_node = 8, .n_devices = 144, .hw = *hw_find("H800")};
+    int D = c.n_devices, L = moe_n_moe_layers(m), E = m->n_experts, T = 128;
+    trace_t *tr = NULL;
+    replay_t *rp = NULL;
+    if (trace_read(TRACE, &tr) || replay_new(tr, m->top_k, D, T, 1, &rp)) return 1;
+    place_env_t env = {.n_layers = L, .n_experts = E, .n_devices = D, .devices_per_node = 8,
+                       .n_nodes = 18, .redundant = 32, .top_k = 8, .n_groups = 8,
+                       .topk_groups = 4, .seed = 1};
+    place_state_t *ps = NULL;
+    place_layout_t *lo = NULL;
+    if (place_find("static")->init(&env, NULL, &ps, &lo)) return 1;
+    int *tokens = ms_malloc((size_t)D * sizeof *tokens);
+    for (int d = 0; d < D; d++) tokens[d] = T;
+    double *load = ms_malloc((size_t)L * E * sizeof *load);
+
+    case_t cases[] = {
+        {"flow, token routing", STEP_FLOW, 0, 0, quick ? 1 : 4, 1},
+        {"flow, count mode", STEP_FLOW, 1, 0, quick ? 2 : 10, 1},
+        {"flow, count, overlap", STEP_FLOW, 1, 1, quick ? 2 : 10, 1},
+        {"analytic, count mode", STEP_ANALYTIC, 1, 0, quick ? 200 : 2000, 100},
+        {"analytic, count, overlap", STEP_ANALYTIC, 1, 1, quick ? 200 : 2000, 100},
+        {"analytic, token routing", STEP_ANALYTIC, 0, 0, quick ? 1 : 4, 0},
+    };
+    printf("EP144 DeepSeek-V3 decode on H800 (18 x 8), 32 redundant, 128 tokens/device, KV 4989\n");
+    printf("%-26s %6s %10s %11s %11s %10s %s\n", "case", "steps", "step ms", "wall ms/st",
+           "sim/wall", "+replay", "target");
+    int fail = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        case_t *k = &cases[i];
+        cluster_t cc = c;
+        cc.mode = k->mode;
+        cc.overlap = k->overlap;
+        cc.a2a = a2a;
+        step_sim_t *sim = step_new(&cc, m);
+        double sim_s = 0, wall = 0, wall_replay = 0;
+        int64_t t = 0;
+        for (int s = 0; s < k->steps; s++) {
+            double t0 = now_s();
+            step_in_t in = {.start_ns = t, .layout = lo, .kv_len = 4989};
+            if (k->count) {
+                replay_counts(rp, s, (double)T * D, load);
+                in.expert_load = load;
+                in.tokens = tokens;
+            } else {
+                in.route = replay_step(rp, s);
+            }
+            double t1 = now_s();
+            step_result_t r;
+            if (step_run(sim, &in, &r)) return 1;
+            double t2 = now_s();
+            wall += t2 - t1;
+            wall_replay += t2 - t0;
+            sim_s += (r.end_ns - r.start_ns) * 1e-9;
+            t = r.end_ns;
+        }
+        double ratio = sim_s / wall;
+        char tg[32] = "";
+        if (k->target > 0) {
+            snprintf(tg, sizeof tg, ">= %g %s", k->target, ratio >= k->target ? "ok" : "MISSED");
+            if (ratio < k->target) fail = 1;
+        }
+        printf("%-26s %6d %10.3f %11.3f %11.1f %10.1f %s\n", k->name, k->steps,
+               sim_s * 1e3 / k->steps, wall * 1e3 / k->steps, ratio, sim_s / wall_replay, tg);
+        step_free(sim);
+    }
+    free(tokens);
+    free(load);
+    place_layout_free(lo);
+    replay_free(rp);
+    trace_free(tr);
+    return fail;
+}
