@@ -89,7 +89,8 @@ struct step_sim {
     size_t slot_cap;
     double *exp_ns;    /* [M][L][D] */
     double *tok;       /* [M][D] tokens per micro-batch */
-    double *attn_ns, *shared_ns, *pre_ns, *post_ns; /* [M][D] */
+    double *attn_ns, *shared_ns; /* [M][D] */
+    double *pre_ns, *post_ns;    /* [D] dense layers and head, whole batch */
     double *a2af;      /* [M][L][2] all-to-all calibration factor */
     /* results */
     double *dev_load, *expert_load;
@@ -106,6 +107,7 @@ struct step_sim {
     int *disp_wait, *comb_wait, *fwd_wait; /* [M][L][D] */
     uint8_t *flags;    /* [M][L][D] */
     cpu_t *cpu;        /* [D] */
+    int *mb_done;      /* [D] micro-batches through the last layer */
     /* scratch */
     int *pl;
     double *pw;
@@ -214,6 +216,7 @@ step_sim_t *step_new(const cluster_t *c, const moe_model_t *m) {
         s->fwd_wait = ms_malloc(M * L * D * sizeof *s->fwd_wait);
         s->flags = ms_malloc(M * L * D * sizeof *s->flags);
         s->cpu = ms_malloc(D * sizeof *s->cpu);
+        s->mb_done = ms_malloc(D * sizeof *s->mb_done);
     }
     return s;
 }
@@ -256,6 +259,7 @@ void step_free(step_sim_t *s) {
     free(s->fwd_wait);
     free(s->flags);
     free(s->cpu);
+    free(s->mb_done);
     net_free(s->net);
     eng_free(s->eng);
     free(s);
@@ -525,8 +529,13 @@ static void device_times(step_sim_t *s, const step_in_t *in) {
         double t = s->tok[i];
         s->attn_ns[i] = cost_attn_ns(hw, m, t, in->kv_len, in->prefill);
         s->shared_ns[i] = cost_shared_ns(hw, m, t);
-        s->pre_ns[i] = cost_pre_ns(hw, m, t, in->kv_len, in->prefill);
-        s->post_ns[i] = cost_head_ns(hw, m, t);
+    }
+    /* dense layers and head run once on the whole batch: the micro-batches
+     * split only the MoE layers (as SGLang's two-batch overlap does) */
+    for (int d = 0; d < s->D; d++) {
+        double t = s->tok[d] + (s->M == 2 ? s->tok[s->D + d] : 0);
+        s->pre_ns[d] = cost_pre_ns(hw, m, t, in->kv_len, in->prefill);
+        s->post_ns[d] = cost_head_ns(hw, m, t);
     }
 }
 
@@ -677,12 +686,7 @@ static double dmax_of(const double *v, int n) {
 
 static void run_analytic(step_sim_t *s, int64_t t0) {
     int D = s->D, M = s->M;
-    double pre = 0, post = 0, now = 0;
-    for (int m = 0; m < M; m++) {
-        pre += dmax_of(s->pre_ns + (size_t)m * D, D);
-        post += dmax_of(s->post_ns + (size_t)m * D, D);
-    }
-    now = pre;
+    double pre = dmax_of(s->pre_ns, D), post = dmax_of(s->post_ns, D), now = pre;
     for (int l = 0; l < s->L; l++) {
         double comp = 0, comm = 0, seq = 0;
         for (int m = 0; m < M; m++) {
@@ -731,9 +735,8 @@ static void cpu_push(step_sim_t *s, int d, int kind, int m, int l, double ns) {
 }
 
 static void ready(step_sim_t *s, int m, int l, int d) {
-    size_t i = (size_t)m * s->D + d;
-    if (l == s->L) cpu_push(s, d, T_POST, m, l, s->post_ns[i]);
-    else cpu_push(s, d, T_ATTN, m, l, s->attn_ns[i]);
+    if (l < s->L) cpu_push(s, d, T_ATTN, m, l, s->attn_ns[(size_t)m * s->D + d]);
+    else if (++s->mb_done[d] == s->M) cpu_push(s, d, T_POST, 0, l, s->post_ns[d]);
 }
 
 static void try_advance(step_sim_t *s, int m, int l, int d) {
@@ -950,7 +953,7 @@ static void ev_task(eng_t *eng, void *ctx, int64_t arg) {
     switch (t.kind) {
     case T_PRE:
         if (now > s->pre_end) s->pre_end = now;
-        ready(s, t.m, 0, d);
+        for (int m = 0; m < s->M; m++) ready(s, m, 0, d);
         break;
     case T_ATTN:
         send_dispatch(s, t.m, t.l, d);
@@ -1083,13 +1086,11 @@ static void run_flow(step_sim_t *s, int64_t t0) {
     net_clear(s->net);
     s->pre_end = t0;
     for (int d = 0; d < D; d++) s->cpu[d] = (cpu_t){.head = 0};
-    for (int d = 0; d < D; d++)
-        for (int m = 0; m < s->M; m++) cpu_push(s, d, T_PRE, m, 0, s->pre_ns[(size_t)m * D + d]);
+    memset(s->mb_done, 0, (size_t)D * sizeof *s->mb_done);
+    for (int d = 0; d < D; d++) cpu_push(s, d, T_PRE, 0, 0, s->pre_ns[d]);
     s->res->events = eng_run_until(s->eng, ENG_NEVER);
     s->res->pre_ns = s->pre_end - t0;
-    double post = 0;
-    for (int m = 0; m < s->M; m++) post += dmax_of(s->post_ns + (size_t)m * D, D);
-    s->res->post_ns = llround(post);
+    s->res->post_ns = llround(dmax_of(s->post_ns, D));
     int64_t prev = s->pre_end;
     for (int l = 0; l < s->L; l++) {
         s->layer_ns[l] = s->layer_end[l] > prev ? s->layer_end[l] - prev : 0;
