@@ -40,7 +40,8 @@ typedef struct {
     double prev;     /* rate before the current solve */
     int64_t t_last;
     int state, bneck, fixed;
-    uint32_t ver;    /* completion-heap version */
+    int64_t fin;     /* finish time at the current rate */
+    int hpos;        /* index in the completion heap, -1 if not in it */
     uint32_t stamp;  /* component search mark */
     net_done_fn fn;
     void *ctx;
@@ -60,12 +61,6 @@ typedef struct {
 } link_t;
 
 typedef struct {
-    int64_t t;
-    int f;
-    uint32_t ver;
-} cent_t;
-
-typedef struct {
     double lv;
     int l, unf;
 } lent_t;
@@ -76,8 +71,8 @@ struct net {
     int nl, capl;
     flow_t *fl;
     int nf, capf, free_head;
-    cent_t *ch;
-    size_t chn, chcap;
+    int *hp;           /* completion heap of flow ids */
+    size_t hn, hcap;
     eng_id_t cev;      /* pending completion event */
     int64_t cev_t;
     int cev_live, solve_pending;
@@ -117,7 +112,7 @@ void net_free(net_t *n) {
     for (int i = 0; i < n->nf; i++) free(n->fl[i].inc);
     free(n->lk);
     free(n->fl);
-    free(n->ch);
+    free(n->hp);
     free(n->dirty_f);
     free(n->dirty_l);
     free(n->cf);
@@ -151,7 +146,7 @@ void net_clear(net_t *n) {
         n->lk[i].n = n->lk[i].nb = 0;
         n->lk[i].load = 0;
     }
-    n->chn = n->ndf = n->ndl = 0;
+    n->hn = n->ndf = n->ndl = 0;
     n->cev_live = n->solve_pending = 0;
 }
 
@@ -161,52 +156,78 @@ double net_rate(const net_t *n, int f) {
     return n->fl[f].state == F_ACTIVE ? n->fl[f].rate : 0;
 }
 
-/* ---- completion heap, ordered by (time, flow) so ties are deterministic */
+/* ---- completion heap: an indexed binary heap of flows by (finish time,
+ * flow id), one entry a flow, moved in place when its finish changes (so
+ * ties are deterministic and re-solves leave no stale entries). */
 
-static int cless(const cent_t *a, const cent_t *b) {
-    return a->t < b->t || (a->t == b->t && a->f < b->f);
+static inline int hless(const net_t *n, int a, int b) {
+    const flow_t *x = &n->fl[a], *y = &n->fl[b];
+    return x->fin < y->fin || (x->fin == y->fin && a < b);
 }
 
-static void cpush(net_t *n, cent_t e) {
-    GROW(n->ch, n->chn, n->chcap);
-    size_t i = n->chn++;
+static void hplace(net_t *n, size_t i, int id) {
+    n->hp[i] = id;
+    n->fl[id].hpos = (int)i;
+}
+
+static void hup(net_t *n, size_t i) {
+    int id = n->hp[i];
     while (i) {
         size_t p = (i - 1) / 2;
-        if (!cless(&e, &n->ch[p])) break;
-        n->ch[i] = n->ch[p];
+        if (!hless(n, id, n->hp[p])) break;
+        hplace(n, i, n->hp[p]);
         i = p;
     }
-    n->ch[i] = e;
+    hplace(n, i, id);
 }
 
-static cent_t cpop(net_t *n) {
-    cent_t top = n->ch[0], x = n->ch[--n->chn];
-    size_t i = 0, m = n->chn;
+static void hdown(net_t *n, size_t i) {
+    int id = n->hp[i];
     for (;;) {
         size_t c = 2 * i + 1;
-        if (c >= m) break;
-        if (c + 1 < m && cless(&n->ch[c + 1], &n->ch[c])) c++;
-        if (!cless(&n->ch[c], &x)) break;
-        n->ch[i] = n->ch[c];
+        if (c >= n->hn) break;
+        if (c + 1 < n->hn && hless(n, n->hp[c + 1], n->hp[c])) c++;
+        if (!hless(n, n->hp[c], id)) break;
+        hplace(n, i, n->hp[c]);
         i = c;
     }
-    if (m) n->ch[i] = x;
-    return top;
+    hplace(n, i, id);
 }
 
-static int stale(const net_t *n, const cent_t *e) {
-    const flow_t *f = &n->fl[e->f];
-    return f->state != F_ACTIVE || f->ver != e->ver;
+/* Sets flow id's finish time, inserting or moving its entry. */
+static void hset(net_t *n, int id, int64_t fin) {
+    flow_t *f = &n->fl[id];
+    int64_t old = f->fin;
+    f->fin = fin;
+    if (f->hpos < 0) {
+        GROW(n->hp, n->hn, n->hcap);
+        n->hp[n->hn] = id;
+        f->hpos = (int)n->hn++;
+        hup(n, (size_t)f->hpos);
+    } else if (fin < old) {
+        hup(n, (size_t)f->hpos);
+    } else {
+        hdown(n, (size_t)f->hpos);
+    }
+}
+
+static int hpop(net_t *n) {
+    int top = n->hp[0];
+    n->fl[top].hpos = -1;
+    if (--n->hn) {
+        hplace(n, 0, n->hp[n->hn]);
+        hdown(n, 0);
+    }
+    return top;
 }
 
 static void ev_complete(eng_t *eng, void *ctx, int64_t arg);
 static void ev_solve(eng_t *eng, void *ctx, int64_t arg);
 
-/* Keeps one engine event at the earliest live finish time. */
+/* Keeps one engine event at the earliest finish time. */
 static void reschedule(net_t *n) {
-    while (n->chn && stale(n, &n->ch[0])) cpop(n);
-    if (!n->chn) return;
-    int64_t t = n->ch[0].t;
+    if (!n->hn) return;
+    int64_t t = n->fl[n->hp[0]].fin;
     if (n->cev_live && n->cev_t <= t) return;
     if (n->cev_live) eng_cancel(n->eng, n->cev);
     n->cev = eng_schedule(n->eng, t, ev_complete, n, 0);
@@ -225,9 +246,7 @@ static void settle(flow_t *f, int64_t now) {
 static void push_finish(net_t *n, int id, int64_t now) {
     flow_t *f = &n->fl[id];
     if (f->rate <= 0) return;
-    f->ver++;
-    double dt = ceil(f->rem / f->rate * 1e9);
-    cpush(n, (cent_t){.t = now + (int64_t)dt, .f = id, .ver = f->ver});
+    hset(n, id, now + (int64_t)ceil(f->rem / f->rate * 1e9));
 }
 
 static void request_solve(net_t *n) {
@@ -275,6 +294,7 @@ int net_start(net_t *n, int n_links, const int *links, const double *w, double b
     f->rate = 0;
     f->state = F_WAIT;
     f->bneck = -1;
+    f->hpos = -1;
     f->fn = fn;
     f->ctx = ctx;
     f->tag = tag;
@@ -411,12 +431,11 @@ static void ev_complete(eng_t *eng, void *ctx, int64_t arg) {
     int64_t now = eng_now(eng);
     n->cev_live = 0;
     size_t dirty0 = n->ndl;
-    while (n->chn && n->ch[0].t <= now) {
-        cent_t e = cpop(n);
-        if (stale(n, &e)) continue;
-        leave_links(n, e.f);
-        n->fl[e.f].state = F_DONE; /* no longer competing; freed in run_done */
-        finish_cb(n, e.f);
+    while (n->hn && n->fl[n->hp[0]].fin <= now) {
+        int id = hpop(n);
+        leave_links(n, id);
+        n->fl[id].state = F_DONE; /* no longer competing; freed in run_done */
+        finish_cb(n, id);
     }
     if (n->ndl == dirty0) n->st.fast_done += n->nd;
     if (n->ndl) request_solve(n);

@@ -117,8 +117,10 @@ struct step_sim {
     int *seen;         /* [D] counterparts (start_stream, fwd_dec) */
     int *cps;          /* [D] counterparts being notified (on_flow) */
     size_t mb_cap;
-    int *fast;         /* [E] slot of a single-replica expert, else -1 - (row in memo) */
-    int *memo;         /* [replicated experts][D] default pick per source, -1 unknown */
+    int *fast;         /* [E] first slot of each expert */
+    int *memo;         /* [D][E] default replica choice of each source for each expert */
+    int *pc, *pc_slots, *pc_spd, *pc_n; /* pick_cache: choices, the slots they are for */
+    size_t pc_layer;
     size_t memo_cap;
     int *slot_dev;     /* [maxs] device of each slot of the current layer */
     int *icnt;         /* token-mode slot counters of one layer [M][maxs] */
@@ -248,6 +250,10 @@ void step_free(step_sim_t *s) {
     free(s->cps);
     free(s->fast);
     free(s->memo);
+    free(s->pc);
+    free(s->pc_slots);
+    free(s->pc_spd);
+    free(s->pc_n);
     free(s->slot_dev);
     free(s->icnt);
     free(s->dev_node);
@@ -296,6 +302,37 @@ static void alloc_slots(step_sim_t *s, const place_layout_t *lo) {
     memset(s->slot_load, 0, need * sizeof *s->slot_load);
 }
 
+/* The default replica choices of layer l: its replicated experts (nm of
+ * them), then place_pick_default's slot for each [expert][source device].
+ * Kept from step to step while the layer's slots stay the same (a layout
+ * changes only when a strategy re-plans). */
+static const int *pick_cache(step_sim_t *s, const place_layout_t *lo, int l) {
+    const place_layer_t *ly = &lo->layer[l];
+    int D = s->D, E = s->E;
+    size_t per = (size_t)(s->maxs - E > 0 ? s->maxs - E : 0) * (D + 1);
+    if (s->pc_layer != per || !s->pc) {
+        s->pc_layer = per;
+        s->pc = ms_realloc(s->pc, (size_t)s->L * (per ? per : 1) * sizeof *s->pc);
+        s->pc_slots = ms_realloc(s->pc_slots, (size_t)s->L * s->maxs * sizeof *s->pc_slots);
+        s->pc_spd = ms_realloc(s->pc_spd, (size_t)s->L * sizeof *s->pc_spd);
+        s->pc_n = ms_realloc(s->pc_n, (size_t)s->L * sizeof *s->pc_n);
+        for (int i = 0; i < s->L; i++) s->pc_spd[i] = -1;
+    }
+    int *pc = s->pc + (size_t)l * per, *slots = s->pc_slots + (size_t)l * s->maxs;
+    if (s->pc_spd[l] == ly->slots_per_device &&
+        !memcmp(slots, ly->slot_expert, (size_t)ly->n_slots * sizeof *slots))
+        return pc;
+    int nm = 0;
+    for (int e = 0; e < E; e++)
+        if (ly->replicas[e] > 1) pc[nm++] = e;
+    for (int i = 0; i < nm; i++)
+        for (int d = 0; d < D; d++) pc[nm + (size_t)i * D + d] = place_pick_default(lo, l, pc[i], d);
+    s->pc_n[l] = nm;
+    s->pc_spd[l] = ly->slots_per_device;
+    memcpy(slots, ly->slot_expert, (size_t)ly->n_slots * sizeof *slots);
+    return pc;
+}
+
 /* Token mode: T, TN, slot loads and the result loads from the routing. */
 static void build_tokens(step_sim_t *s, const step_in_t *in) {
     const route_step_t *rt = in->route;
@@ -339,20 +376,28 @@ static void build_tokens(step_sim_t *s, const step_in_t *in) {
     const unsigned char *restrict mbv = s->mb;
     step_pick_fn pick = in->pick;
     void *pick_ctx = in->pick_ctx;
+    int normal = s->normal; /* TN (per node) is only needed in normal mode */
+    if ((size_t)D * E > s->memo_cap) {
+        s->memo_cap = (size_t)D * E;
+        s->memo = ms_realloc(s->memo, s->memo_cap * sizeof *s->memo);
+    }
+    int *restrict tabs = s->memo;
     for (int l = 0; l < L; l++) {
         const place_layer_t *ly = &lo->layer[l];
         for (int sl_i = 0; sl_i < ly->n_slots; sl_i++) sdev[sl_i] = sl_i / ly->slots_per_device;
-        /* single-replica experts map straight to their slot; the default
-         * pick of a replicated one is remembered per source device */
-        int multi = 0;
-        for (int e = 0; e < E; e++)
-            fast[e] = pick || ly->replicas[e] == 1 ? ly->rep_slot[ly->rep_start[e]] : -1 - multi++;
-        if ((size_t)multi * D > s->memo_cap) {
-            s->memo_cap = (size_t)multi * D;
-            s->memo = ms_realloc(s->memo, s->memo_cap * sizeof *s->memo);
+        /* the default replica choice as a table [source][expert]: a source's
+         * row (1 KB) stays in cache over its tokens, and the loop below has
+         * no branch on replication */
+        if (!pick) {
+            const int *pc = pick_cache(s, lo, l);
+            int nm = s->pc_n[l];
+            for (int e = 0; e < E; e++) fast[e] = ly->rep_slot[ly->rep_start[e]];
+            for (int d = 0; d < D; d++) {
+                int *row = tabs + (size_t)d * E;
+                memcpy(row, fast, (size_t)E * sizeof *row);
+                for (int i = 0; i < nm; i++) row[pc[i]] = pc[nm + (size_t)i * D + d];
+            }
         }
-        int *restrict memo = s->memo;
-        if (multi) memset(memo, 0xff, (size_t)multi * D * sizeof *memo);
         memset(scnt, 0, (size_t)M * maxs * sizeof *scnt);
         float *restrict T0 = Tm(s, 0, l), *restrict T1 = M == 2 ? Tm(s, 1, l) : T0;
         float *restrict N0 = TNm(s, 0, l), *restrict N1 = M == 2 ? TNm(s, 1, l) : N0;
@@ -363,20 +408,16 @@ static void build_tokens(step_sim_t *s, const step_in_t *in) {
             float *restrict trow = (m ? N1 : N0) + (size_t)src * N;
             int *restrict sc = scnt + (size_t)m * maxs;
             stamp++;
+            const int *tab = tabs + (size_t)src * E;
             for (int j = 0; j < k; j++) {
-                int e = ex[j], slot = fast[e];
-                if (pick) {
-                    slot = pick(pick_ctx, lo, l, e, src);
-                } else if (slot < 0) {
-                    int *mm = memo + (size_t)(-1 - slot) * D + src;
-                    if (*mm < 0) *mm = place_pick_default(lo, l, e, src);
-                    slot = *mm;
-                }
+                int e = ex[j];
+                int slot = pick ? pick(pick_ctx, lo, l, e, src) : tab[e];
                 int d = sdev[slot];
                 sc[slot]++;
                 if (dst[d] == stamp) continue;
                 dst[d] = stamp;
                 row[d] += 1;
+                if (!normal) continue;
                 int b = dnode[d], fresh = nst[b] != stamp; /* branch-free: ~half are new */
                 nst[b] = stamp;
                 trow[b] += (float)(fresh & (b != snode));
@@ -741,7 +782,7 @@ static void ready(step_sim_t *s, int m, int l, int d) {
 
 static void try_advance(step_sim_t *s, int m, int l, int d) {
     size_t i = mld(s, m, l, d);
-    if (!(s->flags[i] & F_SHARED) || s->comb_wait[i] || (s->flags[i] & F_ADVANCED)) return;
+    if (s->comb_wait[i] || !(s->flags[i] & F_SHARED) || (s->flags[i] & F_ADVANCED)) return;
     s->flags[i] |= F_ADVANCED;
     int64_t now = eng_now(s->eng);
     if (now > s->layer_end[l]) s->layer_end[l] = now;
@@ -895,8 +936,19 @@ static void on_flow(eng_t *eng, void *ctx, int64_t tag) {
         }
         return;
     }
-    /* combine: the stream out of d reached its counterparts (copied: the
-     * notifications start streams, which reuse s->seen) */
+    /* combine: the stream out of d reached its counterparts */
+    const float *Tc = Tm(s, m, l) + d; /* column d: x's tokens on d */
+    if (!s->normal) { /* every token owner of the stream's kind waits on it */
+        int *cw = s->comb_wait + mld(s, m, l, 0), B = node_of(s, d);
+        for (int A = 0; A < s->N; A++) {
+            if ((A == B) != (k == NVL)) continue;
+            for (int x = A * dpn; x < (A + 1) * dpn; x++)
+                if (x != d && Tc[(size_t)x * D] > 0 && --cw[x] == 0) try_advance(s, m, l, x);
+        }
+        return;
+    }
+    /* normal mode (copied: the notifications start streams, which reuse
+     * s->seen) */
     int nc = counterparts(s, m, l, k, d);
     memcpy(s->cps, s->seen, (size_t)nc * sizeof *s->cps);
     const float *T = Tm(s, m, l), *FW = s->normal ? FWm(s, m, l) : NULL;
@@ -911,20 +963,23 @@ static void on_flow(eng_t *eng, void *ctx, int64_t tag) {
     }
 }
 
-/* Device a's dispatch leaves after its attention. */
+/* Device a's dispatch leaves after its attention: its piece of every
+ * stream it feeds (node by node, so the link kind needs no division). */
 static void send_dispatch(step_sim_t *s, int m, int l, int a) {
     int D = s->D, A = node_of(s, a), dpn = s->dpn;
     const float *row = Tm(s, m, l) + (size_t)a * D;
     double hd = s->hd;
-    if (!s->normal) {
-        for (int d = 0; d < D; d++)
-            if (d != a && row[d] > 0) join(s, m, l, DISP, node_of(s, d) == A ? NVL : NIC, d, row[d] * hd);
-        return;
+    for (int B = 0; B < s->N; B++) {
+        if (s->normal && B != A) continue;
+        int k = B == A ? NVL : NIC;
+        stream_t *st = stream(s, m, l, DISP, k, 0);
+        for (int d = B * dpn; d < (B + 1) * dpn; d++) {
+            if (d == a || row[d] <= 0) continue;
+            st[d].bytes += row[d] * hd;
+            if (--st[d].pieces == 0) start_stream(s, m, l, DISP, k, d);
+        }
     }
-    for (int j = 0; j < dpn; j++) {
-        int d = A * dpn + j;
-        if (d != a && row[d] > 0) join(s, m, l, DISP, NVL, d, row[d] * hd);
-    }
+    if (!s->normal) return;
     const float *tn = TNm(s, m, l) + (size_t)a * s->N;
     for (int b = 0; b < s->N; b++)
         if (tn[b] > 0) join(s, m, l, DISP, NIC, b * dpn + idx_of(s, a), tn[b] * hd);
@@ -972,112 +1027,108 @@ static void ev_task(eng_t *eng, void *ctx, int64_t arg) {
     cpu_start(s, d);
 }
 
-/* Stream pieces and waits of one (micro-batch, layer). */
-static void init_phase(step_sim_t *s, int m, int l) {
+/* Stream pieces, combine bytes and waits of one (micro-batch, layer), in
+ * one node-blocked pass over the traffic tables. Returns the tokens that
+ * cross between devices (for the byte counters). Low-latency mode also
+ * sets the capacity of each phase's token-side link:
+ *
+ * the token side of a NIC phase (the 136 other devices of EP144, each
+ * sending or receiving its share) is folded into one link a phase, which
+ * each stream crosses besides its own port. If every stream draws on the
+ * token-side ports in the same proportions a_s (exact in count mode, close
+ * for balanced batches), port s carries a_s of the phase's total rate, so
+ * the total can reach min_s cap / a_s and no more; with a spine, likewise
+ * min over nodes of the uplink / the node's share. This keeps a solve
+ * O(streams) instead of O(streams x devices); what it gives up is the
+ * token-side contention between two phases that overlap in time (their
+ * expert-side ports still contend). */
+static double init_phase(step_sim_t *s, int m, int l) {
     int D = s->D, N = s->N, dpn = s->dpn;
     const float *T = Tm(s, m, l);
-    for (int d = 0; d < D; d++) {
-        size_t i = mld(s, m, l, d);
-        s->disp_wait[i] = s->comb_wait[i] = s->fwd_wait[i] = 0;
-        s->flags[i] = 0;
+    size_t base = mld(s, m, l, 0);
+    int *dw = s->disp_wait + base, *cw = s->comb_wait + base, *fwt = s->fwd_wait + base;
+    memset(dw, 0, (size_t)D * sizeof *dw);
+    memset(cw, 0, (size_t)D * sizeof *cw);
+    memset(fwt, 0, (size_t)D * sizeof *fwt);
+    memset(s->flags + base, 0, (size_t)D);
+    stream_t *dn = stream(s, m, l, DISP, NVL, 0), *di = stream(s, m, l, DISP, NIC, 0);
+    stream_t *cn = stream(s, m, l, COMB, NVL, 0), *ci = stream(s, m, l, COMB, NIC, 0);
+    memset(dn, 0, (size_t)D * 2 * sizeof *dn); /* DISP NVL and NIC are adjacent */
+    memset(cn, 0, (size_t)D * 2 * sizeof *cn);
+    double hc = s->hc, moved = 0, tot = 0, worst = 0;
+    double *node = s->nodes;
+    for (int b = 0; b < N; b++) node[b] = 0;
+    for (int A = 0; A < N; A++)
+        for (int a = A * dpn; a < (A + 1) * dpn; a++) {
+            const float *row = T + (size_t)a * D;
+            int cnt = 0;
+            double remote = 0;
+            for (int B = 0; B < N; B++) {
+                int local = B == A;
+                if (s->normal && !local) continue;
+                stream_t *sd = local ? dn : di, *sc = local ? cn : ci;
+                for (int d = B * dpn; d < (B + 1) * dpn; d++) {
+                    double v = row[d];
+                    if (v <= 0) continue;
+                    cnt++;
+                    if (d == a) continue;
+                    sd[d].pieces++;
+                    sc[d].pieces = 1;
+                    sc[d].bytes += v * hc;
+                    if (!local) remote += v;
+                    moved += v;
+                }
+            }
+            cw[a] = cnt;
+            if (!s->normal) {
+                node[A] += remote;
+                tot += remote;
+                worst = ms_dmax(worst, remote);
+                continue;
+            }
+            const float *tn = TNm(s, m, l) + (size_t)a * N;
+            for (int b = 0; b < N; b++) {
+                if (tn[b] <= 0) continue;
+                int f = b * dpn + idx_of(s, a);
+                di[f].pieces++;
+                ci[f].pieces = 1;
+                ci[f].bytes += tn[b] * hc;
+                cw[a]++;
+                moved += tn[b];
+            }
+            const float *fw = FWm(s, m, l) + (size_t)a * dpn;
+            for (int j = 0; j < dpn; j++) {
+                if (fw[j] <= 0) continue;
+                int d = A * dpn + j;
+                fwt[a]++;
+                if (d == a) {
+                    dw[a]++;
+                    continue;
+                }
+                dn[d].pieces++;
+                cn[d].pieces = 1;
+                cn[d].bytes += fw[j] * hc;
+                moved += fw[j];
+            }
+        }
+    for (int d = 0; d < D; d++) dw[d] += (dn[d].pieces > 0) + (!s->normal && di[d].pieces > 0);
+    if (!s->normal) {
+        const hw_t *hw = &s->c.hw;
+        double C = hw->nic_bw * hw->eff_nic, best = worst > 0 ? C * tot / worst : C;
+        if (s->spine)
+            for (int b = 0; b < N; b++)
+                if (node[b] > 0) best = ms_dmin(best, dpn * C / s->c.spine_oversub * tot / node[b]);
         for (int ph = 0; ph < 2; ph++)
-            for (int k = 0; k < 2; k++) *stream(s, m, l, ph, k, d) = (stream_t){0, 0};
+            net_set_cap(s->net, s->l_tok + (int)(ml(s, m, l) * 2 + (size_t)ph), best);
     }
-    for (int a = 0; a < D; a++) {
-        const float *row = T + (size_t)a * D;
-        int A = node_of(s, a);
-        size_t ia = mld(s, m, l, a);
-        for (int d = 0; d < D; d++) {
-            if (row[d] <= 0) continue;
-            if (d == a) {
-                s->comb_wait[ia]++;
-                continue;
-            }
-            int local = node_of(s, d) == A;
-            if (s->normal && !local) continue;
-            int k = local ? NVL : NIC;
-            stream(s, m, l, DISP, k, d)->pieces++;
-            stream_t *cs = stream(s, m, l, COMB, k, d);
-            cs->pieces = 1;
-            cs->bytes += row[d] * s->hc;
-            s->comb_wait[ia]++;
-        }
-        if (!s->normal) continue;
-        const float *tn = TNm(s, m, l) + (size_t)a * N;
-        for (int b = 0; b < N; b++) {
-            if (tn[b] <= 0) continue;
-            int f = b * dpn + idx_of(s, a);
-            stream(s, m, l, DISP, NIC, f)->pieces++;
-            stream_t *cs = stream(s, m, l, COMB, NIC, f);
-            cs->pieces = 1;
-            cs->bytes += tn[b] * s->hc;
-            s->comb_wait[ia]++;
-        }
-        const float *fw = FWm(s, m, l) + (size_t)a * dpn;
-        for (int j = 0; j < dpn; j++) {
-            if (fw[j] <= 0) continue;
-            int d = A * dpn + j;
-            s->fwd_wait[ia]++;
-            if (d == a) {
-                s->disp_wait[ia]++;
-                continue;
-            }
-            stream(s, m, l, DISP, NVL, d)->pieces++;
-            stream_t *cs = stream(s, m, l, COMB, NVL, d);
-            cs->pieces = 1;
-            cs->bytes += fw[j] * s->hc;
-        }
-    }
-    for (int d = 0; d < D; d++) {
-        size_t i = mld(s, m, l, d);
-        s->disp_wait[i] += stream(s, m, l, DISP, NVL, d)->pieces > 0;
-        if (!s->normal) s->disp_wait[i] += stream(s, m, l, DISP, NIC, d)->pieces > 0;
-    }
-}
-
-/* Low-latency mode folds the token side of a NIC phase (the 136 other
- * devices of EP144, each sending or receiving its share) into one link per
- * phase: stream into/out of d crosses its own port and this link. If every
- * stream draws on the token-side ports in the same proportions a_s (exact
- * for count mode, close for balanced batches), port s carries a_s of the
- * phase's total rate, so the total can reach min_s cap / a_s and no more;
- * with a spine, likewise min over nodes of the uplink / the node's share.
- * This keeps each solve O(streams) instead of O(streams x devices); what
- * it gives up is the token-side contention between two different phases
- * that overlap in time (their expert-side ports still contend). */
-static void token_side_caps(step_sim_t *s, int m, int l) {
-    int D = s->D, dpn = s->dpn;
-    const float *T = Tm(s, m, l);
-    const hw_t *hw = &s->c.hw;
-    double C = hw->nic_bw * hw->eff_nic, tot = 0, best = HUGE_VAL;
-    double *row = s->q, *node = s->nodes;
-    for (int b = 0; b < s->N; b++) node[b] = 0;
-    for (int a = 0; a < D; a++) {
-        double v = 0;
-        for (int d = 0; d < D; d++)
-            if (node_of(s, d) != node_of(s, a)) v += T[(size_t)a * D + d];
-        row[a] = v;
-        node[node_of(s, a)] += v;
-        tot += v;
-    }
-    for (int a = 0; a < D && tot > 0; a++)
-        if (row[a] > 0) best = ms_dmin(best, C * tot / row[a]);
-    if (s->spine)
-        for (int b = 0; b < s->N && tot > 0; b++)
-            if (node[b] > 0) best = ms_dmin(best, dpn * C / s->c.spine_oversub * tot / node[b]);
-    if (!(best < HUGE_VAL)) best = C;
-    for (int ph = 0; ph < 2; ph++)
-        net_set_cap(s->net, s->l_tok + (int)(ml(s, m, l) * 2 + (size_t)ph), best);
+    return moved;
 }
 
 static void run_flow(step_sim_t *s, int64_t t0) {
     int D = s->D;
     for (int m = 0; m < s->M; m++)
         for (int l = 0; l < s->L; l++) {
-            init_phase(s, m, l);
-            if (!s->normal) token_side_caps(s, m, l);
-            double tok;
-            ports_from_tables(s, m, l, &tok); /* byte counters */
+            double tok = init_phase(s, m, l);
             set_a2a_factor(s, m, l, tok);
             s->res->dispatch_bytes += tok * s->hd;
             s->res->combine_bytes += tok * s->hc;
@@ -1088,7 +1139,9 @@ static void run_flow(step_sim_t *s, int64_t t0) {
     for (int d = 0; d < D; d++) s->cpu[d] = (cpu_t){.head = 0};
     memset(s->mb_done, 0, (size_t)D * sizeof *s->mb_done);
     for (int d = 0; d < D; d++) cpu_push(s, d, T_PRE, 0, 0, s->pre_ns[d]);
+    uint64_t solves0 = net_stats(s->net).solves;
     s->res->events = eng_run_until(s->eng, ENG_NEVER);
+    s->res->net_solves = net_stats(s->net).solves - solves0;
     s->res->pre_ns = s->pre_end - t0;
     s->res->post_ns = llround(dmax_of(s->post_ns, D));
     int64_t prev = s->pre_end;

@@ -61,6 +61,7 @@ typedef struct step_result {
     int64_t pre_ns;        /* dense layers before the first MoE layer (slowest device) */
     int64_t post_ns;       /* output head after the last MoE layer */
     uint64_t events;       /* engine events run (flow mode) */
+    uint64_t net_solves;   /* max-min re-solves (flow mode), for benchmarks */
 } step_result_t;
 
 /* Replica choice hook: the slot serving a token of device src for expert. */
