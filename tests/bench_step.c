@@ -109,10 +109,6 @@ int main(int argc, char **argv) {
     trace_t *tr = NULL;
     replay_t *rp = NULL;
     if (trace_read(TRACE, &tr) || replay_new(tr, m->top_k, D, T, 1, &rp)) return 1;
-    place_env_t env = {.n_layers = L, .n_experts = E, .n_devices = D, .devices_per_node = 8,
-                       .n_nodes = 18, .redundant = 32, .top_k = 8, .n_groups = 8,
-                       .topk_groups = 4, .seed = 1};
-    (void)env;
     place_layout_t *lo = balanced(tr, L, E, D, 8, 32);
     int *tokens = ms_malloc((size_t)D * sizeof *tokens);
     for (int d = 0; d < D; d++) tokens[d] = T;
