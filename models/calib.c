@@ -1,6 +1,8 @@
 /* calib: calibration CSVs, their curves, and the model they correct. */
 #include "calib.h"
 
+#include "cost.h"
+
 #include <gsl/gsl_errno.h>
 #include <gsl/gsl_interp.h>
 #include <gsl/gsl_min.h>
@@ -22,13 +24,12 @@ enum { GEMM_COLS = 12, A2A_COLS = 8, MAX_COLS = 16 };
 
 double calib_roofline_ns(const hw_t *hw, int hidden, int inter, int weight_bytes,
                          double tokens_per_expert) {
-    if (tokens_per_expert <= 0) return 0;
-    double n = tokens_per_expert;
-    double peak = (weight_bytes == 1 ? hw->flops_fp8 : hw->flops_bf16) * hw->eff_flops;
-    double flops = 6.0 * hidden * (double)inter * n;
-    double bytes = 3.0 * hidden * (double)inter * weight_bytes + n * hidden * (weight_bytes + 2.0);
-    double bw = hw->hbm_bw * hw->eff_hbm;
-    return 1e9 * ms_dmax(flops / peak, bytes / bw);
+    /* The cost model's own roofline (models/cost.c), for an expert whose
+     * input comes in the weights' dtype and output leaves in BF16, as
+     * measured: the curve corrects exactly the formula the step uses. */
+    moe_model_t m = {.hidden = hidden, .moe_inter = inter, .weight_bytes = weight_bytes,
+                     .dispatch_bytes = weight_bytes, .combine_bytes = 2};
+    return cost_expert_roofline_ns(hw, &m, tokens_per_expert);
 }
 
 double calib_predict_expert_ns(const hw_t *hw, int hidden, int inter, int weight_bytes,

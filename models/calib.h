@@ -129,9 +129,8 @@ double calib_gemm_overhead_ns(const calib_t *c, double fallback_ns);
 double calib_a2a_factor(const calib_t *c, double bytes);
 
 /* The model before calibration (issue 5's formulas, hw's constant factors).
- * Roofline of one expert with n tokens: max(6*hidden*inter*n /
- * (peak*eff_flops), (3*hidden*inter*weight_bytes + n*hidden*(weight_bytes +
- * 2)) / (hbm_bw*eff_hbm)), activations in the weights' dtype, out in BF16. */
+ * Roofline of one expert with n tokens: cost_expert_roofline_ns, the step's
+ * own formula, with activations in the weights' dtype and out in BF16. */
 double calib_roofline_ns(const hw_t *hw, int hidden, int inter, int weight_bytes,
                          double tokens_per_expert);
 /* Expert compute of one device: experts * (roofline + kernel_ns). */

@@ -1,7 +1,46 @@
 /* hw: hardware presets. Peak figures are the vendors' dense (no sparsity)
  * numbers; bandwidths are per device and per direction (NVLink's "900 GB/s"
  * is both directions together, so 450 GB/s each way). The efficiency
- * factors are documented defaults, overridable in [hardware]. */
+ * factors are documented defaults, overridable in [hardware]; a measured
+ * curve (hw_t.calib) refines the compute and all-to-all ones.
+ *
+ * Sources, one per figure:
+ *  [H100]  NVIDIA H100 Tensor Core GPU datasheet, SXM5 column: BF16 989.5
+ *          TFLOPS, FP8 1,979 TFLOPS (dense = half the "with sparsity"
+ *          figures), 80 GB HBM3, 3.35 TB/s, NVLink 900 GB/s. NIC: one
+ *          ConnectX-7 400 Gb/s per GPU in DGX/HGX H100 (50 GB/s).
+ *  [H800]  the H100 SXM5 die with NVLink cut to 400 GB/s (both ways);
+ *          DeepSeek-V3 report sec. 3.1: NVLink 160 GB/s and IB 50 GB/s per
+ *          GPU, 8 GPUs per node.
+ *  [H200]  NVIDIA H200 Tensor Core GPU datasheet (SXM): same compute as H100,
+ *          141 GB HBM3e, 4.8 TB/s, NVLink 900 GB/s.
+ *  [H20]   NVIDIA H20 product brief: BF16 148 TFLOPS, FP8 296 TFLOPS, 96 GB
+ *          HBM3, 4.0 TB/s, NVLink 900 GB/s.
+ *  [910C]  Zuo et al., "Serving Large Language Models on Huawei
+ *          CloudMatrix384" (Huawei, arXiv 2506.12708, 2025), sec. 3: a 910C
+ *          package is two dies with 752 TFLOPS dense BF16/FP16, 128 GB HBM
+ *          and 3.2 TB/s together; UB plane 392 GB/s per direction and RDMA
+ *          plane 400 Gb/s per direction per package. CANN exposes each die
+ *          as one device (16 per Atlas A3 host: 8 HiAM modules of 2 dies,
+ *          Ascend MindCluster docs), and EP ranks are dies, so the preset
+ *          is one die: half of each package figure.
+ *  [910B]  one 910B-class die as in [910C] (376 TFLOPS BF16, 64 GB HBM2e,
+ *          1.6 TB/s). Atlas 800T A2 servers join 8 NPUs by HCCS; the
+ *          commonly quoted 392 GB/s both ways (56 GB/s x 7 links) gives
+ *          196 GB/s per direction, and one 200 GbE RoCE port per NPU
+ *          (25 GB/s). Huawei publishes no English data sheet with all of
+ *          these; treat the HCCS and RoCE figures as the weakest here.
+ *  [8-bit on Ascend] no FP8 unit on 910B/910C: 8-bit weights run as INT8
+ *          (W8A8, as CloudMatrix-Infer serves DeepSeek), whose cube rate is
+ *          twice FP16 (Huawei, Hot Chips 2019: Ascend 910 256 TFLOPS FP16,
+ *          512 TOPS INT8).
+ *
+ * Efficiency defaults (Hopper): eff_scaleup 0.8 and eff_nic 0.8 are
+ * DeepSeek's measured 160 of 200 GB/s NVLink and about 40 of 50 GB/s IB
+ * with DeepEP; eff_flops 0.7 is the share of FP8 peak DeepGEMM reports for
+ * grouped GEMMs at large batch; eff_hbm 0.85 what streaming kernels reach
+ * (FlashMLA: about 3,000 of 3,350 GB/s on H800 in its memory-bound
+ * setting). Ascend defaults are the same shares, not measured. */
 #include "hw.h"
 
 #include <stddef.h>
@@ -12,28 +51,33 @@
 #define T 1e12
 #define G 1e9
 
-/* Defaults shared by the Hopper presets: achievable fractions as measured
- * in public reports (DeepSeek: ~160 of 200 GB/s NVLink and ~40 of 50 GB/s
- * IB per GPU with DeepEP; grouped GEMMs near 70% of peak; HBM streams near
- * 80-90%). */
 #define HOPPER_EFF .eff_flops = 0.70, .eff_hbm = 0.85, .eff_scaleup = 0.80, .eff_nic = 0.80, \
                    .scaleup_lat_ns = 2000, .nic_lat_ns = 4000, .kernel_ns = 4000,           \
-                   .devices_per_host = 8
+                   .mem_reserve = 4 * G, .devices_per_host = 8
+#define ASCEND_EFF .eff_flops = 0.70, .eff_hbm = 0.85, .eff_scaleup = 0.80, .eff_nic = 0.80, \
+                   .scaleup_lat_ns = 2000, .nic_lat_ns = 4000, .kernel_ns = 4000,           \
+                   .mem_reserve = 4 * G
 
 /* Not const: hw_find attaches a preset's measured curve on first use. */
 static hw_t presets[] = {
-    {.name = "H100", .source = "NVIDIA H100 Tensor Core GPU datasheet (SXM5)",
-     .flops_bf16 = 989 * T, .flops_fp8 = 1979 * T, .hbm_bytes = 80 * G, .hbm_bw = 3.35 * T,
-     .scaleup_bw = 450 * G, .nic_bw = 50 * G, HOPPER_EFF},
-    {.name = "H800", .source = "NVIDIA H800 SXM5 (H100 compute, NVLink 400 GB/s)",
+    {.name = "H100", .source = "NVIDIA H100 datasheet (SXM5)", .flops_bf16 = 989 * T,
+     .flops_fp8 = 1979 * T, .hbm_bytes = 80 * G, .hbm_bw = 3.35 * T, .scaleup_bw = 450 * G,
+     .nic_bw = 50 * G, HOPPER_EFF},
+    {.name = "H800", .source = "H100 SXM5 compute, NVLink 400 GB/s; DeepSeek-V3 report 3.1",
      .flops_bf16 = 989 * T, .flops_fp8 = 1979 * T, .hbm_bytes = 80 * G, .hbm_bw = 3.35 * T,
      .scaleup_bw = 200 * G, .nic_bw = 50 * G, HOPPER_EFF},
-    {.name = "H200", .source = "NVIDIA H200 Tensor Core GPU datasheet (SXM)",
-     .flops_bf16 = 989 * T, .flops_fp8 = 1979 * T, .hbm_bytes = 141 * G, .hbm_bw = 4.8 * T,
-     .scaleup_bw = 450 * G, .nic_bw = 50 * G, HOPPER_EFF},
-    {.name = "H20", .source = "NVIDIA H20 product brief",
-     .flops_bf16 = 148 * T, .flops_fp8 = 296 * T, .hbm_bytes = 96 * G, .hbm_bw = 4.0 * T,
-     .scaleup_bw = 450 * G, .nic_bw = 50 * G, HOPPER_EFF},
+    {.name = "H200", .source = "NVIDIA H200 datasheet (SXM)", .flops_bf16 = 989 * T,
+     .flops_fp8 = 1979 * T, .hbm_bytes = 141 * G, .hbm_bw = 4.8 * T, .scaleup_bw = 450 * G,
+     .nic_bw = 50 * G, HOPPER_EFF},
+    {.name = "H20", .source = "NVIDIA H20 product brief", .flops_bf16 = 148 * T,
+     .flops_fp8 = 296 * T, .hbm_bytes = 96 * G, .hbm_bw = 4.0 * T, .scaleup_bw = 450 * G,
+     .nic_bw = 50 * G, HOPPER_EFF},
+    {.name = "910B", .source = "Ascend 910B die (CloudMatrix384 paper); Atlas 800T A2 HCCS/RoCE",
+     .flops_bf16 = 376 * T, .flops_fp8 = 752 * T, .hbm_bytes = 64 * G, .hbm_bw = 1.6 * T,
+     .scaleup_bw = 196 * G, .nic_bw = 25 * G, ASCEND_EFF, .devices_per_host = 8},
+    {.name = "910C", .source = "Ascend 910C, per die (CloudMatrix384 paper, arXiv 2506.12708)",
+     .flops_bf16 = 376 * T, .flops_fp8 = 752 * T, .hbm_bytes = 64 * G, .hbm_bw = 1.6 * T,
+     .scaleup_bw = 196 * G, .nic_bw = 25 * G, ASCEND_EFF, .devices_per_host = 16},
 };
 
 const hw_t *hw_find(const char *name) {
@@ -45,4 +89,4 @@ const hw_t *hw_find(const char *name) {
     return NULL;
 }
 
-const char *hw_names(void) { return "H100, H800, H200, H20"; }
+const char *hw_names(void) { return "H100, H800, H200, H20, 910B, 910C"; }

@@ -1,13 +1,21 @@
 /* moe: Mixture-of-Experts model presets (from each model's public
- * config.json): layer counts, sizes, routing shape and weight dtype. A
- * preset is one entry of the table in moe.c. */
+ * config.json): layer counts, sizes, routing shape, attention shape and
+ * weight dtypes. A preset is one entry of the table in moe.c; the helpers
+ * below turn a preset into parameter, byte and FLOP counts for the cost
+ * model (models/cost.h). */
 #ifndef MOESIM_MOE_H
 #define MOESIM_MOE_H
 
 enum moe_scoring { MOE_SIGMOID, MOE_SOFTMAX };
 
+/* Attention kind: multi-head latent attention (DeepSeek, Kimi: the KV cache
+ * holds one compressed latent per token) or grouped-query attention (Qwen,
+ * Mixtral: n_kv_heads keys and values per token). */
+enum moe_attn { MOE_ATTN_GQA, MOE_ATTN_MLA };
+
 typedef struct moe_model {
     const char *name;
+    const char *source;  /* where the figures come from */
     int n_layers;        /* transformer layers */
     int n_dense;         /* leading dense (non-MoE) layers */
     int hidden;          /* hidden size */
@@ -16,6 +24,7 @@ typedef struct moe_model {
     int n_experts;       /* routed experts per MoE layer */
     int top_k;           /* routed experts per token */
     int n_shared;        /* shared experts per MoE layer */
+    int shared_inter;    /* intermediate size of one shared expert */
     int n_groups;        /* expert groups for group-limited routing (1: none) */
     int topk_groups;     /* groups kept per token */
     enum moe_scoring scoring;
@@ -23,6 +32,21 @@ typedef struct moe_model {
     int weight_bytes;    /* bytes per expert weight element (FP8 1, BF16 2) */
     int dispatch_bytes;  /* bytes per hidden element sent in dispatch */
     int combine_bytes;   /* bytes per hidden element sent back in combine */
+    /* attention and the rest of the network */
+    enum moe_attn attn;
+    int n_heads;         /* query heads */
+    int n_kv_heads;      /* GQA: key/value heads */
+    int head_dim;        /* GQA: per-head dimension */
+    int q_lora_rank;     /* MLA: query compression rank (0: none) */
+    int kv_lora_rank;    /* MLA: latent KV rank (cached) */
+    int qk_nope_dim;     /* MLA: per-head query/key dimension without RoPE */
+    int qk_rope_dim;     /* MLA: decoupled RoPE key dimension (cached, shared by heads) */
+    int v_head_dim;      /* MLA: per-head value dimension */
+    int vocab;           /* vocabulary (embedding and output head) */
+    int dense_bytes;     /* bytes per element of attention, dense-FFN and shared-expert
+                          * weights */
+    int embed_bytes;     /* bytes per element of the embedding and output head */
+    int kv_bytes;        /* bytes per cached KV element */
 } moe_model_t;
 
 const moe_model_t *moe_find(const char *name);
@@ -30,5 +54,20 @@ const char *moe_names(void);
 static inline int moe_n_moe_layers(const moe_model_t *m) { return m->n_layers - m->n_dense; }
 /* Bytes of one routed expert's weights (gate, up and down projections). */
 double moe_expert_bytes(const moe_model_t *m);
+/* The same for a given element size (1 FP8/INT8, 2 BF16): expert bytes by dtype. */
+double moe_expert_bytes_as(const moe_model_t *m, int bytes_per_weight);
+/* Parameters of one layer's attention block (projections; norms ignored). */
+double moe_attn_params(const moe_model_t *m);
+/* KV-cache bytes one token keeps per layer. */
+double moe_kv_bytes_per_token(const moe_model_t *m);
+/* FLOPs of the attention core per token per cached position: scores and
+ * the weighted sum of values over all heads. Decode runs MLA in its
+ * absorbed form (keys and values are the 512+64 latent), prefill in its
+ * multi-head form (192-wide keys, 128-wide values per head). */
+double moe_attn_core_flops(const moe_model_t *m, int prefill);
+/* Weight bytes every device holds whatever the placement: embedding and
+ * output head, every layer's attention, the dense layers' FFNs and the
+ * shared experts (data-parallel attention, as DeepSeek and SGLang deploy). */
+double moe_dense_weight_bytes(const moe_model_t *m);
 
 #endif

@@ -299,3 +299,19 @@ char *cfg_canonical(const cfg_t *c) {
     free(v);
     return s;
 }
+
+int cfg_enum(cfg_t *c, const char *sec, const char *key, const char *def,
+             const char *const *names, int n, int *out) {
+    const char *s;
+    if (cfg_str(c, sec, key, def, &s)) return MS_ERR;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(s, names[i])) {
+            *out = i;
+            return MS_OK;
+        }
+    char all[256] = "";
+    for (int i = 0; i < n; i++)
+        snprintf(all + strlen(all), sizeof all - strlen(all), "%s%s", i ? ", " : "", names[i]);
+    return ms_err("%s: [%s] %s = '%s' is not one of: %s", cfg_where(c, sec, key), sec, key, s,
+                  all);
+}

@@ -30,6 +30,9 @@ int cfg_int(cfg_t *c, const char *sec, const char *key, long def, long min, long
 int cfg_double(cfg_t *c, const char *sec, const char *key, double def, double min, double max,
                double *out);
 int cfg_bool(cfg_t *c, const char *sec, const char *key, int def, int *out);
+/* One of names[n] (case-sensitive); *out gets its index. */
+int cfg_enum(cfg_t *c, const char *sec, const char *key, const char *def,
+             const char *const *names, int n, int *out);
 /* 1 if the key is present (marks it used). */
 int cfg_has(cfg_t *c, const char *sec, const char *key);
 /* 1 if any key of section sec is present (marks nothing used). */

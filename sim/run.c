@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "calib.h"
+#include "cost.h"
 #include "eng.h"
 #include "place.h"
 #include "replay.h"
@@ -22,7 +23,7 @@
     X(scaleup_bw, 1e6, 1e14) X(nic_bw, 1e6, 1e14)                       \
     X(eff_flops, 1e-3, 1) X(eff_hbm, 1e-3, 1) X(eff_scaleup, 1e-3, 1)   \
     X(eff_nic, 1e-3, 1) X(scaleup_lat_ns, 0, 1e9) X(nic_lat_ns, 0, 1e9) \
-    X(kernel_ns, 0, 1e9)
+    X(kernel_ns, 0, 1e9) X(mem_reserve, 0, 1e15)
 
 static int split_list(const char *s, run_spec_t *o, const char *where) {
     o->n_strategies = 0;
@@ -42,6 +43,29 @@ static int split_list(const char *s, run_spec_t *o, const char *where) {
         p += n;
     }
     if (!o->n_strategies) return ms_err("%s: [placement] strategies is empty (example: static)", where);
+    return MS_OK;
+}
+
+int run_cluster_load(cfg_t *cfg, cluster_t *c) {
+    static const char *const modes[] = {"flow", "analytic"};
+    static const char *const a2a[] = {"auto", "normal", "low_latency"};
+    int i;
+    if (cfg_enum(cfg, "cluster", "mode", "flow", modes, 2, &i)) return MS_ERR;
+    c->mode = i ? STEP_ANALYTIC : STEP_FLOW;
+    if (cfg_enum(cfg, "cluster", "a2a", "auto", a2a, 3, &i)) return MS_ERR;
+    c->a2a = i == 1 ? STEP_A2A_NORMAL : i == 2 ? STEP_A2A_LOW_LATENCY : STEP_A2A_AUTO;
+    if (cfg_bool(cfg, "cluster", "overlap", 0, &c->overlap)) return MS_ERR;
+    if (cfg_double(cfg, "cluster", "spine_oversub", 1, 1, 1e6, &c->spine_oversub)) return MS_ERR;
+    return MS_OK;
+}
+
+int run_model_load(cfg_t *cfg, moe_model_t *m) {
+    static const char *const dtypes[] = {"fp8", "bf16"};
+    int i;
+    if (cfg_enum(cfg, "model", "weight_dtype", m->weight_bytes == 1 ? "fp8" : "bf16", dtypes, 2,
+                   &i))
+        return MS_ERR;
+    m->weight_bytes = i ? 2 : 1;
     return MS_OK;
 }
 
@@ -83,6 +107,7 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     if (cfg_int(cfg, "cluster", "devices_per_node", hw->devices_per_host, 1, 64, &v)) return MS_ERR;
     o->cluster.devices_per_node = (int)v;
     o->cluster.n_devices = o->cluster.n_nodes * o->cluster.devices_per_node;
+    if (run_cluster_load(cfg, &o->cluster) || run_model_load(cfg, &o->model)) return MS_ERR;
 
     if (cfg_str(cfg, "workload", "trace", NULL, &s)) return MS_ERR;
     if (!s)
@@ -92,6 +117,7 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     ms_path_beside(cfg_origin(cfg), s, o->trace_path, sizeof o->trace_path);
     if (cfg_int(cfg, "workload", "tokens_per_device", 128, 1, 1 << 20, &v)) return MS_ERR;
     o->tokens_per_device = (int)v;
+    if (cfg_double(cfg, "workload", "kv_len", 1024, 0, 1e8, &o->kv_len)) return MS_ERR;
 
     if (cfg_int(cfg, "placement", "redundant", 0, 0, 1 << 16, &v)) return MS_ERR;
     o->redundant = (int)v;
@@ -240,6 +266,10 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
      * router scores made up from the trace; its choices overwrite the
      * replayed ones in replay's own buffer, reused each step. */
     if (ops->route && route_new(tr, sp->model.top_k, ops, ps, sp->seed, 0, 1, &router)) goto out;
+    if (cost_check_memory(&c->hw, &sp->model, lo,
+                          cost_kv_bytes(&sp->model, sp->tokens_per_device, sp->kv_len),
+                          cfg_origin(sp->cfg)))
+        goto out;
 
     char hash[17];
     text = run_config_text(sp->cfg, ops->name, hash);
@@ -260,7 +290,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
         const route_step_t *rt = replay_step(rp, s);
         if (router) route_tokens(router, (route_step_t *)rt, s);
         step_result_t r;
-        step_in_t in = {.start_ns = now_ns, .layout = lo, .route = rt,
+        step_in_t in = {.start_ns = now_ns, .layout = lo, .route = rt, .kv_len = sp->kv_len,
                         .pick = ops->pick_replica ? pick_via : NULL, .pick_ctx = &pc};
         if (step_run(sim, &in, &r)) goto out;
         now_ns = r.end_ns;

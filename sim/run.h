@@ -27,6 +27,7 @@ typedef struct run_spec {
     char trace_path[4096];    /* resolved against the config's folder */
     const char *trace_name;   /* as written in the config */
     int tokens_per_device;    /* decode batch per device */
+    double kv_len;            /* mean KV-cache length per token ([workload] kv_len) */
     int redundant;            /* redundant expert slots per layer */
     int n_strategies;
     char strategies[RUN_MAX_STRATEGIES][32];
@@ -36,6 +37,11 @@ typedef struct run_spec {
 
 /* Reads and checks the experiment; every complaint names file:line. */
 int run_spec_load(cfg_t *cfg, run_spec_t *out);
+/* The [cluster] timing keys (mode, a2a, overlap, spine_oversub) into c,
+ * and the [model] overrides (weight_dtype) into m: shared with other
+ * commands that build a cluster from a config. */
+int run_cluster_load(cfg_t *cfg, cluster_t *c);
+int run_model_load(cfg_t *cfg, moe_model_t *m);
 
 /* What a run reports back (also stored in the summary table). */
 typedef struct run_summary {

@@ -37,20 +37,6 @@
 
 #define SEC "serving"
 
-/* Figures the model presets do not carry yet, per preset. DeepSeek-V3's
- * MLA caches the compressed KV (kv_lora_rank 512) and the decoupled RoPE key
- * (64) per layer: (512 + 64) x 61 layers x 2 bytes (BF16) = 70,272 bytes a
- * token. Its non-routed weights (attention, shared experts, the 3 dense
- * layers, embeddings) are 671e9 parameters minus 58 x 256 routed experts x
- * 44,040,192 = 17.1e9, held in FP8 on every device (data-parallel attention). */
-static const struct {
-    const char *model;
-    double kv_bytes_per_token;
-    double nonexpert_bytes;
-} MODEL_DEFAULTS[] = {
-    {"deepseek-v3", (512.0 + 64.0) * 61 * 2, 17.1e9},
-};
-
 /* Progress lines at most this often (seconds of wall time). */
 #define PROGRESS_EVERY_S 0.25
 
@@ -103,26 +89,16 @@ int serve_spec_load(cfg_t *cfg, const run_spec_t *sp, serve_spec_t *o) {
     if (cfg_bool(cfg, SEC, "chunked_prefill", 1, &o->chunked_prefill)) return MS_ERR;
     if (cfg_double(cfg, SEC, "prefix_hit_rate", 0, 0, 0.99, &o->prefix_hit_rate)) return MS_ERR;
 
-    int known = -1;
-    for (size_t i = 0; i < sizeof MODEL_DEFAULTS / sizeof *MODEL_DEFAULTS; i++)
-        if (!strcasecmp(MODEL_DEFAULTS[i].model, sp->model.name)) known = (int)i;
-    if (known < 0 && !cfg_has(cfg, SEC, "kv_bytes_per_token"))
-        return ms_err("%s: [serving] kv_bytes_per_token is needed for model %s (KV-cache bytes of "
-                      "one token over all layers, e.g. 2 x kv_heads x head_dim x layers x 2)",
-                      cfg_origin(cfg), sp->model.name);
-    if (cfg_double(cfg, SEC, "kv_bytes_per_token",
-                   known >= 0 ? MODEL_DEFAULTS[known].kv_bytes_per_token : 1, 1, 1e9,
+    /* KV bytes a token and the weights besides routed experts come from the
+     * model preset (MLA caches the compressed KV; attention, shared experts,
+     * dense layers and embeddings sit on every device); both can be set. */
+    if (cfg_double(cfg, SEC, "kv_bytes_per_token", moe_kv_bytes_per_token(&sp->model), 1, 1e9,
                    &o->kv_bytes_per_token))
         return MS_ERR;
-    /* The KV cache gets what HBM leaves after the weights. */
     double util;
     if (cfg_double(cfg, SEC, "hbm_util", 0.9, 0.05, 1, &util)) return MS_ERR;
     int has_kv = cfg_has(cfg, SEC, "kv_cache_gb");
-    if (known < 0 && !has_kv && !cfg_has(cfg, SEC, "nonexpert_gb"))
-        return ms_err("%s: [serving] give kv_cache_gb (KV cache per decode device) or "
-                      "nonexpert_gb (weights other than routed experts per device) for model %s",
-                      cfg_origin(cfg), sp->model.name);
-    double nonexp, def_nonexp = known >= 0 ? MODEL_DEFAULTS[known].nonexpert_bytes / 1e9 : 0;
+    double nonexp, def_nonexp = moe_dense_weight_bytes(&sp->model) / 1e9;
     if (cfg_double(cfg, SEC, "nonexpert_gb", def_nonexp, 0, 1e5, &nonexp)) return MS_ERR;
     int L = moe_n_moe_layers(&sp->model);
     double slots = (double)(E + sp->redundant) / sp->cluster.n_devices;

@@ -1,8 +1,14 @@
-/* step: one decode step of the cluster as events. For each MoE layer every
- * device dispatches its tokens' hidden states to the devices holding the
- * chosen experts, each device computes its experts (roofline), results are
- * combined back, and a device starts the next layer when all of its tokens
- * are back. The slowest device sets the layer's time. */
+/* step: one decode or prefill step of the cluster. Per MoE layer every
+ * device runs attention on its own tokens, dispatches their hidden states
+ * to the devices holding the chosen experts, computes its experts (grouped
+ * GEMM roofline, models/cost.h), and the results are combined back; a
+ * device starts the next layer when all of its tokens are back.
+ *
+ * Two ways to time it (cluster_t.mode): "flow" runs the step as events with
+ * the all-to-all as max-min fair flows over NVLink and NIC ports
+ * (models/net.h); "analytic" takes per layer the slowest device's compute
+ * and the busiest port's bytes / bandwidth, in closed form and about a
+ * thousand times faster. docs/cost-model.md derives both. */
 #ifndef MOESIM_STEP_H
 #define MOESIM_STEP_H
 
@@ -14,10 +20,18 @@
 #include "place.h"
 #include "replay.h"
 
-/* How transfers are timed: events with port sharing ("flow"; the fidelity
- * work makes this max-min fair flows), or a closed form per layer
- * ("analytic": max over devices of bytes / bandwidth plus compute). */
+/* How transfers are timed: max-min fair flows on the step's engine
+ * ("flow"), or a closed form per layer ("analytic": max over devices of
+ * bytes / bandwidth plus compute). */
 enum step_mode { STEP_FLOW, STEP_ANALYTIC };
+
+/* How tokens cross nodes, after DeepEP's two kernel families. Normal: a
+ * token goes once over IB to the GPU of the same local index on each
+ * target node, which forwards it over NVLink (one IB copy per token per
+ * node). Low-latency: every GPU writes directly to every GPU (IB between
+ * nodes, NVLink inside one). Auto: low-latency for decode, normal for
+ * prefill, as DeepSeek deploys them. */
+enum step_a2a { STEP_A2A_AUTO, STEP_A2A_NORMAL, STEP_A2A_LOW_LATENCY };
 
 typedef struct cluster {
     int n_nodes;
@@ -25,6 +39,11 @@ typedef struct cluster {
     int n_devices;
     hw_t hw;
     enum step_mode mode;
+    enum step_a2a a2a;
+    int overlap;          /* 1: two micro-batches, one's communication under the other's
+                           * compute (DeepSeek's decode/prefill overlap) */
+    double spine_oversub; /* > 1: each node's uplink to the spine carries
+                           * devices_per_node * nic_bw / spine_oversub; <= 1: full bisection */
 } cluster_t;
 
 static inline int cluster_node(const cluster_t *c, int dev) { return dev / c->devices_per_node; }
@@ -32,11 +51,17 @@ static inline int cluster_node(const cluster_t *c, int dev) { return dev / c->de
 /* What one step produced. Arrays are owned by the step_sim that filled them. */
 typedef struct step_result {
     int64_t start_ns, end_ns;
-    int64_t *layer_ns;     /* [n_layers] layer time: slowest device */
+    int64_t *layer_ns;     /* [n_layers] MoE layer time: from the last device finishing the
+                            * previous layer to the last finishing this one */
     double *dev_load;      /* [n_layers][n_devices] token-expert pairs served */
     double *expert_load;   /* [n_layers][n_experts] token-expert pairs */
-    double dispatch_bytes; /* all layers, between distinct devices */
+    double dispatch_bytes; /* all layers, between distinct devices (IB copies counted once
+                            * per node in normal mode, plus NVLink forwards) */
     double combine_bytes;
+    int64_t pre_ns;        /* dense layers before the first MoE layer (slowest device) */
+    int64_t post_ns;       /* output head after the last MoE layer */
+    uint64_t events;       /* engine events run (flow mode) */
+    uint64_t net_solves;   /* max-min re-solves (flow mode), for benchmarks */
 } step_result_t;
 
 /* Replica choice hook: the slot serving a token of device src for expert. */
@@ -56,9 +81,9 @@ typedef struct step_in {
     void *pick_ctx;
     const double *bg_bytes;       /* [4][n_devices] background bytes during the step (weight
                                    * migrations): sent over NVLink, sent over the NIC,
-                                   * received over NVLink, received over the NIC; spread
-                                   * evenly over the step's 2 x n_layers transfer phases.
-                                   * NULL: none */
+                                   * received over NVLink, received over the NIC; charged
+                                   * as the busiest port's time to carry them, spread over
+                                   * the layers (an upper bound). NULL: none */
 } step_in_t;
 
 typedef struct step_sim step_sim_t;
@@ -68,12 +93,19 @@ void step_free(step_sim_t *s);
 /* Simulates one step from in->start_ns on its own engine (a step is a
  * sub-simulation, so callers with an engine of their own, such as the
  * serving loop, nest it freely). out's arrays stay valid until the next
- * call. */
+ * call. In count mode tokens are assumed to spread over experts as the
+ * loads say, each token's k experts drawn independently (so a token meets
+ * a device holding a share p of the pairs with probability 1-(1-p)^k), and
+ * a replicated expert's load is split evenly over its replicas. */
 int step_run(step_sim_t *s, const step_in_t *in, step_result_t *out);
 
-/* Roofline time of routed-expert compute on one device, in ns: the larger
- * of FLOPs / achievable peak and (weights of active experts + activations)
- * bytes / achievable HBM bandwidth. */
+/* Roofline time of routed-expert compute on one device, in ns: pairs
+ * token-expert pairs spread evenly over active experts, as one grouped
+ * GEMM (models/cost.h). */
 double step_compute_ns(const cluster_t *c, const moe_model_t *m, double pairs, int active_experts);
+
+/* Names for configs and messages. */
+const char *step_mode_name(enum step_mode mode);
+const char *step_a2a_name(enum step_a2a a2a);
 
 #endif

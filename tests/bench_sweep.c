@@ -79,7 +79,7 @@ int main(int argc, char **argv) {
     if (!mkdtemp(dir)) return 1;
     snprintf(text, sizeof text,
              "[experiment]\nname = bench_sweep\nseed = 1\nsteps = 40\n"
-             "[cluster]\nhardware = H800\nnodes = 1\ndevices_per_node = 8\n"
+             "[cluster]\nhardware = H800\nnodes = 2\ndevices_per_node = 8\n"
              "[model]\npreset = deepseek-v3\n"
              "[workload]\ntrace = %s/traces/data/deepseek-v3-sglang/decode_in1000out1000.json\n"
              "tokens_per_device = 64\n"

@@ -119,7 +119,9 @@ Test(calib, the_h200_preset_carries_the_curve_and_others_do_not) {
 /* Hand-computed: DeepSeek-V3 BF16 expert, one token, H200 (4.8 TB/s x 0.85). */
 Test(calib, the_uncalibrated_model_is_issue_5s_formula) {
     const hw_t *h = hw_find("H200");
-    double bytes = 3.0 * 7168 * 2048 * 2 + 7168 * 4.0;
+    /* weights + one token: hidden in (BF16) and out (BF16), gate/up 2 x inter x BF16
+     * written and read (cost_expert_act_bytes) */
+    double bytes = 3.0 * 7168 * 2048 * 2 + 7168 * 4.0 + 8.0 * 2048;
     double want = 1e9 * bytes / (4.8e12 * 0.85) + 4000;
     cr_assert_float_eq(calib_predict_expert_ns(h, 7168, 2048, 2, 1, 1), want, 1e-6);
     cr_assert_float_eq(calib_predict_expert_ns(h, 7168, 2048, 2, 3, 1), 3 * want, 1e-6);

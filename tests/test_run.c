@@ -33,7 +33,7 @@ static const char *write_cfg(const char *name, const char *extra) {
     char cwd[1024];
     cr_assert(getcwd(cwd, sizeof cwd));
     fprintf(f, "[experiment]\nname = %s\nseed = 3\nsteps = 2\n[cluster]\nhardware = H800\n"
-               "nodes = 1\ndevices_per_node = 8\n[model]\npreset = deepseek-v3\n[workload]\n"
+               "nodes = 2\ndevices_per_node = 8\n[model]\npreset = deepseek-v3\n[workload]\n"
                "trace = %s/traces/data/deepseek-v3-sglang/decode_in1800out100.json\n"
                "tokens_per_device = 8\n[placement]\nstrategies = static\n%s",
             name, cwd, extra);

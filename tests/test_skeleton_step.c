@@ -36,22 +36,26 @@ Test(step, hand_computed_two_device_layer) {
     step_result_t r;
     step_in_t in = {.start_ns = 0, .layout = lo, .route = &rt};
     cr_assert_eq(step_run(s, &in, &r), MS_OK);
-    /* Compute, each device: 2 pairs, 1 active expert.
-     *   FLOPs 6*1000*500*2 = 6e6 -> 6e6 / 1e12 = 6 us
-     *   bytes 3*1000*500 (weights) + 2*1000*(1+2) (acts) = 1,506,000 -> / 1e11 = 15.06 us
-     *   => 15,060 ns (memory-bound).
+    /* Attention (no weights in this model, but each token's hidden state is
+     * read and written, 4 x 1000 B at 1e11 B/s): device 0, 3 tokens: 120 ns;
+     * device 1, 1 token: 40 ns. Then each device's dispatch leaves.
      * Dispatch (1 B x 1000 per token over NVLink, 1 GB/s, 1 us latency):
-     *   0->1: 2 tokens; out(0) = in(1) = 2000 B -> 1000 + 2000 = 3000 ns
-     *   1->0: 1 token;  out(1) = in(0) = 1000 B -> 1000 + 1000 = 2000 ns
-     *   device 0 computes from 2000 to 17060; device 1 from 3000 to 18060.
+     *   0->1: 2 tokens, 2000 B: 120 + 1000 + 2000 = 3120
+     *   1->0: 1 token, 1000 B:   40 + 1000 + 1000 = 2040
+     * Routed experts, each device: 2 pairs, 1 active expert, kernel cost 0:
+     *   FLOPs 6*1000*500*2 = 6e6 -> 6e6 / 1e12 = 6 us
+     *   bytes 3*1000*500 (weights) + 2 tokens x (1000*(1+2) hidden in and
+     *   out + 8*500 gate/up written and read) = 1,514,000 -> / 1e11 = 15.14 us
+     *   => 15,140 ns (memory-bound): device 0 computes 2040..17180, device 1
+     *   3120..18260.
      * Combine (2 B x 1000 per token):
-     *   0->1: 1 token: out(0) = in(1) = 2000 B -> 17060 + 3000 = 20060
-     *   1->0: 2 tokens: out(1) = in(0) = 4000 B -> 18060 + 5000 = 23060
-     * Device 0 has all its tokens back at 23060, device 1 at 20060: the
-     * slowest device sets the layer time, 23,060 ns. */
-    cr_assert_eq(step_compute_ns(&c, &M, 2, 1), 15060.0);
-    cr_assert_eq(r.layer_ns[0], 23060);
-    cr_assert_eq(r.end_ns, 23060);
+     *   0->1: 1 token, 2000 B:  17180 + 1000 + 2000 = 20180
+     *   1->0: 2 tokens, 4000 B: 18260 + 1000 + 4000 = 23260
+     * Device 0 has all its tokens back at 23260, device 1 at 20180: the
+     * slowest device sets the layer time, 23,260 ns. */
+    cr_assert_eq(step_compute_ns(&c, &M, 2, 1), 15140.0);
+    cr_assert_eq(r.layer_ns[0], 23260);
+    cr_assert_eq(r.end_ns, 23260);
     cr_assert_eq(r.dev_load[0], 2);
     cr_assert_eq(r.dev_load[1], 2);
     cr_assert_eq(r.expert_load[0], 2);
@@ -62,7 +66,18 @@ Test(step, hand_computed_two_device_layer) {
     /* The same step from a later start is shifted, not changed. */
     in.start_ns = 1000000;
     cr_assert_eq(step_run(s, &in, &r), MS_OK);
-    cr_assert_eq(r.end_ns - r.start_ns, 23060);
+    cr_assert_eq(r.end_ns - r.start_ns, 23260);
+
+    /* The analytic mode's closed form gives the same: slowest attention +
+     * dispatch (latency + busiest port, 2000 B out of device 0) + slowest
+     * experts + combine (4000 B out of device 1):
+     * 120 + (1000 + 2000) + 15140 + (1000 + 4000) = 23260. */
+    step_free(s);
+    c.mode = STEP_ANALYTIC;
+    s = step_new(&c, &M);
+    in.start_ns = 0;
+    cr_assert_eq(step_run(s, &in, &r), MS_OK);
+    cr_assert_eq(r.end_ns, 23260);
     step_free(s);
     place_layout_free(lo);
 }

@@ -80,6 +80,8 @@ static void put_base(const char *extra) {
         "hardware = H800\n"
         "nodes = 1\n"
         "devices_per_node = 8\n"
+        "[hardware]\n" /* one node of DeepSeek-V3 needs more than 80 GB a GPU */
+        "hbm_bytes = 160e9\n"
         "[model]\n"
         "preset = deepseek-v3\n"
         "[workload]\n"

@@ -1,0 +1,179 @@
+/* Tests of the presets and the cost formulas, each against numbers worked
+ * out by hand in the comment beside it (DeepSeek-V3 on H800 unless said:
+ * FP8 peak 1979e12 x 0.7 = 1.3853e15 FLOP/s, BF16 989e12 x 0.7 =
+ * 6.923e14, HBM 3.35e12 x 0.85 = 2.8475e12 B/s, kernel 4,000 ns). */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "cost.h"
+#include "hw.h"
+#include "moe.h"
+#include "place.h"
+#include "util.h"
+
+static const hw_t *h800(void) { return hw_find("H800"); }
+static const moe_model_t *dsv3(void) { return moe_find("deepseek-v3"); }
+
+Test(presets, hardware) {
+    const char *names[] = {"H100", "H800", "H200", "H20", "910B", "910C"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        const hw_t *h = hw_find(names[i]);
+        cr_assert_not_null(h, "%s", names[i]);
+        cr_assert(h->flops_bf16 > 0 && h->flops_fp8 >= h->flops_bf16 && h->hbm_bytes > 0 &&
+                  h->hbm_bw > 0 && h->scaleup_bw > 0 && h->nic_bw > 0 && h->source &&
+                  h->eff_flops > 0 && h->eff_flops <= 1 && h->devices_per_host > 0);
+        /* only the H200 has measurements (models/calib/) */
+        cr_assert_eq(h->calib != NULL, !strcmp(names[i], "H200"), "%s", names[i]);
+        cr_assert(strstr(hw_names(), names[i]));
+    }
+    cr_assert_not_null(hw_find("h800")); /* case-insensitive */
+    cr_assert_null(hw_find("B300"));
+    /* REFERENCE.md 5: H800 = H100 compute with NVLink 400 GB/s both ways */
+    cr_assert_eq(hw_find("H800")->scaleup_bw, 200e9);
+    cr_assert_eq(hw_find("H100")->scaleup_bw, 450e9);
+    cr_assert_eq(hw_find("H20")->flops_bf16, 148e12);
+    cr_assert_eq(hw_find("H200")->hbm_bytes, 141e9);
+    cr_assert_eq(hw_find("910C")->devices_per_host, 16);
+}
+
+Test(presets, models) {
+    const char *names[] = {"deepseek-v3", "kimi-k2", "qwen3-235b-a22b", "qwen3-30b-a3b",
+                           "mixtral-8x7b"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        const moe_model_t *m = moe_find(names[i]);
+        cr_assert_not_null(m, "%s", names[i]);
+        cr_assert(m->n_dense < m->n_layers && m->top_k <= m->n_experts && m->n_heads > 0 &&
+                  m->vocab > 0 && m->source && moe_attn_params(m) > 0);
+        cr_assert(strstr(moe_names(), names[i]));
+    }
+    cr_assert_eq(moe_n_moe_layers(moe_find("kimi-k2")), 60);
+    cr_assert_eq(moe_find("kimi-k2")->n_experts, 384);
+    cr_assert_eq(moe_n_moe_layers(dsv3()), 58);
+}
+
+/* REFERENCE.md 3: one routed expert = 3 x 7168 x 2048 = 44,040,192 bytes
+ * in FP8, 88,080,384 in BF16. */
+Test(cost, expert_bytes_by_dtype) {
+    cr_assert_eq(moe_expert_bytes(dsv3()), 44040192.0);
+    cr_assert_eq(moe_expert_bytes_as(dsv3(), 2), 88080384.0);
+    /* Mixtral: 3 x 4096 x 14336 x 2 (BF16) */
+    cr_assert_eq(moe_expert_bytes(moe_find("mixtral-8x7b")), 3.0 * 4096 * 14336 * 2);
+}
+
+/* MLA projections of DeepSeek-V3: q_a 7168x1536 = 11,010,048; q_b
+ * 1536x128x192 = 37,748,736; kv_a 7168x576 = 4,128,768; kv_b 512x128x256 =
+ * 16,777,216; o 128x128x7168 = 117,440,512: 187,105,280. GQA of
+ * Qwen3-235B: q and o 4096x64x128 each = 67,108,864, k and v
+ * 2x4096x4x128 = 4,194,304: 71,303,168. */
+Test(cost, attention_params_and_kv) {
+    cr_assert_eq(moe_attn_params(dsv3()), 187105280.0);
+    cr_assert_eq(moe_attn_params(moe_find("qwen3-235b-a22b")), 71303168.0);
+    /* KV per token and layer: MLA (512 + 64) x 2 B; GQA 2 x kv_heads x 128 x 2 B */
+    cr_assert_eq(moe_kv_bytes_per_token(dsv3()), 1152.0);
+    cr_assert_eq(moe_kv_bytes_per_token(moe_find("qwen3-235b-a22b")), 2048.0);
+    cr_assert_eq(moe_kv_bytes_per_token(moe_find("mixtral-8x7b")), 4096.0);
+    /* core FLOPs a token and position: absorbed MLA 2 x 128 x (2x512 + 64) =
+     * 278,528; MHA-form prefill 2 x 128 x (192 + 128) = 81,920; GQA 2 x 64 x
+     * 2 x 128 = 32,768 */
+    cr_assert_eq(moe_attn_core_flops(dsv3(), 0), 278528.0);
+    cr_assert_eq(moe_attn_core_flops(dsv3(), 1), 81920.0);
+    cr_assert_eq(moe_attn_core_flops(moe_find("qwen3-235b-a22b"), 0), 32768.0);
+}
+
+/* One expert with 512 tokens: FLOPs 6 x 7168 x 2048 x 512 = 45,097,156,608
+ * / 1.3853e15 = 32,554.07 ns; bytes 44,040,192 + 512 x (7168 x 3 + 8 x
+ * 2048 = 37,888) = 63,438,848 / 2.8475e12 = 22,278.79 ns: compute-bound,
+ * 32,554.07 ns. With 64 tokens: 4,069.26 ns of FLOPs against 46,465,024 B =
+ * 16,317.83 ns: memory-bound (decode reads weights). */
+Test(cost, expert_roofline) {
+    cr_assert_float_eq(cost_expert_ns(h800(), dsv3(), 512), 32554.07248, 1e-3);
+    cr_assert_float_eq(cost_expert_ns(h800(), dsv3(), 64), 16317.83108, 1e-3);
+    cr_assert_eq(cost_expert_ns(h800(), dsv3(), 0), 0);
+    /* grouped GEMM over a device's slots: the sum plus one kernel */
+    double n[3] = {512, 0, 64};
+    cr_assert_float_eq(cost_experts_ns(h800(), dsv3(), n, 3), 32554.07248 + 16317.83108 + 4000,
+                       1e-3);
+    double idle[2] = {0, 0};
+    cr_assert_eq(cost_experts_ns(h800(), dsv3(), idle, 2), 0);
+}
+
+/* Decode attention, 128 tokens, KV 4,989: projections 2 x 187,105,280 x 128
+ * FLOPs = 34,576.59 ns vs 187,105,280 + 4 x 7168 x 128 = 190,775,296 B =
+ * 66,997.47 ns; core 128 x 4989 x 278,528 FLOPs / 6.923e14 = 256,920.05 ns
+ * vs 128 x 4989 x 1152 B / 2.8475e12 = 258,352.23 ns. Sum of the two
+ * rooflines + 4,000 = 329,349.70 ns. */
+Test(cost, attention_decode) {
+    cr_assert_float_eq(cost_attn_ns(h800(), dsv3(), 128, 4989, 0), 329349.70325, 1e-2);
+    cr_assert_eq(cost_attn_ns(h800(), dsv3(), 0, 4989, 0), 0);
+    /* GQA (Qwen3-30B, BF16 weights) on H100, 1 token, no KV: projections
+     * 2 x P FLOPs vs P x 2 bytes (+ 4 x 2048) bytes; P = 2048x32x128 x 2 +
+     * 2x2048x4x128 = 18,874,368 */
+    const moe_model_t *q = moe_find("qwen3-30b-a3b");
+    const hw_t *h = hw_find("H100");
+    double P = 18874368.0;
+    cr_assert_eq(moe_attn_params(q), P);
+    double want = 1e9 * ms_dmax(2 * P / (989e12 * 0.7), (2 * P + 4 * 2048) / (3.35e12 * 0.85)) +
+                  4000;
+    cr_assert_float_eq(cost_attn_ns(h, q, 1, 0, 0), want, 1e-6);
+}
+
+/* Shared expert, 128 tokens: 6 x 7168 x 2048 x 128 FLOPs = 8,138.52 ns;
+ * 44,040,192 + 128 x (4 x 7168 + 8 x 2048) = 49,807,360 B = 17,491.61 ns;
+ * + 4,000 = 21,491.61 ns. Dense FFN (18432): 73,246.66 ns of FLOPs vs
+ * 3 x 7168 x 18432 + 128 x (4 x 7168 + 8 x 18432) B = 147,113.65 ns, +
+ * 4,000. Head (129,280 x 7168, BF16): 342,669.12 ns of FLOPs vs
+ * 1,853,358,080 + 4 x 129,280 x 128 B = 674,117.45 ns, + 4,000. */
+Test(cost, shared_dense_head) {
+    cr_assert_float_eq(cost_shared_ns(h800(), dsv3(), 128), 21491.61018, 1e-3);
+    cr_assert_float_eq(cost_dense_ffn_ns(h800(), dsv3(), 128), 151113.64776, 1e-3);
+    cr_assert_float_eq(cost_head_ns(h800(), dsv3(), 128), 678117.45040, 1e-2);
+    cr_assert_float_eq(cost_pre_ns(h800(), dsv3(), 128, 4989, 0),
+                       3 * (329349.70325 + 151113.64776), 1e-1);
+    cr_assert_eq(cost_shared_ns(h800(), moe_find("mixtral-8x7b"), 128), 0); /* no shared */
+}
+
+/* Dense weight bytes of DeepSeek-V3: embedding + head 2 x 129,280 x 7168 x 2
+ * = 3,706,716,160; attention 61 x 187,105,280 = 11,413,422,080; dense FFN
+ * 3 x 3 x 7168 x 18432 = 1,189,085,184; shared 58 x 44,040,192 =
+ * 2,554,331,136: 18,863,554,560 bytes. */
+Test(cost, dense_weights) {
+    cr_assert_eq(moe_dense_weight_bytes(dsv3()), 18863554560.0);
+    /* KV of 128 sequences x 4,989 positions x 1152 B x 61 layers */
+    cr_assert_eq(cost_kv_bytes(dsv3(), 128, 4989), 128.0 * 4989 * 1152 * 61);
+}
+
+static place_layout_t *layout(int L, int E, int D, int dpn, int spd) {
+    place_layout_t *lo = place_layout_new(L, E, D, dpn);
+    int *se = ms_malloc((size_t)D * spd * sizeof *se);
+    for (int s = 0; s < D * spd; s++) se[s] = s % E;
+    for (int l = 0; l < L; l++) cr_assert_eq(place_layer_set(lo, l, spd, se), MS_OK);
+    free(se);
+    return lo;
+}
+
+/* EP144: 2 slots a device x 58 layers x 44 MB = 5.11 GB of routed experts
+ * + 18.86 GB dense + 44.88 GB KV (128 x 4989) + 4 GB reserve = 72.85 GB:
+ * fits 80 GB. Twice the KV does not; the message gives the numbers. */
+Test(cost, memory_capacity) {
+    const moe_model_t *m = dsv3();
+    place_layout_t *lo = layout(58, 256, 144, 8, 2);
+    cr_assert_eq(cost_device_weight_bytes(m, lo, 0), 18863554560.0 + 116 * 44040192.0);
+    cr_assert_eq(cost_check_memory(h800(), m, lo, cost_kv_bytes(m, 128, 4989), "x.ini"), MS_OK);
+    ms_err_quiet(1);
+    cr_assert_eq(cost_check_memory(h800(), m, lo, cost_kv_bytes(m, 256, 4989), "x.ini"), MS_ERR);
+    const char *e = ms_err_last();
+    cr_assert(strstr(e, "x.ini: device memory does not fit"), "%s", e);
+    cr_assert(strstr(e, "23.97 GB weights"), "%s", e);
+    cr_assert(strstr(e, "116 routed expert slots"), "%s", e);
+    cr_assert(strstr(e, "89.75 GB KV cache"), "%s", e);
+    cr_assert(strstr(e, "> 80.00 GB HBM of H800"), "%s", e);
+    cr_assert(strstr(e, "fewer redundant experts"), "%s", e);
+    place_layout_free(lo);
+    /* EP32 with 9 slots a device x 58 layers x 44 MB = 22.99 GB + dense
+     * 18.86 + 4 reserve: 45.85 GB, leaves room for 34 GB of KV */
+    lo = layout(58, 256, 32, 8, 9);
+    cr_assert_eq(cost_check_memory(h800(), m, lo, 34e9, NULL), MS_OK);
+    cr_assert_eq(cost_check_memory(h800(), m, lo, 35e9, NULL), MS_ERR);
+    ms_err_quiet(0);
+    place_layout_free(lo);
+}

@@ -1,0 +1,265 @@
+/* Tests of one simulated step: flow and analytic modes agree when flows do
+ * not contend and the flow mode is slower when they do; count mode; the
+ * two-micro-batch overlap; the documented EP144 decode step
+ * (docs/cost-model.md); errors. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cost.h"
+#include "place.h"
+#include "replay.h"
+#include "step.h"
+#include "util.h"
+
+/* Layout: slot s holds expert s % E, spd slots a device, every layer. */
+static place_layout_t *layout(int L, int E, int D, int dpn, int spd) {
+    place_layout_t *lo = place_layout_new(L, E, D, dpn);
+    int *se = ms_malloc((size_t)D * spd * sizeof *se);
+    for (int s = 0; s < D * spd; s++) se[s] = s % E;
+    for (int l = 0; l < L; l++) cr_assert_eq(place_layer_set(lo, l, spd, se), MS_OK);
+    free(se);
+    return lo;
+}
+
+static cluster_t cluster(int nodes, int dpn, enum step_mode mode, enum step_a2a a2a, int overlap) {
+    return (cluster_t){.n_nodes = nodes, .devices_per_node = dpn, .n_devices = nodes * dpn,
+                       .hw = *hw_find("H800"), .mode = mode, .a2a = a2a, .overlap = overlap};
+}
+
+static int64_t run_once(const cluster_t *c, const moe_model_t *m, const step_in_t *in,
+                        step_result_t *keep) {
+    step_sim_t *s = step_new(c, m);
+    step_result_t r;
+    cr_assert_eq(step_run(s, in, &r), MS_OK, "%s", ms_err_last());
+    if (keep) {
+        *keep = r;
+        keep->layer_ns = NULL;
+        keep->dev_load = keep->expert_load = NULL;
+    }
+    step_free(s);
+    return r.end_ns - r.start_ns;
+}
+
+/* Token-level routing on two devices: every token of device 0 picks 8
+ * experts on device 1 and the reverse, so each port carries one flow a
+ * phase: no contention. Flow and analytic agree up to the nanosecond
+ * rounding of each event (a few ns a layer). */
+Test(step, analytic_equals_flow_without_contention) {
+    const moe_model_t *m = moe_find("deepseek-v3");
+    int L = moe_n_moe_layers(m), E = m->n_experts, n = 64, k = m->top_k;
+    route_step_t rt = {.n_layers = L, .n_tokens = 2 * n, .top_k = k, .n_devices = 2};
+    rt.src = ms_malloc((size_t)2 * n * sizeof *rt.src);
+    rt.expert = ms_malloc((size_t)L * 2 * n * k * sizeof *rt.expert);
+    for (int t = 0; t < 2 * n; t++) {
+        rt.src[t] = t < n ? 0 : 1;
+        for (int l = 0; l < L; l++)
+            for (int j = 0; j < k; j++)
+                rt.expert[((size_t)l * 2 * n + t) * k + j] = (int16_t)((t < n ? 128 : 0) + j);
+    }
+    for (int nodes = 1; nodes <= 2; nodes++) { /* NVLink, then IB */
+        int dpn = 2 / nodes;
+        place_layout_t *lo = layout(L, E, 2, dpn, E / 2);
+        step_in_t in = {.layout = lo, .route = &rt, .kv_len = 1000};
+        cluster_t cf = cluster(nodes, dpn, STEP_FLOW, STEP_A2A_AUTO, 0);
+        cluster_t ca = cluster(nodes, dpn, STEP_ANALYTIC, STEP_A2A_AUTO, 0);
+        int64_t f = run_once(&cf, m, &in, NULL), a = run_once(&ca, m, &in, NULL);
+        cr_assert(llabs(f - a) <= 4 * L, "nodes %d: flow %lld ns, analytic %lld ns", nodes,
+                  (long long)f, (long long)a);
+        /* the transfers matter: the IB step is slower than the NVLink one */
+        place_layout_free(lo);
+    }
+    free(rt.src);
+    free(rt.expert);
+}
+
+/* Count mode on 2 nodes x 4 devices, one expert a device (the model's
+ * shape shrunk: 8 experts, top-2, 2 MoE layers). */
+static moe_model_t small_model(void) {
+    moe_model_t m = *moe_find("deepseek-v3");
+    m.n_experts = 8;
+    m.top_k = 2;
+    m.n_dense = 1;
+    m.n_layers = 3;
+    return m;
+}
+
+static int64_t small_step(enum step_mode mode, enum step_a2a a2a, int overlap, const double *load8,
+                          const int *tok) {
+    moe_model_t m = small_model();
+    cluster_t c = cluster(2, 4, mode, a2a, overlap);
+    place_layout_t *lo = layout(2, 8, 8, 4, 1);
+    double load[16];
+    for (int l = 0; l < 2; l++) memcpy(load + 8 * l, load8, 8 * sizeof *load);
+    step_in_t in = {.layout = lo, .expert_load = load, .tokens = tok, .kv_len = 1000};
+    int64_t t = run_once(&c, &m, &in, NULL);
+    place_layout_free(lo);
+    return t;
+}
+
+/* Uniform loads: every stream runs at its port's full rate, no flow is
+ * held up by another: both modes give the same step, in both DeepEP
+ * modes. */
+Test(step, analytic_equals_flow_uniform_all_to_all) {
+    int tok[8];
+    double load[8];
+    for (int i = 0; i < 8; i++) tok[i] = 256, load[i] = 512;
+    for (int a = 1; a <= 2; a++) {
+        enum step_a2a mode = a == 1 ? STEP_A2A_NORMAL : STEP_A2A_LOW_LATENCY;
+        int64_t f = small_step(STEP_FLOW, mode, 0, load, tok);
+        int64_t an = small_step(STEP_ANALYTIC, mode, 0, load, tok);
+        cr_assert(llabs(f - an) <= 10, "%s: flow %lld, analytic %lld", step_a2a_name(mode),
+                  (long long)f, (long long)an);
+    }
+}
+
+/* A hot expert (40% of the pairs on device 0) makes its streams share
+ * ports with the others; the two micro-batches' all-to-alls share ports
+ * with each other. The analytic mode charges each phase only its busiest
+ * port's bytes, as if nothing else ran: the flow mode is slower. */
+Test(step, flow_slower_with_contention) {
+    int tok[8];
+    double hot[8], uni[8];
+    for (int i = 0; i < 8; i++) {
+        tok[i] = 256;
+        hot[i] = i == 0 ? 0.4 * 4096 : 0.6 * 4096 / 7;
+        uni[i] = 512;
+    }
+    for (int a = 1; a <= 2; a++) {
+        int64_t f = small_step(STEP_FLOW, (enum step_a2a)a, 0, hot, tok);
+        int64_t an = small_step(STEP_ANALYTIC, (enum step_a2a)a, 0, hot, tok);
+        cr_assert(f > an + 1000, "hot expert, %s: flow %lld, analytic %lld",
+                  step_a2a_name((enum step_a2a)a), (long long)f, (long long)an);
+    }
+    int64_t f = small_step(STEP_FLOW, STEP_A2A_LOW_LATENCY, 1, uni, tok);
+    int64_t an = small_step(STEP_ANALYTIC, STEP_A2A_LOW_LATENCY, 1, uni, tok);
+    cr_assert(f > an + 1000, "overlap: flow %lld, analytic %lld", (long long)f, (long long)an);
+}
+
+/* Communication under compute: with 2,048 tokens a device the all-to-all
+ * is long, and two micro-batches finish the step sooner than one batch in
+ * both modes. With 256 tokens the weights dominate (memory-bound decode)
+ * and reading them once per micro-batch costs more than overlap saves. */
+Test(step, overlap_hides_communication) {
+    int tok[8];
+    double load[8];
+    for (int T = 256; T <= 2048; T *= 8) {
+        for (int i = 0; i < 8; i++) tok[i] = T, load[i] = 2.0 * T;
+        for (int mode = 0; mode < 2; mode++) {
+            int64_t one = small_step((enum step_mode)mode, STEP_A2A_LOW_LATENCY, 0, load, tok);
+            int64_t two = small_step((enum step_mode)mode, STEP_A2A_LOW_LATENCY, 1, load, tok);
+            if (T == 2048)
+                cr_assert(two < one * 0.95, "%s: overlap %lld vs %lld", step_mode_name(mode),
+                          (long long)two, (long long)one);
+            else if (mode == STEP_FLOW)
+                cr_assert(two > one, "small batch: overlap %lld vs %lld", (long long)two,
+                          (long long)one);
+        }
+    }
+}
+
+/* Count mode fills the result loads: device loads are the expert loads
+ * split over replicas, and sum to tokens x k. */
+Test(step, count_mode_loads) {
+    const moe_model_t *m = moe_find("deepseek-v3");
+    int L = moe_n_moe_layers(m), E = m->n_experts, D = 16;
+    place_layout_t *lo = layout(L, E, D, 8, 18); /* 288 slots: 32 redundant */
+    double *load = ms_malloc((size_t)L * E * sizeof *load);
+    int tok[16];
+    for (int d = 0; d < D; d++) tok[d] = 64;
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < E; e++) load[(size_t)l * E + e] = e < 32 ? 8 : 4;
+    for (int mode = 0; mode < 2; mode++) {
+        cluster_t c = cluster(2, 8, (enum step_mode)mode, STEP_A2A_AUTO, 0);
+        step_sim_t *s = step_new(&c, m);
+        step_in_t in = {.layout = lo, .expert_load = load, .tokens = tok, .kv_len = 100};
+        step_result_t r;
+        cr_assert_eq(step_run(s, &in, &r), MS_OK);
+        for (int l = 0; l < L; l++) {
+            double sum = 0;
+            for (int d = 0; d < D; d++) sum += r.dev_load[(size_t)l * D + d];
+            cr_assert_float_eq(sum, 32 * 8 + 224 * 4, 1e-9);
+            cr_assert_eq(r.expert_load[(size_t)l * E + 3], 8);
+            cr_assert(r.layer_ns[l] > 0);
+        }
+        cr_assert(r.dispatch_bytes > 0 && r.combine_bytes > r.dispatch_bytes);
+        step_free(s);
+    }
+    free(load);
+    place_layout_free(lo);
+}
+
+/* The same input twice gives the same step; a later start shifts it. */
+Test(step, deterministic_and_start_time) {
+    int tok[8];
+    double hot[8];
+    for (int i = 0; i < 8; i++) tok[i] = 100 + 20 * i, hot[i] = i == 2 ? 900 : 200;
+    int64_t a = small_step(STEP_FLOW, STEP_A2A_NORMAL, 1, hot, tok);
+    int64_t b = small_step(STEP_FLOW, STEP_A2A_NORMAL, 1, hot, tok);
+    cr_assert_eq(a, b);
+    moe_model_t m = small_model();
+    cluster_t c = cluster(2, 4, STEP_FLOW, STEP_A2A_NORMAL, 0);
+    place_layout_t *lo = layout(2, 8, 8, 4, 1);
+    double load[16];
+    for (int i = 0; i < 16; i++) load[i] = hot[i % 8];
+    step_sim_t *s = step_new(&c, &m);
+    step_result_t r1, r2;
+    step_in_t in = {.layout = lo, .expert_load = load, .tokens = tok, .kv_len = 10};
+    cr_assert_eq(step_run(s, &in, &r1), MS_OK);
+    int64_t d1 = r1.end_ns - r1.start_ns;
+    in.start_ns = 5000000000LL;
+    cr_assert_eq(step_run(s, &in, &r2), MS_OK);
+    cr_assert_eq(r2.start_ns, 5000000000LL);
+    cr_assert_eq(r2.end_ns - r2.start_ns, d1);
+    step_free(s);
+    place_layout_free(lo);
+}
+
+/* The EP144 decode step of docs/cost-model.md: DeepSeek-V3 on 18 x 8 H800,
+ * 288 slots (experts 0-31 twice), 128 tokens a device, KV length 4,989,
+ * every slot serving 512 token-expert pairs (count mode), low-latency
+ * all-to-all. The document derives 55,126,511 ns. */
+#define DOC_EP144_NS 55126511LL
+Test(step, documented_ep144_decode) {
+    const moe_model_t *m = moe_find("deepseek-v3");
+    int L = moe_n_moe_layers(m), E = m->n_experts, D = 144;
+    place_layout_t *lo = layout(L, E, D, 8, 2);
+    double *load = ms_malloc((size_t)L * E * sizeof *load);
+    int tok[144];
+    for (int d = 0; d < D; d++) tok[d] = 128;
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < E; e++) load[(size_t)l * E + e] = e < 32 ? 1024 : 512;
+    step_in_t in = {.layout = lo, .expert_load = load, .tokens = tok, .kv_len = 4989};
+    cluster_t ca = cluster(18, 8, STEP_ANALYTIC, STEP_A2A_AUTO, 0);
+    step_result_t r;
+    cr_assert_eq(run_once(&ca, m, &in, &r), DOC_EP144_NS);
+    cr_assert_eq(r.pre_ns, 1441390);
+    cr_assert_eq(r.post_ns, 678117);
+    cluster_t cf = cluster(18, 8, STEP_FLOW, STEP_A2A_AUTO, 0);
+    int64_t f = run_once(&cf, m, &in, NULL);
+    cr_assert(llabs(f - DOC_EP144_NS) < 1000, "flow %lld ns", (long long)f);
+    /* and it fits in HBM (docs: 72.85 GB of 80) */
+    cr_assert_eq(cost_check_memory(&ca.hw, m, lo, cost_kv_bytes(m, 128, 4989), NULL), MS_OK);
+    free(load);
+    place_layout_free(lo);
+}
+
+Test(step, errors) {
+    const moe_model_t *m = moe_find("deepseek-v3");
+    cluster_t c = cluster(2, 4, STEP_FLOW, STEP_A2A_AUTO, 0);
+    step_sim_t *s = step_new(&c, m);
+    place_layout_t *lo = layout(moe_n_moe_layers(m), m->n_experts, 16, 8, 16);
+    step_result_t r;
+    ms_err_quiet(1);
+    step_in_t in = {.layout = lo};
+    cr_assert_eq(step_run(s, &in, &r), MS_ERR);
+    cr_assert(strstr(ms_err_last(), "does not match the cluster"), "%s", ms_err_last());
+    place_layout_free(lo);
+    lo = layout(moe_n_moe_layers(m), m->n_experts, 8, 4, 32);
+    in.layout = lo;
+    cr_assert_eq(step_run(s, &in, &r), MS_ERR);
+    cr_assert(strstr(ms_err_last(), "count mode needs expert_load"), "%s", ms_err_last());
+    ms_err_quiet(0);
+    place_layout_free(lo);
+    step_free(s);
+}
