@@ -15,8 +15,10 @@ struct route {
     scores_t *sc;
     int L, E, k, samples, every;
     int est_step;      /* step of the last estimate, -1 none */
-    int est_trace;     /* trace step it was made for */
+    int est_trace;     /* trace step it was made for (mod n_steps) */
+    int n_steps;       /* of the trace */
     double *law;       /* [L][E] estimated choice probabilities */
+    double *cond;      /* [L][E] their conditional form for replay_multinomial */
     unsigned int *draw;
     gsl_rng *rng;      /* count mode's multinomial stream */
 };
@@ -36,7 +38,9 @@ int route_new(const trace_t *t, int top_k, const place_ops_t *ops, place_state_t
     r->samples = samples > 0 ? samples : 1;
     r->every = every > 0 ? every : 1;
     r->est_step = -1;
-    r->law = ms_malloc((size_t)r->L * r->E * sizeof *r->law);
+    r->n_steps = t->n_steps;
+    r->law = ms_calloc((size_t)r->L * r->E, sizeof *r->law);
+    r->cond = ms_malloc((size_t)r->L * r->E * sizeof *r->cond);
     r->draw = ms_malloc((size_t)r->E * sizeof *r->draw);
     r->rng = gsl_rng_alloc(gsl_rng_mt19937);
     gsl_rng_set(r->rng, (unsigned long)(seed ^ 0x726f757465ull));
@@ -48,6 +52,7 @@ void route_free(route_t *r) {
     if (!r) return;
     scores_free(r->sc);
     free(r->law);
+    free(r->cond);
     free(r->draw);
     gsl_rng_free(r->rng);
     free(r);
@@ -68,26 +73,32 @@ void route_tokens(route_t *r, route_step_t *rt, int step) {
  * a step, so a law a few steps old is close to today's. */
 static void estimate(route_t *r, int trace_step, int step) {
     int out[32];
+    /* On the same trace step the new sample is averaged with the last
+     * estimate: twice the samples' worth for the cost of one. */
+    double keep = r->est_step >= 0 && trace_step == r->est_trace ? 0.5 : 0;
     scores_step(r->sc, trace_step);
-    memset(r->law, 0, (size_t)r->L * r->E * sizeof *r->law);
     for (int l = 0; l < r->L; l++) {
         double *p = r->law + (size_t)l * r->E;
+        for (int e = 0; e < r->E; e++) p[e] *= keep;
         for (int t = 0; t < r->samples; t++) {
             r->ops->route(r->ps, l, scores_token(r->sc, l), out);
-            for (int j = 0; j < r->k; j++) p[out[j]] += 1;
+            for (int j = 0; j < r->k; j++) p[out[j]] += 1 - keep;
         }
     }
+    for (int l = 0; l < r->L; l++)
+        replay_cond_probs(r->E, r->law + (size_t)l * r->E, r->cond + (size_t)l * r->E);
     r->est_step = step;
     r->est_trace = trace_step;
 }
 
 void route_counts(route_t *r, int trace_step, int step, double n_tokens, double *out) {
+    trace_step %= r->n_steps;
     if (r->est_step < 0 || step - r->est_step >= r->every || step < r->est_step ||
         trace_step != r->est_trace)
         estimate(r, trace_step, step);
     unsigned int pairs = (unsigned int)(n_tokens * r->k + 0.5);
     for (int l = 0; l < r->L; l++) {
-        gsl_ran_multinomial(r->rng, (size_t)r->E, pairs, r->law + (size_t)l * r->E, r->draw);
+        replay_multinomial(r->rng, r->E, pairs, r->cond + (size_t)l * r->E, r->draw);
         for (int e = 0; e < r->E; e++) out[(size_t)l * r->E + e] = r->draw[e];
     }
 }

@@ -126,9 +126,9 @@ int serve_spec_load(cfg_t *cfg, const run_spec_t *sp, serve_spec_t *o) {
     o->store_every = (int)v;
     if (cfg_int(cfg, SEC, "trace_step_every", 1, 1, 1 << 30, &v)) return MS_ERR;
     o->trace_step_every = (int)v;
-    if (cfg_int(cfg, SEC, "route_samples", 256, 1, 1 << 20, &v)) return MS_ERR;
+    if (cfg_int(cfg, SEC, "route_samples", 128, 1, 1 << 20, &v)) return MS_ERR;
     o->route_samples = (int)v;
-    if (cfg_int(cfg, SEC, "route_every", 10, 1, 1 << 30, &v)) return MS_ERR;
+    if (cfg_int(cfg, SEC, "route_every", 50, 1, 1 << 30, &v)) return MS_ERR;
     o->route_every = (int)v;
     if (cfg_double(cfg, SEC, "warmup_s", 0, 0, 1e7, &o->warmup_s)) return MS_ERR;
     return req_spec_load(cfg, SEC, &o->req);

@@ -14,12 +14,16 @@
 
 #include <gsl/gsl_randist.h>
 #include <gsl/gsl_rng.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
 
 struct replay {
+    double *cond;                 /* [n_layers][n_experts] conditional probabilities of
+                                   * trace step cond_step, for count mode */
+    int cond_step;
     const trace_t *t;
     int top_k, n_devices, tokens_per_device;
     gsl_rng *rng;
@@ -63,6 +67,7 @@ int replay_new(const trace_t *t, int top_k, int n_devices, int tokens_per_device
     r->rt = (route_step_t){.n_layers = t->n_layers, .top_k = top_k, .n_devices = n_devices};
     r->probs = ms_malloc((size_t)t->n_experts * sizeof *r->probs);
     r->draw = ms_malloc((size_t)t->n_experts * sizeof *r->draw);
+    r->cond_step = -1;
     if (t->kind == TRACE_TOKENS) {
         int L = t->n_layers, E = t->n_experts;
         r->step_first = ms_malloc(((size_t)t->n_steps + 1) * sizeof *r->step_first);
@@ -99,6 +104,7 @@ void replay_free(replay_t *r) {
     free(r->rt.expert);
     free(r->probs);
     free(r->draw);
+    free(r->cond);
     free(r);
 }
 
@@ -217,6 +223,44 @@ const route_step_t *replay_step_batch(replay_t *r, int step, const int *tokens) 
     return &r->rt;
 }
 
+/* The multinomial as a chain of conditional binomials (as GSL's), but a
+ * binomial whose mean and complement are both large is drawn from its
+ * normal approximation (ziggurat, a few ns) instead of exactly (tens of ns):
+ * with ~10^5 pairs a layer over a few hundred experts nearly every draw is
+ * such, and the error of the approximation (O(1/sqrt(np))) is far below
+ * the draw's own spread. The total stays exact. */
+#define NORMAL_MIN 10.0
+
+void replay_cond_probs(int k, const double *p, double *q) {
+    double rest = 0;
+    for (int i = 0; i < k; i++) rest += p[i];
+    for (int i = 0; i < k; i++) {
+        q[i] = p[i] <= 0 ? 0 : rest > p[i] ? p[i] / rest : 1;
+        rest -= p[i];
+    }
+}
+
+void replay_multinomial(gsl_rng *rng, int k, unsigned int n, const double *q, unsigned int *out) {
+    unsigned int left = n;
+    for (int i = 0; i < k; i++) {
+        double qi = q[i];
+        if (!left || qi <= 0) {
+            out[i] = 0;
+        } else if (qi >= 1) {
+            out[i] = left;
+        } else {
+            double mean = left * qi, rest = left - mean;
+            if (mean >= NORMAL_MIN && rest >= NORMAL_MIN) {
+                double x = floor(mean + gsl_ran_gaussian_ziggurat(rng, sqrt(mean * (1 - qi))) + 0.5);
+                out[i] = x <= 0 ? 0 : x >= left ? left : (unsigned int)x;
+            } else {
+                out[i] = gsl_ran_binomial(rng, qi, left);
+            }
+        }
+        left -= out[i];
+    }
+}
+
 void replay_counts(replay_t *r, int step, double n_tokens, double *out) {
     const trace_t *t = r->t;
     int ts = step % t->n_steps, E = t->n_experts, L = t->n_layers, k = r->top_k;
@@ -238,16 +282,21 @@ void replay_counts(replay_t *r, int step, double n_tokens, double *out) {
         return;
     }
     unsigned int pairs = (unsigned int)(n_tokens * r->top_k + 0.5);
-    for (int l = 0; l < t->n_layers; l++) {
-        const double *c = trace_counts(t, ts, l);
-        double sum = 0;
-        for (int e = 0; e < E; e++) sum += c[e];
+    if (r->cond_step != ts) { /* conditional probabilities of this trace step */
+        if (!r->cond) r->cond = ms_malloc((size_t)L * E * sizeof *r->cond);
+        for (int l = 0; l < L; l++) replay_cond_probs(E, trace_counts(t, ts, l), r->cond + (size_t)l * E);
+        r->cond_step = ts;
+    }
+    for (int l = 0; l < L; l++) {
+        const double *q = r->cond + (size_t)l * E;
         double *o = out + (size_t)l * E;
-        if (sum <= 0) { /* a silent layer spreads evenly */
+        int silent = 1; /* a layer with no counts at all spreads evenly */
+        for (int e = 0; e < E && silent; e++) silent = q[e] <= 0;
+        if (silent) {
             for (int e = 0; e < E; e++) o[e] = (double)pairs / E;
             continue;
         }
-        gsl_ran_multinomial(r->rng, (size_t)E, pairs, c, r->draw);
+        replay_multinomial(r->rng, E, pairs, q, r->draw);
         for (int e = 0; e < E; e++) o[e] = r->draw[e];
     }
 }

@@ -13,6 +13,7 @@
 #ifndef MOESIM_REPLAY_H
 #define MOESIM_REPLAY_H
 
+#include <gsl/gsl_rng.h>
 #include <stdint.h>
 
 #include "trace.h"
@@ -38,6 +39,13 @@ void replay_free(replay_t *r);
 const route_step_t *replay_step(replay_t *r, int step);
 /* The same with tokens[d] tokens on device d (continuous batching). */
 const route_step_t *replay_step_batch(replay_t *r, int step, const int *tokens);
+/* A multinomial draw of n into out[k] (sums to n) as a chain of
+ * conditional binomials, large ones drawn from their normal approximation
+ * for speed. q[k] are the conditional probabilities replay_cond_probs()
+ * makes from the weights (compute them once per set of weights). */
+void replay_multinomial(gsl_rng *rng, int k, unsigned int n, const double *q, unsigned int *out);
+void replay_cond_probs(int k, const double *p, double *q);
+
 /* Count mode, for runs too long to route token by token: the token-expert
  * pairs of each expert in every layer when n_tokens tokens choose top_k
  * experts each, so they sum to n_tokens * top_k. Count traces draw them as
