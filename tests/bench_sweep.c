@@ -1,4 +1,4 @@
-/* bench_sweep: the same 16-point sweep (DeepSeek-V3 on 1 node x 8 devices,
+/* bench_sweep: the same 16-point sweep (DeepSeek-V3 on 2 nodes x 8 devices,
  * 40 decode steps of 64 tokens per device, redundant slots x seeds) run
  * serially, under `mpirun -n 1` and under `mpirun -n 2`; prints the wall
  * times and the speed-up of 2 ranks over 1. Run from the repository root
@@ -86,10 +86,10 @@ int main(int argc, char **argv) {
              "[placement]\nstrategies = static\nredundant = 0\n", root);
     if (put("base.ini", text) ||
         put("sweep.ini", "[sweep]\nbase = base.ini\nmode = grid\n[axes]\n"
-                         "placement.redundant = 0, 8, 16, 24\nexperiment.seed = 1, 2, 3, 4\n"))
+                         "placement.redundant = 0, 16, 32, 48\nexperiment.seed = 1, 2, 3, 4\n"))
         return 1;
 
-    printf("sweep of %d points (DeepSeek-V3, 1 node x 8 devices, 40 steps x 64 tokens/device)\n",
+    printf("sweep of %d points (DeepSeek-V3, 2 nodes x 8 devices, 40 steps x 64 tokens/device)\n",
            POINTS);
     int rc = 0;
     double serial = timed("serial", "", exe);
