@@ -168,6 +168,20 @@ static int check_trace(const run_spec_t *sp, const trace_t *t) {
     return MS_OK;
 }
 
+int run_store_strategy_metrics(store_t *st, int64_t run, const place_ops_t *ops,
+                               place_state_t *ps, const char *prefix) {
+    if (!ops->metrics) return MS_OK;
+    const char *names[32];
+    double vals[32];
+    int n = ops->metrics(ps, names, vals, 32);
+    for (int i = 0; i < n; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s%s", prefix, names[i]);
+        if (store_metric(st, run, name, vals[i], "")) return MS_ERR;
+    }
+    return MS_OK;
+}
+
 /* Per-layer rows of a finished run: device loads, the bound on the run's
  * summed expert loads, the final layout's replica counts and the trace's
  * activations (so figures need nothing but the database). */
@@ -343,18 +357,9 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     };
     for (size_t i = 0; i < sizeof m / sizeof *m; i++)
         if (store_metric(st, sum->run_id, m[i].k, m[i].v, m[i].u)) goto out;
-    if (ops->metrics) {
-        const char *names[32];
-        double vals[32];
-        int n = ops->metrics(ps, names, vals, 32);
-        for (int i = 0; i < n; i++)
-            if (store_metric(st, sum->run_id, names[i], vals[i], "")) goto out;
-    }
-    if (store_run_commit(st)) {
-        began = 0;
-        goto out;
-    }
-    began = 0;
+    if (run_store_strategy_metrics(st, sum->run_id, ops, ps, "")) goto out;
+    began = 0; /* a failed commit rolls the run back itself */
+    if (store_run_commit(st)) goto out;
     rc = MS_OK;
 out:
     if (began) store_run_abort(st);

@@ -81,5 +81,9 @@ int run_one(const run_spec_t *spec, const char *strategy, store_t *st, run_summa
  * counts, [L][D] device loads, [L][E] expert loads. */
 int run_store_layers(store_t *st, int64_t run, const place_layout_t *lo, const double *trace_cnt,
                      const double *dev_sum, const double *exp_sum);
+/* The strategy's own metrics (place_ops_t.metrics, if any) as summary
+ * rows, each name behind prefix ("" or, for a prefill instance, "prefill_"). */
+int run_store_strategy_metrics(store_t *st, int64_t run, const place_ops_t *ops,
+                               place_state_t *ps, const char *prefix);
 
 #endif

@@ -809,15 +809,9 @@ static int store_results(srv_t *s, serve_summary_t *o, int64_t end) {
     }
     for (int k = 0; k < 2; k++) {
         const inst_t *in = k ? &s->pf : &s->dc;
-        if (!(k ? s->has_pf : s->has_dc) || !s->ops->metrics) continue;
-        const char *names[32];
-        double vals[32];
-        int n = s->ops->metrics(in->ps, names, vals, 32);
-        for (int i = 0; i < n; i++) {
-            char name[128];
-            snprintf(name, sizeof name, "%s%s", in == pr ? "" : "prefill_", names[i]);
-            if (store_metric(s->st, s->run, name, vals[i], "")) return MS_ERR;
-        }
+        if ((k ? s->has_pf : s->has_dc) &&
+            run_store_strategy_metrics(s->st, s->run, s->ops, in->ps, in == pr ? "" : "prefill_"))
+            return MS_ERR;
     }
     if (run_store_layers(s->st, s->run, pr->mg->live, pr->prior, pr->dev_sum, pr->exp_sum))
         return MS_ERR;
@@ -959,11 +953,8 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
     }
     if (store_results(&s, out, end)) goto out;
     out->run_id = s.run;
-    if (store_run_commit(st)) {
-        began = 0;
-        goto out;
-    }
-    began = 0;
+    began = 0; /* a failed commit rolls the run back itself */
+    if (store_run_commit(st)) goto out;
     rc = MS_OK;
 out:
     if (began) store_run_abort(st);
