@@ -5,7 +5,10 @@ One process per GPU (start it with torchrun); each sends bytes_per_gpu in
 one dist.all_to_all_single. Patterns: "uniform" (an equal share to every
 rank, itself included) and "skewed" (every rank sends SKEW of its buffer to
 rank 0 and splits the rest evenly over the others, so rank 0 is the hot
-receiver, as with a hot expert). max_link_bytes is the most bytes any GPU
+receiver, as with a hot expert), and "oneway" (only rank 0 sends, its
+buffer split evenly over the other ranks: each link carries bytes in one
+direction only, so oneway against uniform shows what loading both
+directions of a link costs). max_link_bytes is the most bytes any GPU
 sends to or receives from other GPUs: what a per-port bandwidth model
 charges. Times are nccl-tests style: after a barrier, ITERS collectives back
 to back between two CUDA events, divided by ITERS; five such samples per
@@ -41,6 +44,11 @@ def splits(pattern, nbytes, world):
     for src in range(world):
         if pattern == "uniform":
             row = [units // world] * world
+        elif pattern == "oneway":
+            if src != 0 or world == 1:
+                send.append([0] * world)
+                continue
+            row = [0] + [units // (world - 1)] * (world - 1)
         else:
             hot = int(units * SKEW) if world > 1 else units
             rest = units - hot
@@ -69,8 +77,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--min-log2", type=int, default=12, help="smallest bytes_per_gpu, log2 (4 KiB)")
-    ap.add_argument("--max-log2", type=int, default=28, help="largest bytes_per_gpu, log2 (256 MiB)")
-    ap.add_argument("--patterns", default="uniform,skewed")
+    ap.add_argument("--max-log2", type=int, default=30, help="largest bytes_per_gpu, log2 (1 GiB)")
+    ap.add_argument("--patterns", default="uniform,skewed,oneway")
     ap.add_argument("--target-s", type=float, default=0.02, help="seconds per sample")
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--mode", choices=("graph", "eager"), default="graph")
@@ -125,7 +133,7 @@ def main():
             send = splits(pattern, nbytes, world)
             ins = send[rank]
             outs = [send[s][rank] for s in range(world)]
-            inp = torch.full((nbytes,), rank + 1, dtype=torch.uint8, device=dev)
+            inp = torch.full((sum(ins),), rank + 1, dtype=torch.uint8, device=dev)
             out = torch.zeros(sum(outs), dtype=torch.uint8, device=dev)
             # Correct first: rank s's bytes arrive in rank order, every byte written.
             dist.all_to_all_single(out, inp, outs, ins)

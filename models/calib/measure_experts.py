@@ -11,8 +11,11 @@ times the L2 cache: serving reads each expert's weights from HBM once per
 layer, and timing one small expert over and over would time the cache.
 
 Implementations: "loop" (one GEMM pair per expert, torch.matmul for BF16,
-torch._scaled_mm for FP8 with per-tensor scales) and "grouped" (BF16, one
-torch grouped-mm call per projection for all experts), where torch has it.
+torch._scaled_mm for FP8 with per-tensor scales), "bmm" (BF16, one batched
+torch.bmm per projection over all experts, equal tokens per expert) and
+"grouped" (one grouped-GEMM call per projection for all experts, as
+DeepGEMM-style MoE kernels run: torch._grouped_mm for BF16,
+torch._scaled_grouped_mm with row-wise scales for FP8), where torch has it.
 
 Writes CSV rows sorted by (model, dtype, impl, experts, tokens_per_expert),
 after '# key: value' provenance lines. --dry-run fakes the timings from a
@@ -45,7 +48,7 @@ def grid(args):
         h, i = MODELS[model]
         for dtype in args.dtypes.split(","):
             for impl in args.impls.split(","):
-                if impl == "grouped" and dtype != "bf16":
+                if impl == "bmm" and dtype != "bf16":
                     continue
                 for e in ints(args.experts):
                     for n in ints(args.tokens):
@@ -109,6 +112,8 @@ class Runner:
         self.pad = {}      # (model, dtype, impl) -> rows are padded to this multiple
         self.broken = {}   # (model, dtype, impl) -> why it cannot run
         self.gmm = getattr(torch, "_grouped_mm", None) or getattr(F, "grouped_mm", None)
+        self.sgmm = getattr(torch, "_scaled_grouped_mm", None)
+        meta.append(("scaled_grouped_mm", "torch._scaled_grouped_mm" if self.sgmm else "unavailable"))
         meta.append(("grouped_mm", "torch._grouped_mm" if getattr(torch, "_grouped_mm", None)
                      else ("torch.nn.functional.grouped_mm" if self.gmm else "unavailable")))
         self.pools = {}
@@ -150,9 +155,27 @@ class Runner:
 
     def grouped(self, p, x, w13, w2, offs):
         F, i, bf = self.F, p["inter"], self.torch.bfloat16
+        if p["dtype"] == "fp8":
+            torch = self.torch
+            if self.sgmm is None:
+                raise RuntimeError("torch has no scaled grouped mm")
+            e = w13.shape[0]
+            sa = torch.ones(x.shape[0], dtype=torch.float32, device=self.dev)
+            s13 = torch.ones((e, w13.shape[1]), dtype=torch.float32, device=self.dev)
+            s2 = torch.ones((e, w2.shape[1]), dtype=torch.float32, device=self.dev)
+            hgu = self.sgmm(x, w13.transpose(-2, -1), sa, s13, offs=offs, out_dtype=bf,
+                            use_fast_accum=True)
+            a = (F.silu(hgu[:, :i]) * hgu[:, i:]).to(torch.float8_e4m3fn)
+            return self.sgmm(a, w2.transpose(-2, -1), sa, s2, offs=offs, out_dtype=bf,
+                             use_fast_accum=True)
         hgu = self.gmm(x, w13.transpose(-2, -1), offs=offs, out_dtype=bf)
         a = F.silu(hgu[:, :i]) * hgu[:, i:]
         return self.gmm(a, w2.transpose(-2, -1), offs=offs, out_dtype=bf)
+
+    def bmm(self, p, xb, w13, w2):
+        torch, F, i = self.torch, self.F, p["inter"]
+        hgu = torch.bmm(xb, w13.transpose(-2, -1))
+        return torch.bmm(F.silu(hgu[..., :i]) * hgu[..., i:], w2.transpose(-2, -1))
 
     def make_fn(self, p, rows_per_expert, r):
         """The timed computation: r rotations of E experts over the pool."""
@@ -160,6 +183,13 @@ class Runner:
         e = p["experts"]
         pool = self.pools[(p["model"], p["dtype"])]
         x = self.activations(p, e * rows_per_expert)
+        if p["impl"] == "bmm":
+            xb = x.view(e, rows_per_expert, p["hidden"])
+
+            def fn():
+                for k in range(r):
+                    self.bmm(p, xb, pool["w13"][k * e:(k + 1) * e], pool["w2"][k * e:(k + 1) * e])
+            return fn
         if p["impl"] == "grouped":
             offs = torch.arange(1, e + 1, dtype=torch.int32, device=self.dev) * rows_per_expert
 
@@ -195,7 +225,12 @@ class Runner:
         for m in (1, 16):
             try:
                 x = self.activations(p, 2 * m)
-                if p["impl"] == "grouped":
+                if p["impl"] == "bmm":
+                    out = self.bmm(p, x.view(2, m, p["hidden"]), pool["w13"][:2],
+                                   pool["w2"][:2]).reshape(2 * m, p["hidden"])
+                    ref = torch.cat([self.reference(p, x[j * m:(j + 1) * m], pool["w13"][j], pool["w2"][j])
+                                     for j in range(2)])
+                elif p["impl"] == "grouped":
                     if self.gmm is None:
                         raise RuntimeError("torch has no grouped mm")
                     offs = torch.tensor([m, 2 * m], dtype=torch.int32, device=self.dev)
@@ -309,12 +344,12 @@ def main():
     ap.add_argument("--out", required=True, help="CSV to write (a .partial.csv grows beside it)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--dtypes", default="bf16,fp8")
-    ap.add_argument("--impls", default="loop,grouped")
+    ap.add_argument("--impls", default="loop,bmm,grouped")
     ap.add_argument("--tokens", default=",".join(str(1 << k) for k in range(14)))
-    ap.add_argument("--experts", default="1,2,4,8,16,32")
+    ap.add_argument("--experts", default="1,2,4,8,16,32,64")
     ap.add_argument("--max-routed", type=int, default=1 << 18,
                     help="largest experts x tokens_per_expert (routed tokens per device)")
-    ap.add_argument("--target-s", type=float, default=0.1, help="timed seconds per point")
+    ap.add_argument("--target-s", type=float, default=0.05, help="timed seconds per point")
     ap.add_argument("--min-reps", type=int, default=5)
     ap.add_argument("--max-reps", type=int, default=50)
     ap.add_argument("--budget-s", type=float, default=300, help="skip points that would overrun")

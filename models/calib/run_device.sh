@@ -1,8 +1,10 @@
 #!/bin/sh
 # run_device: the calibration measurements in one go on a GPU machine.
 # Writes h200_experts.csv (GPU 0) and, with two or more GPUs, h200_a2a.csv
-# (CUDA-graph replays) and h200_a2a_eager.csv (plain calls) into OUT (default: the current folder), plus logs. NVLink multicast stays
-# off: a program using it can take a shared host's GPUs out of service.
+# (CUDA-graph replays) and h200_a2a_eager.csv (plain calls) over all the
+# host's GPUs, one process each, into OUT (default: the current folder),
+# plus logs. NVLink multicast stays off: a program using it can take a
+# shared host's GPUs out of service.
 set -u
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1
@@ -15,7 +17,7 @@ echo "run_device: $n GPUs"
 if [ "$n" -ge 2 ]; then
     for mode in graph eager; do
         suffix=$([ $mode = graph ] || echo _eager)
-        timeout 90 python3 -m torch.distributed.run --standalone --nproc_per_node=2 \
+        timeout ${A2A_TIMEOUT:-120} python3 -m torch.distributed.run --standalone --nproc_per_node=$n \
             "$d/measure_a2a.py" --mode $mode --out "$out/${prefix}_a2a$suffix.csv" \
             >"$out/a2a$suffix.log" 2>&1
         echo "run_device: all-to-all ($mode) exit $?"; tail -40 "$out/a2a$suffix.log"
@@ -23,6 +25,7 @@ if [ "$n" -ge 2 ]; then
 else
     echo "run_device: one GPU, no all-to-all"
 fi
-timeout 400 python3 "$d/measure_experts.py" --out "$out/${prefix}_experts.csv" --budget-s 330 \
+timeout ${EXPERTS_TIMEOUT:-340} python3 "$d/measure_experts.py" --out "$out/${prefix}_experts.csv" \
+    --budget-s ${EXPERTS_BUDGET:-300} \
     >"$out/experts.log" 2>&1
 echo "run_device: experts exit $?"; tail -30 "$out/experts.log"
