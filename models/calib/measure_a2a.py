@@ -19,6 +19,10 @@ torch) stay out; --mode eager times plain calls.
 
   torchrun --standalone --nproc_per_node=2 measure_a2a.py --out h200_a2a.csv
 
+--pattern-file FILE adds measured patterns from a2a_pattern.py's CSV
+(`batch,layer,src,dst,bytes` for one world size): the DeepEP-like dispatch
+of a real decode step, one row set per batch, named deepep_bBATCH.
+
 NVLink multicast (NVLS) must stay off on shared hosts: the script refuses to
 start unless NCCL_NVLS_ENABLE=0.
 """
@@ -58,6 +62,21 @@ def splits(pattern, nbytes, world):
     return send
 
 
+def read_pattern_file(path, world):
+    """{batch: send[src][dst]} from a2a_pattern.py's CSV; refuses another world size."""
+    import csv
+    pats = {}
+    with open(path) as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        for r in rows:
+            b, s, d, n = int(r["batch"]), int(r["src"]), int(r["dst"]), int(r["bytes"])
+            if not (0 <= s < world and 0 <= d < world):
+                sys.exit("measure_a2a: %s: rank %d->%d outside a world of %d (make the file with "
+                         "a2a_pattern.py --world %d)" % (path, s, d, world, world))
+            pats.setdefault(b, [[0] * world for _ in range(world)])[s][d] = n - n % 16
+    return pats
+
+
 def max_link(send):
     w = len(send)
     out = [sum(send[s][d] for d in range(w) if d != s) for s in range(w)]
@@ -79,6 +98,7 @@ def main():
     ap.add_argument("--min-log2", type=int, default=12, help="smallest bytes_per_gpu, log2 (4 KiB)")
     ap.add_argument("--max-log2", type=int, default=30, help="largest bytes_per_gpu, log2 (1 GiB)")
     ap.add_argument("--patterns", default="uniform,skewed,oneway")
+    ap.add_argument("--pattern-file", help="a2a_pattern.py CSV: measure those matrices too")
     ap.add_argument("--target-s", type=float, default=0.02, help="seconds per sample")
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--mode", choices=("graph", "eager"), default="graph")
@@ -125,51 +145,58 @@ def main():
             eager()
         return g.replay, g
 
+    jobs = [(pattern, 1 << lg, splits(pattern, 1 << lg, world))
+            for pattern in args.patterns.split(",") if pattern
+            for lg in range(args.min_log2, args.max_log2 + 1)]
+    if args.pattern_file:
+        for b, send in sorted(read_pattern_file(args.pattern_file, world).items()):
+            jobs.append(("deepep_b%d" % b, max(sum(r) for r in send), send))
     rows = []
     t0 = time.time()
-    for pattern in args.patterns.split(","):
-        for lg in range(args.min_log2, args.max_log2 + 1):
-            nbytes = 1 << lg
-            send = splits(pattern, nbytes, world)
-            ins = send[rank]
-            outs = [send[s][rank] for s in range(world)]
-            inp = torch.full((sum(ins),), rank + 1, dtype=torch.uint8, device=dev)
-            out = torch.zeros(sum(outs), dtype=torch.uint8, device=dev)
-            # Correct first: rank s's bytes arrive in rank order, every byte written.
+    for pattern, nbytes, send in jobs:
+        ins = send[rank]
+        outs = [send[s][rank] for s in range(world)]
+        inp = torch.full((sum(ins),), rank + 1, dtype=torch.uint8, device=dev)
+        out = torch.zeros(sum(outs), dtype=torch.uint8, device=dev)
+        # Correct first: rank s's bytes arrive in rank order, every byte written.
+        dist.all_to_all_single(out, inp, outs, ins)
+        want = torch.cat([torch.full((outs[s],), s + 1, dtype=torch.uint8, device=dev)
+                          for s in range(world)])
+        if not torch.equal(out, want):
+            sys.exit("measure_a2a: rank %d received wrong bytes at %d B (%s)" % (rank, nbytes, pattern))
+        inp.random_(0, 256)
+        for _ in range(3):
             dist.all_to_all_single(out, inp, outs, ins)
-            want = torch.cat([torch.full((outs[s],), s + 1, dtype=torch.uint8, device=dev)
-                              for s in range(world)])
-            if not torch.equal(out, want):
-                sys.exit("measure_a2a: rank %d received wrong bytes at %d B (%s)" % (rank, nbytes, pattern))
-            inp.random_(0, 256)
-            for _ in range(3):
-                dist.all_to_all_single(out, inp, outs, ins)
-            def once():
-                dist.all_to_all_single(out, inp, outs, ins)
-            est = torch.tensor([timed(once, 1)], dtype=torch.float64, device=dev)
-            dist.all_reduce(est, op=dist.ReduceOp.MAX)
-            iters = max(1, min(args.max_iters, int(args.target_s / max(est.item(), 1e-7))))
-            run, graph = runner(inp, out, ins, outs, iters)
-            run()
-            ts = torch.tensor([timed(run, iters) for _ in range(args.samples)],
-                              dtype=torch.float64, device=dev)
-            # Drop the graph (and its captured NCCL work) before the next size
-            # and before the process group goes: one left alive hung the exit.
-            del run, graph
-            torch.cuda.synchronize()
-            dist.all_reduce(ts, op=dist.ReduceOp.MAX)   # the slowest rank decides
-            ts = ts.tolist()
-            rows.append(dict(pattern=pattern, world=world, bytes_per_gpu=nbytes,
-                             max_link_bytes=max_link(send), time_ns="%.0f" % (pct(ts, 0.5) * 1e9),
-                             p10_ns="%.0f" % (pct(ts, 0.1) * 1e9),
-                             p90_ns="%.0f" % (pct(ts, 0.9) * 1e9), reps=iters * args.samples))
-            del inp, out
+        def once():
+            dist.all_to_all_single(out, inp, outs, ins)
+        est = torch.tensor([timed(once, 1)], dtype=torch.float64, device=dev)
+        dist.all_reduce(est, op=dist.ReduceOp.MAX)
+        iters = max(1, min(args.max_iters, int(args.target_s / max(est.item(), 1e-7))))
+        run, graph = runner(inp, out, ins, outs, iters)
+        run()
+        ts = torch.tensor([timed(run, iters) for _ in range(args.samples)],
+                          dtype=torch.float64, device=dev)
+        # Drop the graph (and its captured NCCL work) before the next size
+        # and before the process group goes: one left alive hung the exit.
+        del run, graph
+        torch.cuda.synchronize()
+        dist.all_reduce(ts, op=dist.ReduceOp.MAX)   # the slowest rank decides
+        ts = ts.tolist()
+        rows.append(dict(pattern=pattern, world=world, bytes_per_gpu=nbytes,
+                         max_link_bytes=max_link(send), time_ns="%.0f" % (pct(ts, 0.5) * 1e9),
+                         p10_ns="%.0f" % (pct(ts, 0.1) * 1e9),
+                         p90_ns="%.0f" % (pct(ts, 0.9) * 1e9), reps=iters * args.samples))
+        del inp, out
     if rank == 0:
         meta.append(("what", "dist.all_to_all_single over NCCL, one process per GPU, uint8 buffers; "
                              "skewed: every rank sends %.0f%% of its buffer to rank 0" % (SKEW * 100)))
         meta.append(("timing", "after a barrier, ITERS back-to-back collectives between CUDA events, "
                                "/ITERS; %d samples, median (p10, p90), max over ranks; reps = "
                                "ITERS x samples" % args.samples))
+        if args.pattern_file:
+            with open(args.pattern_file) as f:
+                src = " ".join(l[2:].strip() for l in f if l.startswith("# "))
+            meta.append(("pattern_file", "deepep_bB rows: a2a_pattern.py output (%s)" % src))
         meta.append(("mode", args.mode + (" (ITERS collectives captured in one CUDA graph, replayed)"
                                            if args.mode == "graph" else " (plain calls)")))
         meta.append(("measured_points", "%d in %.0f s" % (len(rows), time.time() - t0)))
