@@ -208,9 +208,13 @@ static void experiments(report_ctx_t *c, int *failed) {
             }
         snprintf(used[n++], sizeof used[0], "%s", e.slug);
         int total = sqlite3_column_int(q, 2);
-        report_printf(&c->index, "## Experiment `%s`\n\nFigures below show runs ", e.name);
+        report_printf(&c->index, "## Experiment ");
+        report_md(&c->index, e.name);
+        report_printf(&c->index, "\n\nFigures below show runs ");
         report_run_list(&c->index, &e, NULL);
-        report_printf(&c->index, " (the latest run of each strategy named `%s`%s).\n\n", e.name,
+        report_printf(&c->index, " (the latest run of each strategy named ");
+        report_md(&c->index, e.name);
+        report_printf(&c->index, "%s).\n\n",
                       total > e.n ? "; earlier runs of the same name appear only in the run table"
                                   : "");
         struct { const char *name; int (*fn)(report_ctx_t *, const report_exp_t *); } figs[] = {
@@ -227,20 +231,6 @@ static void experiments(report_ctx_t *c, int *failed) {
                                  "latest %d are drawn; see the run table).\n\n",
                       older, older > 1 ? "s" : "", older > 1 ? "have" : "has",
                       older > 1 ? "their" : "its", REPORT_MAX_EXPERIMENTS);
-}
-
-static int write_index(report_ctx_t *c) {
-    char path[4096], tmp[4096];
-    snprintf(path, sizeof path, "%s/index.md", c->dir);
-    snprintf(tmp, sizeof tmp, "%s/.index.md.tmp", c->dir);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return ms_err("%s: cannot write: %s", tmp, strerror(errno));
-    int bad = fputs(c->index.s, f) < 0;
-    if (fclose(f) || bad || rename(tmp, path)) {
-        unlink(tmp);
-        return ms_err("%s: cannot write the index (disk full?)", path);
-    }
-    return MS_OK;
 }
 
 int report_build(const char *db_path, const char *dir, const char *only, report_result_t *res) {
@@ -289,10 +279,12 @@ int report_build(const char *db_path, const char *dir, const char *only, report_
 
     int failed = 0;
     const char *base = strrchr(db_path, '/');
-    report_printf(&c.index, "# moesim report\n\nDrawn from `%s` (%lld run%s). Each figure is a "
-                            "PNG with an SVG beside it and the gnuplot script that drew it, its "
-                            "data inline; docs/report.md gives the SQL behind each figure.\n\n",
-                  base ? base + 1 : db_path, (long long)nruns, nruns == 1 ? "" : "s");
+    report_printf(&c.index, "# moesim report\n\nDrawn from ");
+    report_md(&c.index, base ? base + 1 : db_path);
+    report_printf(&c.index, " (%lld run%s). Each figure is a PNG with an SVG beside it and the "
+                            "gnuplot script that drew it, its data inline; docs/report.md gives "
+                            "the SQL behind each figure.\n\n",
+                  (long long)nruns, nruns == 1 ? "" : "s");
     run_table(&c);
     experiments(&c, &failed);
     if (report_wanted(&c, "trace_heat")) {
@@ -303,17 +295,23 @@ int report_build(const char *db_path, const char *dir, const char *only, report_
         report_printf(&c.index, "## Across runs\n\n");
         tally(report_fig_par_budget(&c), &failed);
     }
-    int rc = write_index(&c);
-    report_buf_free(&c.index);
+    /* All or nothing: the figures and the index wait under temporary names
+     * and are renamed into place only when every one of them is whole, so
+     * a failure (gnuplot, a full disk) leaves the folder as it was. */
     sqlite3_close(c.db);
-    if (rc) return MS_ERR;
+    int rc = MS_OK;
     if (failed || res->failed)
-        return ms_err("report: %d figure%s failed to render (see the messages above); %d drawn",
-                      res->failed, res->failed == 1 ? "" : "s", res->drawn);
-    if (!res->drawn)
-        return ms_err("report: no figure could be drawn from %s: %s", db_path,
-                      res->n_notes ? res->notes[0] : "no data");
-    return MS_OK;
+        rc = ms_err("report: %d figure%s failed to render (see the messages above); nothing in "
+                    "%s was replaced", res->failed ? res->failed : 1,
+                    res->failed > 1 ? "s" : "", dir);
+    else if (!res->drawn)
+        rc = ms_err("report: no figure could be drawn from %s: %s", db_path,
+                    res->n_notes ? res->notes[0] : "no data");
+    else if (report_stage_text(&c, "index.md", c.index.s) || report_commit(&c))
+        rc = MS_ERR; /* said, naming the file */
+    report_discard(&c);
+    report_buf_free(&c.index);
+    return rc;
 }
 
 int report_make(const char *db_path, const char *out_dir) {

@@ -6,6 +6,8 @@
 #ifndef MOESIM_REPORT_H
 #define MOESIM_REPORT_H
 
+#include <stddef.h>
+
 #define REPORT_MAX_NOTES 64
 #define REPORT_NOTE_LEN 480
 
@@ -32,5 +34,23 @@ int report_make(const char *db_path, const char *out_dir);
  * report_figure_names; NULL draws all), and filling *res (may be NULL). */
 int report_build(const char *db_path, const char *out_dir, const char *only,
                  report_result_t *res);
+
+/* What `calib report` shares with the report's figures. */
+
+/* Runs gnuplot on script with dir as its working folder (script and log
+ * are names inside dir, so no path the user chose is ever gnuplot code),
+ * stdin from /dev/null, stdout and stderr into log; the log's first bytes
+ * go to said (n bytes, always terminated). MS_OK when gnuplot exited 0;
+ * otherwise a message saying whether it could not start, was killed (a
+ * file size limit) or failed. */
+int report_gnuplot(const char *dir, const char *script, const char *log, char *said, size_t n);
+
+/* MS_OK when path is a whole PNG (ends with its IEND chunk) or SVG (ends
+ * with </svg>), then synced to disk; a cut-short image (disk full) fails. */
+int report_check_image(const char *path);
+
+/* Writes len bytes of text to path, synced; on any write, sync or close
+ * error (disk full, file size limit) removes path and fails naming it. */
+int report_write_file(const char *path, const char *text, size_t len);
 
 #endif

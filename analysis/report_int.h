@@ -40,6 +40,11 @@ typedef struct report_exp {
     report_run_t run[REPORT_MAX_RUNS];
 } report_exp_t;
 
+/* A finished file under its temporary name, and where it goes. */
+typedef struct report_stage {
+    char *tmp, *dst;
+} report_stage_t;
+
 typedef struct report_ctx {
     sqlite3 *db;
     const char *dir;      /* output folder */
@@ -47,6 +52,8 @@ typedef struct report_ctx {
     report_buf_t index;   /* index.md being built */
     report_result_t *res; /* counts and skip notes */
     int no_gnuplot;       /* gnuplot could not be started: said once, figures fail */
+    report_stage_t *stage; /* finished files, renamed into place by report_commit */
+    int n_stage, cap_stage;
 } report_ctx_t;
 
 /* How a strategy is drawn in every figure. */
@@ -68,19 +75,29 @@ typedef struct report_fig {
 
 void report_printf(report_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void report_buf_free(report_buf_t *b);
-/* Appends s as a gnuplot single-quoted string ('' escapes a quote). */
+/* Appends s quoted by quote.h: as a gnuplot string literal, as a gnuplot
+ * datablock field, as Markdown text. Every string that did not come from
+ * moesim's own code goes through one of these. */
 void report_quote(report_buf_t *b, const char *s);
-/* Appends s with characters that would break a Markdown table cell escaped. */
+void report_field(report_buf_t *b, const char *s);
 void report_md(report_buf_t *b, const char *s);
 
 report_style_t report_style(const char *strategy);
 /* The colour as an integer 0xRRGGBB, for gnuplot's `lc rgb variable`. */
 int report_rgb(const char *strategy);
 
-/* Renders f into ctx->dir as stem.png, stem.svg and stem.gp (each written
- * under a temporary name and renamed, so no half-written file remains),
+/* Renders f into ctx->dir as stem.png, stem.svg and stem.gp under
+ * temporary names (checked complete and synced; staged for report_commit),
  * adds it to the index and frees its buffers. MS_OK or MS_ERR. */
 int report_render(report_ctx_t *c, report_fig_t *f);
+/* Writes text to ctx->dir/.name.PID.tmp and stages it as ctx->dir/name. */
+int report_stage_text(report_ctx_t *c, const char *name, const char *text);
+/* Renames every staged file into place, after checking that none of the
+ * destinations is a folder or special file; on any failure, and always
+ * afterwards, the temporaries are removed (report_discard). */
+int report_commit(report_ctx_t *c);
+/* Removes every staged temporary: the output folder stays as it was. */
+void report_discard(report_ctx_t *c);
 void report_fig_free(report_fig_t *f);
 /* Records that a figure was skipped and why (with the command that makes
  * the missing data); warns and notes it in the index. Returns REPORT_SKIP. */

@@ -98,9 +98,12 @@ static void bar_panel(report_fig_t *f, const report_exp_t *e, const bar_metric_t
         /* The change goes inside the bar, or above its value when the bar
          * is too short to hold it. */
         int inside = top > 0 && m->v[i] / (top * 1.2) > 0.12;
-        report_printf(&f->data, "%d \"%s\" %.9g %d \"%s\" \"%s\" \"%s\"\n", x++,
-                      e->run[i].strategy, m->v[i], report_rgb(e->run[i].strategy), val,
-                      inside ? rel : "", inside ? "" : rel);
+        /* The line starts with a number and the name is a quoted field
+         * (quote_gp_field): no name can end the block or become a command. */
+        report_printf(&f->data, "%d ", x++);
+        report_field(&f->data, e->run[i].strategy);
+        report_printf(&f->data, " %.9g %d \"%s\" \"%s\" \"%s\"\n", m->v[i],
+                      report_rgb(e->run[i].strategy), val, inside ? rel : "", inside ? "" : rel);
     }
     report_printf(&f->data, "EOD\n");
     /* A few bars keep a bar's width: pad the range instead of stretching. */

@@ -250,8 +250,8 @@ Test(report, full_report_has_every_figure_and_the_run_table) {
     /* Serving columns appear once requests exist; static has no migrations. */
     cr_assert_not_null(strstr(idx, "| TPOT mean (ms) |"));
     cr_assert_not_null(strstr(idx, "| gap to bound |"));
-    cr_assert_not_null(strstr(idx, "## Experiment `t`"));
-    cr_assert_not_null(strstr(idx, "## Experiment `sweep`"));
+    cr_assert_not_null(strstr(idx, "## Experiment t\n"));
+    cr_assert_not_null(strstr(idx, "## Experiment sweep\n"));
     /* The sweep served no requests: its CDFs are skipped, said in the index. */
     cr_assert_not_null(strstr(idx, "figure f (TTFT and TPOT CDFs) for experiment 'sweep'"));
     free(idx);
@@ -367,12 +367,15 @@ Test(report, failed_render_leaves_no_partial_file) {
     report_result_t res;
     ms_err_quiet(1);
     cr_assert_eq(report_build(db, out, "layer_max,bars", &res), MS_ERR);
-    cr_assert_eq(res.failed, 1);
-    cr_assert_eq(res.drawn, 1); /* the other figure is still drawn */
-    cr_assert(has_png("out/bars-t.png"));
+    cr_assert_not_null(strstr(ms_err_last(), "not a regular file"), "%s", ms_err_last());
+    /* All or nothing: neither figure nor the index lands. */
     struct stat sb;
+    path(blocker, sizeof blocker, "out/bars-t.png");
+    cr_assert_neq(stat(blocker, &sb), 0, "a figure landed beside a failed one");
     path(blocker, sizeof blocker, "out/layer_max-t.svg");
     cr_assert_neq(stat(blocker, &sb), 0, "half a figure left behind");
+    path(blocker, sizeof blocker, "out/index.md");
+    cr_assert_neq(stat(blocker, &sb), 0, "an index for figures that did not land");
     assert_no_tmp("out");
 }
 
@@ -462,7 +465,8 @@ Test(report, latest_run_per_strategy_and_one_section_per_experiment) {
     snprintf(want, sizeof want, "Figures below show runs %lld static", (long long)new_id);
     cr_assert_not_null(strstr(idx, want), "%s", idx);
     /* The latest experiment comes first. */
-    cr_assert(strstr(idx, "## Experiment `b c`") < strstr(idx, "## Experiment `a`"));
+    const char *bc = strstr(idx, "## Experiment b c\n"), *a = strstr(idx, "## Experiment a\n");
+    cr_assert(bc && a && bc < a, "%s", idx);
     free(idx);
 }
 
