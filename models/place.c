@@ -12,12 +12,14 @@ extern const place_ops_t place_static_ops;
 extern const place_ops_t place_eplb_ops;
 extern const place_ops_t place_omni_ops;
 extern const place_ops_t place_bias_ops;
+extern const place_ops_t place_layout_ops;
 
 static const place_ops_t *const registry[] = {
     &place_static_ops,
     &place_eplb_ops,
     &place_omni_ops,
     &place_bias_ops,
+    &place_layout_ops,
 };
 
 #define N_REG ((int)(sizeof registry / sizeof *registry))

@@ -42,6 +42,19 @@ static inline int place_slot_device(const place_layer_t *ly, int slot) {
 /* Writes "layer,slot,device,expert" rows (with header). */
 int place_layout_write_csv(const place_layout_t *lo, FILE *f);
 
+/* Writes SGLang's expert location (place_io.c): {"physical_to_logical_map":
+ * [n_dense + n_layers][n_slots]}, the n_dense leading dense layers as the
+ * trivial map slot i -> expert i mod E: what `--init-expert-location FILE.json`
+ * loads. */
+int place_layout_write_sglang(const place_layout_t *lo, int n_dense, FILE *f);
+/* Reads a layout file, SGLang JSON or moesim's CSV (sniffed: JSON starts
+ * with '{'), for n_layers MoE layers of n_experts experts in n_slots slots
+ * per layer on n_devices devices. Leading extra rows of an SGLang map are
+ * dense layers: checked, then dropped. Every error names the file and the
+ * position (line, or map[layer][slot]) and the fix. */
+int place_layout_read(const char *path, int n_layers, int n_experts, int n_devices,
+                      int devices_per_node, int n_slots, place_layout_t **out);
+
 /* Per-device load of layer l when expert e's load is split evenly over its
  * replicas: dev_load[D] (the accounting the placement papers use). */
 void place_device_load(const place_layout_t *lo, int l, const double *expert_load,
@@ -72,6 +85,9 @@ typedef struct place_ops {
     const char *name;   /* registry name, e.g. "eplb" */
     const char *summary;
     int algo_version;   /* the strategy's own version, stored with results */
+    /* Input it cannot run without, e.g. "[placement] layout" (NULL: none):
+     * code that tries every registered strategy skips these. */
+    const char *requires;
 
     /* Makes the first layout into *out (already sized). prior is
      * [n_layers][n_experts] load statistics, or NULL when none. */

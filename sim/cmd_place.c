@@ -22,6 +22,7 @@
 /* The command line, parsed. */
 typedef struct place_args {
     const char *strategy, *counts, *out, *db, *model, *name;
+    int sglang; /* --format sglang: --out is SGLang's expert-location JSON */
     long devices, nodes, redundant, groups, seed; /* -1: not given */
     int quiet;
     int n_sets;
@@ -46,6 +47,9 @@ static void usage(FILE *f) {
             "  --strategy NAME        placement strategy (%s)\n"
             "  --counts FILE          counts: SGLang expert statistics JSON\n"
             "  --out FILE             write the layout CSV: layer,slot,device,expert\n"
+            "  --format csv|sglang    --out as that CSV (default) or as the JSON SGLang's\n"
+            "                         --init-expert-location FILE.json loads:\n"
+            "                         physical_to_logical_map [all layers][slots]\n"
             "  --devices D            devices (GPUs) (default 32)\n"
             "  --nodes N              nodes, D a multiple of N (default D/8 when 8 divides D, else 1)\n"
             "  --redundant R          redundant slots per layer; experts + R a multiple of D\n"
@@ -78,6 +82,7 @@ static int parse(int argc, char **argv, place_args_t *a) {
         {"seed", required_argument, 0, 'x'},     {"set", required_argument, 0, 's'},
         {"db", required_argument, 0, 'd'},       {"name", required_argument, 0, 'n'},
         {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
+        {"format", required_argument, 0, 'f'},
         {0, 0, 0, 0},
     };
     memset(a, 0, sizeof *a);
@@ -104,6 +109,11 @@ static int parse(int argc, char **argv, place_args_t *a) {
             break;
         case 'd': a->db = optarg; break;
         case 'n': a->name = optarg; break;
+        case 'f':
+            if (strcmp(optarg, "csv") && strcmp(optarg, "sglang"))
+                return ms_err("place: --format '%s' (give csv or sglang)", optarg);
+            a->sglang = !strcmp(optarg, "sglang");
+            break;
         case 'q': a->quiet = 1; break;
         case 'h': usage(stdout); exit(0);
         case ':': return ms_err("place: %s needs a value (see moesim place --help)", argv[optind - 1]);
@@ -122,6 +132,14 @@ static int parse(int argc, char **argv, place_args_t *a) {
     if (!a->counts)
         return ms_err("place: no --counts FILE (example: --counts traces/data/deepseek-v3-sglang/"
                       "decode_in1000out1000.json)");
+    if (a->sglang) {
+        size_t n = a->out ? strlen(a->out) : 0;
+        /* SGLang reads a file only when the name ends in .json; any other
+         * argument it parses as inline JSON. */
+        if (n < 5 || strcmp(a->out + n - 5, ".json"))
+            return ms_err("place: --format sglang needs --out FILE.json (SGLang's "
+                          "--init-expert-location reads a file only when its name ends in .json)");
+    }
     if (a->devices < 0) a->devices = 32;
     if (a->nodes < 0) a->nodes = a->devices % 8 == 0 ? a->devices / 8 : 1;
     if (a->redundant < 0) a->redundant = 0;
@@ -132,8 +150,9 @@ static int parse(int argc, char **argv, place_args_t *a) {
     return MS_OK;
 }
 
-/* Writes the layout to a temporary file beside path; *tmp gets its name. */
-static int write_tmp_csv(const place_layout_t *lo, const char *path, char **tmp) {
+/* Writes the layout to a temporary file beside path, as CSV or (n_dense >=
+ * 0) as SGLang JSON with n_dense dense layers first; *tmp gets its name. */
+static int write_tmp(const place_layout_t *lo, int n_dense, const char *path, char **tmp) {
     size_t n = strlen(path) + 16;
     *tmp = ms_malloc(n);
     snprintf(*tmp, n, "%s.tmp.XXXXXX", path);
@@ -153,7 +172,7 @@ static int write_tmp_csv(const place_layout_t *lo, const char *path, char **tmp)
         *tmp = NULL;
         return ms_err("%s: cannot write the layout file: %s", path, strerror(errno));
     }
-    int rc = place_layout_write_csv(lo, f);
+    int rc = n_dense < 0 ? place_layout_write_csv(lo, f) : place_layout_write_sglang(lo, n_dense, f);
     if (fclose(f) && rc == MS_OK) rc = ms_err("%s: write error: %s", path, strerror(errno));
     if (rc) {
         unlink(*tmp);
@@ -327,7 +346,7 @@ int cmd_place(int argc, char **argv) {
            "bound PAR %.4f, gap to bound %.2f%%\n",
            mv[0], mv[1], mv[2], mv[3], mv[4], 100 * mv[5]);
 
-    if (a.out && write_tmp_csv(lo, a.out, &tmp)) goto out;
+    if (a.out && write_tmp(lo, a.sglang ? model->n_dense : -1, a.out, &tmp)) goto out;
     if (a.db && store_all(&a, cfg, ops, ps, lo, prior, dev, row, mk, mv, nm)) goto out;
     if (tmp && rename(tmp, a.out)) {
         ms_err("%s: cannot move the layout into place: %s", a.out, strerror(errno));

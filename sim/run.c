@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "calib.h"
@@ -123,6 +124,14 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     o->redundant = (int)v;
     if (cfg_str(cfg, "placement", "strategies", "static", &s)) return MS_ERR;
     if (split_list(s, o, cfg_where(cfg, "placement", "strategies"))) return MS_ERR;
+    /* [placement] layout is read by the layout strategy alone: without it
+     * the key would pass for a typo. */
+    int replays = 0;
+    for (int i = 0; i < o->n_strategies; i++) replays |= !strcasecmp(o->strategies[i], "layout");
+    if (!replays && cfg_has(cfg, "placement", "layout"))
+        return ms_err("%s: [placement] layout is replayed by strategy 'layout' (add layout to "
+                      "[placement] strategies, or remove the key)",
+                      cfg_where(cfg, "placement", "layout"));
 
     int slots = o->model.n_experts + o->redundant;
     if (slots % o->cluster.n_devices)

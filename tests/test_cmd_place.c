@@ -67,6 +67,7 @@ Test(place_cmd, every_strategy_writes_a_layout) {
     int *se = malloc(sizeof(int) * L * S);
     for (int i = 0; i < place_count(); i++) {
         const char *name = place_at(i)->name;
+        if (place_at(i)->requires) continue; /* the layout strategy: tested below */
         char out[128];
         snprintf(out, sizeof out, "%s/%s.csv", dir, name);
         cr_assert_eq(place("--strategy", name, "--counts", TRACE, "--devices", "32",
