@@ -1,6 +1,7 @@
 /* place: layouts, the strategy registry and the shared replica choice. */
 #include "place.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -25,12 +26,19 @@ static const place_ops_t *const registry[] = {
 #define N_REG ((int)(sizeof registry / sizeof *registry))
 
 const place_ops_t *place_find(const char *name) {
+    if (!strncasecmp(name, "exec:", 5)) return place_exec_find(name);
     for (int i = 0; i < N_REG; i++)
         if (!strcasecmp(registry[i]->name, name)) return registry[i];
     return NULL;
 }
 
 int place_count(void) { return N_REG; }
+
+void place_cfg_section(const place_ops_t *ops, char *sec, size_t n) {
+    const char *name = ops->name;
+    if (!strncasecmp(name, "exec:", 5)) name += 5;
+    snprintf(sec, n, "strategy.%s", name);
+}
 const place_ops_t *place_at(int i) { return i >= 0 && i < N_REG ? registry[i] : NULL; }
 
 const char *place_names(void) {
@@ -39,6 +47,7 @@ const char *place_names(void) {
         for (int i = 0; i < N_REG; i++) {
             if (i) strcat(buf, ", ");
             strcat(buf, registry[i]->name);
+            if (i == N_REG - 1) strcat(buf, ", exec:NAME");
         }
     return buf;
 }

@@ -55,6 +55,12 @@ int place_layout_write_sglang(const place_layout_t *lo, int n_dense, FILE *f);
 int place_layout_read(const char *path, int n_layers, int n_experts, int n_devices,
                       int devices_per_node, int n_slots, place_layout_t **out);
 
+/* The same JSON from memory, exactly n_layers rows (no dense rows): an
+ * external strategy's answer (place_exec.c); name leads every message. */
+int place_layout_parse_json(const char *name, const char *buf, size_t len, int n_layers,
+                            int n_experts, int n_devices, int devices_per_node, int n_slots,
+                            place_layout_t **out);
+
 /* Per-device load of layer l when expert e's load is split evenly over its
  * replicas: dev_load[D] (the accounting the placement papers use). */
 void place_device_load(const place_layout_t *lo, int l, const double *expert_load,
@@ -113,8 +119,14 @@ typedef struct place_ops {
     void (*destroy)(place_state_t *st);
 } place_ops_t;
 
-/* The registry. */
+/* The registry. place_find also makes "exec:NAME", an external command's
+ * strategy (place_exec.c), on first use; place_count and place_at list the
+ * registered ones only. */
 const place_ops_t *place_find(const char *name);
+const place_ops_t *place_exec_find(const char *name);
+/* A strategy's parameter section: "strategy.<name>", and for exec:NAME
+ * "strategy.NAME". */
+void place_cfg_section(const place_ops_t *ops, char *sec, size_t n);
 const char *place_names(void);
 int place_count(void);
 const place_ops_t *place_at(int i);

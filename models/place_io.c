@@ -66,7 +66,10 @@ static int check_slots(const want_t *w, int S, const char *where) {
                   where, S, w->S, w->E, w->S - w->E, S - w->E, S - w->E);
 }
 
-static int read_sglang(const want_t *w, const char *buf, size_t len, place_layout_t **out) {
+/* exact: the map must have exactly w->L rows (an external strategy's
+ * answer); otherwise leading extra rows are dense layers. */
+static int read_sglang(const want_t *w, const char *buf, size_t len, int exact,
+                       place_layout_t **out) {
     json_error_t jerr;
     json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
@@ -91,6 +94,11 @@ static int read_sglang(const want_t *w, const char *buf, size_t len, place_layou
         goto out;
     }
     int rows = (int)ms_imin((int)json_array_size(map), 1 << 20);
+    if (exact && rows != w->L) {
+        ms_err("%s: physical_to_logical_map has %d layers, expected %d (one row per MoE layer)",
+               w->path, rows, w->L);
+        goto out;
+    }
     if (rows < w->L) {
         ms_err("%s: physical_to_logical_map has %d layers, the model has %d MoE layers (a "
                "layout for another model? SGLang lists every layer, dense ones included)",
@@ -226,9 +234,16 @@ int place_layout_read(const char *path, int n_layers, int n_experts, int n_devic
         rc = ms_err("%s: empty file (give SGLang JSON with \"physical_to_logical_map\" or a "
                     "moesim layout CSV)", path);
     else if (buf[i] == '{')
-        rc = read_sglang(&w, buf, len, out);
+        rc = read_sglang(&w, buf, len, 0, out);
     else
         rc = read_csv(&w, buf, out);
     free(buf);
     return rc;
+}
+
+int place_layout_parse_json(const char *name, const char *buf, size_t len, int n_layers,
+                            int n_experts, int n_devices, int devices_per_node, int n_slots,
+                            place_layout_t **out) {
+    want_t w = {name, n_layers, n_experts, n_devices, devices_per_node, n_slots};
+    return read_sglang(&w, buf, len, 1, out);
 }

@@ -286,7 +286,7 @@ int cmd_place(int argc, char **argv) {
     for (int i = 0; i < a.n_sets; i++)
         if (cfg_set_assign(cfg, a.sets[i], "--set", i + 1)) goto out;
     char sec[64];
-    snprintf(sec, sizeof sec, "strategy.%s", ops->name);
+    place_cfg_section(ops, sec, sizeof sec);
     place_env_t env = {.n_layers = L, .n_experts = E, .n_devices = D,
                        .devices_per_node = D / (int)a.nodes, .n_nodes = (int)a.nodes,
                        .redundant = (int)a.redundant, .top_k = model->top_k,

@@ -147,7 +147,7 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
 
 place_env_t run_strategy_env(const run_spec_t *sp, const cluster_t *c, int redundant,
                              const place_ops_t *ops, char *sec, size_t n) {
-    snprintf(sec, n, "strategy.%s", ops->name);
+    place_cfg_section(ops, sec, n);
     return (place_env_t){.n_layers = moe_n_moe_layers(&sp->model),
                          .n_experts = sp->model.n_experts, .n_devices = c->n_devices,
                          .devices_per_node = c->devices_per_node, .n_nodes = c->n_nodes,
