@@ -15,8 +15,10 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,14 +271,59 @@ static int run_child(place_state_t *s, const char *what, const char *in, size_t 
 
 /* ---- the request ----------------------------------------------------- */
 
-static json_t *matrix(const double *v, int rows, int cols) {
-    json_t *a = json_array();
-    for (int r = 0; r < rows; r++) {
-        json_t *row = json_array();
-        for (int c = 0; c < cols; c++) json_array_append_new(row, json_real(v[(size_t)r * cols + c]));
-        json_array_append_new(a, row);
+/* The request is written by hand: jansson formats 15,000 reals in about
+ * 15 ms, most of the 50 ms a re-plan may cost. Integral loads (counts) go
+ * as integers with ".0", others as %.17g; both read back exactly. */
+typedef struct sbuf {
+    char *p;
+    size_t n, cap;
+} sbuf_t;
+
+static void sb_need(sbuf_t *b, size_t k) {
+    if (b->n + k + 1 <= b->cap) return;
+    while (b->n + k + 1 > b->cap) b->cap = b->cap ? 2 * b->cap : 1 << 16;
+    b->p = ms_realloc(b->p, b->cap);
+}
+
+static void sb_str(sbuf_t *b, const char *s) {
+    size_t k = strlen(s);
+    sb_need(b, k);
+    memcpy(b->p + b->n, s, k + 1);
+    b->n += k;
+}
+
+static void sb_fmt(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_fmt(sbuf_t *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    sb_need(b, (size_t)k);
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->n, (size_t)k + 1, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)k;
+}
+
+static void sb_long(sbuf_t *b, long long v) {
+    char t[24];
+    int k = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do t[k++] = (char)('0' + u % 10);
+    while (u /= 10);
+    sb_need(b, (size_t)k + 1);
+    if (v < 0) b->p[b->n++] = '-';
+    while (k) b->p[b->n++] = t[--k];
+    b->p[b->n] = 0;
+}
+
+static void sb_real(sbuf_t *b, double x) {
+    if (x == floor(x) && fabs(x) < 9007199254740992.0) { /* 2^53: exact as an integer */
+        sb_long(b, (long long)x);
+        sb_str(b, ".0");
+    } else {
+        sb_fmt(b, "%.17g", x);
     }
-    return a;
 }
 
 /* Loads as a .npy file: float64, C order, shape (L, E). */
@@ -322,40 +369,61 @@ static int call(place_state_t *s, const char *event, int step, int64_t now_ns,
     double t0 = now_ms();
     char npy[4096] = "", what[64];
     snprintf(what, sizeof what, "%s at step %d", event, step);
-    json_t *dep = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:I}",
-                            "layers", s->L, "experts", s->E, "slots", s->S, "slots_per_device",
-                            s->S / s->D, "devices", s->D, "nodes", s->N, "devices_per_node",
-                            s->dpn, "redundant", s->R, "groups", s->G, "topk_groups", s->TG,
-                            "top_k", s->K, "seed", (json_int_t)s->seed);
-    json_t *req = json_pack("{s:i, s:s, s:s, s:i, s:I, s:o}", "protocol", EXEC_PROTOCOL, "event",
-                            event, "strategy", s->name + 5, "step", step, "now_ns",
-                            (json_int_t)now_ns, "deployment", dep);
+    sbuf_t b = {0};
+    sb_fmt(&b, "{\"protocol\": %d, \"event\": \"%s\", \"strategy\": \"%s\", \"step\": %d, "
+           "\"now_ns\": %lld, \"deployment\": {\"layers\": %d, \"experts\": %d, \"slots\": %d, "
+           "\"slots_per_device\": %d, \"devices\": %d, \"nodes\": %d, \"devices_per_node\": %d, "
+           "\"redundant\": %d, \"groups\": %d, \"topk_groups\": %d, \"top_k\": %d, "
+           "\"seed\": %llu}", EXEC_PROTOCOL, event, s->name + 5, step, (long long)now_ns, s->L,
+           s->E, s->S, s->S / s->D, s->D, s->N, s->dpn, s->R, s->G, s->TG, s->K,
+           (unsigned long long)s->seed);
     if (!loads) {
-        json_object_set_new(req, "loads", json_null());
+        sb_str(&b, ", \"loads\": null");
     } else if ((long)s->L * s->E > s->npy_above) {
         if (write_npy(s, loads, npy, sizeof npy)) {
-            json_decref(req);
+            free(b.p);
             return MS_ERR;
         }
-        json_object_set_new(req, "loads_npy", json_string(npy));
+        json_t *js = json_string(npy); /* a path is data: quoted by jansson */
+        char *q = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
+        json_decref(js);
+        if (!q) {
+            unlink(npy);
+            free(b.p);
+            return ms_err("%s: the loads file's path %s is not UTF-8 (set TMPDIR to a plain "
+                          "folder)", s->name, npy);
+        }
+        sb_fmt(&b, ", \"loads_npy\": %s", q);
+        free(q);
     } else {
-        json_object_set_new(req, "loads", matrix(loads, s->L, s->E));
+        sb_str(&b, ", \"loads\": [");
+        for (int l = 0; l < s->L; l++) {
+            sb_str(&b, l ? ", [" : "[");
+            for (int e = 0; e < s->E; e++) {
+                if (e) sb_str(&b, ", ");
+                sb_real(&b, loads[(size_t)l * s->E + e]);
+            }
+            sb_str(&b, "]");
+        }
+        sb_str(&b, "]");
     }
     if (cur) {
-        json_t *m = json_array();
+        sb_str(&b, ", \"current\": [");
         for (int l = 0; l < s->L; l++) {
-            json_t *row = json_array();
-            for (int k = 0; k < cur->layer[l].n_slots; k++)
-                json_array_append_new(row, json_integer(cur->layer[l].slot_expert[k]));
-            json_array_append_new(m, row);
+            sb_str(&b, l ? ", [" : "[");
+            for (int k = 0; k < cur->layer[l].n_slots; k++) {
+                if (k) sb_str(&b, ", ");
+                sb_long(&b, cur->layer[l].slot_expert[k]);
+            }
+            sb_str(&b, "]");
         }
-        json_object_set_new(req, "current", m);
+        sb_str(&b, "]");
     }
-    char *text = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
+    sb_str(&b, "}\n");
+    char *text = b.p;
     char *ans = NULL;
     size_t ans_len = 0;
-    int rc = run_child(s, what, text, strlen(text), &ans, &ans_len);
+    int rc = run_child(s, what, text, b.n, &ans, &ans_len);
     free(text);
     if (npy[0]) unlink(npy);
     if (rc) return MS_ERR;
