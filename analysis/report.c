@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "report_int.h"
 #include "util.h"
 
@@ -70,10 +71,23 @@ static void slugify(const char *s, char *out, size_t n) {
     out[k] = '\0';
 }
 
+/* One run-table cell from a stored metric: "–" when the run did not store
+ * it, or when the count `need` (a metrics_id, -1 for none) is zero. */
+static void cell(report_buf_t *b, const metrics_t *m, enum metrics_id id, const char *fmt,
+                 double scale, int need) {
+    if (!m->has[id] || (need >= 0 && metrics_get(m, (enum metrics_id)need, 0) <= 0)) {
+        report_printf(b, " | –");
+        return;
+    }
+    char v[64];
+    snprintf(v, sizeof v, fmt, scale * m->v[id]);
+    report_printf(b, " | %s", v);
+}
+
 /* Serving columns appear in the run table only when some run has requests. */
 static void run_table(report_ctx_t *c) {
     int serving = report_value(c, "SELECT count(*) FROM requests", 0, 0) > 0;
-    sqlite3_stmt *q = report_prepare(c, "SELECT run_id, name, strategy, devices, nodes FROM runs "
+    sqlite3_stmt *q = report_prepare(c, "SELECT run_id, name, strategy, devices FROM runs "
                                         "ORDER BY run_id");
     if (!q) return;
     report_buf_t *b = &c->index;
@@ -82,7 +96,9 @@ static void run_table(report_ctx_t *c) {
                      "tokens/s per node counts output tokens; mean PAR is the per-layer maximum "
                      "over mean device load, averaged over layers and steps (1 = perfect "
                      "balance); gap to bound is the busiest devices' load summed over layers "
-                     "against the lower bound any placement with the same slots could reach.\n\n");
+                     "against the lower bound any placement with the same slots could reach; TTFT and TPOT "
+                     "count requests arriving after the warm-up. Every value is the run's "
+                     "stored summary metric (docs/schema.md); a dash: the run has none.\n\n");
     report_printf(b,
                   "| run | experiment | strategy | EP | redundant | step time (ms) |%s "
                   "tokens/s per node | mean PAR | GB migrated | gap to bound |\n"
@@ -99,52 +115,28 @@ static void run_table(report_ctx_t *c) {
         int64_t id = sqlite3_column_int64(q, 0);
         const char *name = (const char *)sqlite3_column_text(q, 1);
         const char *strat = (const char *)sqlite3_column_text(q, 2);
-        int devices = sqlite3_column_int(q, 3), nodes = sqlite3_column_int(q, 4);
+        int devices = sqlite3_column_int(q, 3);
         report_printf(b, "| %lld | ", (long long)id);
         report_md(b, name ? name : "");
         report_printf(b, " | ");
         report_md(b, strat ? strat : "");
-        double red = report_metric(c, id, "redundant", -1);
-        if (red >= 0) report_printf(b, " | %d | %.0f", devices, red);
-        else report_printf(b, " | %d | –", devices);
-        double step_ms = report_metric(c, id, "step_time_mean", -1);
-        if (step_ms < 0)
-            step_ms = report_value(c, "SELECT avg(duration_ns) / 1e6 FROM steps WHERE run_id = ?1",
-                                   id, -1);
-        if (step_ms >= 0) report_printf(b, " | %.2f", step_ms);
-        else report_printf(b, " | –");
-        report_lat_t lat = {0};
-        int has_lat = report_latency(c, id, nodes, &lat) == MS_OK;
-        if (serving && has_lat)
-            report_printf(b, " | %.2f | %.2f | %.1f | %.1f", lat.tpot_mean_ms, lat.tpot_p99_ms,
-                          lat.ttft_p50_ms, lat.ttft_p99_ms);
-        else if (serving) report_printf(b, " | – | – | – | –");
-        double tps = report_metric(c, id, "output_tokens_per_s_per_node", -1);
-        if (tps < 0 && has_lat) tps = lat.out_tokens_per_s_node;
-        report_lat_free(&lat);
-        if (tps >= 0) report_printf(b, " | %.0f", tps);
-        else report_printf(b, " | –");
-        double par = report_metric(c, id, "par_mean", -1);
-        if (par < 0)
-            par = report_value(c, "SELECT avg(max_load / mean_load) FROM layer_steps "
-                                  "WHERE run_id = ?1 AND mean_load > 0", id, -1);
-        if (par >= 0) report_printf(b, " | %.3f", par);
-        else report_printf(b, " | –");
-        /* Migrations when recorded one by one, else the re-plans' totals. */
-        double mig = report_value(c, "SELECT coalesce((SELECT sum(bytes) FROM migrations "
-                                     "WHERE run_id = ?1), (SELECT sum(bytes) FROM replans "
-                                     "WHERE run_id = ?1), 0)", id, 0);
-        report_printf(b, " | %.2f", mig / 1e9);
-        sqlite3_stmt *g = report_prepare(c, "SELECT sum(max_load), sum(bound) FROM layer_bounds "
-                                            "WHERE run_id = ?1");
-        if (g) {
-            sqlite3_bind_int64(g, 1, id);
-            if (sqlite3_step(g) == SQLITE_ROW && sqlite3_column_double(g, 1) > 0)
-                report_printf(b, " | %+.1f%%", 100 * (sqlite3_column_double(g, 0) /
-                                                          sqlite3_column_double(g, 1) - 1));
-            else report_printf(b, " | –");
-            sqlite3_finalize(g);
+        /* Every cell is a stored metric (metrics.c defines them); a run
+         * that lacks one shows a dash, nothing is recomputed here. */
+        metrics_t m;
+        if (metrics_load(c->db, id, &m)) memset(&m, 0, sizeof m);
+        report_printf(b, " | %d", devices);
+        cell(b, &m, METRIC_REDUNDANT, "%.0f", 1, -1);
+        cell(b, &m, METRIC_STEP_TIME_MEAN, "%.2f", 1, -1);
+        if (serving) {
+            cell(b, &m, METRIC_TPOT_MEAN, "%.2f", 1, METRIC_TPOT_REQUESTS);
+            cell(b, &m, METRIC_TPOT_P99, "%.2f", 1, METRIC_TPOT_REQUESTS);
+            cell(b, &m, METRIC_TTFT_P50, "%.1f", 1, METRIC_LATENCY_REQUESTS);
+            cell(b, &m, METRIC_TTFT_P99, "%.1f", 1, METRIC_LATENCY_REQUESTS);
         }
+        cell(b, &m, METRIC_OUT_TPS_NODE, "%.0f", 1, -1);
+        cell(b, &m, METRIC_PAR_MEAN, "%.3f", 1, -1);
+        cell(b, &m, METRIC_MIGRATED_GB, "%.2f", 1, -1);
+        cell(b, &m, METRIC_GAP_TO_BOUND, "%+.1f%%", 100, -1);
         report_printf(b, " |\n");
     }
     sqlite3_finalize(q);

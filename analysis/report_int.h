@@ -118,17 +118,16 @@ void report_label(report_buf_t *b, const report_exp_t *e, int i);
 /* "runs 3 static, 4 eplb" for captions. */
 void report_run_list(report_buf_t *b, const report_exp_t *e, const int *use);
 
-/* Request latencies of one run, from the requests table. */
+/* Request latencies of one run, for the distributions figure: the requests
+ * rows, with warm-up left out exactly as the stored metrics leave it out
+ * (metrics_latencies, from the summary metric window_start). */
 typedef struct report_lat {
-    int n;                      /* requests */
-    double ttft_mean_ms, ttft_p50_ms, ttft_p90_ms, ttft_p99_ms;
-    int n_tpot;                 /* requests with two or more output tokens */
-    double tpot_mean_ms, tpot_p50_ms, tpot_p90_ms, tpot_p99_ms;
-    double out_tokens_per_s_node; /* output tokens over the serving span per node */
+    int64_t n;                  /* requests measured (TTFT) */
+    int64_t n_tpot;             /* of those, with two or more output tokens */
     double *ttft_ms, *tpot_ms;  /* sorted values (n and n_tpot); free with report_lat_free */
 } report_lat_t;
-/* Fills *l; MS_OK, or REPORT_SKIP when the run has no requests. */
-int report_latency(report_ctx_t *c, int64_t run, int nodes, report_lat_t *l);
+/* Fills *l; MS_OK, or REPORT_SKIP when the run has no measured requests. */
+int report_latency(report_ctx_t *c, int64_t run, report_lat_t *l);
 void report_lat_free(report_lat_t *l);
 
 /* The figure families. Each returns MS_OK (drawn), REPORT_SKIP or MS_ERR. */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics.h"
 #include "report_int.h"
 #include "util.h"
 
@@ -19,44 +20,35 @@ void report_lat_free(report_lat_t *l) {
     l->ttft_ms = l->tpot_ms = NULL;
 }
 
-int report_latency(report_ctx_t *c, int64_t run, int nodes, report_lat_t *l) {
+int report_latency(report_ctx_t *c, int64_t run, report_lat_t *l) {
     memset(l, 0, sizeof *l);
-    int n = (int)report_value(c, "SELECT count(*) FROM requests WHERE run_id = ?1", run, 0);
+    int64_t n = (int64_t)report_value(c, "SELECT count(*) FROM requests WHERE run_id = ?1", run, 0);
     if (n <= 0) return REPORT_SKIP;
     sqlite3_stmt *q = report_prepare(c, "SELECT arrival_ns, first_token_ns, done_ns, output_tokens "
-                                        "FROM requests WHERE run_id = ?1");
+                                        "FROM requests WHERE run_id = ?1 ORDER BY request");
     if (!q) return MS_ERR;
     sqlite3_bind_int64(q, 1, run);
-    l->ttft_ms = ms_malloc((size_t)n * sizeof *l->ttft_ms);
-    l->tpot_ms = ms_malloc((size_t)n * sizeof *l->tpot_ms);
-    int64_t t0 = INT64_MAX, t1 = INT64_MIN;
-    double out = 0;
-    while (sqlite3_step(q) == SQLITE_ROW && l->n < n) {
-        int64_t arr = sqlite3_column_int64(q, 0), first = sqlite3_column_int64(q, 1),
-                done = sqlite3_column_int64(q, 2);
-        int k = sqlite3_column_int(q, 3);
-        l->ttft_ms[l->n++] = (double)(first - arr) / 1e6;
-        /* TPOT: the decode time per token after the first. */
-        if (k >= 2) l->tpot_ms[l->n_tpot++] = (double)(done - first) / (k - 1) / 1e6;
-        out += k;
-        if (arr < t0) t0 = arr;
-        if (done > t1) t1 = done;
+    store_request_t *r = ms_malloc((size_t)n * sizeof *r);
+    int64_t k = 0;
+    while (sqlite3_step(q) == SQLITE_ROW && k < n) {
+        r[k] = (store_request_t){.arrival_ns = sqlite3_column_int64(q, 0),
+                                 .first_token_ns = sqlite3_column_int64(q, 1),
+                                 .done_ns = sqlite3_column_int64(q, 2),
+                                 .output_tokens = sqlite3_column_int(q, 3)};
+        k++;
     }
     sqlite3_finalize(q);
-    gsl_sort(l->ttft_ms, 1, (size_t)l->n);
-    l->ttft_mean_ms = gsl_stats_mean(l->ttft_ms, 1, (size_t)l->n);
-    l->ttft_p50_ms = gsl_stats_quantile_from_sorted_data(l->ttft_ms, 1, (size_t)l->n, 0.5);
-    l->ttft_p90_ms = gsl_stats_quantile_from_sorted_data(l->ttft_ms, 1, (size_t)l->n, 0.9);
-    l->ttft_p99_ms = gsl_stats_quantile_from_sorted_data(l->ttft_ms, 1, (size_t)l->n, 0.99);
-    if (l->n_tpot) {
-        size_t m = (size_t)l->n_tpot;
-        gsl_sort(l->tpot_ms, 1, m);
-        l->tpot_mean_ms = gsl_stats_mean(l->tpot_ms, 1, m);
-        l->tpot_p50_ms = gsl_stats_quantile_from_sorted_data(l->tpot_ms, 1, m, 0.5);
-        l->tpot_p90_ms = gsl_stats_quantile_from_sorted_data(l->tpot_ms, 1, m, 0.9);
-        l->tpot_p99_ms = gsl_stats_quantile_from_sorted_data(l->tpot_ms, 1, m, 0.99);
+    int64_t w0 = llround(report_metric(c, run, "window_start", 0) * 1e9);
+    l->ttft_ms = ms_malloc((size_t)k * sizeof *l->ttft_ms);
+    l->tpot_ms = ms_malloc((size_t)k * sizeof *l->tpot_ms);
+    metrics_latencies(r, k, w0, 1, l->ttft_ms, &l->n, l->tpot_ms, &l->n_tpot);
+    free(r);
+    if (!l->n) {
+        report_lat_free(l);
+        return REPORT_SKIP;
     }
-    l->out_tokens_per_s_node = t1 > t0 && nodes > 0 ? out / ((double)(t1 - t0) / 1e9) / nodes : 0;
+    gsl_sort(l->ttft_ms, 1, (size_t)l->n);
+    gsl_sort(l->tpot_ms, 1, (size_t)l->n_tpot);
     return MS_OK;
 }
 
@@ -75,8 +67,7 @@ typedef struct bar_metric {
 static double bound_par(report_ctx_t *c, const report_exp_t *e) {
     double best = -1;
     for (int i = 0; i < e->n; i++) {
-        double b = report_value(c, "SELECT avg(bound / best_ep) FROM layer_bounds "
-                                   "WHERE run_id = ?1 AND best_ep > 0", e->run[i].id, -1);
+        double b = report_metric(c, e->run[i].id, "bound_par_mean", -1);
         if (b > 0 && (best < 0 || b < best)) best = b;
     }
     return best;
@@ -136,43 +127,40 @@ static void bar_panel(report_fig_t *f, const report_exp_t *e, const bar_metric_t
 }
 
 int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
-    report_lat_t lat[REPORT_MAX_RUNS];
+    /* Every bar is a stored metric (metrics.c); nothing is recomputed. */
+    metrics_t mt[REPORT_MAX_RUNS];
     int serving = 0;
     for (int i = 0; i < e->n; i++) {
-        int rc = report_latency(c, e->run[i].id, e->run[i].nodes, &lat[i]);
-        if (rc == MS_ERR) {
-            for (int j = 0; j < i; j++) report_lat_free(&lat[j]);
-            return MS_ERR;
-        }
-        serving |= rc == MS_OK;
+        if (metrics_load(c->db, e->run[i].id, &mt[i])) return MS_ERR;
+        serving |= metrics_get(&mt[i], METRIC_LATENCY_REQUESTS, 0) > 0;
     }
     bar_metric_t m[6];
     memset(m, 0, sizeof m);
     int nm = 0;
+    static const struct {
+        enum metrics_id id, need;
+        const char *title, *fmt;
+    } SERVE[] = {
+        {METRIC_TPOT_MEAN, METRIC_TPOT_REQUESTS, "TPOT mean (ms)", "%.1f"},
+        {METRIC_TPOT_P99, METRIC_TPOT_REQUESTS, "TPOT p99 (ms)", "%.1f"},
+        {METRIC_TTFT_P50, METRIC_LATENCY_REQUESTS, "TTFT p50 (ms)", "%.0f"},
+        {METRIC_TTFT_P99, METRIC_LATENCY_REQUESTS, "TTFT p99 (ms)", "%.0f"},
+    };
     if (serving) {
-        m[0] = (bar_metric_t){.title = "TPOT mean (ms)", .lower_better = 1, .fmt = "%.1f"};
-        m[1] = (bar_metric_t){.title = "TPOT p99 (ms)", .lower_better = 1, .fmt = "%.1f"};
-        m[2] = (bar_metric_t){.title = "TTFT p50 (ms)", .lower_better = 1, .fmt = "%.0f"};
-        m[3] = (bar_metric_t){.title = "TTFT p99 (ms)", .lower_better = 1, .fmt = "%.0f"};
-        nm = 4;
-        for (int i = 0; i < e->n; i++) {
-            if (!lat[i].n) continue;
-            double v[4] = {lat[i].tpot_mean_ms, lat[i].tpot_p99_ms, lat[i].ttft_p50_ms,
-                           lat[i].ttft_p99_ms};
-            for (int k = 0; k < 4; k++) {
-                m[k].v[i] = v[k];
-                m[k].has[i] = k >= 2 || lat[i].n_tpot > 0;
+        for (int k = 0; k < 4; k++) {
+            m[k] = (bar_metric_t){.title = SERVE[k].title, .lower_better = 1, .fmt = SERVE[k].fmt};
+            for (int i = 0; i < e->n; i++) {
+                m[k].v[i] = metrics_get(&mt[i], SERVE[k].id, 0);
+                m[k].has[i] = mt[i].has[SERVE[k].id] &&
+                              metrics_get(&mt[i], SERVE[k].need, 0) > 0;
             }
         }
+        nm = 4;
     } else {
         m[0] = (bar_metric_t){.title = "decode step time (ms)", .lower_better = 1, .fmt = "%.1f"};
         for (int i = 0; i < e->n; i++) {
-            double v = report_metric(c, e->run[i].id, "step_time_mean", -1);
-            if (v < 0)
-                v = report_value(c, "SELECT avg(duration_ns) / 1e6 FROM steps WHERE run_id = ?1",
-                                 e->run[i].id, -1);
-            m[0].v[i] = v;
-            m[0].has[i] = v >= 0;
+            m[0].v[i] = metrics_get(&mt[i], METRIC_STEP_TIME_MEAN, 0);
+            m[0].has[i] = mt[i].has[METRIC_STEP_TIME_MEAN];
         }
         nm = 1;
     }
@@ -181,24 +169,11 @@ int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
     *par = (bar_metric_t){.title = "mean PAR (max/mean device load)", .lower_better = 1,
                           .fmt = "%.2f", .is_par = 1};
     for (int i = 0; i < e->n; i++) {
-        int64_t id = e->run[i].id;
-        double v = report_metric(c, id, "output_tokens_per_s_per_node", -1);
-        if (v < 0 && lat[i].n) v = lat[i].out_tokens_per_s_node;
-        if (v < 0 && e->run[i].nodes > 0) {
-            v = report_value(c, "SELECT sum(tokens) / (sum(duration_ns) / 1e9) FROM steps "
-                                "WHERE run_id = ?1 AND duration_ns > 0", id, -1);
-            if (v >= 0) v /= e->run[i].nodes;
-        }
-        tp->v[i] = v;
-        tp->has[i] = v >= 0;
-        double p = report_metric(c, id, "par_mean", -1);
-        if (p < 0)
-            p = report_value(c, "SELECT avg(max_load / mean_load) FROM layer_steps "
-                                "WHERE run_id = ?1 AND mean_load > 0", id, -1);
-        par->v[i] = p;
-        par->has[i] = p >= 0;
+        tp->v[i] = metrics_get(&mt[i], METRIC_OUT_TPS_NODE, 0);
+        tp->has[i] = mt[i].has[METRIC_OUT_TPS_NODE];
+        par->v[i] = metrics_get(&mt[i], METRIC_PAR_MEAN, 0);
+        par->has[i] = mt[i].has[METRIC_PAR_MEAN];
     }
-    for (int i = 0; i < e->n; i++) report_lat_free(&lat[i]);
 
     int any = 0, base = -1;
     for (int k = 0; k < nm; k++)
@@ -238,9 +213,9 @@ int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
         "its change against static%s. In the PAR panel the dashed line is perfect balance "
         "(BestEP, PAR 1) and the grey region lies below the lower bound: the mean PAR the best "
         "placement with the same slots could reach%s. Runs: ",
-        serving ? "Request latencies from the requests table (TTFT: first token minus "
-                  "arrival; TPOT: decode time per output token after the first); "
-                  "tokens/s per node from the summary."
+        serving ? "Request latencies (TTFT: first token minus arrival; TPOT: decode time "
+                  "per output token after the first; requests arriving in the warm-up left "
+                  "out) and tokens/s per node: the runs' stored summary metrics."
                 : "Fixed-batch decode: the mean simulated step time and output "
                   "tokens/s per node from the summary table.",
         base < 0 ? " (no static run in this experiment, so none is shown)" : "",
@@ -251,7 +226,7 @@ int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
 }
 
 /* A CDF through at most CDF_POINTS quantiles of sorted values. */
-static void cdf_block(report_fig_t *f, const char *name, const double *v, int n) {
+static void cdf_block(report_fig_t *f, const char *name, const double *v, int64_t n) {
     report_printf(&f->data, "$%s << EOD\n", name);
     int k = n < CDF_POINTS ? n : CDF_POINTS;
     for (int i = 0; i < k; i++) {
@@ -276,7 +251,7 @@ int report_fig_cdf(report_ctx_t *c, const report_exp_t *e) {
     report_lat_t lat[REPORT_MAX_RUNS];
     int use[REPORT_MAX_RUNS] = {0}, n = 0;
     for (int i = 0; i < e->n; i++) {
-        int rc = report_latency(c, e->run[i].id, e->run[i].nodes, &lat[i]);
+        int rc = report_latency(c, e->run[i].id, &lat[i]);
         if (rc == MS_ERR) {
             for (int j = 0; j < i; j++) report_lat_free(&lat[j]);
             return MS_ERR;

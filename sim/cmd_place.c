@@ -11,6 +11,7 @@
 
 #include "cfg.h"
 #include "cmd.h"
+#include "metrics.h"
 #include "moe.h"
 #include "place.h"
 #include "store.h"
@@ -30,10 +31,6 @@ typedef struct place_args {
 } place_args_t;
 
 /* One layer's figures under an even split of each expert over its replicas. */
-typedef struct place_row {
-    double par, bal, max_load, mean_load, bound, gap;
-} place_row_t;
-
 static void usage(FILE *f) {
     fprintf(f,
             "usage: moesim place --strategy NAME --counts FILE [options]\n"
@@ -200,7 +197,7 @@ static char *config_text(const place_args_t *a, cfg_t *c, const char *strategy) 
 
 static int store_all(const place_args_t *a, cfg_t *c, const place_ops_t *ops, place_state_t *ps,
                      const place_layout_t *lo, const double *prior, const double *dev,
-                     const place_row_t *row, const char *const *mk, const double *mv, int nm) {
+                     const metrics_layer_bound_t *row, const metrics_t *m) {
     store_t *st = NULL;
     int existed = access(a->db, F_OK) == 0, rc = MS_ERR, began = 0;
     char *text = config_text(a, c, ops->name);
@@ -216,7 +213,7 @@ static int store_all(const place_args_t *a, cfg_t *c, const place_ops_t *ops, pl
     if (store_open(a->db, &st) || store_run_begin(st, &meta, &run)) goto out;
     began = 1;
     for (int l = 0; l < L; l++) {
-        if (store_layer_bound(st, run, l, row[l].mean_load, row[l].bound, row[l].max_load)) goto out;
+        if (store_layer_bound(st, run, l, row[l].best_ep, row[l].bound, row[l].max_load)) goto out;
         for (int d = 0; d < D; d++)
             if (store_device_load(st, run, l, d, dev[(size_t)l * D + d])) goto out;
         for (int e = 0; e < E; e++)
@@ -224,9 +221,7 @@ static int store_all(const place_args_t *a, cfg_t *c, const place_ops_t *ops, pl
                 store_trace_count(st, run, l, e, prior[(size_t)l * E + e]))
                 goto out;
     }
-    for (int i = 0; i < nm; i++)
-        if (store_metric(st, run, mk[i], mv[i], !strcmp(mk[i], "redundant") ? "slots" : ""))
-            goto out;
+    if (metrics_store(st, run, m)) goto out;
     if (ops->metrics) {
         const char *names[32];
         double vals[32];
@@ -253,7 +248,7 @@ int cmd_place(int argc, char **argv) {
     place_layout_t *lo = NULL;
     const place_ops_t *ops = NULL;
     double *prior = NULL, *dev = NULL;
-    place_row_t *row = NULL;
+    metrics_layer_bound_t *row = NULL;
     char *tmp = NULL;
     int rc = 1;
 
@@ -302,52 +297,46 @@ int cmd_place(int argc, char **argv) {
         goto out;
     }
 
+    /* The prior scored as one step of the layout: the same metric
+     * definitions as a simulated run's (metrics.c). */
     dev = ms_malloc((size_t)L * D * sizeof *dev);
     row = ms_calloc((size_t)L, sizeof *row);
-    double sum_par = 0, max_par = 0, sum_bal = 0, sum_mean = 0, sum_max = 0, sum_bound = 0;
-    double sum_gap = 0, sum_bpar = 0;
-    if (!a.quiet)
+    for (int l = 0; l < L; l++)
+        place_device_load(lo, l, prior + (size_t)l * E, dev + (size_t)l * D);
+    metrics_loads_t acc;
+    metrics_loads_init(&acc, L, D, E);
+    metrics_loads_step(&acc, dev, prior);
+    int *slots = ms_malloc((size_t)L * sizeof *slots);
+    for (int l = 0; l < L; l++) slots[l] = lo->layer[l].n_slots;
+    metrics_layer_bounds(&acc, slots, row);
+    free(slots);
+    metrics_t m = {0};
+    metrics_from_loads(&acc, row, 0, &m);
+    metrics_balancedness(row, L, &m);
+    metrics_set(&m, METRIC_REDUNDANT, (double)a.redundant);
+    if (!a.quiet) {
         printf("%5s %8s %8s %14s %14s %8s\n", "layer", "PAR", "balance", "max load", "bound",
                "gap %");
-    for (int l = 0; l < L; l++) {
-        const double *w = prior + (size_t)l * E;
-        double *dl = dev + (size_t)l * D;
-        place_device_load(lo, l, w, dl);
-        place_row_t *r = &row[l];
-        double total = 0;
-        for (int d = 0; d < D; d++) total += dl[d];
-        r->mean_load = total / D;
-        r->max_load = place_max(dl, D);
-        r->par = place_par(dl, D);
-        r->bal = r->max_load > 0 ? r->mean_load / r->max_load : 1.0;
-        r->bound = place_bound(w, E, D, lo->layer[l].n_slots);
-        r->gap = r->bound > 0 ? r->max_load / r->bound - 1 : 0;
-        sum_par += r->par;
-        max_par = ms_dmax(max_par, r->par);
-        sum_bal += r->bal;
-        sum_mean += r->mean_load;
-        sum_max += r->max_load;
-        sum_bound += r->bound;
-        sum_gap += r->gap;
-        sum_bpar += r->mean_load > 0 ? r->bound / r->mean_load : 1.0;
-        if (!a.quiet)
-            printf("%5d %8.4f %8.4f %14.1f %14.1f %8.2f\n", l, r->par, r->bal, r->max_load,
-                   r->bound, 100 * r->gap);
+        for (int l = 0; l < L; l++) {
+            const metrics_layer_bound_t *r = &row[l];
+            printf("%5d %8.4f %8.4f %14.1f %14.1f %8.2f\n", l,
+                   metrics_par(dev + (size_t)l * D, D),
+                   r->max_load > 0 ? r->best_ep / r->max_load : 1.0, r->max_load, r->bound,
+                   100 * metrics_gap_to_bound(r, 1));
+        }
     }
-    const char *mk[] = {"par_mean", "par_max", "balancedness_sglang", "balancedness_vllm",
-                        "bound_par_mean", "bound_gap_mean", "max_load_sum", "bound_sum",
-                        "redundant"};
-    double mv[] = {sum_par / L, max_par, sum_bal / L, sum_max > 0 ? sum_mean / sum_max : 1.0,
-                   sum_bpar / L, sum_gap / L, sum_max, sum_bound, (double)a.redundant};
-    int nm = (int)(sizeof mv / sizeof *mv);
+    metrics_loads_free(&acc);
     printf("%s on %s: %d layers, %d experts, %d slots on %d devices / %ld nodes\n", ops->name,
            a.counts, L, E, lo->layer[0].n_slots, D, a.nodes);
+#define G(id) metrics_get(&m, METRIC_##id, 0)
     printf("mean PAR %.4f (max %.4f), balancedness %.4f (SGLang) %.4f (vLLM), "
            "bound PAR %.4f, gap to bound %.2f%%\n",
-           mv[0], mv[1], mv[2], mv[3], mv[4], 100 * mv[5]);
+           G(PAR_MEAN), G(PAR_MAX), G(BALANCEDNESS_SGLANG), G(BALANCEDNESS_VLLM),
+           G(BOUND_PAR_MEAN), 100 * G(GAP_TO_BOUND));
+#undef G
 
     if (a.out && write_tmp(lo, a.sglang ? model->n_dense : -1, a.out, &tmp)) goto out;
-    if (a.db && store_all(&a, cfg, ops, ps, lo, prior, dev, row, mk, mv, nm)) goto out;
+    if (a.db && store_all(&a, cfg, ops, ps, lo, prior, dev, row, &m)) goto out;
     if (tmp && rename(tmp, a.out)) {
         ms_err("%s: cannot move the layout into place: %s", a.out, strerror(errno));
         goto out;

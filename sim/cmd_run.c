@@ -11,6 +11,7 @@
 
 #include "cfg.h"
 #include "cmd.h"
+#include "metrics.h"
 #include "run.h"
 #include "store.h"
 #include "util.h"
@@ -102,23 +103,17 @@ static int run_cmd(int argc, char **argv, int all) {
     make_parent(o.db);
     if (store_open(o.db, &st)) goto out;
     if (o.replace && store_delete_named(st, spec.name)) goto out;
-    if (all && spec.serving) serve_print_header();
-    else if (all)
-        printf("%-10s %12s %14s %10s %10s\n", "strategy", "step (ms)", "tok/s/node", "mean PAR",
-               "max PAR");
+    if (all) metrics_print_header(stdout, spec.serving);
     for (int i = 0; i < n; i++) {
         run_summary_t sum;
+        metrics_t m;
         serve_progress_runs(i, n);
-        if (run_one(&spec, spec.strategies[i], st, &sum)) goto out;
-        if (spec.serving)
-            serve_print_row(spec.strategies[i], &sum.serve, all);
-        else if (all)
-            printf("%-10s %12.3f %14.0f %10.3f %10.3f\n", spec.strategies[i], sum.step_ms,
-                   sum.tokens_per_s_node, sum.mean_par, sum.max_par);
-        else
-            printf("run %lld (%s): %d steps, %.3f ms per step, %.0f output tokens/s per node, "
-                   "mean PAR %.3f\n", (long long)sum.run_id, spec.strategies[i], spec.steps,
-                   sum.step_ms, sum.tokens_per_s_node, sum.mean_par);
+        /* The table shows what the database now holds, read back. */
+        if (run_one(&spec, spec.strategies[i], st, &sum) ||
+            metrics_load(store_db(st), sum.run_id, &m))
+            goto out;
+        if (all) metrics_print_row(stdout, spec.strategies[i], &m, spec.serving);
+        else metrics_print_run(stdout, sum.run_id, spec.strategies[i], &m, spec.serving);
     }
     printf("results: %s\n", o.db);
     rc = 0;

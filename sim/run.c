@@ -191,27 +191,32 @@ int run_store_strategy_metrics(store_t *st, int64_t run, const place_ops_t *ops,
     return MS_OK;
 }
 
-/* Per-layer rows of a finished run: device loads, the bound on the run's
+/* Per-layer rows of a finished run: device loads, the bounds on the run's
  * summed expert loads, the final layout's replica counts and the trace's
  * activations (so figures need nothing but the database). */
 int run_store_layers(store_t *st, int64_t run, const place_layout_t *lo, const double *trace_cnt,
-                     const double *dev_sum, const double *exp_sum) {
+                     const metrics_loads_t *a, const metrics_layer_bound_t *lb) {
     int L = lo->n_layers, D = lo->n_devices, E = lo->n_experts;
     for (int l = 0; l < L; l++) {
-        const double *dl = dev_sum + (size_t)l * D, *el = exp_sum + (size_t)l * E;
-        double total = 0;
-        for (int d = 0; d < D; d++) {
-            total += dl[d];
+        const double *dl = a->dev_sum + (size_t)l * D;
+        for (int d = 0; d < D; d++)
             if (store_device_load(st, run, l, d, dl[d])) return MS_ERR;
-        }
-        double bound = place_bound(el, E, D, lo->layer[l].n_slots);
-        if (store_layer_bound(st, run, l, total / D, bound, place_max(dl, D))) return MS_ERR;
+        if (store_layer_bound(st, run, l, lb[l].best_ep, lb[l].bound, lb[l].max_load))
+            return MS_ERR;
         for (int e = 0; e < E; e++)
             if (store_replicas(st, run, l, e, lo->layer[l].replicas[e]) ||
                 store_trace_count(st, run, l, e, trace_cnt[(size_t)l * E + e]))
                 return MS_ERR;
     }
     return MS_OK;
+}
+
+void run_layer_bounds(const metrics_loads_t *a, const place_layout_t *lo,
+                      metrics_layer_bound_t *lb) {
+    int *slots = ms_malloc((size_t)lo->n_layers * sizeof *slots);
+    for (int l = 0; l < lo->n_layers; l++) slots[l] = lo->layer[l].n_slots;
+    metrics_layer_bounds(a, slots, lb);
+    free(slots);
 }
 
 char *run_config_text(const cfg_t *cfg, const char *strategy, char hash[17]) {
@@ -254,15 +259,9 @@ int run_spec_check(const run_spec_t *sp) {
 int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary_t *sum) {
     const place_ops_t *ops = place_find(strategy);
     if (!ops) return ms_err("unknown strategy '%s' (known: %s)", strategy, place_names());
-    if (sp->serving) { /* the serving simulation (serve.c) instead of fixed-batch steps */
-        int rc = serve_one(sp, ops, NULL, st, &sum->serve);
-        sum->run_id = sum->serve.run_id;
-        sum->sim_s = sum->serve.sim_s;
-        sum->tokens_per_s_node = sum->serve.out_tps_node;
-        sum->mean_par = sum->serve.par_mean;
-        sum->max_par = sum->serve.par_max;
-        return rc;
-    }
+    memset(sum, 0, sizeof *sum);
+    if (sp->serving) /* the serving simulation (serve.c) instead of fixed-batch steps */
+        return serve_one(sp, ops, NULL, st, sum);
     const cluster_t *c = &sp->cluster;
     int L = moe_n_moe_layers(&sp->model), D = c->n_devices, E = sp->model.n_experts;
 
@@ -272,7 +271,9 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     place_state_t *ps = NULL;
     place_layout_t *lo = NULL;
     step_sim_t *sim = NULL;
-    double *prior = NULL, *dev_sum = NULL, *exp_sum = NULL;
+    double *prior = NULL;
+    metrics_layer_bound_t *lb = NULL;
+    metrics_loads_t acc = {0};
     char *text = NULL;
     int rc = MS_ERR, began = 0;
 
@@ -304,10 +305,9 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     began = 1;
 
     sim = step_new(c, &sp->model);
-    dev_sum = ms_calloc((size_t)L * D, sizeof *dev_sum);
-    exp_sum = ms_calloc((size_t)L * E, sizeof *exp_sum);
+    metrics_loads_init(&acc, L, D, E);
     pick_ctx_t pc = {ops, ps};
-    double par_sum = 0, par_max = 0, tokens = 0;
+    double tokens = 0;
     int64_t now_ns = 0;
     for (int s = 0; s < sp->steps; s++) {
         const route_step_t *rt = replay_step(rp, s);
@@ -320,18 +320,11 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
         tokens += rt->n_tokens;
         if (store_step(st, sum->run_id, s, r.start_ns, r.end_ns - r.start_ns, rt->n_tokens))
             goto out;
-        for (size_t i = 0; i < (size_t)L * E; i++) exp_sum[i] += r.expert_load[i];
-        for (int l = 0; l < L; l++) {
-            const double *dl = r.dev_load + (size_t)l * D;
-            double mx = place_max(dl, D), par = place_par(dl, D), mean = 0;
-            for (int d = 0; d < D; d++) {
-                mean += dl[d] / D;
-                dev_sum[(size_t)l * D + d] += dl[d];
-            }
-            par_sum += par;
-            if (par > par_max) par_max = par;
-            if (store_layer_step(st, sum->run_id, s, l, r.layer_ns[l], mx, mean)) goto out;
-        }
+        metrics_loads_step(&acc, r.dev_load, r.expert_load);
+        for (int l = 0; l < L; l++)
+            if (store_layer_step(st, sum->run_id, s, l, r.layer_ns[l], acc.step_max[l],
+                                 acc.step_mean[l]))
+                goto out;
         if (ops->observe) {
             place_obs_t obs = {.now_ns = r.end_ns, .step = s, .expert_load = r.expert_load,
                                .device_load = r.dev_load};
@@ -347,25 +340,20 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
             }
         }
     }
-    if (run_store_layers(st, sum->run_id, lo, prior, dev_sum, exp_sum)) goto out;
+    lb = ms_malloc((size_t)L * sizeof *lb);
+    run_layer_bounds(&acc, lo, lb);
+    if (run_store_layers(st, sum->run_id, lo, prior, &acc, lb)) goto out;
 
-    sum->sim_s = (double)now_ns / ENG_NS_PER_S;
-    sum->step_ms = sum->sim_s * 1e3 / sp->steps;
-    sum->tokens_per_s_node = sum->sim_s > 0 ? tokens / sum->sim_s / c->n_nodes : 0;
-    sum->mean_par = par_sum / ((double)sp->steps * L);
-    sum->max_par = par_max;
-    struct { const char *k; double v; const char *u; } m[] = {
-        {"steps", sp->steps, ""},
-        {"redundant", sp->redundant, "slots"},
-        {"tokens_per_device", sp->tokens_per_device, "tokens"},
-        {"sim_time", sum->sim_s, "s"},
-        {"step_time_mean", sum->step_ms, "ms"},
-        {"output_tokens_per_s_per_node", sum->tokens_per_s_node, "tokens/s"},
-        {"par_mean", sum->mean_par, ""},
-        {"par_max", sum->max_par, ""},
-    };
-    for (size_t i = 0; i < sizeof m / sizeof *m; i++)
-        if (store_metric(st, sum->run_id, m[i].k, m[i].v, m[i].u)) goto out;
+    metrics_t *m = &sum->m;
+    double sim_s = (double)now_ns / ENG_NS_PER_S;
+    metrics_set(m, METRIC_STEPS, sp->steps);
+    metrics_set(m, METRIC_REDUNDANT, sp->redundant);
+    metrics_set(m, METRIC_TOKENS_PER_DEVICE, sp->tokens_per_device);
+    metrics_set(m, METRIC_SIM_TIME, sim_s);
+    metrics_set(m, METRIC_STEP_TIME_MEAN, sim_s * 1e3 / sp->steps);
+    metrics_set(m, METRIC_OUT_TPS_NODE, metrics_per_node(tokens, sim_s, c->n_nodes));
+    metrics_from_loads(&acc, lb, 0, m);
+    if (metrics_store(st, sum->run_id, m)) goto out;
     if (run_store_strategy_metrics(st, sum->run_id, ops, ps, "")) goto out;
     began = 0; /* a failed commit rolls the run back itself */
     if (store_run_commit(st)) goto out;
@@ -374,8 +362,8 @@ out:
     if (began) store_run_abort(st);
     free(text);
     free(prior);
-    free(dev_sum);
-    free(exp_sum);
+    free(lb);
+    metrics_loads_free(&acc);
     step_free(sim);
     place_layout_free(lo);
     if (ps && ops->destroy) ops->destroy(ps);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
+#include "metrics.h"
 #include "moe.h"
 #include "place.h"
 #include "serve.h"
@@ -43,15 +44,9 @@ int run_spec_load(cfg_t *cfg, run_spec_t *out);
 int run_cluster_load(cfg_t *cfg, cluster_t *c);
 int run_model_load(cfg_t *cfg, moe_model_t *m);
 
-/* What a run reports back (also stored in the summary table). */
-typedef struct run_summary {
-    int64_t run_id;
-    double sim_s;             /* simulated seconds */
-    double step_ms;           /* mean step time */
-    double tokens_per_s_node; /* output tokens per second per node */
-    double mean_par, max_par; /* per-layer PAR over steps */
-    serve_summary_t serve;    /* serving runs: latency, throughput, migration */
-} run_summary_t;
+/* What a run reports back: its id and metrics (also stored in the
+ * summary table; the CLI prints what it reads back from there). */
+typedef metrics_run_t run_summary_t;
 
 /* The canonical config text of one strategy's run (the config with
  * [placement] strategies set to just that strategy) and its hash as 16 hex
@@ -77,10 +72,13 @@ place_env_t run_strategy_env(const run_spec_t *sp, const cluster_t *c, int redun
 int run_one(const run_spec_t *spec, const char *strategy, store_t *st, run_summary_t *sum);
 
 /* Per-layer rows of a finished run (device_loads, layer_bounds, replicas,
- * trace_counts) from its final layout and summed loads: [L][E] trace
- * counts, [L][D] device loads, [L][E] expert loads. */
+ * trace_counts) from its final layout, [L][E] trace counts, the loads the
+ * run summed and their per-layer bounds (run_layer_bounds). */
 int run_store_layers(store_t *st, int64_t run, const place_layout_t *lo, const double *trace_cnt,
-                     const double *dev_sum, const double *exp_sum);
+                     const metrics_loads_t *a, const metrics_layer_bound_t *lb);
+/* The per-layer bounds of summed loads for layout lo's slot counts. */
+void run_layer_bounds(const metrics_loads_t *a, const place_layout_t *lo,
+                      metrics_layer_bound_t *lb);
 /* The strategy's own metrics (place_ops_t.metrics, if any) as summary
  * rows, each name behind prefix ("" or, for a prefill instance, "prefill_"). */
 int run_store_strategy_metrics(store_t *st, int64_t run, const place_ops_t *ops,

@@ -19,8 +19,6 @@
  * re-plan; layout changes become weight copies (migr.c). */
 #include "serve.h"
 
-#include <gsl/gsl_sort.h>
-#include <gsl/gsl_statistics_double.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +28,7 @@
 #include <unistd.h>
 
 #include "eng.h"
+#include "metrics.h"
 #include "replay.h"
 #include "route.h"
 #include "run.h"
@@ -170,10 +169,9 @@ typedef struct inst {
     double n_tokens;
     double *counts;            /* [L][E] count mode */
     double *prior;             /* [L][E] the trace's summed counts */
-    double *dev_sum, *exp_sum; /* [L][D], [L][E] loads summed over steps */
-    double *max_sum;           /* [L] per-step maximum device loads, summed */
-    double busy_ns, par_sum, par_max, bal_ns, bytes, tokens_sum;
-    int64_t par_n, replans;
+    metrics_loads_t loads;     /* per-step loads summed over the run */
+    double busy_ns, bal_ns, bytes, tokens_sum;
+    int64_t replans;
     const place_ops_t *ops;
 } inst_t;
 
@@ -393,7 +391,7 @@ static void ev_resume(eng_t *e, void *ctx, int64_t decode) {
  * then the strategy sees the loads and may re-plan. */
 static void inst_step_end(srv_t *s, inst_t *in, int64_t now) {
     const step_result_t *r = &in->res;
-    int D = in->D, L = in->L, E = in->E;
+    int L = in->L;
     int64_t dur = r->end_ns - r->start_ns, step = in->steps;
     int row = in->primary && step % s->ss->store_every == 0;
     in->busy_ns += (double)dur;
@@ -401,25 +399,15 @@ static void inst_step_end(srv_t *s, inst_t *in, int64_t now) {
     in->bytes += r->dispatch_bytes + r->combine_bytes;
     if (in->primary && store_step(s->st, s->run, (int)step, r->start_ns, dur, in->n_tokens))
         goto bad;
+    metrics_loads_step(&in->loads, r->dev_load, r->expert_load);
     double means = 0, maxes = 0;
     for (int l = 0; l < L; l++) {
-        const double *dl = r->dev_load + (size_t)l * D;
-        double mx = place_max(dl, D), tot = 0;
-        for (int d = 0; d < D; d++) {
-            tot += dl[d];
-            in->dev_sum[(size_t)l * D + d] += dl[d];
-        }
-        double mean = tot / D, par = mean > 0 ? mx / mean : 1.0;
-        in->par_sum += par;
-        in->par_n++;
-        if (par > in->par_max) in->par_max = par;
-        in->max_sum[l] += mx;
-        means += mean;
-        maxes += mx;
-        if (row && store_layer_step(s->st, s->run, (int)step, l, r->layer_ns[l], mx, mean))
+        means += in->loads.step_mean[l];
+        maxes += in->loads.step_max[l];
+        if (row && store_layer_step(s->st, s->run, (int)step, l, r->layer_ns[l],
+                                    in->loads.step_max[l], in->loads.step_mean[l]))
             goto bad;
     }
-    for (size_t i = 0; i < (size_t)L * E; i++) in->exp_sum[i] += r->expert_load[i];
     in->bal_ns += maxes > 0 ? (double)dur * means / maxes : (double)dur;
 
     migr_batch_end(in->mg, in->start_ns, now);
@@ -642,9 +630,7 @@ static int inst_init(srv_t *s, inst_t *in, const char *name, int prefill, const 
     in->sim = step_new(c, &sp->model);
     in->tokens = ms_calloc((size_t)D, sizeof *in->tokens);
     in->counts = ms_calloc((size_t)L * E, sizeof *in->counts);
-    in->dev_sum = ms_calloc((size_t)L * D, sizeof *in->dev_sum);
-    in->exp_sum = ms_calloc((size_t)L * E, sizeof *in->exp_sum);
-    in->max_sum = ms_calloc((size_t)L, sizeof *in->max_sum);
+    metrics_loads_init(&in->loads, L, D, E);
     return MS_OK;
 }
 
@@ -657,78 +643,36 @@ static void inst_free(srv_t *s, inst_t *in) {
     free(in->tokens);
     free(in->counts);
     free(in->prior);
-    free(in->dev_sum);
-    free(in->exp_sum);
-    free(in->max_sum);
+    metrics_loads_free(&in->loads);
 }
 
-/* Mean, p50, p90, p99 of v[n] (sorted in place); zeros when n is 0. */
-static void stats4(double *v, size_t n, double out[4]) {
-    memset(out, 0, 4 * sizeof *out);
-    if (!n) return;
-    gsl_sort(v, 1, n);
-    out[0] = gsl_stats_mean(v, 1, n);
-    out[1] = gsl_stats_quantile_from_sorted_data(v, 1, n, 0.50);
-    out[2] = gsl_stats_quantile_from_sorted_data(v, 1, n, 0.90);
-    out[3] = gsl_stats_quantile_from_sorted_data(v, 1, n, 0.99);
-}
-
-/* Sum over layers of the per-step maximum device loads, over the bound on
- * the run's summed loads, minus one: how far the strategy stayed from the
- * best any placement with its slot budget could do. */
-static double gap_to_bound(const inst_t *in) {
-    double got = 0, bound = 0;
-    for (int l = 0; l < in->L; l++) {
-        got += in->max_sum[l];
-        bound += place_bound(in->exp_sum + (size_t)l * in->E, in->E, in->D,
-                             in->mg->live->layer[l].n_slots);
-    }
-    return bound > 0 ? got / bound - 1 : 0;
-}
-
-typedef struct {
-    const char *k;
-    double v;
-    const char *u;
-} metric_t;
-
-static int store_results(srv_t *s, serve_summary_t *o, int64_t end) {
+/* The run's metrics (metrics.c defines each) and its per-request,
+ * per-layer and strategy rows. */
+static int store_results(srv_t *s, metrics_t *m, int64_t end) {
     const serve_spec_t *ss = s->ss;
     const inst_t *pr = s->has_dc ? &s->dc : &s->pf;
     double win_s = (double)(s->w1 - s->w0) / 1e9;
-    double *ttft = ms_malloc((size_t)s->n * sizeof *ttft);
-    double *tpot = ms_malloc((size_t)s->n * sizeof *tpot);
-    double *e2e = ms_malloc((size_t)s->n * sizeof *e2e);
-    size_t n1 = 0, n2 = 0;
+    size_t nr = s->released > 0 ? (size_t)s->released : 1;
+    store_request_t *rows = ms_malloc(nr * sizeof *rows);
     int64_t arrived = 0;
     double w_sum = 0;
     for (int64_t i = 0; i < s->released; i++) {
         const sreq_t *q = &s->r[i];
-        if (q->arrival_ns < s->w0) continue;
-        ttft[n1] = (double)(q->first_ns - q->arrival_ns) / 1e6;
-        e2e[n1++] = (double)(q->done_ns - q->arrival_ns) / 1e9;
-        if (q->arrival_ns <= s->w1) {
+        rows[i] = (store_request_t){.request = i, .arrival_ns = q->arrival_ns,
+                                    .first_token_ns = q->first_ns, .done_ns = q->done_ns,
+                                    .prompt_tokens = q->prompt, .output_tokens = q->output};
+        if (q->arrival_ns >= s->w0 && q->arrival_ns <= s->w1) {
             arrived++;
             w_sum += (double)(q->done_ns - q->arrival_ns) / 1e9;
         }
-        if (s->has_dc && q->output > 1)
-            tpot[n2++] = (double)(q->done_ns - q->first_ns) / 1e6 / (q->output - 1);
     }
-    o->measured = (int64_t)n1;
-    o->measured_tpot = (int64_t)n2;
-    stats4(ttft, n1, o->ttft_ms);
-    stats4(tpot, n2, o->tpot_ms);
-    stats4(e2e, n1, o->e2e_s);
-    free(ttft);
-    free(tpot);
-    free(e2e);
-    o->requests = s->released;
-    o->sim_s = (double)end / 1e9;
-    o->out_tps_node = s->has_dc && win_s > 0 ? s->win_out / win_s / s->dc.c.n_nodes : 0;
-    o->in_tps_node = s->has_pf && win_s > 0 ? s->win_in / win_s / s->pf.c.n_nodes : 0;
-    o->par_mean = pr->par_n ? pr->par_sum / (double)pr->par_n : 0;
-    o->par_max = pr->par_max;
-    o->gap_to_bound = gap_to_bound(pr);
+    metrics_requests(rows, s->released, s->w0, s->has_dc, m);
+    int rc = MS_OK;
+    for (int64_t i = 0; i < s->released && rc == MS_OK; i++)
+        rc = store_request(s->st, s->run, &rows[i]);
+    free(rows);
+    if (rc) return MS_ERR;
+
     double moved = 0, pause = 0;
     int64_t copies = 0, replans = 0;
     for (int k = 0; k < 2; k++) {
@@ -739,94 +683,75 @@ static int store_results(srv_t *s, serve_summary_t *o, int64_t end) {
         pause += (double)in->mg->pause_ns / 1e9;
         replans += in->replans;
     }
-    o->migrated_gb = moved / 1e9;
-    o->pause_s = pause;
-    o->in_system_mean = win_s > 0 ? s->area / (double)(s->w1 - s->w0) : 0;
-    o->lambda_w = win_s > 0 && arrived ? (double)arrived / win_s * (w_sum / (double)arrived) : 0;
     const hw_t *hw = &pr->c.hw;
     double t = end > 0 ? (double)end / 1e9 : 1;
     double link_cap = t * pr->D * (hw->scaleup_bw + hw->nic_bw);
-    metric_t m[] = {
-        {"requests", (double)s->released, ""},
-        {"sim_time", o->sim_s, "s"},
-        {"window", win_s, "s"},
-        {"latency_requests", (double)o->measured, ""},
-        {"ttft_mean", o->ttft_ms[0], "ms"}, {"ttft_p50", o->ttft_ms[1], "ms"},
-        {"ttft_p90", o->ttft_ms[2], "ms"}, {"ttft_p99", o->ttft_ms[3], "ms"},
-        {"tpot_mean", o->tpot_ms[0], "ms"}, {"tpot_p50", o->tpot_ms[1], "ms"},
-        {"tpot_p90", o->tpot_ms[2], "ms"}, {"tpot_p99", o->tpot_ms[3], "ms"},
-        {"e2e_mean", o->e2e_s[0], "s"}, {"e2e_p50", o->e2e_s[1], "s"},
-        {"e2e_p90", o->e2e_s[2], "s"}, {"e2e_p99", o->e2e_s[3], "s"},
-        {"input_tokens", s->in_tokens, "tokens"},
-        {"output_tokens", s->out_tokens, "tokens"},
-        {"prefill_computed_tokens", s->pf_computed, "tokens"},
-        {"decode_tokens", s->dc_tokens, "tokens"},
-        {"output_tokens_per_s_per_node", o->out_tps_node, "tokens/s"},
-        {"input_tokens_per_s_per_node", o->in_tps_node, "tokens/s"},
-        {"output_tokens_per_s_per_node_busy",
-         s->has_dc && s->dc.busy_ns > 0 ? s->dc_tokens / (s->dc.busy_ns / 1e9) / s->dc.c.n_nodes
-                                        : 0, "tokens/s"},
-        {"input_tokens_per_s_per_node_busy",
-         s->has_pf && s->pf.busy_ns > 0 ? s->in_tokens / (s->pf.busy_ns / 1e9) / s->pf.c.n_nodes
-                                        : 0, "tokens/s"},
-        {"steps", (double)pr->steps, ""},
-        {"step_time_mean", pr->steps ? pr->busy_ns / 1e6 / (double)pr->steps : 0, "ms"},
-        {"batch_mean", pr->steps ? pr->tokens_sum / (double)pr->steps / pr->D : 0,
-         "tokens/device"},
-        {"busy", pr->busy_ns / 1e9 / t, ""},
-        {"device_util", pr->bal_ns / 1e9 / t, ""},
-        {"link_util", (pr->bytes + pr->mg->total_bytes) / link_cap, ""},
-        {"par_mean", o->par_mean, ""},
-        {"par_max", o->par_max, ""},
-        {"gap_to_bound", o->gap_to_bound, ""},
-        {"migrated_gb", o->migrated_gb, "GB"},
-        {"migrations", (double)copies, ""},
-        {"replans", (double)replans, ""},
-        {"rebalance_pause_s", o->pause_s, "s"},
-        {"in_system_mean", o->in_system_mean, "requests"},
-        {"lambda_w", o->lambda_w, "requests"},
-        {"kv_bytes_per_token", ss->kv_bytes_per_token, "bytes"},
-        {"kv_capacity_tokens", s->has_dc ? ss->kv_capacity_tokens : 0, "tokens/device"},
-        {"redundant", pr->redundant, "slots"},
-        {"tokens_per_device", s->has_dc ? ss->max_batch_per_device : ss->prefill_tokens_per_device,
-         "tokens"},
+    struct { enum metrics_id id; double v; } v[] = {
+        {METRIC_REQUESTS, (double)s->released},
+        {METRIC_SIM_TIME, (double)end / 1e9},
+        {METRIC_WINDOW, win_s},
+        {METRIC_WINDOW_START, (double)s->w0 / 1e9},
+        {METRIC_INPUT_TOKENS, s->in_tokens},
+        {METRIC_OUTPUT_TOKENS, s->out_tokens},
+        {METRIC_PREFILL_COMPUTED, s->pf_computed},
+        {METRIC_DECODE_TOKENS, s->dc_tokens},
+        {METRIC_OUT_TPS_NODE, s->has_dc ? metrics_per_node(s->win_out, win_s, s->dc.c.n_nodes) : 0},
+        {METRIC_IN_TPS_NODE, s->has_pf ? metrics_per_node(s->win_in, win_s, s->pf.c.n_nodes) : 0},
+        {METRIC_OUT_TPS_NODE_BUSY,
+         s->has_dc ? metrics_per_node(s->dc_tokens, s->dc.busy_ns / 1e9, s->dc.c.n_nodes) : 0},
+        {METRIC_IN_TPS_NODE_BUSY,
+         s->has_pf ? metrics_per_node(s->in_tokens, s->pf.busy_ns / 1e9, s->pf.c.n_nodes) : 0},
+        {METRIC_STEPS, (double)pr->steps},
+        {METRIC_STEP_TIME_MEAN, pr->steps ? pr->busy_ns / 1e6 / (double)pr->steps : 0},
+        {METRIC_BATCH_MEAN, pr->steps ? pr->tokens_sum / (double)pr->steps / pr->D : 0},
+        {METRIC_BUSY, pr->busy_ns / 1e9 / t},
+        {METRIC_DEVICE_UTIL, pr->bal_ns / 1e9 / t},
+        {METRIC_LINK_UTIL, (pr->bytes + pr->mg->total_bytes) / link_cap},
+        {METRIC_MIGRATED_GB, moved / 1e9},
+        {METRIC_MIGRATIONS, (double)copies},
+        {METRIC_REPLANS, (double)replans},
+        {METRIC_REBALANCE_PAUSE, pause},
+        {METRIC_IN_SYSTEM_MEAN, win_s > 0 ? s->area / (double)(s->w1 - s->w0) : 0},
+        {METRIC_LAMBDA_W,
+         win_s > 0 && arrived ? (double)arrived / win_s * (w_sum / (double)arrived) : 0},
+        {METRIC_KV_BYTES_PER_TOKEN, ss->kv_bytes_per_token},
+        {METRIC_KV_CAPACITY, s->has_dc ? ss->kv_capacity_tokens : 0},
+        {METRIC_REDUNDANT, pr->redundant},
+        {METRIC_TOKENS_PER_DEVICE,
+         s->has_dc ? ss->max_batch_per_device : ss->prefill_tokens_per_device},
     };
-    for (size_t i = 0; i < sizeof m / sizeof *m; i++)
-        if (store_metric(s->st, s->run, m[i].k, m[i].v, m[i].u)) return MS_ERR;
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) metrics_set(m, v[i].id, v[i].v);
+    for (int k = 0; k < 2; k++) {
+        const inst_t *in = k ? &s->pf : &s->dc;
+        if (!(k ? s->has_pf : s->has_dc)) continue;
+        metrics_layer_bound_t *lb = ms_malloc((size_t)in->L * sizeof *lb);
+        run_layer_bounds(&in->loads, in->mg->live, lb);
+        metrics_from_loads(&in->loads, lb, in != pr, m);
+        rc = in != pr ? MS_OK
+                      : run_store_layers(s->st, s->run, in->mg->live, in->prior, &in->loads, lb);
+        free(lb);
+        if (rc) return MS_ERR;
+    }
     if (s->has_pf && s->has_dc) {
         const inst_t *p = &s->pf;
-        metric_t pm[] = {
-            {"prefill_steps", (double)p->steps, ""},
-            {"prefill_step_time_mean", p->steps ? p->busy_ns / 1e6 / (double)p->steps : 0, "ms"},
-            {"prefill_busy", p->busy_ns / 1e9 / t, ""},
-            {"prefill_par_mean", p->par_n ? p->par_sum / (double)p->par_n : 0, ""},
-            {"prefill_par_max", p->par_max, ""},
-            {"prefill_gap_to_bound", gap_to_bound(p), ""},
-            {"prefill_migrated_gb", p->mg->total_bytes / 1e9, "GB"},
-        };
-        for (size_t i = 0; i < sizeof pm / sizeof *pm; i++)
-            if (store_metric(s->st, s->run, pm[i].k, pm[i].v, pm[i].u)) return MS_ERR;
+        metrics_set(m, METRIC_PREFILL_STEPS, (double)p->steps);
+        metrics_set(m, METRIC_PREFILL_STEP_TIME_MEAN,
+                    p->steps ? p->busy_ns / 1e6 / (double)p->steps : 0);
+        metrics_set(m, METRIC_PREFILL_BUSY, p->busy_ns / 1e9 / t);
+        metrics_set(m, METRIC_PREFILL_MIGRATED_GB, p->mg->total_bytes / 1e9);
     }
+    if (metrics_store(s->st, s->run, m)) return MS_ERR;
     for (int k = 0; k < 2; k++) {
         const inst_t *in = k ? &s->pf : &s->dc;
         if ((k ? s->has_pf : s->has_dc) &&
             run_store_strategy_metrics(s->st, s->run, s->ops, in->ps, in == pr ? "" : "prefill_"))
             return MS_ERR;
     }
-    if (run_store_layers(s->st, s->run, pr->mg->live, pr->prior, pr->dev_sum, pr->exp_sum))
-        return MS_ERR;
-    for (int64_t i = 0; i < s->released; i++) {
-        const sreq_t *q = &s->r[i];
-        store_request_t row = {.request = i, .arrival_ns = q->arrival_ns,
-                               .first_token_ns = q->first_ns, .done_ns = q->done_ns,
-                               .prompt_tokens = q->prompt, .output_tokens = q->output};
-        if (store_request(s->st, s->run, &row)) return MS_ERR;
-    }
     return MS_OK;
 }
 
 int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace, store_t *st,
-              serve_summary_t *out) {
+              metrics_run_t *out) {
     const serve_spec_t *ss = &sp->serve;
     srv_t s = {.sp = sp, .ss = ss, .ops = ops, .st = st};
     memset(out, 0, sizeof *out);
@@ -879,9 +804,8 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
         goto out;
     }
 
-    text = cfg_canonical(sp->cfg);
     char hash[17];
-    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)ms_hash64(text, strlen(text)));
+    text = run_config_text(sp->cfg, ops->name, hash);
     store_run_t meta = {.name = sp->name, .strategy = ops->name,
                         .strategy_version = ops->algo_version, .trace = sp->trace_name,
                         .model = sp->model.name, .hardware = pr->c.hw.name,
@@ -951,8 +875,8 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
         for (int64_t i = 0; i < s.released; i++)
             s.area += (double)(s.r[i].done_ns - s.r[i].arrival_ns);
     }
-    if (store_results(&s, out, end)) goto out;
     out->run_id = s.run;
+    if (store_results(&s, &out->m, end)) goto out;
     began = 0; /* a failed commit rolls the run back itself */
     if (store_run_commit(st)) goto out;
     rc = MS_OK;
@@ -978,33 +902,4 @@ out:
     trace_free(own_dc);
     trace_free(own_pf);
     return rc;
-}
-
-void serve_print_header(void) {
-    printf("%-10s %9s %9s %9s %9s %12s %12s %8s %8s %7s\n", "strategy", "TPOT(ms)", "TPOT p99",
-           "TTFT p50", "TTFT p99", "out tok/s/n", "in tok/s/n", "mean PAR", "GB moved", "gap");
-}
-
-/* A latency cell: "-" where no request measured it. */
-static const char *cell(char *buf, double v, int64_t n, int prec) {
-    if (n <= 0) return "-";
-    snprintf(buf, 32, "%.*f", prec, v);
-    return buf;
-}
-
-void serve_print_row(const char *strategy, const serve_summary_t *m, int table) {
-    char a[32], b[32], c[32], d[32];
-    if (table)
-        printf("%-10s %9s %9s %9s %9s %12.0f %12.0f %8.3f %8.2f %6.1f%%\n", strategy,
-               cell(a, m->tpot_ms[0], m->measured_tpot, 2),
-               cell(b, m->tpot_ms[3], m->measured_tpot, 2),
-               cell(c, m->ttft_ms[1], m->measured, 1), cell(d, m->ttft_ms[3], m->measured, 1),
-               m->out_tps_node, m->in_tps_node, m->par_mean, m->migrated_gb,
-               100 * m->gap_to_bound);
-    else
-        printf("run %lld (%s): %lld requests in %.1f simulated s; TPOT %.2f ms (p99 %.2f), TTFT "
-               "p50 %.1f ms (p99 %.1f); %.0f output and %.0f input tokens/s per node; mean PAR "
-               "%.3f; %.2f GB migrated\n", (long long)m->run_id, strategy, (long long)m->requests,
-               m->sim_s, m->tpot_ms[0], m->tpot_ms[3], m->ttft_ms[1], m->ttft_ms[3],
-               m->out_tps_node, m->in_tps_node, m->par_mean, m->migrated_gb);
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
+#include "metrics.h"
 #include "migr.h"
 #include "place.h"
 #include "req.h"
@@ -57,42 +58,18 @@ typedef struct serve_spec {
     req_spec_t req;               /* the request stream */
 } serve_spec_t;
 
-/* What a serving run reports (also stored in the summary table). Latency
- * arrays hold mean, p50, p90, p99. */
-typedef struct serve_summary {
-    int64_t run_id;
-    int64_t requests;
-    double sim_s;                 /* simulated seconds until the last request finished */
-    int64_t measured;             /* requests in the latency figures (arrived after warmup) */
-    int64_t measured_tpot;        /* of those, with a decode phase (TPOT) */
-    double ttft_ms[4], tpot_ms[4], e2e_s[4];
-    double out_tps_node;          /* decode output tokens/s per decode node */
-    double in_tps_node;           /* prompt tokens/s per prefill node */
-    double par_mean, par_max;     /* per-layer PAR over steps (decode, or prefill if alone) */
-    double gap_to_bound;          /* sum of per-step max loads over the bound, minus 1 */
-    double migrated_gb;
-    double pause_s;               /* blocking rebalance pauses */
-    double in_system_mean;        /* time-average requests in the system (window) */
-    double lambda_w;              /* measured arrival rate x mean time in system (window) */
-} serve_summary_t;
-
 /* Reads [serving] (sp's model, cluster and redundancy already loaded). */
 int serve_spec_load(cfg_t *cfg, const struct run_spec *sp, serve_spec_t *out);
 
 /* Serves the request stream with strategy ops and stores the run (one
  * transaction). trace: the routing trace of both instances, or NULL to read
- * the config's. */
+ * the config's. out gets the run id and the metrics stored. */
 int serve_one(const struct run_spec *sp, const place_ops_t *ops, const trace_t *trace,
-              store_t *st, serve_summary_t *out);
+              store_t *st, metrics_run_t *out);
 
 /* Progress lines on a terminal say "run i of n"; the compare command sets
  * it before each run (runs_done of n_runs). Quiet when stderr is not a
  * terminal. */
 void serve_progress_runs(int runs_done, int n_runs);
-
-/* The compare command's table (header, then one row per run); table = 0
- * prints one sentence for `moesim run`. */
-void serve_print_header(void);
-void serve_print_row(const char *strategy, const serve_summary_t *m, int table);
 
 #endif

@@ -65,7 +65,7 @@ static double run_all(enum step_mode mode, double sim_s, const char *const *extr
         cfg_t *cfg = NULL;
         run_spec_t sp;
         store_t *st = NULL;
-        serve_summary_t sum;
+        metrics_run_t sum;
         if (spec_for(&cfg, &sp, mode, sim_s, extra) || store_open(":memory:", &st)) {
             cfg_free(cfg);
             store_close(st);
@@ -83,11 +83,15 @@ static double run_all(enum step_mode mode, double sim_s, const char *const *extr
         /* The target is a rate: wall time per ten simulated minutes. A run
          * simulates 600 s of arrivals and then drains what is in flight, so
          * it covers more than 600 simulated s; scale to exactly 600. */
-        wall += dt * SIM_S / sum.sim_s;
+        double sim_s = metrics_get(&sum.m, METRIC_SIM_TIME, 0);
+        wall += dt * SIM_S / sim_s;
         printf("  %-8s %8.1f simulated s in %6.2f wall s (%7.1fx real time): %lld requests, "
                "%.0f output tokens/s per node, TPOT %.1f ms, mean PAR %.3f, %.2f GB migrated\n",
-               ops->name, sum.sim_s, dt, sum.sim_s / dt, (long long)sum.requests,
-               sum.out_tps_node, sum.tpot_ms[0], sum.par_mean, sum.migrated_gb);
+               ops->name, sim_s, dt, sim_s / dt,
+               (long long)metrics_get(&sum.m, METRIC_REQUESTS, 0),
+               metrics_get(&sum.m, METRIC_OUT_TPS_NODE, 0),
+               metrics_get(&sum.m, METRIC_TPOT_MEAN, 0), metrics_get(&sum.m, METRIC_PAR_MEAN, 0),
+               metrics_get(&sum.m, METRIC_MIGRATED_GB, 0));
         fflush(stdout);
     }
     return wall;

@@ -141,7 +141,7 @@ Test(place_cmd, database_rows) {
     cr_expect_gt(query(h, "SELECT value FROM summary JOIN runs USING (run_id)"
                           " WHERE strategy = 'static' AND metric = 'par_mean'"), par);
     cr_expect_eq(query(h, "SELECT count(*) FROM summary WHERE metric IN ('balancedness_sglang',"
-                          " 'balancedness_vllm', 'bound_gap_mean', 'redundant')"), 2 * 4);
+                          " 'balancedness_vllm', 'gap_to_bound', 'redundant')"), 2 * 4);
     sqlite3_close(h);
     remove_dir();
 }

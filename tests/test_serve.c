@@ -89,11 +89,11 @@ static double metric(store_t *st, int64_t run, const char *name) {
 
 /* Runs ini with strategy ops on trace t; returns the run id. */
 static int64_t serve(const char *ini, const place_ops_t *ops, const trace_t *t, store_t *st,
-                     serve_summary_t *sum) {
+                     metrics_run_t *sum) {
     cfg_t *cfg;
     run_spec_t sp;
     load(ini, &cfg, &sp);
-    serve_summary_t local;
+    metrics_run_t local;
     if (!sum) sum = &local;
     cr_assert_eq(serve_one(&sp, ops, t, st, sum), MS_OK, "%s", ms_err_last());
     cfg_free(cfg);
@@ -463,18 +463,18 @@ Test(serve, prefill_only_finishes_at_the_first_token) {
 Test(serve, littles_law_in_steady_state) {
     store_t *st = mem_store();
     trace_t *t = plain_trace();
-    serve_summary_t sum;
+    metrics_run_t sum;
     int64_t run = serve(HEAD "arrival = poisson\nrate = 30\nduration_s = 40\nwarmup_s = 5\n"
                              "prompt = lognormal\nprompt_mean = 400\nprompt_cv = 0.5\n"
                              "output = uniform\noutput_min = 10\noutput_max = 50\n",
                         place_find("static"), t, st, &sum);
     double L = metric(st, run, "in_system_mean"), W = metric(st, run, "e2e_mean");
-    cr_log_info("Little: L %.3f, 30 x W %.3f, measured lambda W %.3f", L, 30 * W, sum.lambda_w);
+    cr_log_info("Little: L %.3f, 30 x W %.3f, measured lambda W %.3f", L, 30 * W, metrics_get(&sum.m, METRIC_LAMBDA_W, -1));
     cr_assert_gt(L, 3, "a loaded system (L = %g)", L);
     /* L = lambda W: with the configured rate (sampling noise of ~1000
      * Poisson arrivals) and with the measured one (edge effects only) */
     cr_assert_float_eq(L, 30 * W, 0.1 * L, "L %g vs lambda W %g", L, 30 * W);
-    cr_assert_float_eq(L, sum.lambda_w, 0.03 * L, "L %g vs measured lambda W %g", L, sum.lambda_w);
+    cr_assert_float_eq(L, metrics_get(&sum.m, METRIC_LAMBDA_W, -1), 0.03 * L, "L %g vs measured lambda W %g", L, metrics_get(&sum.m, METRIC_LAMBDA_W, -1));
     trace_free(t);
     store_close(st);
 }
@@ -500,7 +500,7 @@ Test(serve, kv_capacity_and_batch_limit_bound_the_batch) {
     cfg_t *cfg;
     run_spec_t sp;
     load(KVINI("300"), &cfg, &sp);
-    serve_summary_t sum;
+    metrics_run_t sum;
     cr_assert_eq(serve_one(&sp, place_find("static"), t, st, &sum), MS_ERR);
     cr_assert(strstr(ms_err_last(), "tokens of KV cache"), "%s", ms_err_last());
     cr_assert_eq(q1(st, "SELECT count(*) FROM runs", 0), 2, "the failed run left no row");
@@ -530,10 +530,10 @@ Test(serve, same_config_same_results) {
     double v[2][4];
     for (int k = 0; k < 2; k++) {
         store_t *st = mem_store();
-        serve_summary_t s;
+        metrics_run_t s;
         int64_t run = serve(CONSERVE, place_find("static"), t, st, &s);
-        v[k][0] = s.tpot_ms[3];
-        v[k][1] = s.ttft_ms[1];
+        v[k][0] = metrics_get(&s.m, METRIC_TPOT_P99, -1);
+        v[k][1] = metrics_get(&s.m, METRIC_TTFT_P50, -1);
         v[k][2] = q1(st, "SELECT sum(done_ns) FROM requests WHERE run_id = ?", run);
         v[k][3] = q1(st, "SELECT sum(max_load) FROM layer_steps WHERE run_id = ?", run);
         store_close(st);
@@ -723,8 +723,8 @@ Test(serve, run_one_dispatches_to_serving_and_keeps_fixed_batches) {
     store_t *st = mem_store();
     run_summary_t sum;
     cr_assert_eq(run_one(&sp, "static", st, &sum), MS_OK, "%s", ms_err_last());
-    cr_assert_gt(sum.serve.requests, 0);
-    cr_assert_gt(sum.tokens_per_s_node, 0);
+    cr_assert_gt(metrics_get(&sum.m, METRIC_REQUESTS, 0), 0);
+    cr_assert_gt(metrics_get(&sum.m, METRIC_OUT_TPS_NODE, 0), 0);
     cfg_free(cfg);
     cr_assert_eq(cfg_load("configs/demo.ini", &cfg), MS_OK);
     cr_assert_eq(cfg_set_assign(cfg, "experiment.steps=2", "test", 1), MS_OK);
