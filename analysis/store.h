@@ -1,6 +1,6 @@
-/* store: the results database (SQLite). One run is written inside one
- * transaction, so an interrupted or failed run leaves nothing behind. The
- * schema is documented in docs/schema.md and created by store_open(). */
+/* store: the results database (SQLite), written so that nothing stored is
+ * lost: runs are staged privately and published in one transaction each
+ * (docs/reliability.md); the schema is documented in docs/schema.md. */
 #ifndef MOESIM_STORE_H
 #define MOESIM_STORE_H
 
@@ -22,13 +22,50 @@ typedef struct store_run {
     const char *config_hash;   /* hex of its hash */
 } store_run_t;
 
+/* How long a writer waits for another process's commit by default. */
+#define STORE_WAIT_S 600.0
+
+typedef struct store_opts {
+    double wait_s;       /* wait for another writer's lock this long (<= 0: STORE_WAIT_S) */
+    const char *replace; /* experiment name whose earlier runs the new ones replace, or NULL */
+    int make_parent;     /* create a missing folder (one level) at the first commit */
+} store_opts_t;
+
+/* Opens a results database for writing, checking everything that can be
+ * checked before a run starts (a name, a regular writable file or folder, a
+ * moesim schema) and touching nothing: a database that does not exist is
+ * created only by the first publish, complete, under a temporary name
+ * linked into place (so two processes creating it never remove each
+ * other's file). ":memory:" writes in place (tests). */
+int store_open_results(const char *path, const store_opts_t *o, store_t **out);
+/* store_open_results with the default options. */
 int store_open(const char *path, store_t **out);
+/* Closes; runs staged but not published are dropped, the target untouched. */
 void store_close(store_t *st);
 
-/* Starts a run (BEGIN + runs row); *run_id gets its id. */
+/* Starts a run (BEGIN + runs row) in the private staging database; *run_id
+ * gets its staged id (store_final_id maps it once published). */
 int store_run_begin(store_t *st, const store_run_t *r, int64_t *run_id);
+/* Ends a run. Without replace the run is published now, in one transaction
+ * that holds the target's lock only for the copy (a second writer waits for
+ * it up to wait_s); with replace it stays staged until store_finish. */
 int store_run_commit(store_t *st);
 void store_run_abort(store_t *st);
+/* Publishes the staged runs: with replace, the new runs are written and the
+ * experiment's earlier runs deleted in the same transaction, so the target
+ * holds exactly the old runs or exactly the new ones. */
+int store_finish(store_t *st);
+/* The id the run staged as `staged` got in the target by the last publish
+ * (-1 if that publish did not hold it). */
+int64_t store_final_id(const store_t *st, int64_t staged);
+
+/* Test hook: when the environment variable MOESIM_FAULT names `point`, the
+ * process kills itself there (SIGKILL), so the fault tests can stop a real
+ * moesim at a known step. Points: "staged" (a run committed to the staging,
+ * not yet published), "link" (a new database written under its temporary
+ * name, not yet linked), "publish" (inside the publishing transaction,
+ * before COMMIT), "published" (just after it). */
+void store_fault(const char *point);
 
 int store_step(store_t *st, int64_t run, int step, int64_t start_ns, int64_t duration_ns,
                double tokens);
@@ -66,15 +103,13 @@ typedef struct store_request {
 } store_request_t;
 int store_request(store_t *st, int64_t run, const store_request_t *r);
 
-/* Deletes runs with this name (for --replace). */
-int store_delete_named(store_t *st, const char *name);
-
-/* Copies every run of the database file src_path into st, in one
- * transaction: runs get new ids, and every table of src with a run_id
- * column (found from sqlite_master, so tables added later come along) is
- * remapped to them. Runs whose config_hash st already holds are left out.
- * *n_runs (may be NULL) gets how many were copied. Sweeps under MPI merge
- * each rank's file into the target with it. */
+/* Copies every run of the database file src_path into st and publishes
+ * them in one transaction: runs get new ids, and the rows of every table of
+ * this moesim's schema follow them (only our own table and column names are
+ * used: no SQL text stored in src is run, and tables we do not know are not
+ * copied). Runs whose config_hash st already holds are left out. *n_runs
+ * (may be NULL) gets how many were copied. Sweeps under MPI merge each
+ * rank's file into the target with it. */
 int store_merge(store_t *st, const char *src_path, int *n_runs);
 
 /* The raw handle, for analysis queries. */

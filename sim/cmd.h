@@ -15,11 +15,15 @@ int cmd_calib(int argc, char **argv);
 
 /* Shared by commands that read an experiment config: parses the options
  * --db FILE, --set section.key=value (repeatable), --replace, --strategy S
- * and -h; loads the config; positional CONFIG is required. */
+ * (repeatable), --wait-s SECONDS and -h; loads the config; positional CONFIG is required. */
+#define CMD_MAX_ONLY 16
+
 typedef struct cmd_exp {
     const char *config;
     const char *db;
-    const char *strategy;
+    const char *only[CMD_MAX_ONLY]; /* --strategy names */
+    int n_only;
+    double wait_s;                  /* --wait-s (0: the default) */
     int replace;
     int quiet;
     struct cfg *cfg;

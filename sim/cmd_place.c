@@ -199,7 +199,7 @@ static int store_all(const place_args_t *a, cfg_t *c, const place_ops_t *ops, pl
                      const place_layout_t *lo, const double *prior, const double *dev,
                      const metrics_layer_bound_t *row, const metrics_t *m) {
     store_t *st = NULL;
-    int existed = access(a->db, F_OK) == 0, rc = MS_ERR, began = 0;
+    int rc = MS_ERR, began = 0;
     char *text = config_text(a, c, ops->name);
     char hash[17];
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)ms_hash64(text, strlen(text)));
@@ -234,8 +234,7 @@ static int store_all(const place_args_t *a, cfg_t *c, const place_ops_t *ops, pl
     rc = MS_OK;
 out:
     if (began) store_run_abort(st);
-    store_close(st);
-    if (rc && !existed) unlink(a->db); /* no half-written output */
+    store_close(st); /* a failed run was never published: the database is as it was */
     free(text);
     return rc;
 }

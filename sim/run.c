@@ -357,6 +357,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     if (run_store_strategy_metrics(st, sum->run_id, ops, ps, "")) goto out;
     began = 0; /* a failed commit rolls the run back itself */
     if (store_run_commit(st)) goto out;
+    if (store_final_id(st, sum->run_id) > 0) sum->run_id = store_final_id(st, sum->run_id);
     rc = MS_OK;
 out:
     if (began) store_run_abort(st);

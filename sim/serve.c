@@ -879,6 +879,7 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
     if (store_results(&s, &out->m, end)) goto out;
     began = 0; /* a failed commit rolls the run back itself */
     if (store_run_commit(st)) goto out;
+    if (store_final_id(st, out->run_id) > 0) out->run_id = store_final_id(st, out->run_id);
     rc = MS_OK;
 out:
     if (began) store_run_abort(st);

@@ -3,8 +3,6 @@
  * sweep_mpi.c and reuses the pieces here. */
 #include "sweep.h"
 
-#include <dirent.h>
-#include <libgen.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -392,54 +390,28 @@ static int mark_done(sweep_t *sw, sqlite3 *db, const char *path, int *n_done) {
     return rc;
 }
 
-void sweep_rank_path(const char *db, int rank, char *out, size_t n) {
-    snprintf(out, n, "%s.rank%d", db, rank);
+void sweep_rank_path(const char *db, const char *sweep_id, int rank, char *out, size_t n) {
+    snprintf(out, n, "%s.%s.rank%d", db, sweep_id, rank);
+}
+
+void sweep_new_id(char out[SWEEP_ID_LEN]) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(out, SWEEP_ID_LEN, "%lx-%lx%05lx", (unsigned long)getpid(), (unsigned long)ts.tv_sec,
+             (unsigned long)(ts.tv_nsec / 10000) & 0xfffff);
 }
 
 int sweep_merge_file(store_t *st, const char *path, int *n_runs) {
-    if (store_merge(st, path, n_runs)) return MS_ERR;
-    char j[4200];
-    snprintf(j, sizeof j, "%s-journal", path);
-    unlink(j);
-    if (unlink(path)) return ms_err("%s: merged but cannot delete it (remove it by hand)", path);
-    return MS_OK;
-}
-
-/* Per-rank files an interrupted MPI sweep left next to db: "<db>.rankN". */
-static int merge_leftovers(store_t *st, const char *db, int *merged) {
-    char *d1 = ms_strdup(db), *d2 = ms_strdup(db);
-    const char *dir = dirname(d1), *base = basename(d2);
-    size_t bl = strlen(base);
-    int rc = MS_OK;
-    *merged = 0;
-    DIR *dp = opendir(dir);
-    struct dirent *e;
-    while (dp && rc == MS_OK && (e = readdir(dp))) {
-        const char *n = e->d_name;
-        if (strncmp(n, base, bl) || strncmp(n + bl, ".rank", 5) || !n[bl + 5] ||
-            strspn(n + bl + 5, "0123456789") != strlen(n + bl + 5))
-            continue;
-        char path[4200];
-        snprintf(path, sizeof path, "%s/%s", dir, n);
-        int k = 0;
-        rc = sweep_merge_file(st, path, &k);
-        *merged += k;
-    }
-    if (dp) closedir(dp);
-    free(d1);
-    free(d2);
-    return rc;
+    return store_merge(st, path, n_runs);
 }
 
 int sweep_prepare(sweep_t *sw, const char *db, store_t **out, sweep_stats_t *st) {
-    char *dup = ms_strdup(db);
-    const char *dir = dirname(dup);
-    if (strcmp(dir, ".") && access(dir, F_OK)) mkdir(dir, 0777);
-    free(dup);
     store_t *s;
-    if (store_open(db, &s)) return MS_ERR;
-    if (merge_leftovers(s, db, &st->merged) ||
-        mark_done(sw, store_db(s), db, &st->skipped)) {
+    store_opts_t so = {.make_parent = 1};
+    if (store_open_results(db, &so, &s)) return MS_ERR;
+    /* Rank files are read only by the sweep that wrote them (their names
+     * carry its id): a stray one beside the database is never merged. */
+    if (mark_done(sw, store_db(s), db, &st->skipped)) {
         store_close(s);
         return MS_ERR;
     }

@@ -68,15 +68,20 @@ int sweep_list(sweep_t *sw, const sweep_opts_t *o, sweep_stats_t *st);
 
 /* The pieces sweep_run is made of, shared with the MPI driver. */
 
-/* Opens the target database (making its folder), merges the per-rank files
- * an interrupted MPI sweep left next to it, and marks points already
- * stored as done. */
+/* Opens the target database (its folder is made at the first commit) and
+ * marks points already stored as done. */
 int sweep_prepare(sweep_t *sw, const char *db, store_t **out, sweep_stats_t *st);
 /* Runs point i into st; on failure err[SWEEP_ERR_LEN] gets the message. */
 int sweep_run_point(const sweep_t *sw, int i, store_t *st, char *err);
-/* "<db>.rank<rank>": where rank `rank` of an MPI sweep stores its runs. */
-void sweep_rank_path(const char *db, int rank, char *out, size_t n);
-/* Merges one per-rank file into st and deletes it. */
+/* An id for one execution of a sweep (process id and time), which names its
+ * rank files. */
+#define SWEEP_ID_LEN 40
+void sweep_new_id(char out[SWEEP_ID_LEN]);
+/* "<db>.<sweep_id>.rank<rank>": where rank `rank` of the MPI sweep with
+ * this id stores its runs; only that sweep reads it. */
+void sweep_rank_path(const char *db, const char *sweep_id, int rank, char *out, size_t n);
+/* Merges one per-rank file into st (rows copied, never SQL run from it).
+ * The rank that wrote the file deletes it. */
 int sweep_merge_file(store_t *st, const char *path, int *n_runs);
 
 /* Hands out the points still to do and shows progress. Not thread-safe:

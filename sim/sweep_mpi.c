@@ -3,8 +3,9 @@
  * Rank 0 answers the asks on a helper thread (the only thread that calls
  * MPI meanwhile, hence MPI_THREAD_SERIALIZED) and runs points itself into
  * the target database; every other rank runs its points into its own file
- * "<db>.rankN", which rank 0 merges into the target at the end (and at the
- * start of the next execution, should this one be interrupted).
+ * "<db>.<sweep id>.rankN", which rank 0 merges into the target at the end
+ * (copying rows) and the rank then deletes. A file left by an interrupted
+ * execution is never merged by another: its points are simply run again.
  *
  * Built with -DMOESIM_MPI when the Makefile finds mpicc; otherwise the
  * functions below are a serial stand-in. */
@@ -20,6 +21,7 @@
 
 #include <mpi.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -119,7 +121,8 @@ void sweep_mpi_end(void) {
     mpi_on = 0;
 }
 
-static int run_master(sweep_t *sw, const sweep_opts_t *o, int size, sweep_stats_t *st) {
+static int run_master(sweep_t *sw, const sweep_opts_t *o, const char *id, int size,
+                      sweep_stats_t *st) {
     store_t *db = NULL;
     sweep_track_t t;
     serve_t s = {.t = &t, .workers = size - 1};
@@ -148,8 +151,10 @@ static int run_master(sweep_t *sw, const sweep_opts_t *o, int size, sweep_stats_
     wait_all(); /* every rank has closed its file */
     for (int r = 1; r < size && rc == MS_OK; r++) {
         char path[4200];
-        sweep_rank_path(o->db, r, path, sizeof path);
-        if (access(path, F_OK) == 0) rc = sweep_merge_file(db, path, NULL);
+        sweep_rank_path(o->db, id, r, path, sizeof path);
+        int n = 0;
+        if (access(path, F_OK) == 0) rc = sweep_merge_file(db, path, &n);
+        st->merged += n;
     }
     sweep_track_finish(&t, st);
     pthread_mutex_destroy(&s.mu);
@@ -157,9 +162,11 @@ static int run_master(sweep_t *sw, const sweep_opts_t *o, int size, sweep_stats_
     return rc;
 }
 
-static void run_worker(sweep_t *sw, const sweep_opts_t *o, int rank) {
-    char path[4200];
-    sweep_rank_path(o->db, rank, path, sizeof path);
+/* Runs points into this rank's own file; *made says whether it made one,
+ * and *dev, *ino which. */
+static void run_worker(sweep_t *sw, const sweep_opts_t *o, const char *id, int rank,
+                       char *path, size_t n, int *made, struct stat *sb) {
+    sweep_rank_path(o->db, id, rank, path, n);
     store_t *db = NULL;
     ask_t m = {.point = -1};
     for (;;) {
@@ -178,6 +185,7 @@ static void run_worker(sweep_t *sw, const sweep_opts_t *o, int rank) {
         m.ok = sweep_run_point(sw, next, db, m.err) == MS_OK;
     }
     store_close(db);
+    *made = db && stat(path, sb) == 0;
     wait_all();
 }
 
@@ -185,13 +193,26 @@ int sweep_mpi_run(sweep_t *sw, const sweep_opts_t *o, int rank, int size, sweep_
     memset(st, 0, sizeof *st);
     if (size == 1) return sweep_run(sw, o, st);
     int res[2] = {MS_OK, 0}; /* status, failed points: every rank exits alike */
+    char id[SWEEP_ID_LEN] = "";
+    if (rank == 0) sweep_new_id(id);
+    MPI_Bcast(id, SWEEP_ID_LEN, MPI_CHAR, 0, MPI_COMM_WORLD);
+    char path[4200];
+    int made = 0;
+    struct stat sb;
     if (rank == 0) {
-        res[0] = run_master(sw, o, size, st);
+        res[0] = run_master(sw, o, id, size, st);
         res[1] = st->failed;
     } else {
-        run_worker(sw, o, rank);
+        run_worker(sw, o, id, rank, path, sizeof path, &made, &sb);
     }
     MPI_Bcast(res, 2, MPI_INT, 0, MPI_COMM_WORLD);
+    /* Merged: each rank deletes the file it made, if it is still that file.
+     * Not merged: the file stays, and a re-run runs its points again. */
+    if (made && res[0] == MS_OK) {
+        struct stat now;
+        if (stat(path, &now) == 0 && now.st_dev == sb.st_dev && now.st_ino == sb.st_ino)
+            unlink(path);
+    }
     st->failed = res[1];
     return res[0];
 }
