@@ -107,6 +107,7 @@ struct store {
     char *replace;    /* experiment whose older runs the staged ones replace */
     double wait_s;
     int make_parent;
+    int batch;        /* publish only at store_finish */
     int direct;       /* ":memory:": rows go straight into main */
     int have_target;  /* main is the target file (else a private temporary) */
     int in_run;
@@ -346,6 +347,7 @@ int store_open_results(const char *path, const store_opts_t *o, store_t **out) {
     st->path = ms_strdup(path);
     st->wait_s = o && o->wait_s > 0 ? o->wait_s : STORE_WAIT_S;
     st->make_parent = o && o->make_parent;
+    st->batch = o && (o->batch || o->replace);
     if (o && o->replace) st->replace = ms_strdup(o->replace);
     st->direct = !strcmp(path, ":memory:");
     if ((!st->direct && check_path(st)) || connect(st)) {
@@ -700,9 +702,9 @@ int store_run_commit(store_t *st) {
     }
     st->in_run = 0;
     st->staged++;
-    /* Without replace each run is published at once (the target's lock is
-     * held only for that copy); a replacement waits for store_finish. */
-    if (st->replace || publish(st) == MS_OK) return MS_OK;
+    /* Otherwise each run is published at once (the target's lock is held
+     * only for that copy); a batch waits for store_finish. */
+    if (st->batch || publish(st) == MS_OK) return MS_OK;
     drop_staged(st); /* the run failed: the next one starts clean */
     return MS_ERR;
 }

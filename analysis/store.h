@@ -29,6 +29,7 @@ typedef struct store_opts {
     double wait_s;       /* wait for another writer's lock this long (<= 0: STORE_WAIT_S) */
     const char *replace; /* experiment name whose earlier runs the new ones replace, or NULL */
     int make_parent;     /* create a missing folder (one level) at the first commit */
+    int batch;           /* publish all runs together at store_finish (replace implies it) */
 } store_opts_t;
 
 /* Opens a results database for writing, checking everything that can be
@@ -46,9 +47,10 @@ void store_close(store_t *st);
 /* Starts a run (BEGIN + runs row) in the private staging database; *run_id
  * gets its staged id (store_final_id maps it once published). */
 int store_run_begin(store_t *st, const store_run_t *r, int64_t *run_id);
-/* Ends a run. Without replace the run is published now, in one transaction
- * that holds the target's lock only for the copy (a second writer waits for
- * it up to wait_s); with replace it stays staged until store_finish. */
+/* Ends a run. Without batch or replace the run is published now, in one
+ * transaction that holds the target's lock only for the copy (a second
+ * writer waits for it up to wait_s); otherwise it stays staged until
+ * store_finish publishes every run of the batch in one transaction. */
 int store_run_commit(store_t *st);
 void store_run_abort(store_t *st);
 /* Publishes the staged runs: with replace, the new runs are written and the
