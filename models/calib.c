@@ -92,15 +92,6 @@ static void curve_build(const obs_t *o, int n, double skip_x, int skip_grp, cali
     }
 }
 
-static double curve_at(const calib_curve_t *cv, double x) {
-    if (!cv || cv->n == 0) return 1.0;
-    if (x <= cv->x[0]) return cv->f[0];
-    if (x >= cv->x[cv->n - 1]) return cv->f[cv->n - 1];
-    size_t i = gsl_interp_bsearch(cv->x, x, 0, (size_t)cv->n - 1);
-    double t = (x - cv->x[i]) / (cv->x[i + 1] - cv->x[i]);
-    return cv->f[i] + t * (cv->f[i + 1] - cv->f[i]);
-}
-
 /* ---- the expert-compute fit: a per-expert overhead, and per dtype a
  * curve of measured / roofline time for what the overhead leaves ---- */
 
@@ -127,7 +118,7 @@ static const calib_curve_t *fit_curve(const gemm_fit_t *f, int wb) {
 }
 
 static double fit_pred(const gemm_fit_t *f, int wb, int experts, double x, double roof) {
-    return experts * (roof * curve_at(fit_curve(f, wb), x) + f->a);
+    return experts * (roof * calib_curve_at(fit_curve(f, wb), x) + f->a);
 }
 
 static int pt_cmp(const void *a, const void *b) {
@@ -256,23 +247,6 @@ static void gemm_fit(const gemm_set_t *s, double fallback_ns, gemm_fit_t *f) {
     fit_curves(s, best, f);
 }
 
-double calib_gemm_factor(const calib_t *c, double tokens_per_expert) {
-    if (!c || tokens_per_expert <= 0) return 1.0;
-    return curve_at(&c->gemm_all, log(tokens_per_expert));
-}
-
-double calib_gemm_factor_wb(const calib_t *c, int weight_bytes, double tokens_per_expert) {
-    if (!c || tokens_per_expert <= 0) return 1.0;
-    const calib_curve_t *cv = weight_bytes >= 1 && weight_bytes <= 2 && c->gemm_wb[weight_bytes].n
-                                  ? &c->gemm_wb[weight_bytes]
-                                  : &c->gemm_all;
-    return curve_at(cv, log(tokens_per_expert));
-}
-
-double calib_gemm_overhead_ns(const calib_t *c, double fallback_ns) {
-    return c && c->n_gemm ? c->gemm_overhead_ns : fallback_ns;
-}
-
 double calib_expert_ns(const hw_t *hw, int hidden, int inter, int weight_bytes, int experts,
                        double tokens_per_expert) {
     const calib_t *c = hw->calib;
@@ -282,11 +256,6 @@ double calib_expert_ns(const hw_t *hw, int hidden, int inter, int weight_bytes, 
     return experts * (calib_roofline_ns(hw, hidden, inter, weight_bytes, tokens_per_expert) *
                           calib_gemm_factor_wb(c, weight_bytes, tokens_per_expert) +
                       c->gemm_overhead_ns);
-}
-
-double calib_a2a_factor(const calib_t *c, double bytes) {
-    if (!c || bytes <= 0) return 1.0;
-    return curve_at(&c->a2a_all, log(bytes));
 }
 
 double calib_a2a_ns(const hw_t *hw, double link_bytes) {
@@ -453,16 +422,16 @@ int calib_eval_a2a(const calib_t *c, const char *pattern, calib_err_t *out) {
         if (pattern && strcmp(p->pattern, pattern)) continue;
         double pred = calib_predict_a2a_ns(&c->hw, p->link_bytes), x = log(p->link_bytes);
         out->before += ape(pred, p->time_ns);
-        out->after += ape(pred * curve_at(&c->a2a_all, x), p->time_ns);
+        out->after += ape(pred * calib_curve_at(&c->a2a_all, x), p->time_ns);
         out->n++;
         curve_build(o, no, x, -1, &tmp);
-        loo += ape(pred * curve_at(&tmp, x), p->time_ns);
+        loo += ape(pred * calib_curve_at(&tmp, x), p->time_ns);
         loo_n++;
         if (ng > 1) {
             int grp = 0;
             while (strcmp(names[grp], p->pattern)) grp++;
             curve_build(o, no, NAN, grp, &tmp);
-            cross += ape(pred * curve_at(&tmp, x), p->time_ns);
+            cross += ape(pred * calib_curve_at(&tmp, x), p->time_ns);
             cross_n++;
         }
     }

@@ -6,7 +6,7 @@
 
 #include <stdio.h>
 
-#include "calib.h"
+#include "calib_curve.h"
 #include "util.h"
 
 double cost_peak(const hw_t *hw, int weight_bytes) {

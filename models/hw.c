@@ -46,8 +46,6 @@
 #include <stddef.h>
 #include <strings.h>
 
-#include "calib.h"
-
 #define T 1e12
 #define G 1e9
 
@@ -58,8 +56,9 @@
                    .scaleup_lat_ns = 2000, .nic_lat_ns = 4000, .kernel_ns = 4000,           \
                    .mem_reserve = 4 * G
 
-/* Not const: hw_find attaches a preset's measured curve on first use. */
-static hw_t presets[] = {
+/* Constant: a preset's measured curve is attached where a spec is loaded
+ * (calib_builtin), never written into this table. */
+static const hw_t presets[] = {
     {.name = "H100", .source = "NVIDIA H100 datasheet (SXM5)", .flops_bf16 = 989 * T,
      .flops_fp8 = 1979 * T, .hbm_bytes = 80 * G, .hbm_bw = 3.35 * T, .scaleup_bw = 450 * G,
      .nic_bw = 50 * G, HOPPER_EFF},
@@ -82,10 +81,7 @@ static hw_t presets[] = {
 
 const hw_t *hw_find(const char *name) {
     for (size_t i = 0; i < sizeof presets / sizeof *presets; i++)
-        if (!strcasecmp(presets[i].name, name)) {
-            if (!presets[i].calib) presets[i].calib = calib_builtin(&presets[i]);
-            return &presets[i];
-        }
+        if (!strcasecmp(presets[i].name, name)) return &presets[i];
     return NULL;
 }
 

@@ -31,8 +31,9 @@ typedef struct hw {
     const struct calib *calib; /* measured efficiency curves (calib.h); NULL = constant factors */
 } hw_t;
 
-/* The preset named name (case-insensitive), or NULL. A preset measured on
- * real GPUs (models/calib/) carries its calibration curve. */
+/* The preset named name (case-insensitive), or NULL. Its calib is NULL: a
+ * preset measured on real GPUs gets its curve from calib_builtin() when a
+ * spec is loaded (sim/run.c), so this table never changes. */
 const hw_t *hw_find(const char *name);
 /* Comma-separated names of all presets, for messages. */
 const char *hw_names(void);

@@ -377,7 +377,7 @@ int cmd_calib(int argc, char **argv) {
         return 1;
     }
     calib_t *own = NULL;
-    const calib_t *cal = hw->calib;
+    const calib_t *cal = calib_builtin(hw);
     if (n_csv) {
         if (calib_load(csv, n_csv, hw, &own)) return 1;
         cal = own;

@@ -94,6 +94,8 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
         return ms_err("%s: unknown hardware preset '%s' (known: %s)",
                       cfg_where(cfg, "cluster", "hardware"), s, hw_names());
     o->cluster.hw = *hw;
+    /* The preset's measured curve, fitted against the preset itself. */
+    o->cluster.hw.calib = calib_builtin(hw);
 #define OVERRIDE(f, lo, hi) \
     if (cfg_double(cfg, "hardware", #f, o->cluster.hw.f, lo, hi, &o->cluster.hw.f)) return MS_ERR;
     HW_FIELDS(OVERRIDE)
