@@ -7,10 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "calib.h"
 #include "cmd.h"
 #include "hw.h"
+#include "quote.h"
+#include "report.h"
 #include "util.h"
 
 #define MAX_CSV 16
@@ -48,9 +51,14 @@ static void err_row(FILE *f, FILE *md, const char *set, const calib_err_t *e, co
     char b[4][16];
     fprintf(f, "%-34s %6d %8s %8s %10s %8s  %s\n", set, e->n, fmt(b[0], e->before),
             fmt(b[1], e->after), fmt(b[2], e->loo), fmt(b[3], e->cross), note);
-    if (md)
-        fprintf(md, "| %s | %d | %s | %s | %s | %s | %s |\n", set, e->n, fmt(b[0], e->before),
-                fmt(b[1], e->after), fmt(b[2], e->loo), fmt(b[3], e->cross), note);
+    if (md) {
+        /* set and note hold the CSV's impl and pattern names: Markdown data. */
+        char *qs = quote_md(set), *qn = quote_md(note);
+        fprintf(md, "| %s | %d | %s | %s | %s | %s | %s |\n", qs, e->n, fmt(b[0], e->before),
+                fmt(b[1], e->after), fmt(b[2], e->loo), fmt(b[3], e->cross), qn);
+        free(qs);
+        free(qn);
+    }
 }
 
 /* Creates dir and its parents. */
@@ -73,15 +81,70 @@ static int mkdirs(const char *dir) {
     return MS_OK;
 }
 
-/* Pipes a script into gnuplot; checks it wrote a non-empty file. */
-static int gnuplot(const char *script, const char *png) {
-    FILE *p = popen("gnuplot 2>&1", "w");
-    if (!p) return ms_err("cannot start gnuplot (install it: make deps)");
-    fputs(script, p);
-    int st = pclose(p);
-    struct stat sb;
-    if (st != 0 || stat(png, &sb) || sb.st_size == 0)
-        return ms_err("gnuplot failed to draw %s (exit %d)", png, st);
+/* A file written under a temporary name, renamed into place only when
+ * every output of the report is whole. */
+typedef struct staged {
+    char tmp[4096], dst[4096];
+} staged_t;
+
+typedef struct outputs {
+    const char *dir;
+    staged_t f[8];
+    int n;
+} outputs_t;
+
+/* Writes text to DIR/.name.PID.tmp (checked and synced) and stages it. */
+static int stage_text(outputs_t *o, const char *name, const char *text, size_t len) {
+    staged_t *f = &o->f[o->n];
+    snprintf(f->tmp, sizeof f->tmp, "%s/.%s.%ld.tmp", o->dir, name, (long)getpid());
+    snprintf(f->dst, sizeof f->dst, "%s/%s", o->dir, name);
+    if (report_write_file(f->tmp, text, len)) return MS_ERR;
+    o->n++;
+    return MS_OK;
+}
+
+/* Renames every staged file into place (after checking that none would
+ * land on a folder), or removes them all: the folder keeps its earlier
+ * report when anything failed. */
+static int finish(outputs_t *o, int ok) {
+    for (int i = 0; ok && i < o->n; i++) {
+        struct stat sb;
+        if (!lstat(o->f[i].dst, &sb) && !S_ISREG(sb.st_mode))
+            ok = !ms_err("%s: exists and is not a regular file; nothing was replaced (move it "
+                         "away or choose another -o DIR)", o->f[i].dst);
+    }
+    int rc = ok ? MS_OK : MS_ERR;
+    for (int i = 0; i < o->n; i++)
+        if (!rc && rename(o->f[i].tmp, o->f[i].dst))
+            rc = ms_err("%s: cannot rename into place: %s", o->f[i].dst, strerror(errno));
+    for (int i = 0; i < o->n; i++) unlink(o->f[i].tmp);
+    o->n = 0;
+    return rc;
+}
+
+/* Runs a gnuplot script inside the output folder, where it draws name
+ * under a temporary name (no path the user chose is gnuplot code), checks
+ * the PNG is whole and stages it. */
+static int gnuplot(outputs_t *o, const char *name, const char *script) {
+    char gp[256], log[256], path[4096];
+    snprintf(gp, sizeof gp, ".%s.gp.%ld.tmp", name, (long)getpid());
+    snprintf(log, sizeof log, ".%s.log.%ld.tmp", name, (long)getpid());
+    snprintf(path, sizeof path, "%s/%s", o->dir, gp);
+    int rc = report_write_file(path, script, strlen(script));
+    char said[600];
+    if (!rc) rc = report_gnuplot(o->dir, gp, log, said, sizeof said);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/%s", o->dir, log);
+    unlink(path);
+    staged_t *f = &o->f[o->n];
+    snprintf(f->tmp, sizeof f->tmp, "%s/.%s.%ld.tmp", o->dir, name, (long)getpid());
+    snprintf(f->dst, sizeof f->dst, "%s/%s", o->dir, name);
+    if (!rc) rc = report_check_image(f->tmp);
+    if (rc) {
+        unlink(f->tmp);
+        return MS_ERR; /* said, naming the file */
+    }
+    o->n++;
     return MS_OK;
 }
 
@@ -93,33 +156,45 @@ static const char STYLE[] =
 /* Left: measured vs predicted (log-log) before and after; right: the ratio
  * the curve describes against size, with the fitted curve(s). Data blocks:
  * $pts "measured before after size ratio class", $cur "size factor class". */
-static int figure(const char *png, const char *title, const char *xsize, const char *xfmt,
-                  const char *ylabel,
-                  const char *pts,
-                  const char *cur, int n_class, const char *const *classes) {
+static int figure(outputs_t *o, const char *name, const char *title, const char *xsize,
+                  const char *xfmt, const char *ylabel, const char *pts, const char *cur,
+                  int n_class, const char *const *classes) {
     char *sc;
     size_t len;
     FILE *f = open_memstream(&sc, &len);
-    fprintf(f, "%sset output '%s'\n%s%s", STYLE, png, pts, cur);
-    fprintf(f, "set multiplot layout 1,2 title '%s'\n"
+    char out[256];
+    snprintf(out, sizeof out, ".%s.%ld.tmp", name, (long)getpid());
+    /* Every string goes in as a quoted literal (quote_gp): the title holds
+     * the CSV's impl name. */
+    char *q_out = quote_gp(out), *q_title = quote_gp(title), *q_xfmt = quote_gp(xfmt),
+         *q_xsize = quote_gp(xsize), *q_ylabel = quote_gp(ylabel);
+    fprintf(f, "%sset output %s\n%s%s", STYLE, q_out, pts, cur);
+    fprintf(f, "set multiplot layout 1,2 title %s\n"
                "set logscale xy\nset xlabel 'measured (us)'\nset ylabel 'predicted (us)'\n"
                "set title 'prediction vs measurement'\n"
                "plot $pts using 1:2 with points pt 6 ps 0.7 lc rgb '#ff7f0e' title 'before "
                "calibration', $pts using 1:3 with points pt 7 ps 0.5 lc rgb '#1f77b4' title "
                "'after calibration', x with lines dt 2 lc rgb '#000000' title 'exact'\n"
-               "unset logscale y\nset logscale x 2\nset format x '%s'\nset xlabel '%s'\n"
-               "set ylabel '%s'\nset title 'calibration curve'\nset key top "
+               "unset logscale y\nset logscale x 2\nset format x %s\nset xlabel %s\n"
+               "set ylabel %s\nset title 'calibration curve'\nset key top "
                "right\nplot ",
-            title, xfmt, xsize, ylabel);
+            q_title, q_xfmt, q_xsize, q_ylabel);
+    free(q_out), free(q_title), free(q_xfmt), free(q_xsize), free(q_ylabel);
     static const char *const COL[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
-    for (int k = 0; k < n_class; k++)
+    for (int k = 0; k < n_class; k++) {
+        char m[64], c[64];
+        snprintf(m, sizeof m, "%s measured", classes[k]);
+        snprintf(c, sizeof c, "%s curve", classes[k]);
+        char *qm = quote_gp(m), *qc = quote_gp(c);
         fprintf(f, "%s$pts using 4:($6 == %d ? $5 : 1/0) with points pt 7 ps 0.4 lc rgb '%s' "
-                   "title '%s measured', $cur using 1:($3 == %d ? $2 : 1/0) with lines lw 2 lc "
-                   "rgb '%s' title '%s curve'",
-                k ? ", " : "", k, COL[k % 4], classes[k], k, COL[k % 4], classes[k]);
-    fprintf(f, "\nunset multiplot\n");
+                   "title %s, $cur using 1:($3 == %d ? $2 : 1/0) with lines lw 2 lc "
+                   "rgb '%s' title %s",
+                k ? ", " : "", k, COL[k % 4], qm, k, COL[k % 4], qc);
+        free(qm), free(qc);
+    }
+    fprintf(f, "\nunset multiplot\nset output\n");
     fclose(f);
-    int rc = gnuplot(sc, png);
+    int rc = gnuplot(o, name, sc);
     free(sc);
     return rc;
 }
@@ -144,10 +219,11 @@ static int report(const calib_t *c, const char *dir, int quiet) {
     hw_t cal = c->hw;        /* the same with the curves */
     cal.calib = c;
     if (mkdirs(dir)) return MS_ERR;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/points.csv", dir);
-    FILE *pf = fopen(path, "w");
-    if (!pf) return ms_err("%s: cannot write: %s", path, strerror(errno));
+    /* points.csv and index.md are built in memory and staged with the
+     * figures (finish): all of them land, or none. */
+    char *pfs = NULL, *mds = NULL;
+    size_t pfl, mdl;
+    FILE *pf = open_memstream(&pfs, &pfl);
     fprintf(pf, "kind,label,size,measured_ns,before_ns,after_ns\n");
 
     printf("moesim calib report: hardware %s (%s)\nmeasurements: %s\n", hw->name, hw->source,
@@ -192,8 +268,12 @@ static int report(const calib_t *c, const char *dir, int quiet) {
             printf("%-16s %-5s %-8s %4d %6.0f %12.1f %11.1f %+7.1f %11.1f %+7.1f\n", p->model,
                    dtype(p->weight_bytes), p->impl, p->experts, p->tokens, p->time_ns / 1e3,
                    pred / 1e3, pct(pred, p->time_ns), after / 1e3, pct(after, p->time_ns));
-        fprintf(pf, "gemm,%s/%s/%s/E%d,%.0f,%.0f,%.0f,%.0f\n", p->model, dtype(p->weight_bytes),
-                p->impl, p->experts, p->tokens, p->time_ns, pred, after);
+        char label[160];
+        snprintf(label, sizeof label, "%s/%s/%s/E%d", p->model, dtype(p->weight_bytes), p->impl,
+                 p->experts);
+        char *ql = quote_csv(label);
+        fprintf(pf, "gemm,%s,%.0f,%.0f,%.0f,%.0f\n", ql, p->tokens, p->time_ns, pred, after);
+        free(ql);
         if (!strcmp(p->impl, c->gemm_impl)) {
             fprintf(gp, "%.6g %.6g %.6g %.6g %.6g %d\n", p->time_ns / 1e3, pred / 1e3,
                     after / 1e3, p->tokens, ratio, p->weight_bytes == 1);
@@ -232,8 +312,12 @@ static int report(const calib_t *c, const char *dir, int quiet) {
             printf("%-10s %5d %12.0f %12.0f %12.1f %11.1f %+7.1f %11.1f %+7.1f\n", p->pattern,
                    p->world, p->bytes_per_gpu, p->link_bytes, p->time_ns / 1e3, pred / 1e3,
                    pct(pred, p->time_ns), pred * f / 1e3, pct(pred * f, p->time_ns));
-        fprintf(pf, "a2a,%s/W%d,%.0f,%.0f,%.0f,%.0f\n", p->pattern, p->world, p->link_bytes,
-                p->time_ns, pred, pred * f);
+        char label[160];
+        snprintf(label, sizeof label, "%s/W%d", p->pattern, p->world);
+        char *ql = quote_csv(label);
+        fprintf(pf, "a2a,%s,%.0f,%.0f,%.0f,%.0f\n", ql, p->link_bytes, p->time_ns, pred,
+                pred * f);
+        free(ql);
         fprintf(ap, "%.6g %.6g %.6g %.6g %.6g %d\n", p->time_ns / 1e3, pred / 1e3, pred * f / 1e3,
                 p->link_bytes, p->time_ns / pred, 0);
         lo = ms_dmin(lo, p->link_bytes);
@@ -247,12 +331,8 @@ static int report(const calib_t *c, const char *dir, int quiet) {
     fclose(pf);
 
     /* The error table, on stdout and in index.md. */
-    snprintf(path, sizeof path, "%s/index.md", dir);
-    FILE *md = fopen(path, "w");
-    if (!md) {
-        free(gps), free(gcs), free(aps), free(acs);
-        return ms_err("%s: cannot write: %s", path, strerror(errno));
-    }
+    FILE *md = open_memstream(&mds, &mdl);
+    char *q_hw = quote_md(hw->name), *q_src = quote_md(c->source);
     fprintf(md, "# Cost-model calibration: %s\n\nMeasurements: %s\n\n"
                 "Mean absolute percentage error (MAPE, %%) of the model against the measurements.\n"
                 "*after*: with the curve; *leave-size-out*: the curve refitted without the point's "
@@ -260,7 +340,8 @@ static int report(const calib_t *c, const char *dir, int quiet) {
                 "(all-to-all).\n\n"
                 "| set | points | before | after | leave-size-out | cross | note |\n"
                 "|---|---|---|---|---|---|---|\n",
-            hw->name, c->source);
+            q_hw, q_src);
+    free(q_hw), free(q_src);
     printf("\nmean absolute percentage error (MAPE, %%)\n%-34s %6s %8s %8s %10s %8s\n", "set",
            "points", "before", "after", "leave-size", "cross");
     calib_err_t e;
@@ -305,31 +386,38 @@ static int report(const calib_t *c, const char *dir, int quiet) {
         fprintf(md, "| all-to-all | 0 | - | - | - | - | not measured (needs 2+ GPUs) |\n");
     }
 
+    outputs_t o = {.dir = dir};
     int rc = MS_OK;
     if (c->n_gemm) {
-        snprintf(path, sizeof path, "%s/calib_gemm.png", dir);
         char title[256];
         snprintf(title, sizeof title, "%s: routed-expert compute per device (impl %s)", hw->name,
                  c->gemm_impl);
         static const char *const cls[] = {"bf16", "fp8"};
-        rc = figure(path, title, "tokens per expert", "%g",
+        rc = figure(&o, "calib_gemm.png", title, "tokens per expert", "%g",
                     "(measured per expert - overhead) / roofline", gps, gcs, 2, cls);
         if (!rc) fprintf(md, "\n![expert compute](calib_gemm.png)\n");
     }
     if (!rc && c->n_a2a) {
-        snprintf(path, sizeof path, "%s/calib_a2a.png", dir);
         char title[256];
         snprintf(title, sizeof title, "%s: NCCL all-to-all", hw->name);
         static const char *const cls[] = {"all patterns"};
-        rc = figure(path, title, "bytes over the busiest GPU links", "%.0b %BB",
-                    "measured / modelled time",
-                    aps, acs, 1, cls);
+        rc = figure(&o, "calib_a2a.png", title, "bytes over the busiest GPU links", "%.0b %BB",
+                    "measured / modelled time", aps, acs, 1, cls);
         if (!rc) fprintf(md, "\n![all-to-all](calib_a2a.png)\n");
     }
     fclose(md);
     free(gps), free(gcs), free(aps), free(acs);
-    if (!rc) printf("\nfigures and tables: %s/index.md\n", dir);
-    return rc;
+    if (!rc) rc = stage_text(&o, "points.csv", pfs, pfl);
+    if (!rc) rc = stage_text(&o, "index.md", mds, mdl);
+    free(pfs), free(mds);
+    if (finish(&o, !rc)) {
+        /* Keep the cause (named by the failing step) as the last message. */
+        char why[512];
+        snprintf(why, sizeof why, "%s", ms_err_last());
+        return ms_err("calib report: %s; nothing in %s was replaced", why, dir);
+    }
+    printf("\nfigures and tables: %s/index.md\n", dir);
+    return MS_OK;
 }
 
 int cmd_calib(int argc, char **argv) {
