@@ -9,15 +9,15 @@
 
 #include "util.h"
 
-/* Output of at most 4 bytes per input byte plus quotes and NUL: allocated
- * once, no growth needed. */
+/* Output of at most 7 bytes per input byte (a gnuplot quote) plus quotes
+ * and NUL: allocated once, no growth needed. */
 typedef struct qbuf {
     char *s;
     size_t n;
 } qbuf_t;
 
 static qbuf_t qb_new(const char *s) {
-    return (qbuf_t){.s = ms_malloc(4 * strlen(s) + 8), .n = 0};
+    return (qbuf_t){.s = ms_malloc(7 * strlen(s) + 8), .n = 0};
 }
 static void qb_put(qbuf_t *b, char ch) { b->s[b->n++] = ch; }
 static char *qb_done(qbuf_t *b) {
@@ -66,10 +66,21 @@ static void put_raw(qbuf_t *b, const char *ch, int len) {
     for (int i = 0; i < len; i++) qb_put(b, ch[i]);
 }
 
+static void put_plain(qbuf_t *b, const char *ch, int len, int first) {
+    (void)first;
+    put_raw(b, ch, len);
+}
+
+char *quote_clean(const char *s) {
+    qbuf_t b = qb_new(s);
+    clean_walk(&b, s, put_plain);
+    return qb_done(&b);
+}
+
 static void put_gp(qbuf_t *b, const char *ch, int len, int first) {
     (void)first;
-    if (*ch == '\'') qb_put(b, '\'');
-    put_raw(b, ch, len);
+    if (*ch == '\'') put_raw(b, "'.\"'\".'", 7);
+    else put_raw(b, ch, len);
 }
 
 char *quote_gp(const char *s) {
@@ -92,11 +103,6 @@ char *quote_gp_field(const char *s) {
     clean_walk(&b, s, put_field);
     qb_put(&b, '"');
     return qb_done(&b);
-}
-
-static void put_plain(qbuf_t *b, const char *ch, int len, int first) {
-    (void)first;
-    put_raw(b, ch, len);
 }
 
 char *quote_gp_comment(const char *s) {

@@ -12,10 +12,18 @@
  * UTF-8 becomes '?', so the result is one line of valid UTF-8 (an SVG that
  * shows it stays well-formed XML). */
 
-/* A gnuplot single-quoted string literal, quotes included: 'it''s'.
- * Inside single quotes gnuplot expands nothing (no backquote command, no
- * @macro, no backslash escape); the only special character is the quote,
- * written twice. A literal cannot span lines, hence the one-line clean. */
+/* The clean alone: s as one line of valid UTF-8. */
+char *quote_clean(const char *s);
+
+/* A gnuplot string made of single-quoted literals, quotes included:
+ * 'it'."'".'s'. Inside single quotes gnuplot expands nothing (no backquote
+ * command, no @macro, no backslash escape) and a literal cannot span lines,
+ * hence the one-line clean. The quote itself is the only special character;
+ * gnuplot 5.4's scanner misreads the documented doubled-quote escape when it
+ * follows the opening quote or another doubled quote, so each quote is
+ * written as the one-character string "'" joined with '.', which every place
+ * moesim puts a string (title, label, output, assignment) takes as an
+ * expression. */
 char *quote_gp(const char *s);
 
 /* A double-quoted string field for a line of a gnuplot datablock, quotes
