@@ -117,6 +117,14 @@ void metrics_layer_bounds(const metrics_loads_t *a, const int *n_slots,
     }
 }
 
+void metrics_layout_bounds(const metrics_loads_t *a, const place_layout_t *lo,
+                           metrics_layer_bound_t *out) {
+    int *slots = ms_malloc((size_t)lo->n_layers * sizeof *slots);
+    for (int l = 0; l < lo->n_layers; l++) slots[l] = lo->layer[l].n_slots;
+    metrics_layer_bounds(a, slots, out);
+    free(slots);
+}
+
 double metrics_gap_to_bound(const metrics_layer_bound_t *lb, int L) {
     double got = 0, bound = 0;
     for (int l = 0; l < L; l++) {

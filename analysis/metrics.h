@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "place.h"
 #include "store.h"
 
 struct sqlite3;
@@ -154,6 +155,10 @@ typedef struct metrics_layer_bound {
 } metrics_layer_bound_t;
 void metrics_layer_bounds(const metrics_loads_t *a, const int *n_slots,
                           metrics_layer_bound_t *out);
+
+/* The same for a layout's slot counts per layer. */
+void metrics_layout_bounds(const metrics_loads_t *a, const place_layout_t *lo,
+                           metrics_layer_bound_t *out);
 
 /* What layer bounds amount to. prefix selects the ids written: 0 the
  * instance's own (par_mean, ...), 1 prefill's (prefill_par_mean, ...).

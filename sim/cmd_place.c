@@ -12,6 +12,7 @@
 #include "cfg.h"
 #include "cmd.h"
 #include "metrics.h"
+#include "record.h"
 #include "moe.h"
 #include "place.h"
 #include "store.h"
@@ -196,44 +197,23 @@ static char *config_text(const place_args_t *a, cfg_t *c, const char *strategy) 
 }
 
 static int store_all(const place_args_t *a, cfg_t *c, const place_ops_t *ops, place_state_t *ps,
-                     const place_layout_t *lo, const double *prior, const double *dev,
+                     const place_layout_t *lo, const double *prior, const metrics_loads_t *acc,
                      const metrics_layer_bound_t *row, const metrics_t *m) {
     store_t *st = NULL;
-    int rc = MS_ERR, began = 0;
+    record_t rec = {0};
+    int rc = MS_ERR;
     char *text = config_text(a, c, ops->name);
-    char hash[17];
-    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)ms_hash64(text, strlen(text)));
     store_run_t meta = {.name = a->name, .strategy = ops->name,
                         .strategy_version = ops->algo_version, .trace = a->counts,
                         .model = a->model, .hardware = "none", .nodes = (int)a->nodes,
-                        .devices = (int)a->devices, .seed = (uint64_t)a->seed, .config = text,
-                        .config_hash = hash};
-    int64_t run;
-    int L = lo->n_layers, E = lo->n_experts, D = lo->n_devices;
-    if (store_open(a->db, &st) || store_run_begin(st, &meta, &run)) goto out;
-    began = 1;
-    for (int l = 0; l < L; l++) {
-        if (store_layer_bound(st, run, l, row[l].best_ep, row[l].bound, row[l].max_load)) goto out;
-        for (int d = 0; d < D; d++)
-            if (store_device_load(st, run, l, d, dev[(size_t)l * D + d])) goto out;
-        for (int e = 0; e < E; e++)
-            if (store_replicas(st, run, l, e, lo->layer[l].replicas[e]) ||
-                store_trace_count(st, run, l, e, prior[(size_t)l * E + e]))
-                goto out;
-    }
-    if (metrics_store(st, run, m)) goto out;
-    if (ops->metrics) {
-        const char *names[32];
-        double vals[32];
-        int n = ops->metrics(ps, names, vals, 32);
-        for (int i = 0; i < n; i++)
-            if (store_metric(st, run, names[i], vals[i], "")) goto out;
-    }
-    began = 0;
-    if (store_run_commit(st)) goto out;
+                        .devices = (int)a->devices, .seed = (uint64_t)a->seed};
+    if (store_open(a->db, &st) || record_begin(&rec, st, &meta, text) ||
+        record_layers(&rec, lo, prior, acc, row) || record_metrics(&rec, m) ||
+        record_strategy_metrics(&rec, ops, ps, "") || record_commit(&rec))
+        goto out;
     rc = MS_OK;
 out:
-    if (began) store_run_abort(st);
+    record_abort(&rec);
     store_close(st); /* a failed run was never published: the database is as it was */
     free(text);
     return rc;
@@ -324,7 +304,6 @@ int cmd_place(int argc, char **argv) {
                    100 * metrics_gap_to_bound(r, 1));
         }
     }
-    metrics_loads_free(&acc);
     printf("%s on %s: %d layers, %d experts, %d slots on %d devices / %ld nodes\n", ops->name,
            a.counts, L, E, lo->layer[0].n_slots, D, a.nodes);
 #define G(id) metrics_get(&m, METRIC_##id, 0)
@@ -335,7 +314,9 @@ int cmd_place(int argc, char **argv) {
 #undef G
 
     if (a.out && write_tmp(lo, a.sglang ? model->n_dense : -1, a.out, &tmp)) goto out;
-    if (a.db && store_all(&a, cfg, ops, ps, lo, prior, dev, row, &m)) goto out;
+    int stored = !a.db || store_all(&a, cfg, ops, ps, lo, prior, &acc, row, &m) == MS_OK;
+    metrics_loads_free(&acc);
+    if (!stored) goto out;
     if (tmp && rename(tmp, a.out)) {
         ms_err("%s: cannot move the layout into place: %s", a.out, strerror(errno));
         goto out;

@@ -31,7 +31,7 @@
 #include "metrics.h"
 #include "replay.h"
 #include "route.h"
-#include "run.h"
+#include "record.h"
 #include "util.h"
 
 #define SEC "serving"
@@ -44,93 +44,6 @@ static int prog_done, prog_runs;
 void serve_progress_runs(int runs_done, int n_runs) {
     prog_done = runs_done;
     prog_runs = n_runs;
-}
-
-int serve_spec_load(cfg_t *cfg, const run_spec_t *sp, serve_spec_t *o) {
-    memset(o, 0, sizeof *o);
-    const char *s;
-    long v;
-    double x;
-    if (cfg_str(cfg, SEC, "instances", "both", &s)) return MS_ERR;
-    if (!strcasecmp(s, "both")) o->instances = SERVE_BOTH;
-    else if (!strcasecmp(s, "decode")) o->instances = SERVE_DECODE;
-    else if (!strcasecmp(s, "prefill")) o->instances = SERVE_PREFILL;
-    else
-        return ms_err("%s: [serving] instances = '%s' (give both, decode or prefill)",
-                      cfg_where(cfg, SEC, "instances"), s);
-
-    o->prefill = sp->cluster;
-    if (cfg_int(cfg, SEC, "prefill_nodes", 4, 1, 4096, &v)) return MS_ERR;
-    o->prefill.n_nodes = (int)v;
-    if (cfg_int(cfg, SEC, "prefill_devices_per_node", sp->cluster.devices_per_node, 1, 64, &v))
-        return MS_ERR;
-    o->prefill.devices_per_node = (int)v;
-    o->prefill.n_devices = o->prefill.n_nodes * o->prefill.devices_per_node;
-    if (cfg_int(cfg, SEC, "prefill_redundant", sp->redundant, 0, 1 << 16, &v)) return MS_ERR;
-    o->prefill_redundant = (int)v;
-    int E = sp->model.n_experts;
-    if (o->instances != SERVE_DECODE && (E + o->prefill_redundant) % o->prefill.n_devices)
-        return ms_err("%s: prefill: %d experts + %d redundant = %d slots per layer do not divide "
-                      "over %d devices (%d nodes x %d); choose prefill_redundant or prefill_nodes "
-                      "so they do", cfg_where(cfg, SEC, "prefill_redundant"), E,
-                      o->prefill_redundant, E + o->prefill_redundant, o->prefill.n_devices,
-                      o->prefill.n_nodes, o->prefill.devices_per_node);
-    if (cfg_str(cfg, SEC, "prefill_trace", NULL, &s)) return MS_ERR;
-    if (s) {
-        o->prefill_trace_name = s;
-        ms_path_beside(cfg_origin(cfg), s, o->prefill_trace_path, sizeof o->prefill_trace_path);
-    }
-
-    if (cfg_int(cfg, SEC, "max_batch_per_device", 128, 1, 1 << 20, &v)) return MS_ERR;
-    o->max_batch_per_device = (int)v;
-    if (cfg_int(cfg, SEC, "prefill_tokens_per_device", 8192, 1, 1 << 24, &v)) return MS_ERR;
-    o->prefill_tokens_per_device = (int)v;
-    if (cfg_bool(cfg, SEC, "chunked_prefill", 1, &o->chunked_prefill)) return MS_ERR;
-    if (cfg_double(cfg, SEC, "prefix_hit_rate", 0, 0, 0.99, &o->prefix_hit_rate)) return MS_ERR;
-
-    /* KV bytes a token and the weights besides routed experts come from the
-     * model preset (MLA caches the compressed KV; attention, shared experts,
-     * dense layers and embeddings sit on every device); both can be set. */
-    if (cfg_double(cfg, SEC, "kv_bytes_per_token", moe_kv_bytes_per_token(&sp->model), 1, 1e9,
-                   &o->kv_bytes_per_token))
-        return MS_ERR;
-    double util;
-    if (cfg_double(cfg, SEC, "hbm_util", 0.9, 0.05, 1, &util)) return MS_ERR;
-    int has_kv = cfg_has(cfg, SEC, "kv_cache_gb");
-    double nonexp, def_nonexp = moe_dense_weight_bytes(&sp->model) / 1e9;
-    if (cfg_double(cfg, SEC, "nonexpert_gb", def_nonexp, 0, 1e5, &nonexp)) return MS_ERR;
-    int L = moe_n_moe_layers(&sp->model);
-    double slots = (double)(E + sp->redundant) / sp->cluster.n_devices;
-    double experts = slots * L * moe_expert_bytes(&sp->model);
-    double derived = sp->cluster.hw.hbm_bytes * util - experts - nonexp * 1e9;
-    if (cfg_double(cfg, SEC, "kv_cache_gb", derived / 1e9, 1e-6, 1e5, &x)) return MS_ERR;
-    if (!has_kv && derived <= 0)
-        return ms_err("%s: no HBM left for the KV cache on a decode device: %.1f GB x %.2f "
-                      "usable - %.1f GB routed experts (%.2f slots x %d layers) - %.1f GB other "
-                      "weights = %.1f GB (use more decode devices, or set kv_cache_gb)",
-                      cfg_origin(cfg), sp->cluster.hw.hbm_bytes / 1e9, util, experts / 1e9, slots,
-                      L, nonexp, derived / 1e9);
-    o->kv_cache_bytes = x * 1e9;
-    o->kv_capacity_tokens = floor(o->kv_cache_bytes / o->kv_bytes_per_token);
-
-    if (cfg_str(cfg, SEC, "rebalance", "pipelined", &s)) return MS_ERR;
-    if (!strcasecmp(s, "pipelined")) o->rebalance = MIGR_PIPELINED;
-    else if (!strcasecmp(s, "blocking")) o->rebalance = MIGR_BLOCKING;
-    else
-        return ms_err("%s: [serving] rebalance = '%s' (give blocking or pipelined)",
-                      cfg_where(cfg, SEC, "rebalance"), s);
-    if (cfg_double(cfg, SEC, "rebalance_fixed_s", 0, 0, 3600, &x)) return MS_ERR;
-    o->rebalance_fixed_ns = llround(x * 1e9);
-    if (cfg_int(cfg, SEC, "store_every", 1, 1, 1 << 30, &v)) return MS_ERR;
-    o->store_every = (int)v;
-    if (cfg_int(cfg, SEC, "trace_step_every", 1, 1, 1 << 30, &v)) return MS_ERR;
-    o->trace_step_every = (int)v;
-    if (cfg_int(cfg, SEC, "route_samples", 128, 1, 1 << 20, &v)) return MS_ERR;
-    o->route_samples = (int)v;
-    if (cfg_int(cfg, SEC, "route_every", 50, 1, 1 << 30, &v)) return MS_ERR;
-    o->route_every = (int)v;
-    if (cfg_double(cfg, SEC, "warmup_s", 0, 0, 1e7, &o->warmup_s)) return MS_ERR;
-    return req_spec_load(cfg, SEC, &o->req);
 }
 
 /* ---- the simulation state ---- */
@@ -185,8 +98,7 @@ typedef struct srv {
     const run_spec_t *sp;
     const serve_spec_t *ss;
     const place_ops_t *ops;
-    store_t *st;
-    int64_t run;
+    record_t *rec;             /* where the run's rows go (record.h) */
     eng_t *eng;
     int err;
     int64_t n;                 /* requests */
@@ -368,7 +280,7 @@ static void inst_step(srv_t *s, inst_t *in, int64_t now, double kv_len, eng_fn d
     eng_schedule(s->eng, in->res.end_ns, done_fn, s, 0);
 }
 
-static int store_migrations(srv_t *s, inst_t *in) {
+static int record_migrations(srv_t *s, inst_t *in) {
     int n;
     const migr_t *m = migr_take_log(in->mg, &n);
     for (int i = 0; i < n; i++) {
@@ -376,7 +288,7 @@ static int store_migrations(srv_t *s, inst_t *in) {
                                  .layer = m[i].layer, .expert = m[i].expert, .bytes = m[i].bytes,
                                  .src_device = m[i].src + in->dev_base,
                                  .dst_device = m[i].dst + in->dev_base};
-        if (store_migration(s->st, s->run, &row)) return MS_ERR;
+        if (record_migration(s->rec, &row)) return MS_ERR;
     }
     return MS_OK;
 }
@@ -397,21 +309,19 @@ static void inst_step_end(srv_t *s, inst_t *in, int64_t now) {
     in->busy_ns += (double)dur;
     in->tokens_sum += in->n_tokens;
     in->bytes += r->dispatch_bytes + r->combine_bytes;
-    if (in->primary && store_step(s->st, s->run, (int)step, r->start_ns, dur, in->n_tokens))
+    if (in->primary && record_step(s->rec, (int)step, r->start_ns, dur, in->n_tokens))
         goto bad;
     metrics_loads_step(&in->loads, r->dev_load, r->expert_load);
+    if (row && record_layer_steps(s->rec, (int)step, r->layer_ns, &in->loads)) goto bad;
     double means = 0, maxes = 0;
     for (int l = 0; l < L; l++) {
         means += in->loads.step_mean[l];
         maxes += in->loads.step_max[l];
-        if (row && store_layer_step(s->st, s->run, (int)step, l, r->layer_ns[l],
-                                    in->loads.step_max[l], in->loads.step_mean[l]))
-            goto bad;
     }
     in->bal_ns += maxes > 0 ? (double)dur * means / maxes : (double)dur;
 
     migr_batch_end(in->mg, in->start_ns, now);
-    if (store_migrations(s, in)) goto bad;
+    if (record_migrations(s, in)) goto bad;
     if (s->ops->observe) {
         place_obs_t obs = {.now_ns = now, .step = (int)step, .expert_load = r->expert_load,
                            .device_load = r->dev_load};
@@ -427,8 +337,8 @@ static void inst_step_end(srv_t *s, inst_t *in, int64_t now) {
             migr_plan_info_t info;
             migr_plan(in->mg, nl, now, &info);
             in->replans++;
-            if (store_replan(s->st, s->run, now, (int)step, info.layers_changed, info.bytes) ||
-                store_migrations(s, in))
+            if (record_replan(s->rec, now, (int)step, info.layers_changed, info.bytes) ||
+                record_migrations(s, in))
                 goto bad;
             if (info.pause_ns > 0) {
                 in->paused_until = now + info.pause_ns;
@@ -648,7 +558,7 @@ static void inst_free(srv_t *s, inst_t *in) {
 
 /* The run's metrics (metrics.c defines each) and its per-request,
  * per-layer and strategy rows. */
-static int store_results(srv_t *s, metrics_t *m, int64_t end) {
+static int record_results(srv_t *s, metrics_t *m, int64_t end) {
     const serve_spec_t *ss = s->ss;
     const inst_t *pr = s->has_dc ? &s->dc : &s->pf;
     double win_s = (double)(s->w1 - s->w0) / 1e9;
@@ -667,9 +577,7 @@ static int store_results(srv_t *s, metrics_t *m, int64_t end) {
         }
     }
     metrics_requests(rows, s->released, s->w0, s->has_dc, m);
-    int rc = MS_OK;
-    for (int64_t i = 0; i < s->released && rc == MS_OK; i++)
-        rc = store_request(s->st, s->run, &rows[i]);
+    int rc = record_requests(s->rec, rows, s->released);
     free(rows);
     if (rc) return MS_ERR;
 
@@ -725,10 +633,10 @@ static int store_results(srv_t *s, metrics_t *m, int64_t end) {
         const inst_t *in = k ? &s->pf : &s->dc;
         if (!(k ? s->has_pf : s->has_dc)) continue;
         metrics_layer_bound_t *lb = ms_malloc((size_t)in->L * sizeof *lb);
-        run_layer_bounds(&in->loads, in->mg->live, lb);
+        metrics_layout_bounds(&in->loads, in->mg->live, lb);
         metrics_from_loads(&in->loads, lb, in != pr, m);
         rc = in != pr ? MS_OK
-                      : run_store_layers(s->st, s->run, in->mg->live, in->prior, &in->loads, lb);
+                      : record_layers(s->rec, in->mg->live, in->prior, &in->loads, lb);
         free(lb);
         if (rc) return MS_ERR;
     }
@@ -740,11 +648,11 @@ static int store_results(srv_t *s, metrics_t *m, int64_t end) {
         metrics_set(m, METRIC_PREFILL_BUSY, p->busy_ns / 1e9 / t);
         metrics_set(m, METRIC_PREFILL_MIGRATED_GB, p->mg->total_bytes / 1e9);
     }
-    if (metrics_store(s->st, s->run, m)) return MS_ERR;
+    if (record_metrics(s->rec, m)) return MS_ERR;
     for (int k = 0; k < 2; k++) {
         const inst_t *in = k ? &s->pf : &s->dc;
         if ((k ? s->has_pf : s->has_dc) &&
-            run_store_strategy_metrics(s->st, s->run, s->ops, in->ps, in == pr ? "" : "prefill_"))
+            record_strategy_metrics(s->rec, s->ops, in->ps, in == pr ? "" : "prefill_"))
             return MS_ERR;
     }
     return MS_OK;
@@ -753,12 +661,13 @@ static int store_results(srv_t *s, metrics_t *m, int64_t end) {
 int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace, store_t *st,
               metrics_run_t *out) {
     const serve_spec_t *ss = &sp->serve;
-    srv_t s = {.sp = sp, .ss = ss, .ops = ops, .st = st};
+    record_t rec = {0};
+    srv_t s = {.sp = sp, .ss = ss, .ops = ops, .rec = &rec};
     memset(out, 0, sizeof *out);
     trace_t *own_dc = NULL, *own_pf = NULL;
     req_list_t rl = {0};
     char *text = NULL;
-    int rc = MS_ERR, began = 0;
+    int rc = MS_ERR;
 
     if (req_build(&ss->req, sp->seed, &rl)) goto out;
     const trace_t *tdc = trace, *tpf = trace;
@@ -809,10 +718,8 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
     store_run_t meta = {.name = sp->name, .strategy = ops->name,
                         .strategy_version = ops->algo_version, .trace = sp->trace_name,
                         .model = sp->model.name, .hardware = pr->c.hw.name,
-                        .nodes = pr->c.n_nodes, .devices = pr->D, .seed = sp->seed,
-                        .config = text, .config_hash = hash};
-    if (store_run_begin(st, &meta, &s.run)) goto out;
-    began = 1;
+                        .nodes = pr->c.n_nodes, .devices = pr->D, .seed = sp->seed};
+    if (record_begin(&rec, st, &meta, text)) goto out;
 
     s.r = ms_calloc((size_t)s.n, sizeof *s.r);
     for (int64_t i = 0; i < s.n; i++) {
@@ -875,14 +782,11 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
         for (int64_t i = 0; i < s.released; i++)
             s.area += (double)(s.r[i].done_ns - s.r[i].arrival_ns);
     }
-    out->run_id = s.run;
-    if (store_results(&s, &out->m, end)) goto out;
-    began = 0; /* a failed commit rolls the run back itself */
-    if (store_run_commit(st)) goto out;
-    if (store_final_id(st, out->run_id) > 0) out->run_id = store_final_id(st, out->run_id);
+    if (record_results(&s, &out->m, end) || record_commit(&rec)) goto out;
+    out->run_id = rec.run_id;
     rc = MS_OK;
 out:
-    if (began) store_run_abort(st);
+    record_abort(&rec);
     eng_free(s.eng);
     inst_free(&s, &s.dc);
     inst_free(&s, &s.pf);

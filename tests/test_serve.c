@@ -67,7 +67,7 @@ static void load(const char *ini, cfg_t **cfg, run_spec_t *sp) {
     cr_assert_eq(cfg_parse_text(ini, "test.ini", cfg), MS_OK, "%s", ms_err_last());
     cr_assert_eq(run_spec_load(*cfg, sp), MS_OK, "%s", ms_err_last());
     sp->model = TINY; /* then re-read [serving] against the tiny model */
-    cr_assert_eq(serve_spec_load(*cfg, sp, &sp->serve), MS_OK, "%s", ms_err_last());
+    cr_assert_eq(serve_spec_load(*cfg, &sp->cluster, &sp->model, sp->redundant, &sp->serve), MS_OK, "%s", ms_err_last());
 }
 
 static double q1(store_t *st, const char *sql, int64_t run) {
@@ -240,7 +240,7 @@ Test(req, config_errors_name_the_key) {
         int rc = run_spec_load(cfg, &sp);
         if (rc == MS_OK) {
             sp.model = TINY;
-            rc = serve_spec_load(cfg, &sp, &sp.serve);
+            rc = serve_spec_load(cfg, &sp.cluster, &sp.model, sp.redundant, &sp.serve);
         }
         cr_assert_eq(rc, MS_ERR, "case %zu", i);
         cr_assert(strstr(ms_err_last(), bad[i].want), "case %zu: %s", i, ms_err_last());

@@ -1,0 +1,204 @@
+/* run_spec: an experiment's config read into a plain spec (run_spec.h),
+ * checked whole before anything runs. */
+#include "run_spec.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "calib.h"
+#include "record.h"
+#include "trace.h"
+#include "util.h"
+
+/* Hardware fields that [hardware] may override, with their units. */
+#define HW_FIELDS(X)                                                   \
+    X(flops_bf16, 1e9, 1e18) X(flops_fp8, 1e9, 1e18)                   \
+    X(hbm_bytes, 1e6, 1e15) X(hbm_bw, 1e6, 1e15)                        \
+    X(scaleup_bw, 1e6, 1e14) X(nic_bw, 1e6, 1e14)                       \
+    X(eff_flops, 1e-3, 1) X(eff_hbm, 1e-3, 1) X(eff_scaleup, 1e-3, 1)   \
+    X(eff_nic, 1e-3, 1) X(scaleup_lat_ns, 0, 1e9) X(nic_lat_ns, 0, 1e9) \
+    X(kernel_ns, 0, 1e9) X(mem_reserve, 0, 1e15)
+
+static int split_list(const char *s, run_spec_t *o, const char *where) {
+    o->n_strategies = 0;
+    const char *p = s;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\t') p++;
+        if (!*p) break;
+        size_t n = strcspn(p, " ,\t");
+        if (o->n_strategies == RUN_MAX_STRATEGIES || n >= sizeof o->strategies[0])
+            return ms_err("%s: too many or too long strategy names", where);
+        memcpy(o->strategies[o->n_strategies], p, n);
+        o->strategies[o->n_strategies][n] = 0;
+        if (!place_find(o->strategies[o->n_strategies]))
+            return ms_err("%s: unknown strategy '%s' (known: %s)", where,
+                          o->strategies[o->n_strategies], place_names());
+        o->n_strategies++;
+        p += n;
+    }
+    if (!o->n_strategies) return ms_err("%s: [placement] strategies is empty (example: static)", where);
+    return MS_OK;
+}
+
+int run_cluster_load(cfg_t *cfg, cluster_t *c) {
+    static const char *const modes[] = {"flow", "analytic"};
+    static const char *const a2a[] = {"auto", "normal", "low_latency"};
+    int i;
+    if (cfg_enum(cfg, "cluster", "mode", "flow", modes, 2, &i)) return MS_ERR;
+    c->mode = i ? STEP_ANALYTIC : STEP_FLOW;
+    if (cfg_enum(cfg, "cluster", "a2a", "auto", a2a, 3, &i)) return MS_ERR;
+    c->a2a = i == 1 ? STEP_A2A_NORMAL : i == 2 ? STEP_A2A_LOW_LATENCY : STEP_A2A_AUTO;
+    if (cfg_bool(cfg, "cluster", "overlap", 0, &c->overlap)) return MS_ERR;
+    if (cfg_double(cfg, "cluster", "spine_oversub", 1, 1, 1e6, &c->spine_oversub)) return MS_ERR;
+    return MS_OK;
+}
+
+int run_model_load(cfg_t *cfg, moe_model_t *m) {
+    static const char *const dtypes[] = {"fp8", "bf16"};
+    int i;
+    if (cfg_enum(cfg, "model", "weight_dtype", m->weight_bytes == 1 ? "fp8" : "bf16", dtypes, 2,
+                   &i))
+        return MS_ERR;
+    m->weight_bytes = i ? 2 : 1;
+    return MS_OK;
+}
+
+int run_spec_load(cfg_t *cfg, run_spec_t *o) {
+    memset(o, 0, sizeof *o);
+    o->cfg = cfg;
+    long v;
+    const char *s;
+    if (cfg_str(cfg, "experiment", "name", "experiment", &o->name)) return MS_ERR;
+    if (cfg_int(cfg, "experiment", "seed", 1, 0, INT64_MAX, &v)) return MS_ERR;
+    o->seed = (uint64_t)v;
+    if (cfg_int(cfg, "experiment", "steps", 20, 1, 100000000, &v)) return MS_ERR;
+    o->steps = (int)v;
+
+    if (cfg_str(cfg, "model", "preset", "deepseek-v3", &s)) return MS_ERR;
+    const moe_model_t *m = moe_find(s);
+    if (!m)
+        return ms_err("%s: unknown model preset '%s' (known: %s)",
+                      cfg_where(cfg, "model", "preset"), s, moe_names());
+    o->model = *m;
+
+    if (cfg_str(cfg, "cluster", "hardware", "H800", &s)) return MS_ERR;
+    const hw_t *hw = hw_find(s);
+    if (!hw)
+        return ms_err("%s: unknown hardware preset '%s' (known: %s)",
+                      cfg_where(cfg, "cluster", "hardware"), s, hw_names());
+    o->cluster.hw = *hw;
+    /* The preset's measured curve, fitted against the preset itself. */
+    o->cluster.hw.calib = calib_builtin(hw);
+#define OVERRIDE(f, lo, hi) \
+    if (cfg_double(cfg, "hardware", #f, o->cluster.hw.f, lo, hi, &o->cluster.hw.f)) return MS_ERR;
+    HW_FIELDS(OVERRIDE)
+#undef OVERRIDE
+    /* none | default (the preset's measured curve, if any) | CSV paths. */
+    if (cfg_str(cfg, "hardware", "calibration", "default", &s) ||
+        calib_select(s, &o->cluster.hw, cfg_origin(cfg), cfg_where(cfg, "hardware", "calibration"),
+                     &o->cluster.hw.calib))
+        return MS_ERR;
+    if (cfg_int(cfg, "cluster", "nodes", 1, 1, 4096, &v)) return MS_ERR;
+    o->cluster.n_nodes = (int)v;
+    if (cfg_int(cfg, "cluster", "devices_per_node", hw->devices_per_host, 1, 64, &v)) return MS_ERR;
+    o->cluster.devices_per_node = (int)v;
+    o->cluster.n_devices = o->cluster.n_nodes * o->cluster.devices_per_node;
+    if (run_cluster_load(cfg, &o->cluster) || run_model_load(cfg, &o->model)) return MS_ERR;
+
+    if (cfg_str(cfg, "workload", "trace", NULL, &s)) return MS_ERR;
+    if (!s)
+        return ms_err("%s: no [workload] trace (example: trace = ../traces/data/"
+                      "deepseek-v3-sglang/decode_in1000out1000.json)", cfg_origin(cfg));
+    o->trace_name = s;
+    ms_path_beside(cfg_origin(cfg), s, o->trace_path, sizeof o->trace_path);
+    if (cfg_int(cfg, "workload", "tokens_per_device", 128, 1, 1 << 20, &v)) return MS_ERR;
+    o->tokens_per_device = (int)v;
+    if (cfg_double(cfg, "workload", "kv_len", 1024, 0, 1e8, &o->kv_len)) return MS_ERR;
+
+    if (cfg_int(cfg, "placement", "redundant", 0, 0, 1 << 16, &v)) return MS_ERR;
+    o->redundant = (int)v;
+    if (cfg_str(cfg, "placement", "strategies", "static", &s)) return MS_ERR;
+    if (split_list(s, o, cfg_where(cfg, "placement", "strategies"))) return MS_ERR;
+    /* [placement] layout is read by the layout strategy alone: without it
+     * the key would pass for a typo. */
+    int replays = 0;
+    for (int i = 0; i < o->n_strategies; i++) replays |= !strcasecmp(o->strategies[i], "layout");
+    if (!replays && cfg_has(cfg, "placement", "layout"))
+        return ms_err("%s: [placement] layout is replayed by strategy 'layout' (add layout to "
+                      "[placement] strategies, or remove the key)",
+                      cfg_where(cfg, "placement", "layout"));
+
+    int slots = o->model.n_experts + o->redundant;
+    if (slots % o->cluster.n_devices)
+        return ms_err("%s: %d experts + %d redundant = %d slots per layer do not divide over "
+                      "%d devices (%d nodes x %d); choose redundant so the sum is a multiple of %d",
+                      cfg_where(cfg, "placement", "redundant"), o->model.n_experts, o->redundant,
+                      slots, o->cluster.n_devices, o->cluster.n_nodes,
+                      o->cluster.devices_per_node, o->cluster.n_devices);
+    o->serving = cfg_has_section(cfg, "serving");
+    if (o->serving &&
+        serve_spec_load(cfg, &o->cluster, &o->model, o->redundant, &o->serve))
+        return MS_ERR;
+    return MS_OK;
+}
+
+place_env_t run_strategy_env(const run_spec_t *sp, const cluster_t *c, int redundant,
+                             const place_ops_t *ops, char *sec, size_t n) {
+    place_cfg_section(ops, sec, n);
+    return (place_env_t){.n_layers = moe_n_moe_layers(&sp->model),
+                         .n_experts = sp->model.n_experts, .n_devices = c->n_devices,
+                         .devices_per_node = c->devices_per_node, .n_nodes = c->n_nodes,
+                         .redundant = redundant, .top_k = sp->model.top_k,
+                         .n_groups = sp->model.n_groups, .topk_groups = sp->model.topk_groups,
+                         .cfg = sp->cfg, .cfg_section = sec, .seed = sp->seed};
+}
+
+int run_spec_check_trace(const run_spec_t *sp, const trace_t *t) {
+    int L = moe_n_moe_layers(&sp->model);
+    if (t->n_layers != L || t->n_experts != sp->model.n_experts)
+        return ms_err("%s: trace has %d MoE layers x %d experts but model %s has %d x %d "
+                      "(use a trace recorded from %s, or set [model] preset to match)",
+                      sp->trace_path, t->n_layers, t->n_experts, sp->model.name, L,
+                      sp->model.n_experts, sp->model.name);
+    return MS_OK;
+}
+
+char *run_config_text(const cfg_t *cfg, const char *strategy, char hash[17]) {
+    cfg_t *one = cfg_copy(cfg);
+    cfg_set(one, "placement", "strategies", strategy, cfg_origin(cfg), 0);
+    char *text = cfg_canonical(one);
+    cfg_free(one);
+    record_hash(text, hash);
+    return text;
+}
+
+int run_validate(const run_spec_t *sp) {
+    trace_t *tr = NULL;
+    if (trace_read(sp->trace_path, &tr) || run_spec_check_trace(sp, tr)) {
+        trace_free(tr);
+        return MS_ERR;
+    }
+    int L = moe_n_moe_layers(&sp->model), E = sp->model.n_experts, rc = MS_OK;
+    double *prior = ms_malloc((size_t)L * E * sizeof *prior);
+    for (int l = 0; l < L; l++) trace_layer_total(tr, l, prior + (size_t)l * E);
+    for (int i = 0; i < sp->n_strategies && rc == MS_OK; i++) {
+        const place_ops_t *ops = place_find(sp->strategies[i]);
+        char sec[64];
+        place_env_t env = run_strategy_env(sp, &sp->cluster, sp->redundant, ops, sec, sizeof sec);
+        place_state_t *ps = NULL;
+        place_layout_t *lo = NULL;
+        rc = ops->init(&env, prior, &ps, &lo);
+        place_layout_free(lo);
+        if (ps && ops->destroy) ops->destroy(ps);
+    }
+    free(prior);
+    trace_free(tr);
+    return rc;
+}
+
+int run_spec_check(const run_spec_t *sp) {
+    return run_validate(sp) || cfg_check_unused(sp->cfg) ? MS_ERR : MS_OK;
+}
+
