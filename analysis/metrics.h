@@ -61,6 +61,8 @@ struct sqlite3;
     X(OUTPUT_TOKENS, "output_tokens", "tokens", "output tokens made")                            \
     X(PREFILL_COMPUTED, "prefill_computed_tokens", "tokens", "prompt tokens prefill computed")   \
     X(DECODE_TOKENS, "decode_tokens", "tokens", "tokens made by decode steps")                   \
+    X(TOKENS_PER_SEQ_STEP, "tokens_per_sequence_step", "tokens",                                 \
+      "decode tokens made per sequence and step: 1 + accepted MTP drafts")                       \
     X(IN_TPS_NODE, "input_tokens_per_s_per_node", "tokens/s",                                    \
       "prompt tokens per simulated second per prefill node, in the measuring window")            \
     X(OUT_TPS_NODE_BUSY, "output_tokens_per_s_per_node_busy", "tokens/s",                        \

@@ -57,15 +57,21 @@ double cost_experts_ns(const hw_t *hw, const moe_model_t *m, const double *n, in
     return any ? t + hw->kernel_ns : 0;
 }
 
-double cost_attn_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len, int prefill) {
+double cost_attn_q_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len,
+                      int prefill, double q) {
     if (t <= 0) return 0;
     double P = moe_attn_params(m), h = m->hidden, bw = cost_hbm_bw(hw);
     double proj = cost_roofline_ns(2.0 * P * t, cost_peak(hw, m->dense_bytes),
                                    P * m->dense_bytes + 4.0 * h * t, bw);
     double kv = moe_kv_bytes_per_token(m);
+    /* decode reads each sequence's cache once for its q query tokens */
     double core = cost_roofline_ns(t * kv_len * moe_attn_core_flops(m, prefill),
-                                   cost_peak(hw, 2), t * kv * (prefill ? 1.0 : kv_len), bw);
+                                   cost_peak(hw, 2), t * kv * (prefill ? 1.0 : kv_len / q), bw);
     return proj + core + hw->kernel_ns;
+}
+
+double cost_attn_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len, int prefill) {
+    return cost_attn_q_ns(hw, m, t, kv_len, prefill, 1);
 }
 
 /* A SwiGLU FFN of intermediate size inter over t tokens, weights of wb
@@ -95,19 +101,41 @@ double cost_head_ns(const hw_t *hw, const moe_model_t *m, double t) {
            hw->kernel_ns;
 }
 
-double cost_pre_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len, int prefill) {
+double cost_pre_q_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len,
+                     int prefill, double q) {
     if (t <= 0) return 0;
-    return m->n_dense * (cost_attn_ns(hw, m, t, kv_len, prefill) + cost_dense_ffn_ns(hw, m, t));
+    return m->n_dense *
+           (cost_attn_q_ns(hw, m, t, kv_len, prefill, q) + cost_dense_ffn_ns(hw, m, t));
+}
+
+double cost_pre_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len, int prefill) {
+    return cost_pre_q_ns(hw, m, t, kv_len, prefill, 1);
+}
+
+double cost_mtp_proj_ns(const hw_t *hw, const moe_model_t *m, double t) {
+    if (t <= 0) return 0;
+    double h = m->hidden;
+    return cost_roofline_ns(2.0 * 2.0 * h * h * t, cost_peak(hw, m->dense_bytes),
+                            2.0 * h * h * m->dense_bytes + t * (4.0 * h + 2.0 * h),
+                            cost_hbm_bw(hw)) +
+           hw->kernel_ns;
 }
 
 double cost_kv_bytes(const moe_model_t *m, double tokens, double kv_len) {
-    return tokens * kv_len * moe_kv_bytes_per_token(m) * m->n_layers;
+    return tokens * kv_len * moe_kv_bytes_per_token(m) * moe_kv_layers(m);
+}
+
+/* The MTP block's routed experts are spread as the last MoE layer's are
+ * (its layout serves the block: sim/step.c). */
+static double mtp_slots(const moe_model_t *m, const place_layout_t *lo) {
+    return moe_mtp_held(m) * (double)lo->layer[lo->n_layers - 1].slots_per_device;
 }
 
 double cost_device_weight_bytes(const moe_model_t *m, const place_layout_t *lo, int device) {
     (void)device; /* every device of a layer holds slots_per_device slots */
     double slots = 0;
     for (int l = 0; l < lo->n_layers; l++) slots += lo->layer[l].slots_per_device;
+    slots += mtp_slots(m, lo);
     return moe_dense_weight_bytes(m) + slots * moe_expert_bytes(m);
 }
 
@@ -115,6 +143,7 @@ int cost_check_memory(const hw_t *hw, const moe_model_t *m, const place_layout_t
                       double kv_bytes, const char *where) {
     double slots = 0;
     for (int l = 0; l < lo->n_layers; l++) slots += lo->layer[l].slots_per_device;
+    slots += mtp_slots(m, lo);
     double dense = moe_dense_weight_bytes(m), routed = slots * moe_expert_bytes(m);
     double need = dense + routed + kv_bytes + hw->mem_reserve;
     if (need <= hw->hbm_bytes) return MS_OK;

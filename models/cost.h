@@ -40,6 +40,11 @@ double cost_experts_ns(const hw_t *hw, const moe_model_t *m, const double *n, in
  * cache, prefill writes its own), one kernel_ns. */
 double cost_attn_ns(const hw_t *hw, const moe_model_t *m, double tokens, double kv_len,
                     int prefill);
+/* The same with q query tokens a sequence (decode with speculative drafts:
+ * 1 + mtp_depth), each sequence's KV cache read once for all of them;
+ * cost_attn_ns is q = 1. */
+double cost_attn_q_ns(const hw_t *hw, const moe_model_t *m, double tokens, double kv_len,
+                      int prefill, double q);
 /* The shared experts of one MoE layer over the device's own tokens. */
 double cost_shared_ns(const hw_t *hw, const moe_model_t *m, double tokens);
 /* The dense FFN of one dense layer over the device's own tokens. */
@@ -50,6 +55,11 @@ double cost_head_ns(const hw_t *hw, const moe_model_t *m, double tokens);
  * FFN (the embedding lookup is free). */
 double cost_pre_ns(const hw_t *hw, const moe_model_t *m, double tokens, double kv_len,
                    int prefill);
+double cost_pre_q_ns(const hw_t *hw, const moe_model_t *m, double tokens, double kv_len,
+                     int prefill, double q);
+/* An MTP module's projection eh_proj (2 x hidden -> hidden, the normed
+ * hidden state and next-token embedding concatenated) over tokens tokens. */
+double cost_mtp_proj_ns(const hw_t *hw, const moe_model_t *m, double tokens);
 
 /* Calibration hooks: multiplicative corrections from measured curves
  * (hw->calib), 1 without them. tokens: of one expert; bytes: of one
@@ -58,10 +68,11 @@ double cost_gemm_factor(const hw_t *hw, int weight_bytes, double tokens);
 double cost_a2a_factor(const hw_t *hw, double bytes);
 
 /* KV-cache bytes per device: tokens sequences' worth of kv_len positions
- * each, over every layer. */
+ * each, over every layer (the held MTP block's included). */
 double cost_kv_bytes(const moe_model_t *m, double tokens, double kv_len);
 /* Weights on a device: the dense part every device holds plus its routed
- * expert slots over all MoE layers. */
+ * expert slots over all MoE layers (and the held MTP block's, placed as the
+ * last MoE layer's). */
 double cost_device_weight_bytes(const moe_model_t *m, const place_layout_t *lo, int device);
 /* Checks that weights (with redundant replicas) + kv_bytes + hw->mem_reserve
  * fit every device's HBM; the error gives the numbers and the fixes. where

@@ -14,15 +14,15 @@ static const moe_model_t presets[] = {
      * routed_scaling_factor 2.5, num_attention_heads 128, q_lora_rank 1536,
      * kv_lora_rank 512, qk_nope_head_dim 128, qk_rope_head_dim 64,
      * v_head_dim 128, vocab_size 129280; quantization_config fp8 (linear
-     * layers; embedding and head stay BF16). DeepEP dispatches FP8 and
-     * combines BF16. */
+     * layers; embedding and head stay BF16), num_nextn_predict_layers 1.
+     * DeepEP dispatches FP8 and combines BF16. */
     {.name = "deepseek-v3", .source = "deepseek-ai/DeepSeek-V3 config.json", .n_layers = 61,
      .n_dense = 3, .hidden = 7168, .moe_inter = 2048, .dense_inter = 18432, .n_experts = 256,
      .top_k = 8, .n_shared = 1, .shared_inter = 2048, .n_groups = 8, .topk_groups = 4,
      .scoring = MOE_SIGMOID, .routed_scale = 2.5, .weight_bytes = 1, .dispatch_bytes = 1,
      .combine_bytes = 2, .attn = MOE_ATTN_MLA, .n_heads = 128, .q_lora_rank = 1536,
      .kv_lora_rank = 512, .qk_nope_dim = 128, .qk_rope_dim = 64, .v_head_dim = 128,
-     .vocab = 129280, .dense_bytes = 1, .embed_bytes = 2, .kv_bytes = 2},
+     .vocab = 129280, .dense_bytes = 1, .embed_bytes = 2, .kv_bytes = 2, .mtp_modules = 1},
     /* moonshotai/Kimi-K2-Instruct config.json: the DeepSeek-V3 architecture
      * with num_hidden_layers 61, first_k_dense_replace 1, n_routed_experts
      * 384, n_group 1, topk_group 1, routed_scaling_factor 2.827,
@@ -117,5 +117,13 @@ double moe_dense_weight_bytes(const moe_model_t *m) {
     double dense = m->n_dense * 3.0 * h * m->dense_inter * m->dense_bytes;
     double shared = moe_n_moe_layers(m) * (double)m->n_shared * 3.0 * h * m->shared_inter *
                     m->dense_bytes;
-    return embed + attn + dense + shared;
+    return embed + attn + dense + shared + moe_mtp_weight_bytes(m);
+}
+
+double moe_mtp_weight_bytes(const moe_model_t *m) {
+    if (!moe_mtp_held(m)) return 0;
+    double h = m->hidden;
+    double proj = 2.0 * h * h, attn = moe_attn_params(m);
+    double shared = (double)m->n_shared * 3.0 * h * m->shared_inter;
+    return moe_mtp_held(m) * (proj + attn + shared) * m->dense_bytes;
 }

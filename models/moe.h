@@ -47,6 +47,15 @@ typedef struct moe_model {
                           * weights */
     int embed_bytes;     /* bytes per element of the embedding and output head */
     int kv_bytes;        /* bytes per cached KV element */
+    /* Multi-token prediction (DeepSeek-V3 report sec. 2.2; README_WEIGHTS.md
+     * of its checkpoint): an MTP module is the shared embedding, RMSNorms,
+     * a projection eh_proj (2 x hidden -> hidden), one transformer block
+     * identical to a main MoE layer (attention and its own routed and shared
+     * experts: model.layers.61) and the shared output head. */
+    int mtp_modules;     /* MTP modules in the checkpoint (num_nextn_predict_layers) */
+    int mtp_depth;       /* a run's setting, not the preset's: draft tokens verified per
+                          * decode step (0: no speculative decoding); the one module is
+                          * run mtp_depth times a step, as SGLang's EAGLE worker does */
 } moe_model_t;
 
 const moe_model_t *moe_find(const char *name);
@@ -67,7 +76,23 @@ double moe_kv_bytes_per_token(const moe_model_t *m);
 double moe_attn_core_flops(const moe_model_t *m, int prefill);
 /* Weight bytes every device holds whatever the placement: embedding and
  * output head, every layer's attention, the dense layers' FFNs and the
- * shared experts (data-parallel attention, as DeepSeek and SGLang deploy). */
+ * shared experts (data-parallel attention, as DeepSeek and SGLang deploy),
+ * and the held MTP module's share of the same (moe_mtp_weight_bytes). */
 double moe_dense_weight_bytes(const moe_model_t *m);
+
+/* MTP modules a run holds: one when mtp_depth > 0 (deeper drafts reuse it),
+ * none otherwise. */
+static inline int moe_mtp_held(const moe_model_t *m) { return m->mtp_depth > 0 ? 1 : 0; }
+/* Passes of the MTP module in one step: mtp_depth in decode (one draft
+ * each), one in prefill (the first draft, over the prompt). */
+static inline int moe_mtp_passes(const moe_model_t *m, int prefill) {
+    return prefill ? moe_mtp_held(m) : m->mtp_depth;
+}
+/* Layers with a KV cache: the main model's plus the MTP block's. */
+static inline int moe_kv_layers(const moe_model_t *m) { return m->n_layers + moe_mtp_held(m); }
+/* Weights of the held MTP module that every device keeps besides its
+ * routed experts: eh_proj, the block's attention and shared experts (the
+ * embedding and head are the main model's). 0 without MTP. */
+double moe_mtp_weight_bytes(const moe_model_t *m);
 
 #endif

@@ -52,7 +52,10 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     int rc = MS_ERR;
 
     if (trace_read(sp->trace_path, &tr) || run_spec_check_trace(sp, tr)) goto out;
-    if (replay_new(tr, sp->model.top_k, D, sp->tokens_per_device, sp->seed, &rp)) goto out;
+    /* tokens_per_device sequences, each verifying 1 + mtp_depth tokens a step */
+    int verify = 1 + sp->model.mtp_depth;
+    if (replay_new(tr, sp->model.top_k, D, sp->tokens_per_device * verify, sp->seed, &rp))
+        goto out;
     char sec[64];
     place_env_t env = run_strategy_env(sp, &sp->cluster, sp->redundant, ops, sec, sizeof sec);
     /* Prior statistics for strategies that start from them: the trace's
@@ -91,7 +94,8 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
                         .pick = ops->pick_replica ? pick_via : NULL, .pick_ctx = &pc};
         if (step_run(sim, &in, &r)) goto out;
         now_ns = r.end_ns;
-        tokens += rt->n_tokens;
+        /* output tokens in expectation: each sequence makes mtp_tokens a step */
+        tokens += (double)rt->n_tokens / verify * sp->mtp_tokens;
         metrics_loads_step(&acc, r.dev_load, r.expert_load);
         if (record_step(&rec, s, r.start_ns, r.end_ns - r.start_ns, rt->n_tokens) ||
             record_layer_steps(&rec, s, r.layer_ns, &acc))

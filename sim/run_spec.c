@@ -62,6 +62,54 @@ int run_model_load(cfg_t *cfg, moe_model_t *m) {
                    &i))
         return MS_ERR;
     m->weight_bytes = i ? 2 : 1;
+    long v;
+    if (cfg_int(cfg, "model", "mtp_depth", 0, 0, RUN_MTP_MAX, &v)) return MS_ERR;
+    if (v > 0 && m->mtp_modules < 1)
+        return ms_err("%s: mtp_depth = %ld but model %s has no multi-token prediction module "
+                      "(num_nextn_predict_layers 0); set mtp_depth = 0 or use deepseek-v3",
+                      cfg_where(cfg, "model", "mtp_depth"), v, m->name);
+    m->mtp_depth = (int)v;
+    return MS_OK;
+}
+
+/* [model] mtp_accept: one acceptance rate per draft depth, each the chance
+ * that draft i is accepted once drafts before it were. DeepSeek reports
+ * the second token accepted 85-90% of the time (DeepSeek-V3 report, sec.
+ * 5.4.3), so depth 1 defaults to 0.85, the low end; deeper drafts have no
+ * published rate and must be given. */
+static int mtp_load(cfg_t *cfg, run_spec_t *o) {
+    int depth = o->model.mtp_depth;
+    const char *s, *where = cfg_where(cfg, "model", "mtp_accept");
+    if (cfg_str(cfg, "model", "mtp_accept", depth == 1 ? "0.85" : NULL, &s)) return MS_ERR;
+    o->mtp_tokens = 1;
+    if (!depth) return MS_OK;
+    if (!s)
+        return ms_err("%s: mtp_depth = %d needs mtp_accept, one acceptance rate per draft "
+                      "(example: mtp_accept = 0.85, 0.6%s)", cfg_where(cfg, "model", "mtp_depth"),
+                      depth, depth > 2 ? ", ..." : "");
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\t') p++;
+        if (!*p) break;
+        char *end;
+        double a = strtod(p, &end);
+        if (end == p || (*end && !strchr(" ,\t", *end)) || !(a >= 0 && a <= 1))
+            return ms_err("%s: mtp_accept '%s': give numbers between 0 and 1, one per draft",
+                          where, s);
+        if (n == depth)
+            return ms_err("%s: mtp_accept has more than mtp_depth = %d rates", where, depth);
+        o->mtp_accept[n++] = a;
+        p = end;
+    }
+    if (n != depth)
+        return ms_err("%s: mtp_accept has %d rates but mtp_depth is %d (one per draft)", where, n,
+                      depth);
+    double run = 1;
+    for (int i = 0; i < depth; i++) {
+        run *= o->mtp_accept[i];
+        o->mtp_tokens += run;
+    }
     return MS_OK;
 }
 
@@ -105,7 +153,8 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     if (cfg_int(cfg, "cluster", "devices_per_node", hw->devices_per_host, 1, 64, &v)) return MS_ERR;
     o->cluster.devices_per_node = (int)v;
     o->cluster.n_devices = o->cluster.n_nodes * o->cluster.devices_per_node;
-    if (run_cluster_load(cfg, &o->cluster) || run_model_load(cfg, &o->model)) return MS_ERR;
+    if (run_cluster_load(cfg, &o->cluster) || run_model_load(cfg, &o->model) || mtp_load(cfg, o))
+        return MS_ERR;
 
     if (cfg_str(cfg, "workload", "trace", NULL, &s)) return MS_ERR;
     if (!s)

@@ -18,6 +18,7 @@
 struct trace;
 
 #define RUN_MAX_STRATEGIES 16
+#define RUN_MTP_MAX 8         /* deepest MTP draft a config may ask for */
 
 /* The typed experiment, read from a config. */
 typedef struct run_spec {
@@ -31,6 +32,10 @@ typedef struct run_spec {
     const char *trace_name;   /* as written in the config */
     int tokens_per_device;    /* decode batch per device */
     double kv_len;            /* mean KV-cache length per token ([workload] kv_len) */
+    double mtp_accept[RUN_MTP_MAX]; /* [model] mtp_accept: chance draft i is accepted given
+                                     * drafts 0..i-1 were (model.mtp_depth of them) */
+    double mtp_tokens;        /* expected tokens a sequence makes per decode step:
+                               * 1 + sum_i prod_{j<=i} mtp_accept[j] */
     int redundant;            /* redundant expert slots per layer */
     int n_strategies;
     char strategies[RUN_MAX_STRATEGIES][32];
@@ -41,8 +46,8 @@ typedef struct run_spec {
 /* Reads and checks the experiment; every complaint names file:line. */
 int run_spec_load(cfg_t *cfg, run_spec_t *out);
 /* The [cluster] timing keys (mode, a2a, overlap, spine_oversub) into c,
- * and the [model] overrides (weight_dtype) into m: shared with other
- * commands that build a cluster from a config. */
+ * and the [model] overrides (weight_dtype, mtp_depth) into m: shared with
+ * other commands that build a cluster from a config. */
 int run_cluster_load(cfg_t *cfg, cluster_t *c);
 int run_model_load(cfg_t *cfg, moe_model_t *m);
 

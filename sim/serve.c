@@ -19,6 +19,7 @@
  * re-plan; layout changes become weight copies (migr.c). */
 #include "serve.h"
 
+#include <gsl/gsl_rng.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,9 @@
 #include "util.h"
 
 #define SEC "serving"
+/* Salt of the draft-acceptance generator's seed (independent of the
+ * request stream's). */
+#define MTP_SEED_SALT 0x6d7470u
 
 /* Progress lines at most this often (seconds of wall time). */
 #define PROGRESS_EVERY_S 0.25
@@ -79,7 +83,8 @@ typedef struct inst {
     int64_t start_ns;          /* of the running step */
     int64_t steps;
     int *tokens;               /* [D] tokens of the running step */
-    double n_tokens;
+    double n_tokens;           /* tokens it computes (decode: 1 + mtp_depth a sequence) */
+    double made;               /* decode: output tokens it made (accepted drafts included) */
     double *counts;            /* [L][E] count mode */
     double *prior;             /* [L][E] the trace's summed counts */
     metrics_loads_t loads;     /* per-step loads summed over the run */
@@ -121,10 +126,12 @@ typedef struct srv {
     /* counts */
     int64_t released, n_done, first_arrival_set;
     double in_tokens, out_tokens, pf_computed, dc_tokens, win_in, win_out;
+    double seq_steps;          /* sequences summed over decode steps */
     int64_t w0, w1;            /* the measuring window */
     int kick[2];               /* a batch-forming event is pending: [prefill, decode] */
     int64_t in_sys, area_t;
     double area;
+    gsl_rng *mtp_rng;          /* draft acceptance, [model] mtp_depth > 0 */
     /* progress */
     int tty;
     struct timespec wall0, wall_last;
@@ -309,7 +316,9 @@ static void inst_step_end(srv_t *s, inst_t *in, int64_t now) {
     in->busy_ns += (double)dur;
     in->tokens_sum += in->n_tokens;
     in->bytes += r->dispatch_bytes + r->combine_bytes;
-    if (in->primary && record_step(s->rec, (int)step, r->start_ns, dur, in->n_tokens))
+    /* a decode step's row counts the tokens it made, a prefill step's those it computed */
+    if (in->primary && record_step(s->rec, (int)step, r->start_ns, dur,
+                                   in->prefill ? in->n_tokens : in->made))
         goto bad;
     metrics_loads_step(&in->loads, r->dev_load, r->expert_load);
     if (row && record_layer_steps(s->rec, (int)step, r->layer_ns, &in->loads)) goto bad;
@@ -462,7 +471,8 @@ static void try_decode(srv_t *s, int64_t now) {
             s->dcount[d]++;
             s->kv_used[d] += q->prompt + q->output;
         }
-        dc->tokens[d] = s->dcount[d];
+        /* each sequence verifies its token and mtp_depth drafts */
+        dc->tokens[d] = s->dcount[d] * (1 + s->sp->model.mtp_depth);
     }
     if (!s->n_dact) return;
     double ctx = 0;
@@ -473,17 +483,33 @@ static void try_decode(srv_t *s, int64_t now) {
     inst_step(s, dc, now, ctx / (double)s->n_dact, ev_dc_done);
 }
 
+/* Tokens a sequence makes in a decode step: its own, then each draft in
+ * order while the verifier accepts it (draft i with probability
+ * mtp_accept[i], drawn from the run's seeded generator), never more than
+ * it still owes: every requested token is made once, none beyond. */
+static int mtp_made(srv_t *s, const sreq_t *q) {
+    int n = 1, depth = s->sp->model.mtp_depth;
+    for (int i = 0; i < depth && gsl_rng_uniform(s->mtp_rng) < s->sp->mtp_accept[i]; i++) n++;
+    int owed = q->output - q->generated;
+    return n < owed ? n : owed;
+}
+
 static void ev_dc_done(eng_t *e, void *ctx, int64_t unused) {
     (void)unused;
     srv_t *s = ctx;
     int64_t now = eng_now(e), kept = 0;
-    if (in_window(s, now)) s->win_out += (double)s->n_dact;
+    int win = in_window(s, now);
+    s->dc.made = 0;
+    s->seq_steps += (double)s->n_dact;
     for (int64_t j = 0; j < s->n_dact; j++) {
         int64_t i = s->dact[j];
         sreq_t *q = &s->r[i];
-        q->generated++;
-        s->dc_tokens++;
-        s->out_tokens++;
+        int made = mtp_made(s, q);
+        q->generated += made;
+        s->dc_tokens += made;
+        s->dc.made += made;
+        s->out_tokens += made;
+        if (win) s->win_out += made;
         if (q->first_ns < 0) q->first_ns = now;
         if (q->generated < q->output) {
             s->dact[kept++] = i;
@@ -603,6 +629,7 @@ static int record_results(srv_t *s, metrics_t *m, int64_t end) {
         {METRIC_OUTPUT_TOKENS, s->out_tokens},
         {METRIC_PREFILL_COMPUTED, s->pf_computed},
         {METRIC_DECODE_TOKENS, s->dc_tokens},
+        {METRIC_TOKENS_PER_SEQ_STEP, s->seq_steps > 0 ? s->dc_tokens / s->seq_steps : 0},
         {METRIC_OUT_TPS_NODE, s->has_dc ? metrics_per_node(s->win_out, win_s, s->dc.c.n_nodes) : 0},
         {METRIC_IN_TPS_NODE, s->has_pf ? metrics_per_node(s->win_in, win_s, s->pf.c.n_nodes) : 0},
         {METRIC_OUT_TPS_NODE_BUSY,
@@ -748,6 +775,8 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
     s.kv_used = ms_calloc((size_t)Dd, sizeof *s.kv_used);
 
     s.eng = eng_new();
+    s.mtp_rng = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(s.mtp_rng, (unsigned long)(sp->seed ^ MTP_SEED_SALT));
     if (ss->req.arrival == REQ_CLOSED) {
         for (; s.released < s.n && s.released < ss->req.concurrency; s.released++)
             eng_schedule(s.eng, 0, ev_arrive, &s, s.released);
@@ -788,6 +817,7 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
 out:
     record_abort(&rec);
     eng_free(s.eng);
+    if (s.mtp_rng) gsl_rng_free(s.mtp_rng);
     inst_free(&s, &s.dc);
     inst_free(&s, &s.pf);
     free(s.r);

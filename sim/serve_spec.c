@@ -56,7 +56,8 @@ int serve_spec_load(cfg_t *cfg, const cluster_t *decode, const moe_model_t *mode
     /* KV bytes a token and the weights besides routed experts come from the
      * model preset (MLA caches the compressed KV; attention, shared experts,
      * dense layers and embeddings sit on every device); both can be set. */
-    if (cfg_double(cfg, SEC, "kv_bytes_per_token", moe_kv_bytes_per_token(model), 1, 1e9,
+    if (cfg_double(cfg, SEC, "kv_bytes_per_token",
+                   moe_kv_bytes_per_token(model) * moe_kv_layers(model), 1, 1e9,
                    &o->kv_bytes_per_token))
         return MS_ERR;
     double util;
@@ -66,7 +67,8 @@ int serve_spec_load(cfg_t *cfg, const cluster_t *decode, const moe_model_t *mode
     if (cfg_double(cfg, SEC, "nonexpert_gb", def_nonexp, 0, 1e5, &nonexp)) return MS_ERR;
     int L = moe_n_moe_layers(model);
     double slots = (double)(E + redundant) / (*decode).n_devices;
-    double experts = slots * L * moe_expert_bytes(model);
+    /* the MTP block's experts are placed as the last MoE layer's */
+    double experts = slots * (L + moe_mtp_held(model)) * moe_expert_bytes(model);
     double derived = (*decode).hw.hbm_bytes * util - experts - nonexp * 1e9;
     if (cfg_double(cfg, SEC, "kv_cache_gb", derived / 1e9, 1e-6, 1e5, &x)) return MS_ERR;
     if (!has_kv && derived <= 0)

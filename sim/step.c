@@ -77,6 +77,8 @@ struct step_sim {
     cluster_t c;
     moe_model_t m;
     int D, L, E, N, dpn, M;
+    int Lm, Lmax;      /* the model's MoE layers (the layout's); L = Lm + this call's MTP
+                        * passes, each one more MoE layer (lsrc) */
     int normal;        /* this call's all-to-all is normal mode */
     int count_mode;
     double hd, hc;     /* bytes a token in dispatch / combine */
@@ -153,6 +155,10 @@ static inline stream_t *stream(step_sim_t *s, int m, int l, int ph, int k, int d
     return s->st + ((ml(s, m, l) * 2 + ph) * 2 + k) * s->D + d;
 }
 static inline int node_of(const step_sim_t *s, int d) { return d / s->dpn; }
+/* The layout, routing and loads a simulated layer uses: its own for the
+ * model's MoE layers; the last MoE layer's for the MTP block, which no
+ * trace records (its experts are placed as that layer's: models/cost.c). */
+static inline int lsrc(const step_sim_t *s, int l) { return l < s->Lm ? l : s->Lm - 1; }
 static inline int idx_of(const step_sim_t *s, int d) { return d % s->dpn; }
 
 step_sim_t *step_new(const cluster_t *c, const moe_model_t *m) {
@@ -162,7 +168,8 @@ step_sim_t *step_new(const cluster_t *c, const moe_model_t *m) {
     s->D = c->n_devices;
     s->dpn = c->devices_per_node;
     s->N = c->n_nodes;
-    s->L = moe_n_moe_layers(m);
+    s->Lm = moe_n_moe_layers(m);
+    s->Lmax = s->L = s->Lm + ms_imax(moe_mtp_passes(m, 0), moe_mtp_passes(m, 1));
     s->E = m->n_experts;
     s->M = c->overlap ? 2 : 1;
     size_t D = (size_t)s->D, L = (size_t)s->L, M = (size_t)s->M, N = (size_t)s->N;
@@ -283,7 +290,7 @@ double step_compute_ns(const cluster_t *c, const moe_model_t *m, double pairs, i
 static void alloc_traffic(step_sim_t *s) {
     s->tables = 1;
     if (s->T) return;
-    size_t ML = (size_t)s->M * s->L, D = (size_t)s->D;
+    size_t ML = (size_t)s->M * s->Lmax, D = (size_t)s->D;
     s->T = ms_malloc(ML * D * D * sizeof *s->T);
     s->TN = ms_malloc(ML * D * (size_t)s->N * sizeof *s->TN);
     s->FW = ms_malloc(ML * D * (size_t)s->dpn * sizeof *s->FW);
@@ -291,7 +298,7 @@ static void alloc_traffic(step_sim_t *s) {
 
 static void alloc_slots(step_sim_t *s, const place_layout_t *lo) {
     int maxs = 0;
-    for (int l = 0; l < s->L; l++) maxs = ms_imax(maxs, lo->layer[l].n_slots);
+    for (int l = 0; l < s->Lm; l++) maxs = ms_imax(maxs, lo->layer[l].n_slots);
     s->maxs = maxs;
     size_t need = (size_t)s->M * s->L * maxs;
     if (need > s->slot_cap) {
@@ -312,11 +319,11 @@ static const int *pick_cache(step_sim_t *s, const place_layout_t *lo, int l) {
     size_t per = (size_t)(s->maxs - E > 0 ? s->maxs - E : 0) * (D + 1);
     if (s->pc_layer != per || !s->pc) {
         s->pc_layer = per;
-        s->pc = ms_realloc(s->pc, (size_t)s->L * (per ? per : 1) * sizeof *s->pc);
-        s->pc_slots = ms_realloc(s->pc_slots, (size_t)s->L * s->maxs * sizeof *s->pc_slots);
-        s->pc_spd = ms_realloc(s->pc_spd, (size_t)s->L * sizeof *s->pc_spd);
-        s->pc_n = ms_realloc(s->pc_n, (size_t)s->L * sizeof *s->pc_n);
-        for (int i = 0; i < s->L; i++) s->pc_spd[i] = -1;
+        s->pc = ms_realloc(s->pc, (size_t)s->Lm * (per ? per : 1) * sizeof *s->pc);
+        s->pc_slots = ms_realloc(s->pc_slots, (size_t)s->Lm * s->maxs * sizeof *s->pc_slots);
+        s->pc_spd = ms_realloc(s->pc_spd, (size_t)s->Lm * sizeof *s->pc_spd);
+        s->pc_n = ms_realloc(s->pc_n, (size_t)s->Lm * sizeof *s->pc_n);
+        for (int i = 0; i < s->Lm; i++) s->pc_spd[i] = -1;
     }
     int *pc = s->pc + (size_t)l * per, *slots = s->pc_slots + (size_t)l * s->maxs;
     if (s->pc_spd[l] == ly->slots_per_device &&
@@ -383,14 +390,15 @@ static void build_tokens(step_sim_t *s, const step_in_t *in) {
     }
     int *restrict tabs = s->memo;
     for (int l = 0; l < L; l++) {
-        const place_layer_t *ly = &lo->layer[l];
+        int ls = lsrc(s, l);
+        const place_layer_t *ly = &lo->layer[ls];
         for (int sl_i = 0; sl_i < ly->n_slots; sl_i++) sdev[sl_i] = sl_i / ly->slots_per_device;
         /* the default replica choice as a table [source][expert]: a source's
          * row (1 KB) stays in cache over its tokens, and the loop below has
          * no branch on replication */
         if (!pick) {
-            const int *pc = pick_cache(s, lo, l);
-            int nm = s->pc_n[l];
+            const int *pc = pick_cache(s, lo, ls);
+            int nm = s->pc_n[ls];
             for (int e = 0; e < E; e++) fast[e] = ly->rep_slot[ly->rep_start[e]];
             for (int d = 0; d < D; d++) {
                 int *row = tabs + (size_t)d * E;
@@ -401,7 +409,7 @@ static void build_tokens(step_sim_t *s, const step_in_t *in) {
         memset(scnt, 0, (size_t)M * maxs * sizeof *scnt);
         float *restrict T0 = Tm(s, 0, l), *restrict T1 = M == 2 ? Tm(s, 1, l) : T0;
         float *restrict N0 = TNm(s, 0, l), *restrict N1 = M == 2 ? TNm(s, 1, l) : N0;
-        const int16_t *restrict ex = rt->expert + (size_t)l * n * k;
+        const int16_t *restrict ex = rt->expert + (size_t)ls * n * k;
         for (int t = 0; t < n; t++, ex += k) {
             int src = srcv[t], m = mbv[t], snode = dnode[src];
             float *restrict row = (m ? T1 : T0) + (size_t)src * D;
@@ -411,7 +419,7 @@ static void build_tokens(step_sim_t *s, const step_in_t *in) {
             const int *tab = tabs + (size_t)src * E;
             for (int j = 0; j < k; j++) {
                 int e = ex[j];
-                int slot = pick ? pick(pick_ctx, lo, l, e, src) : tab[e];
+                int slot = pick ? pick(pick_ctx, lo, ls, e, src) : tab[e];
                 int d = sdev[slot];
                 sc[slot]++;
                 if (dst[d] == stamp) continue;
@@ -459,11 +467,11 @@ static void build_counts(step_sim_t *s, const step_in_t *in) {
         s->tok[d] = M == 2 ? t / 2 : t;
         if (M == 2) s->tok[D + d] = t / 2;
     }
-    memcpy(s->expert_load, in->expert_load, (size_t)s->L * s->E * sizeof *s->expert_load);
     memset(s->dev_load, 0, (size_t)s->L * D * sizeof *s->dev_load);
     for (int l = 0; l < s->L; l++) {
-        const place_layer_t *ly = &lo->layer[l];
-        const double *el = in->expert_load + (size_t)l * s->E;
+        const place_layer_t *ly = &lo->layer[lsrc(s, l)];
+        const double *el = in->expert_load + (size_t)lsrc(s, l) * s->E;
+        memcpy(s->expert_load + (size_t)l * s->E, el, (size_t)s->E * sizeof *el);
         double *dl = s->dev_load + (size_t)l * D;
         for (int m = 0; m < M; m++) {
             double *sl = s->slot_load + ml(s, m, l) * s->maxs;
@@ -482,7 +490,7 @@ static void build_counts(step_sim_t *s, const step_in_t *in) {
 static void meet_probs(step_sim_t *s, int m, int l) {
     int D = s->D, k = s->m.top_k;
     const double *sl = s->slot_load + ml(s, m, l) * s->maxs;
-    int spd = s->lo->layer[l].slots_per_device;
+    int spd = s->lo->layer[lsrc(s, l)].slots_per_device;
     double tot = 0;
     for (int d = 0; d < D; d++) {
         double p = 0;
@@ -546,7 +554,7 @@ static void expert_times(step_sim_t *s, const place_layout_t *lo) {
     double b = 1e9 * moe_expert_bytes(m) / bw, c = 1e9 * cost_expert_act_bytes(m) / bw;
     for (int mb = 0; mb < s->M; mb++)
         for (int l = 0; l < s->L; l++) {
-            int spd = lo->layer[l].slots_per_device;
+            int spd = lo->layer[lsrc(s, l)].slots_per_device;
             const double *sl = s->slot_load + ml(s, mb, l) * s->maxs;
             double *out = s->exp_ns + ml(s, mb, l) * s->D;
             for (int d = 0; d < s->D; d++) {
@@ -563,20 +571,29 @@ static void expert_times(step_sim_t *s, const place_layout_t *lo) {
         }
 }
 
+/* With MTP a decode step verifies q = 1 + mtp_depth tokens a sequence (the
+ * caller's tokens count all of them): attention reads each sequence's KV
+ * cache once for its q queries. The MTP block runs as extra MoE layers
+ * (lsrc) on the same tokens; each pass also runs eh_proj on them and the
+ * shared head on one token a sequence (its draft), charged after the main
+ * head, as the main model's head must finish before a draft starts. */
 static void device_times(step_sim_t *s, const step_in_t *in) {
     const hw_t *hw = &s->c.hw;
     const moe_model_t *m = &s->m;
+    int passes = s->L - s->Lm;
+    double q = in->prefill ? 1 : 1 + m->mtp_depth;
     for (int i = 0; i < s->M * s->D; i++) {
         double t = s->tok[i];
-        s->attn_ns[i] = cost_attn_ns(hw, m, t, in->kv_len, in->prefill);
+        s->attn_ns[i] = cost_attn_q_ns(hw, m, t, in->kv_len, in->prefill, q);
         s->shared_ns[i] = cost_shared_ns(hw, m, t);
     }
     /* dense layers and head run once on the whole batch: the micro-batches
      * split only the MoE layers (as SGLang's two-batch overlap does) */
     for (int d = 0; d < s->D; d++) {
         double t = s->tok[d] + (s->M == 2 ? s->tok[s->D + d] : 0);
-        s->pre_ns[d] = cost_pre_ns(hw, m, t, in->kv_len, in->prefill);
-        s->post_ns[d] = cost_head_ns(hw, m, t);
+        s->pre_ns[d] = cost_pre_q_ns(hw, m, t, in->kv_len, in->prefill, q);
+        s->post_ns[d] = cost_head_ns(hw, m, t) +
+                        passes * (cost_mtp_proj_ns(hw, m, t) + cost_head_ns(hw, m, t / q));
     }
 }
 
@@ -1172,17 +1189,18 @@ static void add_background(step_sim_t *s, const step_in_t *in, step_result_t *ou
 /* ---- entry */
 
 int step_run(step_sim_t *s, const step_in_t *in, step_result_t *out) {
+    s->L = s->Lm + moe_mtp_passes(&s->m, in->prefill);
     int D = s->D, L = s->L;
     const place_layout_t *lo = in->layout;
     const route_step_t *rt = in->route;
     if (!lo) return ms_err("step: no layout given (set step_in_t.layout)");
-    if (lo->n_layers != L || lo->n_devices != D || lo->n_experts != s->E)
+    if (lo->n_layers != s->Lm || lo->n_devices != D || lo->n_experts != s->E)
         return ms_err("step: layout (%d layers, %d experts, %d devices) does not match the "
                       "cluster (%d MoE layers, %d experts, %d devices)",
-                      lo->n_layers, lo->n_experts, lo->n_devices, L, s->E, D);
-    if (rt && (rt->n_layers != L || rt->n_devices != D))
+                      lo->n_layers, lo->n_experts, lo->n_devices, s->Lm, s->E, D);
+    if (rt && (rt->n_layers != s->Lm || rt->n_devices != D))
         return ms_err("step: routing (%d layers, %d devices) does not match the cluster (%d MoE "
-                      "layers, %d devices)", rt->n_layers, rt->n_devices, L, D);
+                      "layers, %d devices)", rt->n_layers, rt->n_devices, s->Lm, D);
     if (!rt && (!in->expert_load || !in->tokens))
         return ms_err("step: count mode needs expert_load [layers][experts] and tokens "
                       "[devices] (or give a route)");
@@ -1217,6 +1235,7 @@ int step_run(step_sim_t *s, const step_in_t *in, step_result_t *out) {
     else run_analytic(s, t0);
     add_background(s, in, out);
     out->layer_ns = s->layer_ns;
+    out->n_layers = L;
     out->dev_load = s->dev_load;
     out->expert_load = s->expert_load;
     return MS_OK;

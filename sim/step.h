@@ -51,6 +51,8 @@ static inline int cluster_node(const cluster_t *c, int dev) { return dev / c->de
 /* What one step produced. Arrays are owned by the step_sim that filled them. */
 typedef struct step_result {
     int64_t start_ns, end_ns;
+    int n_layers;          /* MoE layers simulated: the model's, then one per MTP pass (their
+                            * rows follow the model's in the arrays below) */
     int64_t *layer_ns;     /* [n_layers] MoE layer time: from the last device finishing the
                             * previous layer to the last finishing this one */
     double *dev_load;      /* [n_layers][n_devices] token-expert pairs served */

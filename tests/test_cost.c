@@ -120,6 +120,49 @@ Test(cost, attention_decode) {
     cr_assert_float_eq(cost_attn_ns(h, q, 1, 0, 0), want, 1e-6);
 }
 
+/* Decode with one MTP draft: 128 sequences verify 256 tokens, each
+ * sequence's KV cache read once for its two queries. Projections 2 x
+ * 187,105,280 x 256 FLOPs = 69,153.18 ns (now above the 194,445,312 B =
+ * 68,286.33 ns); core 256 x 4989 x 278,528 FLOPs = 513,840.11 ns vs 128 x
+ * 4989 x 1152 B = 258,352.23 ns: the second query makes the core
+ * compute-bound. 69,153.18 + 513,840.11 + 4,000 = 586,993.29 ns. */
+Test(cost, attention_decode_with_drafts) {
+    cr_assert_float_eq(cost_attn_q_ns(h800(), dsv3(), 256, 4989, 0, 2), 586993.28791, 1e-2);
+    cr_assert_eq(cost_attn_q_ns(h800(), dsv3(), 128, 4989, 0, 1),
+                 cost_attn_ns(h800(), dsv3(), 128, 4989, 0));
+    /* prefill reads no cache: q changes nothing */
+    cr_assert_eq(cost_attn_q_ns(h800(), dsv3(), 4096, 2000, 1, 2),
+                 cost_attn_ns(h800(), dsv3(), 4096, 2000, 1));
+    cr_assert_float_eq(cost_pre_q_ns(h800(), dsv3(), 256, 4989, 0, 2),
+                       3 * (586993.28791 + cost_dense_ffn_ns(h800(), dsv3(), 256)), 1e-1);
+}
+
+/* DeepSeek-V3's MTP module (README_WEIGHTS.md of its checkpoint: 11.5B
+ * unique parameters besides the shared embedding and head): eh_proj 2 x
+ * 7168 x 7168 = 102,760,448, attention 187,105,280, shared expert
+ * 44,040,192: 333,905,920 bytes in FP8 on every device; with its 256
+ * routed experts (11,274,289,152) 11.61e9 parameters, norms left out. Its
+ * projection over 256 tokens: 2 x 2 x 7168^2 x 256 FLOPs = 37,979.75 ns vs
+ * 102,760,448 + 256 x 6 x 7168 B = 39,954.52 ns, + 4,000. */
+Test(cost, mtp_module) {
+    moe_model_t m = *dsv3();
+    cr_assert_eq(m.mtp_modules, 1);
+    cr_assert_eq(moe_mtp_weight_bytes(&m), 0, "held only when a run drafts");
+    m.mtp_depth = 1;
+    cr_assert_eq(moe_mtp_weight_bytes(&m), 333905920.0);
+    cr_assert_eq(moe_dense_weight_bytes(&m), 18863554560.0 + 333905920.0);
+    cr_assert_eq(moe_mtp_passes(&m, 0), 1);
+    cr_assert_eq(moe_mtp_passes(&m, 1), 1);
+    cr_assert_float_eq(cost_mtp_proj_ns(h800(), &m, 256), 43954.52011, 1e-3);
+    /* its block has a KV cache of its own: 62 layers */
+    cr_assert_eq(cost_kv_bytes(&m, 128, 4989), 128.0 * 4989 * 1152 * 62);
+    m.mtp_depth = 3; /* deeper drafts run the one module again */
+    cr_assert_eq(moe_mtp_passes(&m, 0), 3);
+    cr_assert_eq(moe_mtp_passes(&m, 1), 1);
+    cr_assert_eq(moe_mtp_weight_bytes(&m), 333905920.0);
+    cr_assert_eq(moe_find("kimi-k2")->mtp_modules, 0); /* num_nextn_predict_layers 0 */
+}
+
 /* Shared expert, 128 tokens: 6 x 7168 x 2048 x 128 FLOPs = 8,138.52 ns;
  * 44,040,192 + 128 x (4 x 7168 + 8 x 2048) = 49,807,360 B = 17,491.61 ns;
  * + 4,000 = 21,491.61 ns. Dense FFN (18432): 73,246.66 ns of FLOPs vs
@@ -171,6 +214,11 @@ Test(cost, memory_capacity) {
     cr_assert(strstr(e, "89.75 GB KV cache"), "%s", e);
     cr_assert(strstr(e, "> 80.00 GB HBM of H800"), "%s", e);
     cr_assert(strstr(e, "fewer redundant experts"), "%s", e);
+    /* with MTP the block's experts sit beside the last layer's: 2 more slots */
+    moe_model_t mt = *m;
+    mt.mtp_depth = 1;
+    cr_assert_eq(cost_device_weight_bytes(&mt, lo, 0),
+                 18863554560.0 + 333905920.0 + 118 * 44040192.0);
     place_layout_free(lo);
     /* EP32 with 9 slots a device x 58 layers x 44 MB = 22.99 GB + dense
      * 18.86 + 4 reserve: 45.85 GB, leaves room for 34 GB of KV */

@@ -90,6 +90,48 @@ Test(run, impossible_experiments_fail_clearly, .init = setup, .fini = teardown) 
     expect_fail("[cluster]\nmode2 = 1\n", "unknown key");
 }
 
+/* MTP keys: rates in [0, 1], one per draft; depth 1 defaults to 0.85. */
+Test(run, mtp_keys_fail_clearly, .init = setup, .fini = teardown) {
+    expect_fail("[model]\nmtp_depth = 2\n", "needs mtp_accept");
+    expect_fail("[model]\nmtp_depth = 1\nmtp_accept = 0.9, 0.5\n", "more than mtp_depth");
+    expect_fail("[model]\nmtp_depth = 2\nmtp_accept = 0.9\n", "has 1 rates but mtp_depth is 2");
+    expect_fail("[model]\nmtp_depth = 1\nmtp_accept = 1.5\n", "between 0 and 1");
+    expect_fail("[model]\nmtp_depth = 1\nmtp_accept = 0.9x\n", "between 0 and 1");
+    expect_fail("[model]\nmtp_depth = 9\n", "mtp_depth");
+}
+
+static double summary(const char *db, const char *metric) {
+    sqlite3 *h;
+    cr_assert_eq(sqlite3_open(db, &h), SQLITE_OK);
+    sqlite3_stmt *q;
+    sqlite3_prepare_v2(h, "SELECT value FROM summary WHERE metric = ?", -1, &q, NULL);
+    sqlite3_bind_text(q, 1, metric, -1, SQLITE_STATIC);
+    cr_assert_eq(sqlite3_step(q), SQLITE_ROW, "%s", metric);
+    double v = sqlite3_column_double(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(h);
+    return v;
+}
+
+/* A fixed-batch decode run with one draft counts output tokens in
+ * expectation: tokens_per_device sequences a device each make 1 + 0.85
+ * tokens a step (the default rate), while the step verifies two tokens a
+ * sequence and is slower than the run without drafts. */
+Test(run, mtp_fixed_batch_counts_expected_tokens, .init = setup, .fini = teardown) {
+    char a[128], b[128];
+    snprintf(a, sizeof a, "%s/a.db", dir);
+    snprintf(b, sizeof b, "%s/b.db", dir);
+    cr_assert_eq(moesim("compare", write_cfg("plain", ""), a), 0, "%s", ms_err_last());
+    cr_assert_eq(moesim("compare", write_cfg("mtp", "[model]\nmtp_depth = 1\n"), b), 0, "%s",
+                 ms_err_last());
+    double ms0 = summary(a, "step_time_mean"), ms1 = summary(b, "step_time_mean");
+    cr_assert_gt(ms1, ms0);
+    double tps = summary(b, "output_tokens_per_s_per_node");
+    /* 2 nodes x 8 devices x 8 sequences x 1.85 tokens a step */
+    cr_assert_float_eq(tps * 2 * ms1 / 1e3, 16 * 8 * 1.85, 1e-6);
+    cr_assert_float_eq(summary(a, "output_tokens_per_s_per_node") * 2 * ms0 / 1e3, 16 * 8, 1e-6);
+}
+
 Test(run, unknown_names_list_the_known_ones, .init = setup, .fini = teardown) {
     char db[128];
     snprintf(db, sizeof db, "%s/x.db", dir);

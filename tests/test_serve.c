@@ -542,6 +542,89 @@ Test(serve, same_config_same_results) {
     trace_free(t);
 }
 
+/* ---- multi-token prediction ---- */
+
+/* Runs ini with the tiny model carrying one MTP module, depth accepts[]
+ * rates (depth = n); n = 0 runs without MTP. */
+static int64_t serve_mtp(const char *ini, const double *acc, int n, store_t *st,
+                         metrics_run_t *sum) {
+    cfg_t *cfg;
+    run_spec_t sp;
+    load(ini, &cfg, &sp);
+    sp.model.mtp_modules = 1;
+    sp.model.mtp_depth = n;
+    double run = 1;
+    sp.mtp_tokens = 1;
+    for (int i = 0; i < n; i++) {
+        sp.mtp_accept[i] = acc[i];
+        run *= acc[i];
+        sp.mtp_tokens += run;
+    }
+    trace_t *t = plain_trace();
+    cr_assert_eq(serve_one(&sp, place_find("static"), t, st, sum), MS_OK, "%s", ms_err_last());
+    trace_free(t);
+    cfg_free(cfg);
+    return sum->run_id;
+}
+
+/* Eight sequences of 21 output tokens, all in one decode batch: a step
+ * makes one token a sequence without drafts or with every draft rejected
+ * (21 steps), two when every draft is accepted (11 steps, the last making
+ * the one token still owed). */
+#define MTP_BATCH                                                                     \
+    HEAD "instances = decode\narrival = closed\nconcurrency = 8\nrequests = 8\n"     \
+         "prompt = fixed\nprompt_mean = 40\noutput = fixed\noutput_mean = 21\n"
+Test(serve, mtp_steps_shrink_by_accepted_drafts) {
+    store_t *st = mem_store();
+    metrics_run_t sum;
+    double none = 0, all = 1;
+    int64_t r0 = serve_mtp(MTP_BATCH, NULL, 0, st, &sum);
+    int64_t r1 = serve_mtp(MTP_BATCH, &none, 1, st, &sum);
+    int64_t r2 = serve_mtp(MTP_BATCH, &all, 1, st, &sum);
+    cr_assert_eq(metric(st, r0, "steps"), 21);
+    cr_assert_eq(metric(st, r1, "steps"), 21);
+    cr_assert_eq(metric(st, r2, "steps"), 11);
+    for (int64_t r = r0; r <= r2; r++) {
+        cr_assert_eq(metric(st, r, "output_tokens"), 8 * 21);
+        cr_assert_eq(q1(st, "SELECT sum(tokens) FROM steps WHERE run_id = ?", r), 8 * 21);
+    }
+    /* each step verifies 1 + depth tokens a sequence: the batch is twice as large */
+    cr_assert_eq(metric(st, r1, "batch_mean"), 2 * metric(st, r0, "batch_mean"));
+    cr_assert_float_eq(metric(st, r2, "tokens_per_sequence_step"), 8.0 * 21 / (8 * 11), 1e-12);
+    store_close(st);
+}
+
+/* Acceptance drawn per sequence and step from the run's seeded generator:
+ * no token is made or lost, whatever the draws (every request's output,
+ * prefill's first token and the decode steps' tokens add up), and over
+ * long outputs a sequence makes 1 + a1 + a1 a2 tokens a step. */
+Test(serve, mtp_token_accounting) {
+    double acc[2] = {0.85, 0.5};
+    for (int depth = 1; depth <= 2; depth++) {
+        store_t *st = mem_store();
+        metrics_run_t sum;
+        int64_t run = serve_mtp(CONSERVE, acc, depth, st, &sum);
+        double n = q1(st, "SELECT count(*) FROM requests WHERE run_id = ?", run);
+        double out = q1(st, "SELECT sum(output_tokens) FROM requests WHERE run_id = ?", run);
+        cr_assert_gt(n, 50);
+        cr_assert_eq(metric(st, run, "output_tokens"), out);
+        cr_assert_eq(metric(st, run, "decode_tokens"), out - n);
+        cr_assert_eq(q1(st, "SELECT sum(tokens) FROM steps WHERE run_id = ?", run), out - n);
+        int64_t base = serve_mtp(CONSERVE, NULL, 0, st, &sum);
+        cr_assert_lt(metric(st, run, "steps"), metric(st, base, "steps"));
+        /* long outputs: the rare step capped by what a sequence still owes hardly counts */
+        run = serve_mtp(HEAD "instances = decode\narrival = closed\nconcurrency = 32\n"
+                             "requests = 32\nprompt = fixed\nprompt_mean = 40\noutput = fixed\n"
+                             "output_mean = 400\n", acc, depth, st, &sum);
+        double want = depth == 1 ? 1.85 : 1 + 0.85 + 0.85 * 0.5;
+        cr_assert_eq(metric(st, run, "output_tokens"), 32 * 400);
+        cr_assert(fabs(metric(st, run, "tokens_per_sequence_step") - want) < 0.02,
+                  "depth %d: %.4f tokens a sequence and step, expected %.4f", depth,
+                  metric(st, run, "tokens_per_sequence_step"), want);
+        store_close(st);
+    }
+}
+
 /* ---- a hot-expert shift ---- */
 
 /* Phase A (trace step 0): experts 1, 5, 9, 13 are hot, one on each device

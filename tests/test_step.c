@@ -3,6 +3,7 @@
  * two-micro-batch overlap; the documented EP144 decode step
  * (docs/cost-model.md); errors. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -240,6 +241,61 @@ Test(step, documented_ep144_decode) {
     cr_assert(llabs(f - DOC_EP144_NS) < 1000, "flow %lld ns", (long long)f);
     /* and it fits in HBM (docs: 72.85 GB of 80) */
     cr_assert_eq(cost_check_memory(&ca.hw, m, lo, cost_kv_bytes(m, 128, 4989), NULL), MS_OK);
+    free(load);
+    place_layout_free(lo);
+}
+
+/* MTP in the step: the EP144 decode batch of 128 sequences with one draft
+ * verifies 256 tokens (each sequence's KV read once for both queries), the
+ * MTP block runs as one more MoE layer on the last layer's layout and
+ * loads, and the head is followed by eh_proj and the shared head on one
+ * token a sequence. Analytic and flow agree (no contention). */
+Test(step, mtp_block_and_verification) {
+    moe_model_t m = *moe_find("deepseek-v3");
+    int L = moe_n_moe_layers(&m), E = m.n_experts, D = 144;
+    place_layout_t *lo = layout(L, E, D, 8, 2);
+    double *load = ms_malloc((size_t)L * E * sizeof *load);
+    int tok[144];
+    for (int d = 0; d < D; d++) tok[d] = 256;
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < E; e++) load[(size_t)l * E + e] = e < 32 ? 2048 : 1024;
+    step_in_t in = {.layout = lo, .expert_load = load, .tokens = tok, .kv_len = 4989};
+    cluster_t ca = cluster(18, 8, STEP_ANALYTIC, STEP_A2A_AUTO, 0);
+    step_sim_t *plain = step_new(&ca, &m);
+    step_result_t r0;
+    cr_assert_eq(step_run(plain, &in, &r0), MS_OK);
+    cr_assert_eq(r0.n_layers, L);
+    m.mtp_depth = 1;
+    step_sim_t *s = step_new(&ca, &m);
+    step_result_t r;
+    cr_assert_eq(step_run(s, &in, &r), MS_OK, "%s", ms_err_last());
+    cr_assert_eq(r.n_layers, L + 1);
+    cr_assert(llabs(r.layer_ns[L] - r.layer_ns[L - 1]) <= 1, "the block repeats the last layer");
+    for (int d = 0; d < D; d++)
+        cr_assert_eq(r.dev_load[(size_t)L * D + d], r.dev_load[(size_t)(L - 1) * D + d]);
+    /* only attention changes per layer: the KV cache is read once, not twice */
+    const hw_t *hw = &ca.hw;
+    double dA = cost_attn_ns(hw, &m, 256, 4989, 0) - cost_attn_q_ns(hw, &m, 256, 4989, 0, 2);
+    cr_assert(dA > 0);
+    cr_assert(llabs(r0.layer_ns[0] - r.layer_ns[0] - llround(dA)) <= 1, "%lld vs %lld, dA %.1f",
+              (long long)r0.layer_ns[0], (long long)r.layer_ns[0], dA);
+    cr_assert_eq(r.pre_ns, llround(cost_pre_q_ns(hw, &m, 256, 4989, 0, 2)));
+    double post = cost_head_ns(hw, &m, 256) + cost_mtp_proj_ns(hw, &m, 256) +
+                  cost_head_ns(hw, &m, 128);
+    cr_assert_eq(r.post_ns, llround(post));
+    int64_t layers = 0;
+    for (int l = 0; l < r.n_layers; l++) layers += r.layer_ns[l];
+    cr_assert(llabs(r.end_ns - r.start_ns - (r.pre_ns + layers + r.post_ns)) <= 1);
+    int64_t a = r.end_ns - r.start_ns;
+    cluster_t cf = cluster(18, 8, STEP_FLOW, STEP_A2A_AUTO, 0);
+    int64_t f = run_once(&cf, &m, &in, NULL);
+    cr_assert(llabs(f - a) < 1000, "flow %lld ns, analytic %lld ns", (long long)f, (long long)a);
+    /* a prefill step runs the block once (the first draft), no KV reuse */
+    in.prefill = 1;
+    cr_assert_eq(step_run(s, &in, &r), MS_OK);
+    cr_assert_eq(r.n_layers, L + 1);
+    step_free(s);
+    step_free(plain);
     free(load);
     place_layout_free(lo);
 }
