@@ -16,17 +16,21 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: moesim sweep SWEEP.ini [options]\n"
+            "       moesim sweep -j N SWEEP.ini [options]\n"
             "       mpirun -n N moesim sweep SWEEP.ini [options]\n"
             "\n"
             "Runs every point of a sweep file (a base config and a grid or list of\n"
             "key assignments; docs/sweeps.md), one run per point and strategy, into\n"
             "one database. Points already in the database are skipped, so running it\n"
-            "again resumes an interrupted sweep. Under mpirun the points go to the\n"
-            "ranks as they ask for work.\n"
+            "again resumes an interrupted sweep. With -j N, N worker processes on this\n"
+            "machine run the points; under mpirun (many machines) the points go to the\n"
+            "ranks as they ask for work. mpirun refuses to start as root unless given\n"
+            "--allow-run-as-root, and more ranks than cores unless given --oversubscribe.\n"
             "\n"
             "options:\n"
             "  --db FILE              results database (default: results/<sweep file name>.db)\n"
             "  --set SECTION.KEY=VAL  set a config key in every point (repeatable)\n"
+            "  -j, --jobs N           run points in N processes on this machine (default 1)\n"
             "  --dry-run              list the points and which are done; run nothing\n"
             "  --progress             draw the progress line even when stderr is not a\n"
             "                         terminal (under mpirun it never is)\n"
@@ -39,13 +43,14 @@ int cmd_sweep(int argc, char **argv) {
         {"db", required_argument, 0, 'd'},   {"set", required_argument, 0, 's'},
         {"dry-run", no_argument, 0, 'n'},    {"progress", no_argument, 0, 'p'},
         {"no-progress", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
+        {"jobs", required_argument, 0, 'j'},
         {0, 0, 0, 0},
     };
     const char *sets[SWEEP_MAX_SETS];
     sweep_opts_t o = {.progress = -1};
-    int nsets = 0, c;
+    int nsets = 0, c, jobs = 1;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hj:", opts, NULL)) != -1) {
         switch (c) {
         case 'd': o.db = optarg; break;
         case 's':
@@ -56,6 +61,17 @@ int cmd_sweep(int argc, char **argv) {
             }
             sets[nsets++] = optarg;
             break;
+        case 'j': {
+            char *end;
+            long j = strtol(optarg, &end, 10);
+            if (*optarg == 0 || *end || j < 1 || j > 1024) {
+                ms_err("sweep: -j %s: give the number of worker processes, 1 to 1024 "
+                       "(example: -j 2)", optarg);
+                return 1;
+            }
+            jobs = (int)j;
+            break;
+        }
         case 'n': o.dry_run = 1; break;
         case 'p': o.progress = 1; break;
         case 'q': o.progress = 0; break;
@@ -73,6 +89,13 @@ int cmd_sweep(int argc, char **argv) {
 
     int rank, size;
     if (sweep_mpi_init(&argc, &argv, &rank, &size)) return 1;
+    if (size > 1 && jobs > 1) {
+        if (rank == 0)
+            ms_err("sweep: -j %d under mpirun: use either mpirun's ranks or -j, not both "
+                   "(drop -j, or run without mpirun)", jobs);
+        sweep_mpi_end();
+        return 1;
+    }
     int was_quiet = 0;
     if (rank > 0) was_quiet = ms_err_quiet(1); /* rank 0 speaks for all */
     sweep_t *sw = NULL;
@@ -92,7 +115,8 @@ int cmd_sweep(int argc, char **argv) {
         if (o.dry_run) {
             if (rank == 0) rc = sweep_list(sw, &o, &st);
         } else {
-            rc = sweep_mpi_run(sw, &o, rank, size, &st);
+            rc = size > 1 ? sweep_mpi_run(sw, &o, rank, size, &st)
+                          : sweep_local_run(sw, &o, jobs, &st);
         }
     }
     if (rc == MS_OK && rank == 0) {
@@ -101,9 +125,10 @@ int cmd_sweep(int argc, char **argv) {
                    o.db, st.points - st.skipped);
         else
             printf("sweep: %d points: %d run, %d already in the database%s, %d failed "
-                   "(%.1f s on %d rank%s); results: %s\n",
+                   "(%.1f s on %d %s%s); results: %s\n",
                    st.points, st.ran, st.skipped, st.merged ? " (some merged from rank files)" : "",
-                   st.failed, st.wall_s, size, size > 1 ? "s" : "", o.db);
+                   st.failed, st.wall_s, size > 1 ? size : jobs, size > 1 ? "rank" : "process",
+                   (size > 1 ? size : jobs) > 1 ? (size > 1 ? "s" : "es") : "", o.db);
     }
     sweep_free(sw);
     sweep_mpi_end();

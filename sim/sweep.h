@@ -105,6 +105,11 @@ void sweep_track_end(sweep_track_t *t, int i, int ok, const char *err);
 /* Clears the progress line and fills in st (ran, failed, wall_s). */
 void sweep_track_finish(sweep_track_t *t, sweep_stats_t *st);
 
+/* Runs the points not yet in o->db in `jobs` worker processes on this
+ * machine (sweep_local.c): each stores into its own rank file, merged into
+ * o->db at the end as under MPI. jobs <= 1 is sweep_run. */
+int sweep_local_run(sweep_t *sw, const sweep_opts_t *o, int jobs, sweep_stats_t *st);
+
 /* MPI (sweep_mpi.c; without Open MPI at build time these are a serial
  * stand-in that refuses to run as several ranks). */
 

@@ -631,3 +631,42 @@ Test(sweep, two_mpi_ranks_give_the_serial_results) {
     assert_clean(mpi, 6, 2);
     assert_same_results(serial, mpi);
 }
+
+Test(sweep, two_local_jobs_give_the_serial_results) {
+    put_base("");
+    const char *s = put_grid("j.ini", "0, 8", "1, 2, 3");
+    const char *serial = at("serial.db"), *local = at("local.db");
+    sweep_stats_t st = run_sweep(s, serial);
+    cr_assert_eq(st.ran, 6);
+    sweep_t *sw = load(s);
+    sweep_opts_t o = {.db = local};
+    sweep_stats_t lt;
+    cr_assert_eq(sweep_local_run(sw, &o, 2, &lt), MS_OK, "%s", ms_err_last());
+    cr_assert_eq(lt.ran, 6);
+    cr_assert_eq(lt.failed, 0);
+    char pattern[700];
+    snprintf(pattern, sizeof pattern, "%s.*.rank*", local);
+    glob_t g;
+    cr_assert_eq(glob(pattern, 0, NULL, &g), GLOB_NOMATCH, "the workers' files were merged and deleted");
+    globfree(&g);
+    assert_clean(local, 6, 2);
+    assert_same_results(serial, local);
+    /* Resume rules are the serial ones: a second execution runs nothing. */
+    cr_assert_eq(sweep_local_run(sw, &o, 2, &lt), MS_OK, "%s", ms_err_last());
+    cr_assert_eq(lt.ran, 0);
+    cr_assert_eq(lt.skipped, 6);
+    sweep_free(sw);
+}
+
+Test(sweep, bad_jobs_count_is_refused_with_the_fix) {
+    put_base("");
+    const char *s = put_grid("jb.ini", "0, 8", NULL);
+    const char *bad[] = {"0", "-2", "x", "2k", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *argv[] = {"sweep", "-j", (char *)bad[i], (char *)s, "--db", (char *)at("jb.db"), NULL};
+        cr_assert_eq(cmd_sweep(6, argv), 1, "-j '%s' was accepted", bad[i]);
+        cr_assert(strstr(ms_err_last(), "number of worker processes"), "-j '%s': %s", bad[i],
+                  ms_err_last());
+        cr_assert_neq(access(at("jb.db"), F_OK), 0, "-j '%s' wrote a database", bad[i]);
+    }
+}
