@@ -228,6 +228,7 @@ int cmd_place(int argc, char **argv) {
     const place_ops_t *ops = NULL;
     double *prior = NULL, *dev = NULL;
     metrics_layer_bound_t *row = NULL;
+    metrics_loads_t acc = {0};
     char *tmp = NULL;
     int rc = 1;
 
@@ -282,7 +283,6 @@ int cmd_place(int argc, char **argv) {
     row = ms_calloc((size_t)L, sizeof *row);
     for (int l = 0; l < L; l++)
         place_device_load(lo, l, prior + (size_t)l * E, dev + (size_t)l * D);
-    metrics_loads_t acc;
     metrics_loads_init(&acc, L, D, E);
     metrics_loads_step(&acc, dev, prior);
     int *slots = ms_malloc((size_t)L * sizeof *slots);
@@ -314,9 +314,7 @@ int cmd_place(int argc, char **argv) {
 #undef G
 
     if (a.out && write_tmp(lo, a.sglang ? model->n_dense : -1, a.out, &tmp)) goto out;
-    int stored = !a.db || store_all(&a, cfg, ops, ps, lo, prior, &acc, row, &m) == MS_OK;
-    metrics_loads_free(&acc);
-    if (!stored) goto out;
+    if (a.db && store_all(&a, cfg, ops, ps, lo, prior, &acc, row, &m)) goto out;
     if (tmp && rename(tmp, a.out)) {
         ms_err("%s: cannot move the layout into place: %s", a.out, strerror(errno));
         goto out;
@@ -327,6 +325,7 @@ int cmd_place(int argc, char **argv) {
     if (a.db) printf("results: %s\n", a.db);
     rc = 0;
 out:
+    metrics_loads_free(&acc);
     if (tmp) {
         unlink(tmp);
         free(tmp);
