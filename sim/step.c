@@ -712,18 +712,21 @@ static ports_t ports_from_counts(step_sim_t *s, int m, int l, double *disp_tok) 
     return p;
 }
 
-/* One phase's time in the analytic mode, ns. */
-static double phase_ns(const step_sim_t *s, const ports_t *p, double bytes_per_tok, double f) {
+/* One phase's time in the analytic mode, ns; with lat 0 only the time its
+ * bytes hold the ports (hop latencies are delay, which overlapped phases
+ * pay concurrently). */
+static double phase_ns(const step_sim_t *s, const ports_t *p, double bytes_per_tok, double f,
+                       int lat) {
     const hw_t *hw = &s->c.hw;
     double nvl = 0, nic = 0;
     if (p->has_nvl)
-        nvl = hw->scaleup_lat_ns + 1e9 * p->nvl * bytes_per_tok * f /
-                                       (hw->scaleup_bw * hw->eff_scaleup);
+        nvl = lat * hw->scaleup_lat_ns + 1e9 * p->nvl * bytes_per_tok * f /
+                                             (hw->scaleup_bw * hw->eff_scaleup);
     if (p->has_nic) {
         double bw = hw->nic_bw * hw->eff_nic, t = p->nic / bw;
         if (s->c.spine_oversub > 1 && s->N > 1)
             t = ms_dmax(t, p->spine / (s->dpn * bw / s->c.spine_oversub));
-        nic = hw->nic_lat_ns + 1e9 * t * bytes_per_tok * f;
+        nic = lat * hw->nic_lat_ns + 1e9 * t * bytes_per_tok * f;
     }
     return s->normal && p->has_fwd ? nvl + nic : ms_dmax(nvl, nic);
 }
@@ -746,24 +749,32 @@ static void run_analytic(step_sim_t *s, int64_t t0) {
     int D = s->D, M = s->M;
     double pre = dmax_of(s->pre_ns, D), post = dmax_of(s->post_ns, D), now = pre;
     for (int l = 0; l < s->L; l++) {
-        double comp = 0, comm = 0, seq = 0;
+        double comp = 0, occ = 0, seq = 0, chain = 0;
         for (int m = 0; m < M; m++) {
             double tok;
             ports_t p = s->tables ? ports_from_tables(s, m, l, &tok)
                                   : ports_from_counts(s, m, l, &tok);
             set_a2a_factor(s, m, l, tok);
-            double dsp = phase_ns(s, &p, s->hd, s->a2af[ml(s, m, l) * 2 + DISP]);
-            double cmb = phase_ns(s, &p, s->hc, s->a2af[ml(s, m, l) * 2 + COMB]);
+            const double *f = s->a2af + ml(s, m, l) * 2;
+            double dsp = phase_ns(s, &p, s->hd, f[DISP], 1);
+            double cmb = phase_ns(s, &p, s->hc, f[COMB], 1);
             s->res->dispatch_bytes += tok * s->hd;
             s->res->combine_bytes += tok * s->hc;
             double A = dmax_of(s->attn_ns + (size_t)m * D, D);
             double S = dmax_of(s->shared_ns + (size_t)m * D, D);
             double X = dmax_of(s->exp_ns + ml(s, m, l) * D, D);
+            double one = A + ms_dmax(dsp, S) + X + cmb;
             comp += A + S + X;
-            comm += dsp + cmb;
-            seq += A + ms_dmax(dsp, S) + X + cmb;
+            occ += phase_ns(s, &p, s->hd, f[DISP], 0) + phase_ns(s, &p, s->hc, f[COMB], 0);
+            chain = ms_dmax(chain, one);
+            seq += one;
         }
-        double lt = M == 2 ? ms_dmax(comp, comm) : seq;
+        /* Two micro-batches: the steady state of a perfect pipeline, a lower
+         * bound on the flow mode for layers alike (docs/cost-model.md
+         * section 7): the slowest device computes both, the busiest ports
+         * carry both (latencies overlap), and each micro-batch still runs
+         * its own chain attention -> dispatch -> experts -> combine. */
+        double lt = M == 2 ? ms_dmax(ms_dmax(comp, occ), chain) : seq;
         s->layer_ns[l] = llround(now + lt) - llround(now);
         now += lt;
         s->layer_end[l] = t0 + llround(now);

@@ -159,6 +159,140 @@ Test(step, overlap_hides_communication) {
     }
 }
 
+/* Two micro-batches by hand (docs/cost-model.md section 7). One node of
+ * two devices, one expert each, every token sent to both (top-2 of 2
+ * experts), 4 MoE layers. Compute-bound: each device runs ATTN0, ATTN1,
+ * SHARED0, SHARED1, EXPERT0, EXPERT1 back to back, the dispatches hiding
+ * under ATTN1 and the shared experts, each combine under the other
+ * micro-batch's experts or the next layer's first attention. So every
+ * layer after the first takes exactly 2 (a + s + x), the per-device
+ * compute of both micro-batches, and the first adds the one combine
+ * nothing hides. */
+static moe_model_t two_dev_model(int moe_layers) {
+    moe_model_t m = *moe_find("deepseek-v3");
+    m.n_experts = 2;
+    m.top_k = 2;
+    m.n_dense = 1;
+    m.n_layers = 1 + moe_layers;
+    return m;
+}
+
+static int64_t two_dev_step(const hw_t *hw, enum step_mode mode, int overlap, int T,
+                            step_result_t *keep) {
+    moe_model_t m = two_dev_model(4);
+    cluster_t c = cluster(1, 2, mode, STEP_A2A_AUTO, overlap);
+    c.hw = *hw;
+    place_layout_t *lo = layout(4, 2, 2, 2, 1);
+    double load[8];
+    int tok[2] = {T, T};
+    for (int i = 0; i < 8; i++) load[i] = 2.0 * T; /* every token on both experts */
+    step_in_t in = {.layout = lo, .expert_load = load, .tokens = tok, .kv_len = 1000};
+    step_sim_t *s = step_new(&c, &m);
+    step_result_t r;
+    cr_assert_eq(step_run(s, &in, &r), MS_OK, "%s", ms_err_last());
+    int64_t t = r.end_ns - r.start_ns;
+    if (keep) {
+        *keep = r;
+        keep->layer_ns = ms_malloc(4 * sizeof *keep->layer_ns);
+        memcpy(keep->layer_ns, r.layer_ns, 4 * sizeof *keep->layer_ns);
+        keep->dev_load = keep->expert_load = NULL;
+    }
+    step_free(s);
+    place_layout_free(lo);
+    return t;
+}
+
+Test(step, overlap_by_hand_compute_bound) {
+    const hw_t *hw = hw_find("H800");
+    moe_model_t m = two_dev_model(4);
+    int T = 4096;
+    double half = T / 2.0, pairs = T; /* a micro-batch: half the tokens, T pairs an expert */
+    double a = cost_attn_ns(hw, &m, half, 1000, 0), sh = cost_shared_ns(hw, &m, half);
+    double x = cost_experts_ns(hw, &m, &pairs, 1);
+    step_result_t r;
+    int64_t ov = two_dev_step(hw, STEP_FLOW, 1, T, &r);
+    for (int l = 1; l < 4; l++)
+        cr_assert(llabs(r.layer_ns[l] - llround(2 * (a + sh + x))) <= 2,
+                  "layer %d: %lld ns, 2 (a + s + x) = %.1f ns", l, (long long)r.layer_ns[l],
+                  2 * (a + sh + x));
+    cr_assert_gt(r.layer_ns[0], r.layer_ns[1], "the first layer's combine is exposed");
+    int64_t sum = r.pre_ns + r.post_ns;
+    for (int l = 0; l < 4; l++) sum += r.layer_ns[l];
+    cr_assert_eq(ov, sum);
+    /* and overlap wins against one batch, which exposes every transfer */
+    cr_assert_lt(ov, two_dev_step(hw, STEP_FLOW, 0, T, NULL));
+    free(r.layer_ns);
+}
+
+/* Communication-bound by hand: with compute free (peaks and HBM
+ * unbounded, no kernel cost) both micro-batches' dispatches start at once
+ * and share the same links, then both combines: each layer is the link
+ * time of the whole batch, exactly as without overlap. The perfect-
+ * pipeline bound is below it (its busiest ports carry both micro-batches,
+ * but it lets their hop latencies overlap). */
+Test(step, overlap_by_hand_comm_bound) {
+    hw_t hw = *hw_find("H800");
+    hw.flops_bf16 = hw.flops_fp8 = hw.hbm_bw = 1e30;
+    hw.kernel_ns = 0;
+    int64_t one = two_dev_step(&hw, STEP_FLOW, 0, 4096, NULL);
+    int64_t two = two_dev_step(&hw, STEP_FLOW, 1, 4096, NULL);
+    int64_t bound = two_dev_step(&hw, STEP_ANALYTIC, 1, 4096, NULL);
+    cr_assert_gt(one, 0);
+    cr_assert(llabs(two - one) <= 8, "overlap %lld ns, one batch %lld ns", (long long)two,
+              (long long)one);
+    cr_assert_leq(bound, two);
+}
+
+/* Over shapes, both DeepEP modes, balanced and hot loads and batch sizes:
+ * (1) where splitting a batch costs nothing (compute linear in tokens: no
+ * weight reads, no kernel cost) flow with overlap is never slower than
+ * without; (2) on the H800 preset, with balanced loads, it is never faster
+ * than the analytic perfect-pipeline bound. With a hot expert the bound's
+ * per-phase busiest ports are the hot device's in-port in dispatch and its
+ * out-port in combine, which the flow mode runs at once in opposite
+ * directions: the bound can then sit up to about 1% above the flow. */
+Test(step, overlap_never_slower_never_below_bound) {
+    hw_t lin = *hw_find("H800");
+    lin.hbm_bw = 1e30;
+    lin.kernel_ns = 0;
+    int shapes[3][2] = {{1, 8}, {2, 4}, {4, 2}};
+    for (int sh = 0; sh < 3; sh++)
+        for (int a2a = STEP_A2A_NORMAL; a2a <= STEP_A2A_LOW_LATENCY; a2a++)
+            for (int hot = 0; hot < 2; hot++)
+                for (int T = 64; T <= 8192; T *= 8) {
+                    int n = shapes[sh][0], dpn = shapes[sh][1], D = n * dpn;
+                    moe_model_t m = small_model();
+                    m.n_experts = D;
+                    place_layout_t *lo = layout(2, D, D, dpn, 1);
+                    double load[16];
+                    int tok[8];
+                    for (int d = 0; d < D; d++) tok[d] = T;
+                    for (int l = 0; l < 2; l++)
+                        for (int e = 0; e < D; e++)
+                            load[l * D + e] = !hot ? 2.0 * T
+                                              : e == 0 ? 0.4 * 2 * T * D
+                                                       : 0.6 * 2 * T * D / (D - 1);
+                    step_in_t in = {.layout = lo, .expert_load = load, .tokens = tok,
+                                    .kv_len = 1000};
+                    cluster_t c0 = cluster(n, dpn, STEP_FLOW, (enum step_a2a)a2a, 0);
+                    cluster_t c1 = cluster(n, dpn, STEP_FLOW, (enum step_a2a)a2a, 1);
+                    c0.hw = c1.hw = lin;
+                    int64_t f0 = run_once(&c0, &m, &in, NULL), f1 = run_once(&c1, &m, &in, NULL);
+                    cr_assert_leq(f1, f0, "%dx%d %s hot %d T %d: overlap %lld ns, one batch %lld",
+                                 n, dpn, step_a2a_name((enum step_a2a)a2a), hot, T,
+                                 (long long)f1, (long long)f0);
+                    if (!hot) {
+                        cluster_t cf = cluster(n, dpn, STEP_FLOW, (enum step_a2a)a2a, 1);
+                        cluster_t ca = cluster(n, dpn, STEP_ANALYTIC, (enum step_a2a)a2a, 1);
+                        int64_t f = run_once(&cf, &m, &in, NULL), b = run_once(&ca, &m, &in, NULL);
+                        cr_assert_geq(f + 4, b, "%dx%d %s T %d: flow %lld ns below the bound %lld",
+                                     n, dpn, step_a2a_name((enum step_a2a)a2a), T, (long long)f,
+                                     (long long)b);
+                    }
+                    place_layout_free(lo);
+                }
+}
+
 /* Count mode fills the result loads: device loads are the expert loads
  * split over replicas, and sum to tokens x k. */
 Test(step, count_mode_loads) {
