@@ -419,6 +419,14 @@ int report_render(report_ctx_t *c, report_fig_t *f) {
     report_quote(&run, tsvg);
     report_printf(&run, "\n%s", s.s);
 
+    /* After one failure nothing will be replaced: drawing the rest would
+     * only repeat the message (a full disk fails every figure). */
+    if (c->res->failed) {
+        report_buf_free(&s);
+        report_buf_free(&run);
+        report_fig_free(f);
+        return MS_ERR;
+    }
     int rc = MS_ERR;
     char said[600] = "";
     if (c->no_gnuplot) goto done;

@@ -42,7 +42,7 @@ int cmd_report(int argc, char **argv) {
     }
     report_result_t *res = ms_calloc(1, sizeof *res);
     int rc = report_build(argv[optind], out, only, res);
-    if (res->drawn)
+    if (!rc && res->drawn) /* on failure nothing was replaced: no count to give */
         printf("report: %d figure%s in %s/index.md%s\n", res->drawn, res->drawn == 1 ? "" : "s",
                out, res->skipped ? " (some skipped: see the messages above)" : "");
     free(res);

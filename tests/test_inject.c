@@ -531,7 +531,7 @@ Test(inject, report_at_a_file_size_limit_fails_and_keeps_the_earlier_figures, .t
     cr_assert_eq(store_open(db, &st), MS_OK);
     add_run(st, "b", "omni", "t.json", 8);
     store_close(st);
-    /* Limits that cut a script, an image, or the index. */
+    /* Limits that cut a script (the .gp is written first) or an image. */
     static const long LIMITS[] = {1000, 9000, 40000};
     for (size_t i = 0; i < sizeof LIMITS / sizeof *LIMITS; i++) {
         int rc = run(argv, tmp, LIMITS[i]);
@@ -569,6 +569,50 @@ Test(inject, calib_report_at_a_file_size_limit_fails_and_keeps_the_earlier_files
         cr_assert(strstr(log, "File too large") || strstr(log, "incomplete image"),
                   "no clear message at %ld bytes: %s", LIMITS[i], log);
         cr_assert_not_null(strstr(log, "nothing in"), "%s", log);
+        free(log);
+        assert_same(out, &before);
+    }
+    snap_free(&before);
+}
+
+/* gnuplot's exit status and its output are both checked: a gnuplot that
+ * fails, or one that says nothing and draws nothing, replaces nothing. */
+Test(inject, failing_gnuplot_replaces_nothing, .timeout = 120) {
+    char db[1024], out[1024], exe[PATH_MAX], bin[1024], fake[1100];
+    snprintf(db, sizeof db, "%s/plain.db", tmp);
+    store_t *st;
+    cr_assert_eq(store_open(db, &st), MS_OK);
+    add_run(st, "a", "static", "t.json", 4);
+    store_close(st);
+    snprintf(out, sizeof out, "%s/rep", tmp);
+    moesim_path(exe, sizeof exe);
+    char *argv[] = {exe, "report", db, "-o", out, "--only", "layer_max", NULL};
+    cr_assert_eq(run(argv, tmp, 0), 0, "first report failed");
+    snap_t before;
+    take(out, &before);
+    cr_assert_eq(before.n, 4);
+    snprintf(bin, sizeof bin, "%s/bin", tmp);
+    cr_assert_eq(mkdir(bin, 0755), 0);
+    snprintf(fake, sizeof fake, "%s/gnuplot", bin);
+    char path[8192];
+    snprintf(path, sizeof path, "%s:%s", bin, getenv("PATH") ? getenv("PATH") : "/usr/bin");
+    cr_assert_eq(setenv("PATH", path, 1), 0);
+    static const char *const FAKES[][2] = {
+        {"#!/bin/sh\necho 'fake gnuplot: broken' >&2\nexit 3\n", "gnuplot failed (exit 3)"},
+        {"#!/bin/sh\nexit 0\n", "gnuplot wrote no image"},
+    };
+    for (size_t i = 0; i < sizeof FAKES / sizeof *FAKES; i++) {
+        FILE *f = fopen(fake, "w");
+        cr_assert(f);
+        fputs(FAKES[i][0], f);
+        cr_assert_eq(fclose(f), 0);
+        cr_assert_eq(chmod(fake, 0755), 0);
+        int rc = run(argv, tmp, 0);
+        char *log = out_log();
+        cr_assert_eq(rc, 1, "report with a broken gnuplot exited %d: %s", rc, log);
+        cr_assert_not_null(strstr(log, FAKES[i][1]), "%s", log);
+        cr_assert_not_null(strstr(log, "nothing in"), "%s", log);
+        cr_assert_null(strstr(log, "figure in"), "a count of figures after a failure: %s", log);
         free(log);
         assert_same(out, &before);
     }
