@@ -59,10 +59,12 @@
 /* Constant: a preset's measured curve is attached where a spec is loaded
  * (calib_builtin), never written into this table. */
 static const hw_t presets[] = {
-    {.name = "H100", .source = "NVIDIA H100 datasheet (SXM5)", .flops_bf16 = 989 * T,
+    {.name = "H100", .source = "NVIDIA H100 datasheet (SXM5); data sheet, uncalibrated", .flops_bf16 = 989 * T,
      .flops_fp8 = 1979 * T, .hbm_bytes = 80 * G, .hbm_bw = 3.35 * T, .scaleup_bw = 450 * G,
      .nic_bw = 50 * G, HOPPER_EFF},
-    {.name = "H800", .source = "H100 SXM5 compute, NVLink 400 GB/s; DeepSeek-V3 report 3.1",
+    {.name = "H800", .source = "NVIDIA H800 SXM5: H100 compute and HBM, NVLink 400 GB/s both "
+                               "ways; DeepSeek-V3 report 3.1 (IB 50 GB/s a GPU); data sheet, "
+                               "uncalibrated",
      .flops_bf16 = 989 * T, .flops_fp8 = 1979 * T, .hbm_bytes = 80 * G, .hbm_bw = 3.35 * T,
      .scaleup_bw = 200 * G, .nic_bw = 50 * G, HOPPER_EFF},
     {.name = "H200", .source = "NVIDIA H200 datasheet (SXM)", .flops_bf16 = 989 * T,
