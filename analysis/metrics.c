@@ -280,9 +280,10 @@ void metrics_print_run(FILE *f, int64_t run_id, const char *strategy, const metr
                 (long long)run_id, strategy, G(REQUESTS), G(SIM_TIME), G(TPOT_MEAN), G(TPOT_P99),
                 G(TTFT_P50), G(TTFT_P99), G(OUT_TPS_NODE), G(IN_TPS_NODE), G(PAR_MEAN),
                 G(MIGRATED_GB));
-    else
-        fprintf(f, "run %lld (%s): %.0f steps, %.3f ms per step, %.0f output tokens/s per node, "
+    else /* fixed batches: decode runs report output tokens, prefill runs input tokens */
+        fprintf(f, "run %lld (%s): %.0f steps, %.3f ms per step, %.0f %s tokens/s per node, "
                    "mean PAR %.3f\n", (long long)run_id, strategy, G(STEPS), G(STEP_TIME_MEAN),
-                G(OUT_TPS_NODE), G(PAR_MEAN));
+                m->has[METRIC_IN_TPS_NODE] ? G(IN_TPS_NODE) : G(OUT_TPS_NODE),
+                m->has[METRIC_IN_TPS_NODE] ? "input" : "output", G(PAR_MEAN));
 #undef G
 }

@@ -52,8 +52,9 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     int rc = MS_ERR;
 
     if (trace_read(sp->trace_path, &tr) || run_spec_check_trace(sp, tr)) goto out;
-    /* tokens_per_device sequences, each verifying 1 + mtp_depth tokens a step */
-    int verify = 1 + sp->model.mtp_depth;
+    /* decode: tokens_per_device sequences, each verifying 1 + mtp_depth tokens a
+     * step; prefill: tokens_per_device prompt tokens computed a step */
+    int verify = sp->prefill ? 1 : 1 + sp->model.mtp_depth;
     if (replay_new(tr, sp->model.top_k, D, sp->tokens_per_device * verify, sp->seed, &rp))
         goto out;
     char sec[64];
@@ -67,9 +68,12 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
      * router scores made up from the trace; its choices overwrite the
      * replayed ones in replay's own buffer, reused each step. */
     if (ops->route && route_new(tr, sp->model.top_k, ops, ps, sp->seed, 0, 1, &router)) goto out;
-    if (cost_check_memory(&c->hw, &sp->model, lo,
-                          cost_kv_bytes(&sp->model, sp->tokens_per_device, sp->kv_len),
-                          cfg_origin(sp->cfg)))
+    /* decode holds each sequence's kv_len positions; prefill the batch's
+     * prompts, cached prefixes included */
+    double kv = sp->prefill ? cost_kv_bytes(&sp->model, 1,
+                                            sp->tokens_per_device / (1 - sp->prefix_hit_rate))
+                            : cost_kv_bytes(&sp->model, sp->tokens_per_device, sp->kv_len);
+    if (cost_check_memory(&c->hw, &sp->model, lo, kv, cfg_origin(sp->cfg)))
         goto out;
 
     char hash[17];
@@ -91,11 +95,15 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
         if (router) route_tokens(router, (route_step_t *)rt, s);
         step_result_t r;
         step_in_t in = {.start_ns = now_ns, .layout = lo, .route = rt, .kv_len = sp->kv_len,
-                        .pick = ops->pick_replica ? pick_via : NULL, .pick_ctx = &pc};
+                        .prefill = sp->prefill, .pick = ops->pick_replica ? pick_via : NULL,
+                        .pick_ctx = &pc};
         if (step_run(sim, &in, &r)) goto out;
         now_ns = r.end_ns;
-        /* output tokens in expectation: each sequence makes mtp_tokens a step */
-        tokens += (double)rt->n_tokens / verify * sp->mtp_tokens;
+        /* decode: output tokens in expectation, each sequence making mtp_tokens a
+         * step; prefill: input tokens, each computed one standing for
+         * 1 / (1 - prefix_hit_rate) of a prompt (the rest is cached) */
+        tokens += sp->prefill ? rt->n_tokens / (1 - sp->prefix_hit_rate)
+                              : (double)rt->n_tokens / verify * sp->mtp_tokens;
         metrics_loads_step(&acc, r.dev_load, r.expert_load);
         if (record_step(&rec, s, r.start_ns, r.end_ns - r.start_ns, rt->n_tokens) ||
             record_layer_steps(&rec, s, r.layer_ns, &acc))
@@ -126,7 +134,8 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     metrics_set(m, METRIC_TOKENS_PER_DEVICE, sp->tokens_per_device);
     metrics_set(m, METRIC_SIM_TIME, sim_s);
     metrics_set(m, METRIC_STEP_TIME_MEAN, sim_s * 1e3 / sp->steps);
-    metrics_set(m, METRIC_OUT_TPS_NODE, metrics_per_node(tokens, sim_s, c->n_nodes));
+    metrics_set(m, sp->prefill ? METRIC_IN_TPS_NODE : METRIC_OUT_TPS_NODE,
+                metrics_per_node(tokens, sim_s, c->n_nodes));
     metrics_from_loads(&acc, lb, 0, m);
     if (record_metrics(&rec, m) || record_strategy_metrics(&rec, ops, ps, "") ||
         record_commit(&rec))

@@ -165,6 +165,17 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     if (cfg_int(cfg, "workload", "tokens_per_device", 128, 1, 1 << 20, &v)) return MS_ERR;
     o->tokens_per_device = (int)v;
     if (cfg_double(cfg, "workload", "kv_len", 1024, 0, 1e8, &o->kv_len)) return MS_ERR;
+    {
+        static const char *const phases[] = {"decode", "prefill"};
+        int ph;
+        if (cfg_enum(cfg, "workload", "phase", "decode", phases, 2, &ph)) return MS_ERR;
+        o->prefill = ph;
+        if (cfg_double(cfg, "workload", "prefix_hit_rate", 0, 0, 0.99, &o->prefix_hit_rate))
+            return MS_ERR;
+        if (!ph && o->prefix_hit_rate > 0)
+            return ms_err("%s: prefix_hit_rate applies to prefill batches (set [workload] phase = "
+                          "prefill, or remove it)", cfg_where(cfg, "workload", "prefix_hit_rate"));
+    }
 
     if (cfg_int(cfg, "placement", "redundant", 0, 0, 1 << 16, &v)) return MS_ERR;
     o->redundant = (int)v;

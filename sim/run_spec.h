@@ -32,6 +32,8 @@ typedef struct run_spec {
     const char *trace_name;   /* as written in the config */
     int tokens_per_device;    /* decode batch per device */
     double kv_len;            /* mean KV-cache length per token ([workload] kv_len) */
+    int prefill;              /* [workload] phase = prefill: fixed prefill batches */
+    double prefix_hit_rate;   /* prefill: share of each prompt served from the KV cache */
     double mtp_accept[RUN_MTP_MAX]; /* [model] mtp_accept: chance draft i is accepted given
                                      * drafts 0..i-1 were (model.mtp_depth of them) */
     double mtp_tokens;        /* expected tokens a sequence makes per decode step:

@@ -132,6 +132,21 @@ Test(run, mtp_fixed_batch_counts_expected_tokens, .init = setup, .fini = teardow
     cr_assert_float_eq(summary(a, "output_tokens_per_s_per_node") * 2 * ms0 / 1e3, 16 * 8, 1e-6);
 }
 
+/* A fixed prefill batch: tokens_per_device prompt tokens computed a device
+ * a step, each standing for 1 / (1 - prefix_hit_rate) input tokens; the
+ * rate belongs to prefill only. */
+Test(run, fixed_prefill_batches_count_input_tokens, .init = setup, .fini = teardown) {
+    char a[128];
+    snprintf(a, sizeof a, "%s/p.db", dir);
+    cr_assert_eq(moesim("compare", write_cfg("pf", "[workload]\nphase = prefill\n"
+                                                   "prefix_hit_rate = 0.5\nkv_len = 600\n"), a),
+                 0, "%s", ms_err_last());
+    double ms = summary(a, "step_time_mean"), tps = summary(a, "input_tokens_per_s_per_node");
+    /* 2 nodes x 8 devices x 8 computed tokens, each half a prompt's input */
+    cr_assert_float_eq(tps * 2 * ms / 1e3, 16 * 8 * 2.0, 1e-6);
+    expect_fail("[workload]\nprefix_hit_rate = 0.5\n", "applies to prefill");
+}
+
 Test(run, unknown_names_list_the_known_ones, .init = setup, .fini = teardown) {
     char db[128];
     snprintf(db, sizeof db, "%s/x.db", dir);
