@@ -5,6 +5,8 @@
 #   make SAN=1 test  the same under AddressSanitizer + UBSan (build-san/)
 #   make bench       benchmarks (engine, placement, trace reading, serving)
 #   make fuzz        each trace reader under libFuzzer for FUZZ_SECONDS
+#   make coverage    the suite built with gcov (build-cov/), then line coverage
+#                    of sim/ models/ traces/ analysis/ per file and in total
 #
 # Sources are found by wildcard: a new module is a new .c file in its room
 # (sim/ models/ traces/ analysis/), a new test a tests/test_*.c file, a new
@@ -53,7 +55,7 @@ FUZZ_SRC  := $(wildcard tests/fuzz_*.c)
 MOESIM    := $(BUILD)/moesim
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps demo test bench fuzz clean
+.PHONY: all deps demo test bench fuzz clean coverage
 all: $(MOESIM)
 
 deps:
@@ -119,7 +121,21 @@ fuzz: deps
 	  $$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 build-fuzz/corpus-$$n tests/corpus/$${n#fuzz_} >build-fuzz/$$n.log 2>&1 \
 	    || { tail -40 build-fuzz/$$n.log; exit 1; }; tail -1 build-fuzz/$$n.log; done
 
+# Line coverage of the library by the test suite: gcov counts, summed by
+# awk from gcov's own "Lines executed" lines (no other tool needed).
+coverage: deps
+	@rm -f build-cov/obj/*/*.gcda
+	$(MAKE) BUILD=build-cov OPT="-O0 -g --coverage" LDFLAGS=--coverage \
+	  build-cov/test_moesim build-cov/moesim
+	build-cov/test_moesim --jobs 2 >build-cov/test.log 2>&1 || { tail -20 build-cov/test.log; exit 1; }
+	@for d in sim models traces analysis; do \
+	  gcov -n -o build-cov/obj/$$d $(filter-out sim/main.c,$(wildcard $$d/*.c)) 2>/dev/null; \
+	done | awk '/^File /{f=$$2; gsub("\047","",f)} /^Lines executed:/{split($$2,a,":"); \
+	  p=a[2]+0; n=$$4; if (f ~ /\.c$$/ && !seen[f]++) {hit+=p*n/100; tot+=n; \
+	  printf "%-34s %6.1f%% of %5d lines\n", f, p, n}} \
+	  END {printf "moesim: line coverage %.1f%% (%d of %d lines)\n", 100*hit/tot, hit, tot}'
+
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-fuzz build-cov
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/obj/sim/main.d

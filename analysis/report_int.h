@@ -85,6 +85,8 @@ void report_md(report_buf_t *b, const char *s);
 report_style_t report_style(const char *strategy);
 /* The colour as an integer 0xRRGGBB, for gnuplot's `lc rgb variable`. */
 int report_rgb(const char *strategy);
+/* 1 when the strategy is the registry's baseline (place_ops_t.baseline). */
+int report_baseline(const char *strategy);
 
 /* Renders f into ctx->dir as stem.png, stem.svg and stem.gp under
  * temporary names (checked complete and synced; staged for report_commit),

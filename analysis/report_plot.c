@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "quote.h"
+#include "place.h"
 #include "report_int.h"
 #include "util.h"
 
@@ -58,11 +59,12 @@ void report_md(report_buf_t *b, const char *s) {
 }
 
 /* One colour per strategy in every figure, so a reader learns them once;
- * the point type tells them apart in greyscale too. A variant named with
- * a known prefix ("eplb-global") keeps its family's colour. */
-static const struct { const char *name; report_style_t st; } KNOWN[] = {
-    {"static", {"#7f7f7f", 5}}, {"eplb", {"#1f77b4", 7}},  {"omni", {"#d62728", 9}},
-    {"bias", {"#2ca02c", 13}},  {"bound", {"#000000", 3}}, {"bestep", {"#000000", 3}},
+ * the point type tells them apart in greyscale too. Strategies bring their
+ * own (place_ops_t.color and .point, in their registry entry); a variant
+ * named with a registered prefix ("eplb-global") keeps its family's. Runs of
+ * the lower bound itself (not a strategy) are black. */
+static const struct { const char *name; report_style_t st; } REFERENCE[] = {
+    {"bound", {"#000000", 3}}, {"bestep", {"#000000", 3}},
 };
 /* Further strategies get one of these, fixed by a hash of the name. */
 static const report_style_t EXTRA[] = {
@@ -70,13 +72,27 @@ static const report_style_t EXTRA[] = {
     {"#e377c2", 6},  {"#bcbd22", 8},  {"#17becf", 12},
 };
 
+static int styled(const place_ops_t *ops, report_style_t *out) {
+    if (!ops || !ops->color) return 0;
+    *out = (report_style_t){ops->color, ops->point};
+    return 1;
+}
+
 report_style_t report_style(const char *s) {
-    size_t n = sizeof KNOWN / sizeof *KNOWN;
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(KNOWN[i].name, s)) return KNOWN[i].st;
-    for (size_t i = 0; i < n; i++)
-        if (!strncmp(KNOWN[i].name, s, strlen(KNOWN[i].name))) return KNOWN[i].st;
+    report_style_t st;
+    for (size_t i = 0; i < sizeof REFERENCE / sizeof *REFERENCE; i++)
+        if (!strcmp(REFERENCE[i].name, s)) return REFERENCE[i].st;
+    if (strncmp(s, "exec:", 5) && styled(place_find(s), &st)) return st;
+    for (int i = 0; i < place_count(); i++) {
+        const place_ops_t *ops = place_at(i);
+        if (!strncmp(ops->name, s, strlen(ops->name)) && styled(ops, &st)) return st;
+    }
     return EXTRA[ms_hash64(s, strlen(s)) % (sizeof EXTRA / sizeof *EXTRA)];
+}
+
+int report_baseline(const char *s) {
+    const place_ops_t *ops = strncmp(s, "exec:", 5) ? place_find(s) : NULL;
+    return ops && ops->baseline;
 }
 
 int report_rgb(const char *s) { return (int)strtol(report_style(s).color + 1, NULL, 16); }

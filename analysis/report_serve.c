@@ -183,7 +183,7 @@ int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
                               "runs have no steps, requests or summary metrics (run it again: "
                               "moesim compare CONFIG)", e->name);
     for (int i = 0; i < e->n; i++)
-        if (!strcmp(e->run[i].strategy, "static")) base = i;
+        if (report_baseline(e->run[i].strategy)) base = i;
 
     char stem[160];
     snprintf(stem, sizeof stem, "bars-%s", e->slug);

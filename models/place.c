@@ -25,10 +25,26 @@ static const place_ops_t *const registry[] = {
 
 #define N_REG ((int)(sizeof registry / sizeof *registry))
 
+int place_ops_check(const place_ops_t *ops) {
+    if (ops->version != PLACE_OPS_VERSION)
+        return ms_err("strategy %s implements version %d of the strategy interface, this moesim "
+                      "version %d (update the strategy to models/place.h)",
+                      ops->name ? ops->name : "(unnamed)", ops->version, PLACE_OPS_VERSION);
+    if (!ops->name || !ops->name[0] || !ops->init)
+        return ms_err("strategy %s has no %s (every strategy needs a name and init)",
+                      ops->name ? ops->name : "(unnamed)", ops->init ? "name" : "init");
+    return MS_OK;
+}
+
+/* A registry entry is handed out only once it passes place_ops_check. */
+static const place_ops_t *checked(const place_ops_t *ops) {
+    return ops && place_ops_check(ops) == MS_OK ? ops : NULL;
+}
+
 const place_ops_t *place_find(const char *name) {
-    if (!strncasecmp(name, "exec:", 5)) return place_exec_find(name);
+    if (!strncasecmp(name, "exec:", 5)) return checked(place_exec_find(name));
     for (int i = 0; i < N_REG; i++)
-        if (!strcasecmp(registry[i]->name, name)) return registry[i];
+        if (!strcasecmp(registry[i]->name, name)) return checked(registry[i]);
     return NULL;
 }
 
@@ -39,7 +55,7 @@ void place_cfg_section(const place_ops_t *ops, char *sec, size_t n) {
     if (!strncasecmp(name, "exec:", 5)) name += 5;
     snprintf(sec, n, "strategy.%s", name);
 }
-const place_ops_t *place_at(int i) { return i >= 0 && i < N_REG ? registry[i] : NULL; }
+const place_ops_t *place_at(int i) { return i >= 0 && i < N_REG ? checked(registry[i]) : NULL; }
 
 const char *place_names(void) {
     static char buf[256];

@@ -86,11 +86,22 @@ typedef struct place_obs {
 
 typedef struct place_state place_state_t; /* a strategy's private state */
 
+/* The version of place_ops_t below; a strategy states the one it implements
+ * and place_find refuses any other. */
+#define PLACE_OPS_VERSION 1
+
 typedef struct place_ops {
-    int version;        /* of this interface the strategy implements (1) */
+    int version;        /* of this interface the strategy implements: PLACE_OPS_VERSION */
     const char *name;   /* registry name, e.g. "eplb" */
     const char *summary;
     int algo_version;   /* the strategy's own version, stored with results */
+    /* How figures draw it: a colour "#rrggbb" and a gnuplot point type, the
+     * same in every figure (NULL: the report picks a spare colour by a hash
+     * of the name). baseline 1: the reference the report states the other
+     * strategies' changes against (static). */
+    const char *color;
+    int point;
+    int baseline;
     /* Input it cannot run without, e.g. "[placement] layout" (NULL: none):
      * code that tries every registered strategy skips these. */
     const char *requires;
@@ -123,6 +134,9 @@ typedef struct place_ops {
  * strategy (place_exec.c), on first use; place_count and place_at list the
  * registered ones only. */
 const place_ops_t *place_find(const char *name);
+/* MS_OK when ops implements PLACE_OPS_VERSION and has a name and init, else
+ * an error naming the strategy and the version it would need. */
+int place_ops_check(const place_ops_t *ops);
 const place_ops_t *place_exec_find(const char *name);
 /* A strategy's parameter section: "strategy.<name>", and for exec:NAME
  * "strategy.NAME". */

@@ -268,6 +268,8 @@ static int bias_metrics(place_state_t *st, const char **names, double *values, i
 const place_ops_t place_bias_ops = {
     .version = 1,
     .name = "bias",
+    .color = "#2ca02c",
+    .point = 13,
     .summary = "auxiliary-loss-free bias balancing on router scores (static placement)",
     .algo_version = 1,
     .init = bias_init,

@@ -485,6 +485,8 @@ static int eplb_metrics(place_state_t *s, const char **names, double *values, in
 const place_ops_t place_eplb_ops = {
     .version = 1,
     .name = "eplb",
+    .color = "#1f77b4",
+    .point = 7,
     .summary = "DeepSeek EPLB (exact): hierarchical or global, re-planned over a sliding window",
     .algo_version = 1,
     .init = eplb_init,

@@ -571,6 +571,8 @@ static int omni_metrics(place_state_t *st, const char **names, double *values, i
 const place_ops_t place_omni_ops = {
     .version = 1,
     .name = "omni",
+    .color = "#d62728",
+    .point = 9,
     .summary = "Huawei OmniPlacement: gated per-layer re-plan with per-layer redundancy",
     .algo_version = 1,
     .init = omni_init,

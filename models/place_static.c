@@ -53,6 +53,9 @@ static int static_init(const place_env_t *env, const double *prior, place_state_
 const place_ops_t place_static_ops = {
     .version = 1,
     .name = "static",
+    .color = "#7f7f7f",
+    .point = 5,
+    .baseline = 1,
     .summary = "static contiguous (or round-robin) placement, never re-planned",
     .algo_version = 1,
     .init = static_init,

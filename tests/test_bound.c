@@ -141,3 +141,17 @@ Test(bound, never_above_any_strategy) {
     }
     gsl_rng_free(r);
 }
+
+/* The strategy interface's version is checked before a strategy is used. */
+Test(place, ops_version_checked_at_registration) {
+    ms_err_quiet(1);
+    for (int i = 0; i < place_count(); i++) cr_assert_eq(place_ops_check(place_at(i)), MS_OK);
+    place_ops_t old = *place_find("static");
+    old.version = PLACE_OPS_VERSION + 1;
+    cr_assert_eq(place_ops_check(&old), MS_ERR);
+    cr_assert(strstr(ms_err_last(), "static implements version 2"), "%s", ms_err_last());
+    old.version = PLACE_OPS_VERSION;
+    old.init = NULL;
+    cr_assert_eq(place_ops_check(&old), MS_ERR);
+    cr_assert(strstr(ms_err_last(), "no init"), "%s", ms_err_last());
+}

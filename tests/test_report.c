@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "metrics.h"
+#include "place.h"
 #include "report.h"
 #include "report_int.h"
 #include "store.h"
@@ -101,15 +103,22 @@ static void add_run(store_t *st, const char *name, const char *s, int redundant,
             cr_assert_eq(store_migration(st, id, &mg), MS_OK);
         }
     }
-    if (what & DB_SERVING)
+    if (what & DB_SERVING) {
+        /* TTFT 100 + q ms; TPOT 40 ms for the 24 requests with 2+ tokens. */
+        store_request_t rq[30];
         for (int q = 0; q < 30; q++) {
             int64_t arr = (int64_t)q * 20000000;
-            store_request_t rq = {.request = q, .arrival_ns = arr,
-                                  .first_token_ns = arr + 100000000 + q * 1000000,
-                                  .done_ns = arr + 100000000 + q * 1000000 + 40000000LL * (q % 5),
-                                  .prompt_tokens = 100, .output_tokens = 1 + q % 5};
-            cr_assert_eq(store_request(st, id, &rq), MS_OK);
+            rq[q] = (store_request_t){.request = q, .arrival_ns = arr,
+                                      .first_token_ns = arr + 100000000 + q * 1000000,
+                                      .done_ns = arr + 100000000 + q * 1000000 +
+                                                 40000000LL * (q % 5),
+                                      .prompt_tokens = 100, .output_tokens = 1 + q % 5};
+            cr_assert_eq(store_request(st, id, &rq[q]), MS_OK);
         }
+        metrics_t m = {0};
+        metrics_requests(rq, 30, 0, 1, &m);
+        cr_assert_eq(metrics_store(st, id, &m), MS_OK);
+    }
     cr_assert_eq(store_metric(st, id, "redundant", redundant, "slots"), MS_OK);
     cr_assert_eq(store_metric(st, id, "par_mean", skew, ""), MS_OK);
     cr_assert_eq(store_metric(st, id, "step_time_mean", 50 + 10 * skew, "ms"), MS_OK);
@@ -207,12 +216,54 @@ Test(report, layer_max_png) {
     cr_assert_not_null(strstr(gp, "title 'below the lower bound: unreachable'"));
     free(gp);
 }
-Test(report, device_heat_png) { draw_one("device_heat", "device_heat-t", DB_SERVING | DB_DYNAMIC); }
+/* True when the block `$name << EOD` of the script holds the line. */
+static int block_has(const char *gp, const char *name, const char *line) {
+    char head[64];
+    snprintf(head, sizeof head, "$%s << EOD\n", name);
+    const char *b = strstr(gp, head);
+    if (!b) return 0;
+    const char *e = strstr(b, "\nEOD\n");
+    char want[128];
+    snprintf(want, sizeof want, "\n%s\n", line);
+    const char *f = strstr(b, want);
+    return f && e && f <= e;
+}
+
+Test(report, device_heat_png) {
+    draw_one("device_heat", "device_heat-t", DB_SERVING | DB_DYNAMIC);
+    /* Load over the layer's mean: static's device 0 carries 3.5x, the
+     * others (4 - 3.5) / 3; eplb's device 0 1.24x (add_run's skews). */
+    char *gp = slurp("out/device_heat-t.gp");
+    cr_assert(block_has(gp, "h0", "0 0 3.5"), "%s", gp);
+    cr_assert(block_has(gp, "h1", "0 0 1.24"));
+    cr_assert(!block_has(gp, "h1", "0 0 3.5"));
+    free(gp);
+}
 Test(report, replica_heat_png) {
     draw_one("replica_heat", "replica_heat-t", DB_SERVING | DB_DYNAMIC);
+    /* Experts 0 and 1 have two copies in the dynamic runs (eplb, omni), the
+     * rest one. */
+    char *gp = slurp("out/replica_heat-t.gp");
+    cr_assert(block_has(gp, "h1", "0 0 2"), "%s", gp);
+    cr_assert(block_has(gp, "h1", "1 5 2"));
+    cr_assert(block_has(gp, "h1", "2 0 1"));
+    cr_assert(block_has(gp, "h2", "15 5 1"));
+    cr_assert(!block_has(gp, "h1", "0 0 1"));
+    free(gp);
 }
 Test(report, trace_heat_png) {
     draw_one("trace_heat", "trace_heat-test-trace", DB_SERVING | DB_DYNAMIC);
+    /* Counts 1000 / (e + 1), expert 3 none, over the layer's mean. */
+    double sum = 0;
+    for (int e = 0; e < E_; e++) sum += e == 3 ? 0 : 1000.0 / (e + 1);
+    char line[64];
+    char *gp = slurp("out/trace_heat-test-trace.gp");
+    snprintf(line, sizeof line, "0 0 %.5g", 1000.0 / (sum / E_));
+    cr_assert(block_has(gp, "h", line), "no '%s' in %s", line, gp);
+    snprintf(line, sizeof line, "1 2 %.5g", 500.0 / (sum / E_));
+    cr_assert(block_has(gp, "h", line), "no '%s'", line);
+    cr_assert(!block_has(gp, "h", "3 0 1"));
+    free(gp);
 }
 Test(report, par_time_png) {
     draw_one("par_time", "par_time-t", DB_SERVING | DB_DYNAMIC);
@@ -222,9 +273,39 @@ Test(report, par_time_png) {
     cr_assert_not_null(strstr(gp, "expert weights in flight"));
     free(gp);
 }
-Test(report, bars_png) { draw_one("bars", "bars-t", DB_SERVING | DB_DYNAMIC); }
-Test(report, cdf_png) { draw_one("cdf", "cdf-t", DB_SERVING | DB_DYNAMIC); }
-Test(report, par_budget_png) { draw_one("par_budget", "par_budget", DB_ALL); }
+Test(report, bars_png) {
+    draw_one("bars", "bars-t", DB_SERVING | DB_DYNAMIC);
+    /* Stored metrics: TPOT 40 ms, TTFT p50 114.5 ms (100..129), tokens/s
+     * 1e4 / skew, mean PAR = skew (3.5 static, 1.24 the others). */
+    char *gp = slurp("out/bars-t.gp");
+    cr_assert(block_has(gp, "m0", "0 \"static\" 40 8355711 \"40.0\" \"\" \"\""), "%s", gp);
+    cr_assert(block_has(gp, "m2", "0 \"static\" 114.5 8355711 \"114\" \"\" \"\""), "%s", gp);
+    cr_assert(strstr(gp, "0 \"static\" 3.5 "), "%s", gp);
+    cr_assert(strstr(gp, "1 \"eplb\" 1.24 "));
+    cr_assert(strstr(gp, "0 \"static\" 2857.14286 "));
+    free(gp);
+}
+Test(report, cdf_png) {
+    draw_one("cdf", "cdf-t", DB_SERVING | DB_DYNAMIC);
+    /* TTFT from 100 to 129 ms; every TPOT 40 ms. */
+    char *gp = slurp("out/cdf-t.gp");
+    cr_assert(block_has(gp, "ttft0", "100 0"), "%s", gp);
+    cr_assert(block_has(gp, "ttft0", "129 1"));
+    cr_assert(block_has(gp, "tpot0", "40 1"));
+    cr_assert(!block_has(gp, "tpot0", "0 0"));
+    free(gp);
+}
+Test(report, par_budget_png) {
+    draw_one("par_budget", "par_budget", DB_ALL);
+    /* Mean PAR 1.2 + 0.01 r at r = 0..12 redundant for eplb; static 3.5;
+     * the bound 1.05 at every budget. */
+    char *gp = slurp("out/par_budget.gp");
+    cr_assert(strstr(gp, "\n4 1.24 1.24 1.24\n"), "%s", gp);
+    cr_assert(strstr(gp, "\n12 1.32 1.32 1.32\n"));
+    cr_assert(strstr(gp, "\n0 3.5 3.5 3.5\n"));
+    cr_assert(strstr(gp, "\n8 1.05\n"));
+    free(gp);
+}
 
 Test(report, full_report_has_every_figure_and_the_run_table) {
     build_db(DB_ALL);
@@ -383,16 +464,34 @@ Test(report, failed_render_leaves_no_partial_file) {
 }
 
 Test(report, strategy_colours_are_fixed_everywhere) {
-    cr_assert_str_eq(report_style("static").color, "#7f7f7f");
+    /* Colours come from each strategy's registry entry. */
+    for (int i = 0; i < place_count(); i++) {
+        const place_ops_t *ops = place_at(i);
+        if (!ops->color) continue;
+        cr_assert_str_eq(report_style(ops->name).color, ops->color, "%s", ops->name);
+        cr_assert_eq(report_style(ops->name).pt, ops->point, "%s", ops->name);
+    }
+    cr_assert_str_eq(report_style("static").color, place_find("static")->color);
     cr_assert_str_eq(report_style("eplb").color, "#1f77b4");
     cr_assert_str_eq(report_style("omni").color, "#d62728");
     cr_assert_str_eq(report_style("bias").color, "#2ca02c");
     cr_assert_str_eq(report_style("bound").color, "#000000");
     cr_assert_str_eq(report_style("eplb-global").color, "#1f77b4");
+    cr_assert(report_baseline("static"));
+    cr_assert_not(report_baseline("eplb"));
+    /* An unknown name gets a spare colour, the same on every call (a copy
+     * of the name in another buffer, after other look-ups, gets it too). */
+    char name[16];
+    snprintf(name, sizeof name, "%s", "newcomer");
     const char *other = report_style("newcomer").color;
-    cr_assert_str_eq(report_style("newcomer").color, other);
+    (void)report_style("eplb");
+    cr_assert_str_eq(report_style(name).color, other);
+    snprintf(name, sizeof name, "%s", "newcomer2");
     const char *known[] = {"#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#000000"};
-    for (int i = 0; i < 5; i++) cr_assert_str_neq(other, known[i]);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_str_neq(other, known[i]);
+        cr_assert_str_neq(report_style(name).color, known[i]);
+    }
     cr_assert_eq(report_rgb("eplb"), 0x1f77b4);
 
     build_db(DB_ALL);

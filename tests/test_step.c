@@ -58,6 +58,7 @@ Test(step, analytic_equals_flow_without_contention) {
             for (int j = 0; j < k; j++)
                 rt.expert[((size_t)l * 2 * n + t) * k + j] = (int16_t)((t < n ? 128 : 0) + j);
     }
+    int64_t flow_ns[3] = {0};
     for (int nodes = 1; nodes <= 2; nodes++) { /* NVLink, then IB */
         int dpn = 2 / nodes;
         place_layout_t *lo = layout(L, E, 2, dpn, E / 2);
@@ -67,9 +68,12 @@ Test(step, analytic_equals_flow_without_contention) {
         int64_t f = run_once(&cf, m, &in, NULL), a = run_once(&ca, m, &in, NULL);
         cr_assert(llabs(f - a) <= 4 * L, "nodes %d: flow %lld ns, analytic %lld ns", nodes,
                   (long long)f, (long long)a);
-        /* the transfers matter: the IB step is slower than the NVLink one */
+        flow_ns[nodes] = f;
         place_layout_free(lo);
     }
+    /* the transfers matter: the IB step is slower than the NVLink one */
+    cr_assert_gt(flow_ns[2], flow_ns[1], "IB %lld ns, NVLink %lld ns", (long long)flow_ns[2],
+                 (long long)flow_ns[1]);
     free(rt.src);
     free(rt.expert);
 }
@@ -452,4 +456,34 @@ Test(step, errors) {
     ms_err_quiet(0);
     place_layout_free(lo);
     step_free(s);
+}
+
+/* An oversubscribed spine slows only traffic between nodes: 2 nodes x 4
+ * devices with every expert loaded alike send half their tokens across; a
+ * spine of 4:1 gives each node a quarter of its NICs' bandwidth up, so the
+ * step takes longer in flow and in analytic mode, and on one node it
+ * changes nothing. */
+static int64_t spine_step(int nodes, enum step_mode mode, double oversub) {
+    moe_model_t m = small_model();
+    cluster_t c = cluster(nodes, 8 / nodes, mode, STEP_A2A_AUTO, 0);
+    c.spine_oversub = oversub;
+    place_layout_t *lo = layout(2, 8, 8, 8 / nodes, 1);
+    double load[16];
+    int tok[8];
+    for (int i = 0; i < 16; i++) load[i] = 512;
+    for (int d = 0; d < 8; d++) tok[d] = 256;
+    step_in_t in = {.layout = lo, .expert_load = load, .tokens = tok, .kv_len = 1000};
+    int64_t t = run_once(&c, &m, &in, NULL);
+    place_layout_free(lo);
+    return t;
+}
+
+Test(step, spine_oversubscription_slows_cross_node_traffic_only) {
+    for (int mode = 0; mode < 2; mode++) {
+        enum step_mode md = mode ? STEP_ANALYTIC : STEP_FLOW;
+        int64_t flat = spine_step(2, md, 1), over = spine_step(2, md, 4);
+        cr_assert_gt(over, flat, "mode %d: 4:1 spine %lld ns vs %lld ns", mode, (long long)over,
+                     (long long)flat);
+        cr_assert_eq(spine_step(1, md, 4), spine_step(1, md, 1), "mode %d: one node", mode);
+    }
 }
