@@ -1,11 +1,12 @@
-/* calib: calibration CSVs, their curves, and the model they correct. */
+/* calib: calibration CSVs, and the fits of the cost model's measured
+ * forms (models/cost.h) to them. Every prediction here calls the function
+ * the simulator calls (cost_experts_par_ns, the flow network with
+ * cost_link_ramp), so what `moesim calib report` prints is what a step
+ * charges. */
 #include "calib.h"
 
-#include "cost.h"
-
 #include <gsl/gsl_errno.h>
-#include <gsl/gsl_interp.h>
-#include <gsl/gsl_min.h>
+#include <gsl/gsl_multifit_nlinear.h>
 #include <libgen.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,280 +14,280 @@
 #include <string.h>
 #include <strings.h>
 
+#include "eng.h"
+#include "net.h"
 #include "util.h"
 
 enum { GEMM_COLS = 12, A2A_COLS = 8, MAX_COLS = 16 };
 
-/* Grid steps for the overhead search before Brent refines it. */
-#define OVERHEAD_GRID 48
+/* Fits need more points than figures (five). */
+#define MIN_FIT_POINTS 8
+/* Share of each buffer the skewed pattern sends to rank 0 (measure_a2a.py). */
+#define A2A_SKEW 0.75
 
-/* ---- the model before calibration ---- */
+/* ---- expert compute: the step's own function on a point ---- */
 
-double calib_roofline_ns(const hw_t *hw, int hidden, int inter, int weight_bytes,
-                         double tokens_per_expert) {
-    /* The cost model's own roofline (models/cost.c), for an expert whose
-     * input comes in the weights' dtype and output leaves in BF16, as
-     * measured: the curve corrects exactly the formula the step uses. */
-    moe_model_t m = {.hidden = hidden, .moe_inter = inter, .weight_bytes = weight_bytes,
-                     .dispatch_bytes = weight_bytes, .combine_bytes = 2};
-    return cost_expert_roofline_ns(hw, &m, tokens_per_expert);
+moe_model_t calib_point_model(const calib_gemm_pt_t *p) {
+    return (moe_model_t){.hidden = p->hidden, .moe_inter = p->inter,
+                         .weight_bytes = p->weight_bytes, .dispatch_bytes = p->weight_bytes,
+                         .combine_bytes = 2};
 }
 
-double calib_predict_expert_ns(const hw_t *hw, int hidden, int inter, int weight_bytes,
-                               int experts, double tokens_per_expert) {
-    if (experts <= 0 || tokens_per_expert <= 0) return 0;
-    return experts *
-           (calib_roofline_ns(hw, hidden, inter, weight_bytes, tokens_per_expert) + hw->kernel_ns);
+double calib_gemm_par_ns(const hw_gemm_t *par, const hw_t *hw, const calib_gemm_pt_t *p) {
+    moe_model_t m = calib_point_model(p);
+    double *n = ms_malloc((size_t)p->experts * sizeof *n);
+    for (int i = 0; i < p->experts; i++) n[i] = p->tokens;
+    double t = cost_experts_par_ns(par, hw, &m, n, p->experts);
+    free(n);
+    return t;
 }
 
-double calib_predict_a2a_ns(const hw_t *hw, double link_bytes) {
-    if (link_bytes <= 0) return 0;
-    return 1e9 * link_bytes / (hw->scaleup_bw * hw->eff_scaleup) + hw->scaleup_lat_ns;
+double calib_gemm_charged_ns(const hw_t *hw, const calib_gemm_pt_t *p) {
+    hw_gemm_t par = cost_gemm_par_of(hw, p->weight_bytes);
+    return calib_gemm_par_ns(&par, hw, p);
 }
 
-static double gemm_before(const hw_t *hw, const calib_gemm_pt_t *p) {
-    return calib_predict_expert_ns(hw, p->hidden, p->inter, p->weight_bytes, p->experts, p->tokens);
-}
 
-/* ---- curves ---- */
+/* ---- least squares on log error (GSL's trust-region Levenberg-Marquardt) ---- */
 
-/* One measurement as a curve sees it. */
-typedef struct {
-    double x;  /* ln(size) */
-    double lr; /* ln(measured / modelled) */
-    int grp;   /* pattern, for the cross check */
-} obs_t;
+typedef int (*resid_fn)(const gsl_vector *x, void *ctx, gsl_vector *r);
 
-static int obs_cmp(const void *a, const void *b) {
-    double d = ((const obs_t *)a)->x - ((const obs_t *)b)->x;
-    return (d > 0) - (d < 0);
-}
-
-static void curve_free(calib_curve_t *cv) {
-    free(cv->x);
-    free(cv->f);
-    memset(cv, 0, sizeof *cv);
-}
-
-/* Nodes at each distinct x of the sorted observations, leaving out those at
- * skip_x (NaN: none) and of group skip_grp (-1: none). The factor at a node
- * is the geometric mean of its ratios, so over- and under-predictions of the
- * same size weigh alike. */
-static void curve_build(const obs_t *o, int n, double skip_x, int skip_grp, calib_curve_t *cv) {
-    curve_free(cv);
-    cv->x = ms_malloc((size_t)(n ? n : 1) * sizeof *cv->x);
-    cv->f = ms_malloc((size_t)(n ? n : 1) * sizeof *cv->f);
-    for (int i = 0; i < n;) {
-        int j = i, k = 0;
-        double sum = 0;
-        for (; j < n && o[j].x == o[i].x; j++) {
-            if (o[j].x == skip_x || o[j].grp == skip_grp) continue;
-            sum += o[j].lr;
-            k++;
-        }
-        if (k) {
-            cv->x[cv->n] = o[i].x;
-            cv->f[cv->n++] = exp(sum / k);
-        }
-        i = j;
+/* Minimises the sum of squared residuals over x[0..p) from its start;
+ * h_df is the finite-difference step (larger than the default when the
+ * residuals are quantised, as the flow network's nanoseconds are). */
+static void lsq(resid_fn f, void *ctx, size_t n, size_t p, double *x, double h_df) {
+    gsl_multifit_nlinear_parameters prm = gsl_multifit_nlinear_default_parameters();
+    if (h_df > 0) prm.h_df = h_df;
+    gsl_multifit_nlinear_workspace *w =
+        gsl_multifit_nlinear_alloc(gsl_multifit_nlinear_trust, &prm, n, p);
+    gsl_multifit_nlinear_fdf fdf = {.f = f, .df = NULL, .fvv = NULL, .n = n, .p = p,
+                                    .params = ctx};
+    gsl_vector_view xv = gsl_vector_view_array(x, p);
+    gsl_error_handler_t *old = gsl_set_error_handler_off();
+    int info;
+    if (gsl_multifit_nlinear_init(&xv.vector, &fdf, w) == GSL_SUCCESS) {
+        gsl_multifit_nlinear_driver(200, 1e-10, 1e-10, 1e-10, NULL, NULL, &info, w);
+        const gsl_vector *r = gsl_multifit_nlinear_position(w);
+        int ok = 1;
+        for (size_t i = 0; i < p; i++) ok &= isfinite(gsl_vector_get(r, i));
+        if (ok)
+            for (size_t i = 0; i < p; i++) x[i] = gsl_vector_get(r, i);
     }
+    gsl_set_error_handler(old);
+    gsl_multifit_nlinear_free(w);
 }
 
-/* ---- the expert-compute fit: a per-expert overhead, and per dtype a
- * curve of measured / roofline time for what the overhead leaves ---- */
+static double logistic(double v) { return 1.0 / (1.0 + exp(-v)); }
+static double logit(double p) { return log(p / (1.0 - p)); }
 
-/* The points a fit uses, sorted by size. */
-typedef struct {
-    int n;
-    const calib_gemm_pt_t **pt;
-    double *x;    /* ln(tokens per expert) */
-    double *roof; /* roofline time of one expert */
-    double *per;  /* measured time of one expert */
-    obs_t *o;     /* scratch for curve_build */
-    int shapes;   /* most distinct expert shapes under one dtype's curve: with one, a
-                   * curve absorbs any overhead, so the overhead is not identifiable */
-    double min_per;
-} gemm_set_t;
+/* ---- expert-compute fit ---- */
 
 typedef struct {
-    double a;            /* per-expert overhead, ns */
-    calib_curve_t cv[3]; /* [0] all dtypes, [1] fp8, [2] bf16 */
-} gemm_fit_t;
+    double experts, flops, bytes, peak, bw, meas;
+} gpt_t;
 
-static const calib_curve_t *fit_curve(const gemm_fit_t *f, int wb) {
-    return wb >= 1 && wb <= 2 && f->cv[wb].n ? &f->cv[wb] : &f->cv[0];
+typedef struct {
+    const gpt_t *pt;
+    size_t n;
+} gset_t;
+
+/* Unconstrained figures: logs of the four positive ones, log(sharp - 1). */
+static hw_gemm_t gpar(const double *x) {
+    return (hw_gemm_t){exp(x[0]), exp(x[1]), exp(x[2]), exp(x[3]), 1.0 + exp(x[4])};
 }
 
-static double fit_pred(const gemm_fit_t *f, int wb, int experts, double x, double roof) {
-    return experts * (roof * calib_curve_at(fit_curve(f, wb), x) + f->a);
+static int gemm_resid(const gsl_vector *xv, void *ctx, gsl_vector *r) {
+    const gset_t *s = ctx;
+    hw_gemm_t par = gpar(xv->data);
+    for (size_t i = 0; i < s->n; i++) {
+        const gpt_t *q = &s->pt[i];
+        double t = cost_gemm_ns(&par, q->experts, q->flops, q->bytes, q->peak, q->bw);
+        gsl_vector_set(r, i, isfinite(t) && t > 0 ? log(t / q->meas) : 50.0);
+    }
+    return GSL_SUCCESS;
 }
 
-static int pt_cmp(const void *a, const void *b) {
-    double d = (*(const calib_gemm_pt_t *const *)a)->tokens -
-               (*(const calib_gemm_pt_t *const *)b)->tokens;
-    return (d > 0) - (d < 0);
+/* The totals cost_experts_par_ns forms for point p (its own arithmetic,
+ * so the fit minimises the error of the step's function). */
+static gpt_t gpt_of(const hw_t *hw, const calib_gemm_pt_t *p) {
+    moe_model_t m = calib_point_model(p);
+    double tok = p->experts * p->tokens;
+    return (gpt_t){p->experts, 6.0 * m.hidden * (double)m.moe_inter * tok,
+                   p->experts * moe_expert_bytes(&m) + tok * cost_expert_act_bytes(&m),
+                   p->weight_bytes == 1 ? hw->flops_fp8 : hw->flops_bf16, hw->hbm_bw, p->time_ns};
 }
 
-/* Points of impl, without those of size skip_tokens (<= 0: none) or of
- * model skip_model (NULL: none). */
-static void set_build(const calib_t *c, const char *impl, double skip_tokens,
-                      const char *skip_model, gemm_set_t *s) {
-    memset(s, 0, sizeof *s);
-    size_t room = (size_t)(c->n_gemm ? c->n_gemm : 1);
-    s->pt = ms_malloc(room * sizeof *s->pt);
+/* Fits the points of (impl, wb), leaving out size skip_tokens (<= 0: none)
+ * and model skip_model (NULL: none). Returns the number of points used;
+ * fewer than MIN_FIT_POINTS: no fit. */
+static int fit_gemm(const calib_t *c, const char *impl, int wb, double skip_tokens,
+                    const char *skip_model, hw_gemm_t *out) {
+    gpt_t *pt = ms_malloc((size_t)(c->n_gemm ? c->n_gemm : 1) * sizeof *pt);
+    size_t n = 0;
     for (int i = 0; i < c->n_gemm; i++) {
         const calib_gemm_pt_t *p = &c->gemm[i];
-        if (strcmp(p->impl, impl) || p->tokens == skip_tokens ||
+        if (strcmp(p->impl, impl) || p->weight_bytes != wb || p->tokens == skip_tokens ||
             (skip_model && !strcmp(p->model, skip_model)))
             continue;
-        s->pt[s->n++] = p;
+        pt[n++] = gpt_of(&c->hw, p);
     }
-    qsort(s->pt, (size_t)s->n, sizeof *s->pt, pt_cmp);
-    s->x = ms_malloc(room * sizeof *s->x);
-    s->roof = ms_malloc(room * sizeof *s->roof);
-    s->per = ms_malloc(room * sizeof *s->per);
-    s->o = ms_malloc(room * sizeof *s->o);
-    double sizes[3][8];
-    int n_sizes[3] = {0};
-    s->min_per = INFINITY;
-    for (int i = 0; i < s->n; i++) {
-        const calib_gemm_pt_t *p = s->pt[i];
-        s->x[i] = log(p->tokens);
-        s->roof[i] = calib_roofline_ns(&c->hw, p->hidden, p->inter, p->weight_bytes, p->tokens);
-        s->per[i] = p->time_ns / p->experts;
-        s->min_per = ms_dmin(s->min_per, s->per[i]);
-        double sz = (double)p->hidden * p->inter;
-        int wb = p->weight_bytes, seen = 0;
-        for (int k = 0; k < n_sizes[wb] && !seen; k++) seen = sizes[wb][k] == sz;
-        if (!seen && n_sizes[wb] < 8) sizes[wb][n_sizes[wb]++] = sz;
-        s->shapes = ms_imax(s->shapes, n_sizes[wb]);
+    if (n >= MIN_FIT_POINTS) {
+        /* start: a few microseconds a call and an expert, efficiencies the
+         * constants', a soft ridge */
+        double x[5] = {log(1e4), log(2e3), log(c->hw.eff_flops), log(c->hw.eff_hbm), log(3.0)};
+        gset_t s = {pt, n};
+        lsq(gemm_resid, &s, n, 5, x, 0);
+        *out = gpar(x);
     }
+    free(pt);
+    return (int)n;
 }
 
-static void set_free(gemm_set_t *s) {
-    free(s->pt);
-    free(s->x);
-    free(s->roof);
-    free(s->per);
-    free(s->o);
-}
+/* ---- all-to-all: the flow network on a measured pattern ---- */
 
-static void fit_free(gemm_fit_t *f) {
-    for (int i = 0; i < 3; i++) curve_free(&f->cv[i]);
-}
-
-/* The curves for overhead a. What the overhead leaves is floored at 5% of
- * the measurement so that a large trial overhead cannot take a log of zero. */
-static void fit_curves(const gemm_set_t *s, double a, gemm_fit_t *f) {
-    f->a = a;
-    for (int wb = 0; wb <= 2; wb++) {
-        int k = 0;
-        for (int i = 0; i < s->n; i++)
-            if (!wb || s->pt[i]->weight_bytes == wb)
-                s->o[k++] =
-                    (obs_t){s->x[i], log(ms_dmax(s->per[i] - a, 0.05 * s->per[i]) / s->roof[i]), 0};
-        curve_build(s->o, k, NAN, -1, &f->cv[wb]);
+double calib_a2a_split(const char *pattern, int world, double bytes, int src, int dst) {
+    /* 16-byte units as the script sends them; a remainder stays local */
+    double units = floor(bytes / 16), row;
+    int w1 = world - 1;
+    if (world < 2 || src < 0 || dst < 0 || src >= world || dst >= world) return 0;
+    if (!strcmp(pattern, "uniform")) {
+        row = floor(units / world);
+        if (src == dst) row += units - row * world;
+    } else if (!strcmp(pattern, "oneway")) {
+        if (src != 0) return 0;
+        row = dst ? floor(units / w1) : units - floor(units / w1) * w1;
+    } else if (!strcmp(pattern, "skewed")) {
+        double hot = floor(units * A2A_SKEW), each = floor((units - hot) / w1);
+        row = dst == 0 ? hot : each;
+        if (src == dst) row += units - hot - each * w1;
+    } else {
+        return -1;
     }
-}
-
-static double set_mape(const gemm_set_t *s, const gemm_fit_t *f) {
-    double sum = 0;
-    for (int i = 0; i < s->n; i++) {
-        const calib_gemm_pt_t *p = s->pt[i];
-        sum += fabs(fit_pred(f, p->weight_bytes, p->experts, s->x[i], s->roof[i]) - p->time_ns) /
-               p->time_ns;
-    }
-    return s->n ? 100.0 * sum / s->n : 0;
+    return row * 16;
 }
 
 typedef struct {
-    const gemm_set_t *s;
-    gemm_fit_t *f;
-} objective_t;
+    int64_t end;
+} a2a_run_t;
 
-static double objective(double a, void *arg) {
-    objective_t *o = arg;
-    fit_curves(o->s, a, o->f);
-    return set_mape(o->s, o->f);
+static void a2a_done(eng_t *eng, void *ctx, int64_t tag) {
+    (void)tag;
+    a2a_run_t *r = ctx;
+    if (eng_now(eng) > r->end) r->end = eng_now(eng);
 }
 
-/* Chooses the overhead that minimises the error (a grid, then Brent), or
- * takes fallback_ns when one shape per dtype cannot tell overhead from
- * bandwidth apart; then the curves for it. */
-static void gemm_fit(const gemm_set_t *s, double fallback_ns, gemm_fit_t *f) {
-    memset(f, 0, sizeof *f);
-    if (s->n == 0 || s->shapes < 2) {
-        fit_curves(s, fallback_ns, f);
-        return;
+/* The network's time for the pattern with bytes and latency scaled by
+ * scale (> 1: finer than the whole nanoseconds events are rounded to; the
+ * fit needs smooth residuals), divided back. */
+static double a2a_run(const hw_link_t *lk, const char *pattern, int world, double bytes_per_gpu,
+                      double scale) {
+    if (calib_a2a_split(pattern, world, bytes_per_gpu, 0, 0) < 0) return -1;
+    eng_t *eng = eng_new();
+    net_t *net = net_new(eng);
+    /* port ids: out of GPU g = 2g, into it = 2g + 1; paired for the derating */
+    for (int g = 0; g < world; g++) {
+        net_add_link(net, lk->bw);
+        net_add_link(net, lk->bw);
+        net_pair_links(net, 2 * g, 2 * g + 1, lk->duplex);
     }
-    objective_t ob = {s, f};
-    double amax = 0.95 * s->min_per, best = 0, best_v = INFINITY, v[OVERHEAD_GRID + 1];
-    int bk = 0;
-    for (int k = 0; k <= OVERHEAD_GRID; k++) {
-        v[k] = objective(amax * k / OVERHEAD_GRID, &ob);
-        if (v[k] < best_v) best_v = v[k], bk = k;
-    }
-    best = amax * bk / OVERHEAD_GRID;
-    if (bk > 0 && bk < OVERHEAD_GRID && v[bk] < v[bk - 1] && v[bk] < v[bk + 1]) {
-        gsl_function fn = {objective, &ob};
-        gsl_min_fminimizer *m = gsl_min_fminimizer_alloc(gsl_min_fminimizer_brent);
-        gsl_error_handler_t *old = gsl_set_error_handler_off();
-        if (gsl_min_fminimizer_set_with_values(m, &fn, best, v[bk], amax * (bk - 1) / OVERHEAD_GRID,
-                                               v[bk - 1], amax * (bk + 1) / OVERHEAD_GRID,
-                                               v[bk + 1]) == GSL_SUCCESS) {
-            for (int it = 0; it < 60; it++) {
-                if (gsl_min_fminimizer_iterate(m) != GSL_SUCCESS) break;
-                double lo = gsl_min_fminimizer_x_lower(m), hi = gsl_min_fminimizer_x_upper(m);
-                if (gsl_min_test_interval(lo, hi, 1.0, 0.0) == GSL_SUCCESS) break;
-            }
-            if (gsl_min_fminimizer_f_minimum(m) < best_v) best = gsl_min_fminimizer_x_minimum(m);
+    a2a_run_t run = {0};
+    int64_t lat = llround(lk->lat_ns * scale);
+    for (int a = 0; a < world; a++)
+        for (int b = 0; b < world; b++) {
+            double v = a == b ? 0 : calib_a2a_split(pattern, world, bytes_per_gpu, a, b);
+            if (v <= 0) continue;
+            int links[2] = {2 * a, 2 * b + 1};
+            net_start(net, 2, links, NULL, scale * v / cost_link_ramp(lk, v), lat, a2a_done,
+                      &run, 0);
         }
-        gsl_set_error_handler(old);
-        gsl_min_fminimizer_free(m);
+    eng_run_until(eng, INT64_MAX);
+    net_free(net);
+    eng_free(eng);
+    return (double)run.end / scale;
+}
+
+double calib_a2a_charged_ns(const hw_link_t *lk, const char *pattern, int world,
+                            double bytes_per_gpu) {
+    return a2a_run(lk, pattern, world, bytes_per_gpu, 1);
+}
+
+/* Time resolution of the fit's network runs: a thousandth of a nanosecond. */
+#define FIT_SCALE 1000.0
+
+typedef struct {
+    const calib_a2a_pt_t *const *pt;
+    size_t n;
+    double bw0;   /* the data-sheet bandwidth the peak is a share of */
+    int duplex;   /* 1: fit the derating (a one-way pattern is measured) */
+} aset_t;
+
+/* Unconstrained figures: log latency, log peak share, log half, logit low,
+ * logit duplex (fixed at 1 when not fitted). */
+static hw_link_t apar(const double *x, const aset_t *s) {
+    return (hw_link_t){s->bw0 * exp(x[1]), exp(x[0]), exp(x[2]), logistic(x[3]),
+                         s->duplex ? logistic(x[4]) : 1.0};
+}
+
+static int a2a_resid(const gsl_vector *xv, void *ctx, gsl_vector *r) {
+    const aset_t *s = ctx;
+    hw_link_t lk = apar(xv->data, s);
+    for (size_t i = 0; i < s->n; i++) {
+        const calib_a2a_pt_t *p = s->pt[i];
+        double t = a2a_run(&lk, p->pattern, p->world, p->bytes_per_gpu, FIT_SCALE);
+        gsl_vector_set(r, i, t > 0 && isfinite(t) ? log(t / p->time_ns) : 50.0);
     }
-    fit_curves(s, best, f);
+    return GSL_SUCCESS;
 }
 
-double calib_expert_ns(const hw_t *hw, int hidden, int inter, int weight_bytes, int experts,
-                       double tokens_per_expert) {
-    const calib_t *c = hw->calib;
-    if (!c || !c->n_gemm) return calib_predict_expert_ns(hw, hidden, inter, weight_bytes, experts,
-                                                         tokens_per_expert);
-    if (experts <= 0 || tokens_per_expert <= 0) return 0;
-    return experts * (calib_roofline_ns(hw, hidden, inter, weight_bytes, tokens_per_expert) *
-                          calib_gemm_factor_wb(c, weight_bytes, tokens_per_expert) +
-                      c->gemm_overhead_ns);
+static int a2a_known(const calib_a2a_pt_t *p) {
+    return calib_a2a_split(p->pattern, p->world, p->bytes_per_gpu, 0, 0) >= 0;
 }
 
-double calib_a2a_ns(const hw_t *hw, double link_bytes) {
-    return calib_predict_a2a_ns(hw, link_bytes) * calib_a2a_factor(hw->calib, link_bytes);
-}
-
-/* Index of name in names[0..*n), added when new. */
-static int group_of(const char *name, const char **names, int *n) {
-    for (int i = 0; i < *n; i++)
-        if (!strcmp(names[i], name)) return i;
-    names[*n] = name;
-    return (*n)++;
-}
-
-/* Sorted observations of the all-to-all points; group g is pattern names[g]. */
-static obs_t *a2a_obs(const calib_t *c, int *n_out, const char **names, int *n_grp) {
-    obs_t *o = ms_malloc((size_t)(c->n_a2a ? c->n_a2a : 1) * sizeof *o);
-    int g = 0;
+/* Fits the link model to the a2a points of known patterns, leaving out
+ * bytes_per_gpu skip (<= 0: none). Returns the points used. */
+static int fit_a2a(const calib_t *c, double skip, hw_link_t *out) {
+    const calib_a2a_pt_t **pt = ms_malloc((size_t)(c->n_a2a ? c->n_a2a : 1) * sizeof *pt);
+    size_t n = 0;
+    int oneway = 0;
     for (int i = 0; i < c->n_a2a; i++) {
         const calib_a2a_pt_t *p = &c->a2a[i];
-        o[i] = (obs_t){log(p->link_bytes),
-                       log(p->time_ns / calib_predict_a2a_ns(&c->hw, p->link_bytes)),
-                       group_of(p->pattern, names, &g)};
+        if (!a2a_known(p) || p->bytes_per_gpu == skip) continue;
+        pt[n++] = p;
+        oneway |= !strcmp(p->pattern, "oneway");
     }
-    qsort(o, (size_t)c->n_a2a, sizeof *o, obs_cmp);
-    *n_out = c->n_a2a;
-    *n_grp = g;
-    return o;
+    if (n >= MIN_FIT_POINTS) {
+        aset_t s = {pt, n, c->hw.scaleup_bw, oneway};
+        /* start (whatever the preset says, so the fit depends on the data
+         * alone): 10 us, 0.8 of the data sheet, a 4 MiB half point, a
+         * quarter of the peak for tiny messages, 0.9 of it both ways */
+        double x[5] = {log(1e4), log(0.8), log(4.0 * 1048576), logit(0.25), logit(0.9)};
+        lsq(a2a_resid, &s, n, oneway ? 5 : 4, x, 1e-5);
+        *out = apar(x, &s);
+    }
+    free(pt);
+    return (int)n;
 }
 
-int calib_fit(calib_t *c, const hw_t *hw) {
+/* ---- fitting a calibration ---- */
+
+static void add_fit(calib_t *c, const char *impl, int wb) {
+    for (int i = 0; i < c->n_fits; i++)
+        if (c->fits[i].weight_bytes == wb && !strcmp(c->fits[i].impl, impl)) return;
+    hw_gemm_t par;
+    int n = fit_gemm(c, impl, wb, 0, NULL, &par);
+    if (n < MIN_FIT_POINTS) return;
+    c->fits = ms_realloc(c->fits, (size_t)(c->n_fits + 1) * sizeof *c->fits);
+    calib_gemm_fit_t *f = &c->fits[c->n_fits++];
+    memset(f, 0, sizeof *f);
+    snprintf(f->impl, CALIB_NAME_MAX, "%s", impl);
+    f->weight_bytes = wb;
+    f->n = n;
+    f->par = par;
+}
+
+/* Fits the simulator's implementation (all = 0) or every implementation
+ * and the links too (all = 1). */
+static int fit(calib_t *c, const hw_t *hw, int all) {
     if (!c->n_gemm && !c->n_a2a)
         return ms_err("%s: no measurements (a calibration needs at least one data row)", c->source);
     c->hw = *hw;
@@ -297,25 +298,34 @@ int calib_fit(calib_t *c, const hw_t *hw) {
             snprintf(c->gemm_impl, CALIB_NAME_MAX, "%s", CALIB_GEMM_IMPL);
     if (!c->gemm_impl[0] && c->n_gemm)
         snprintf(c->gemm_impl, CALIB_NAME_MAX, "%s", c->gemm[0].impl);
-    gemm_set_t s;
-    gemm_fit_t f;
-    set_build(c, c->gemm_impl, 0, NULL, &s);
-    gemm_fit(&s, c->hw.kernel_ns, &f);
-    set_free(&s);
-    c->gemm_overhead_ns = f.a;
-    curve_free(&c->gemm_all);
-    for (int i = 1; i <= 2; i++) curve_free(&c->gemm_wb[i]);
-    c->gemm_all = f.cv[0];
-    c->gemm_wb[1] = f.cv[1];
-    c->gemm_wb[2] = f.cv[2];
-    int n, g;
-    const char **names = ms_malloc((size_t)(c->n_a2a ? c->n_a2a : 1) * sizeof *names);
-    obs_t *o = a2a_obs(c, &n, names, &g);
-    curve_build(o, n, NAN, -1, &c->a2a_all);
-    free(o);
-    free(names);
+    free(c->fits);
+    c->fits = NULL;
+    c->n_fits = 0;
+    for (int wb = 2; wb >= 1; wb--) add_fit(c, c->gemm_impl, wb);
+    for (int i = 0; all && i < c->n_gemm; i++) add_fit(c, c->gemm[i].impl, c->gemm[i].weight_bytes);
+    c->a2a_fitted = all && fit_a2a(c, 0, &c->link) >= MIN_FIT_POINTS;
+    free(c->a2a_loo_ns);
+    c->a2a_loo_ns = NULL;
+    if (c->a2a_fitted) {
+        /* leave-one-size-out once here (each refit runs the network many
+         * times); calib_eval_a2a reads the predictions */
+        c->a2a_loo_ns = ms_calloc((size_t)c->n_a2a, sizeof *c->a2a_loo_ns);
+        for (int i = 0; i < c->n_a2a; i++) {
+            const calib_a2a_pt_t *p = &c->a2a[i];
+            if (!a2a_known(p) || c->a2a_loo_ns[i] > 0) continue;
+            hw_link_t held;
+            if (fit_a2a(c, p->bytes_per_gpu, &held) < MIN_FIT_POINTS) continue;
+            for (int j = i; j < c->n_a2a; j++)
+                if (a2a_known(&c->a2a[j]) && c->a2a[j].bytes_per_gpu == p->bytes_per_gpu)
+                    c->a2a_loo_ns[j] = calib_a2a_charged_ns(&held, c->a2a[j].pattern,
+                                                            c->a2a[j].world,
+                                                            c->a2a[j].bytes_per_gpu);
+        }
+    }
     return MS_OK;
 }
+
+int calib_fit(calib_t *c, const hw_t *hw) { return fit(c, hw, 1); }
 
 /* ---- errors ---- */
 
@@ -332,7 +342,6 @@ static void err_finish(calib_err_t *e, double loo, int loo_n, double cross, int 
     e->cross = cross_n ? cross / cross_n : NAN;
 }
 
-/* Does point p belong to the evaluated set? */
 static int gemm_sel(const calib_gemm_pt_t *p, const char *impl, int wb) {
     return !strcmp(p->impl, impl) && (!wb || p->weight_bytes == wb);
 }
@@ -341,104 +350,98 @@ static int gemm_sel(const calib_gemm_pt_t *p, const char *impl, int wb) {
 static int seen_before(const calib_t *c, int i, const char *impl, int wb, int by_model) {
     for (int j = 0; j < i; j++) {
         const calib_gemm_pt_t *q = &c->gemm[j];
-        if (gemm_sel(q, impl, wb) &&
+        if (gemm_sel(q, impl, wb) && q->weight_bytes == c->gemm[i].weight_bytes &&
             (by_model ? !strcmp(q->model, c->gemm[i].model) : q->tokens == c->gemm[i].tokens))
             return 1;
     }
     return 0;
 }
 
-/* Adds the errors of the selected points of size tokens (> 0) or of model
- * (non-NULL) under a fit made without them. When what is left cannot
- * identify the overhead (one model left), it keeps the full fit's: the
- * check is then of the curves' transfer between shapes. */
+/* Adds the errors of the selected points of dtype wb and size tokens (> 0)
+ * or model (non-NULL) under a fit made without them. */
 static void held_out(const calib_t *c, const char *impl, int wb, double tokens, const char *model,
                      double *sum, int *n) {
-    gemm_set_t s;
-    gemm_fit_t f;
-    set_build(c, c->gemm_impl, tokens, model, &s);
-    if (s.n) {
-        gemm_fit(&s, c->gemm_overhead_ns, &f);
-        for (int i = 0; i < c->n_gemm; i++) {
-            const calib_gemm_pt_t *p = &c->gemm[i];
-            if (!gemm_sel(p, impl, wb) || (tokens > 0 && p->tokens != tokens) ||
-                (model && strcmp(p->model, model)))
-                continue;
-            double roof =
-                calib_roofline_ns(&c->hw, p->hidden, p->inter, p->weight_bytes, p->tokens);
-            *sum +=
-                ape(fit_pred(&f, p->weight_bytes, p->experts, log(p->tokens), roof), p->time_ns);
-            (*n)++;
-        }
-        fit_free(&f);
+    hw_gemm_t par;
+    if (fit_gemm(c, impl, wb, tokens, model, &par) < MIN_FIT_POINTS) return;
+    for (int i = 0; i < c->n_gemm; i++) {
+        const calib_gemm_pt_t *p = &c->gemm[i];
+        if (!gemm_sel(p, impl, wb) || (tokens > 0 && p->tokens != tokens) ||
+            (model && strcmp(p->model, model)))
+            continue;
+        *sum += ape(calib_gemm_par_ns(&par, &c->hw, p), p->time_ns);
+        (*n)++;
     }
-    set_free(&s);
 }
 
 int calib_eval_gemm(const calib_t *c, const char *impl, int weight_bytes, calib_err_t *out) {
     if (!impl) impl = c->gemm_impl;
     memset(out, 0, sizeof *out);
-    gemm_fit_t f = {c->gemm_overhead_ns, {c->gemm_all, {0}, {0}}};
-    f.cv[1] = c->gemm_wb[1];
-    f.cv[2] = c->gemm_wb[2];
+    hw_t bare = c->hw, cal = c->hw;
+    bare.calib = NULL;
+    cal.calib = c;
+    double loo = 0, cross = 0;
+    int loo_n = 0, cross_n = 0;
     for (int i = 0; i < c->n_gemm; i++) {
         const calib_gemm_pt_t *p = &c->gemm[i];
         if (!gemm_sel(p, impl, weight_bytes)) continue;
-        double roof = calib_roofline_ns(&c->hw, p->hidden, p->inter, p->weight_bytes, p->tokens);
-        out->before += ape(gemm_before(&c->hw, p), p->time_ns);
-        out->after +=
-            ape(fit_pred(&f, p->weight_bytes, p->experts, log(p->tokens), roof), p->time_ns);
+        const hw_gemm_t *par = calib_gemm_par(c, impl, p->weight_bytes);
+        if (!par) continue;
+        out->before += ape(calib_gemm_charged_ns(&bare, p), p->time_ns);
+        /* the simulator's implementation through hw->calib, as a step sees it */
+        double after = !strcmp(impl, c->gemm_impl) ? calib_gemm_charged_ns(&cal, p)
+                                                   : calib_gemm_par_ns(par, &c->hw, p);
+        out->after += ape(after, p->time_ns);
         out->n++;
+        int wb = p->weight_bytes;
+        if (!seen_before(c, i, impl, wb, 0)) held_out(c, impl, wb, p->tokens, NULL, &loo, &loo_n);
+        if (seen_before(c, i, impl, wb, 1)) continue;
+        int models = 0; /* a model held out needs another one to fit on */
+        for (int j = 0; j < c->n_gemm && models < 2; j++)
+            if (gemm_sel(&c->gemm[j], impl, wb) && c->gemm[j].weight_bytes == wb &&
+                !seen_before(c, j, impl, wb, 1))
+                models++;
+        if (models > 1) held_out(c, impl, wb, 0, p->model, &cross, &cross_n);
     }
-    /* Held out: each size, then each model, left out of the fit in turn
-     * (only for the implementation the curves are fitted on). */
-    double loo = 0, cross = 0;
-    int loo_n = 0, cross_n = 0, models = 0;
-    int fitted = out->n && !strcmp(impl, c->gemm_impl);
-    for (int i = 0; fitted && i < c->n_gemm; i++) {
-        const calib_gemm_pt_t *p = &c->gemm[i];
-        if (!gemm_sel(p, impl, weight_bytes)) continue;
-        if (!seen_before(c, i, impl, weight_bytes, 0))
-            held_out(c, impl, weight_bytes, p->tokens, NULL, &loo, &loo_n);
-        models += !seen_before(c, i, impl, weight_bytes, 1);
-    }
-    for (int i = 0; fitted && models > 1 && i < c->n_gemm; i++)
-        if (gemm_sel(&c->gemm[i], impl, weight_bytes) && !seen_before(c, i, impl, weight_bytes, 1))
-            held_out(c, impl, weight_bytes, 0, c->gemm[i].model, &cross, &cross_n);
     err_finish(out, loo, loo_n, cross, cross_n);
     return MS_OK;
 }
 
-int calib_eval_a2a(const calib_t *c, const char *pattern, calib_err_t *out) {
+static int a2a_sel(const calib_a2a_pt_t *p, const char *pattern, int world, double lo,
+                   double hi) {
+    return a2a_known(p) && (!pattern || !strcmp(p->pattern, pattern)) &&
+           (!world || p->world == world) && p->bytes_per_gpu >= lo && p->bytes_per_gpu < hi;
+}
+
+int calib_eval_a2a(const calib_t *c, const char *pattern, int world, double lo, double hi,
+                   const hw_link_t *lk, calib_err_t *out) {
     memset(out, 0, sizeof *out);
-    int no, ng;
-    const char **names = ms_malloc((size_t)(c->n_a2a ? c->n_a2a : 1) * sizeof *names);
-    obs_t *o = a2a_obs(c, &no, names, &ng);
-    calib_curve_t tmp = {0};
-    double loo = 0, cross = 0;
-    int loo_n = 0, cross_n = 0;
+    if (!lk) lk = c->a2a_fitted ? &c->link : NULL;
+    /* before: the data-sheet model (eff_scaleup 0.8, 2 us, no ramp or derating) */
+    hw_t ds = c->hw;
+    ds.eff_scaleup = 0.8;
+    ds.scaleup_lat_ns = 2000;
+    ds.scaleup_half_bytes = 0;
+    ds.scaleup_duplex = 1;
+    hw_link_t base = cost_scaleup_link(&ds);
+    double loo = 0;
+    int loo_n = 0;
     for (int i = 0; i < c->n_a2a; i++) {
         const calib_a2a_pt_t *p = &c->a2a[i];
-        if (pattern && strcmp(p->pattern, pattern)) continue;
-        double pred = calib_predict_a2a_ns(&c->hw, p->link_bytes), x = log(p->link_bytes);
-        out->before += ape(pred, p->time_ns);
-        out->after += ape(pred * calib_curve_at(&c->a2a_all, x), p->time_ns);
+        if (!a2a_sel(p, pattern, world, lo, hi)) continue;
+        out->before += ape(calib_a2a_charged_ns(&base, p->pattern, p->world, p->bytes_per_gpu),
+                           p->time_ns);
+        if (lk)
+            out->after += ape(calib_a2a_charged_ns(lk, p->pattern, p->world, p->bytes_per_gpu),
+                              p->time_ns);
         out->n++;
-        curve_build(o, no, x, -1, &tmp);
-        loo += ape(pred * calib_curve_at(&tmp, x), p->time_ns);
-        loo_n++;
-        if (ng > 1) {
-            int grp = 0;
-            while (strcmp(names[grp], p->pattern)) grp++;
-            curve_build(o, no, NAN, grp, &tmp);
-            cross += ape(pred * calib_curve_at(&tmp, x), p->time_ns);
-            cross_n++;
+        if (lk && c->a2a_loo_ns && c->a2a_loo_ns[i] > 0) {
+            loo += ape(c->a2a_loo_ns[i], p->time_ns);
+            loo_n++;
         }
     }
-    curve_free(&tmp);
-    free(o);
-    free(names);
-    err_finish(out, loo, loo_n, cross, cross_n);
+    err_finish(out, loo, loo_n, NAN, 0);
+    if (!lk) out->after = NAN;
+    out->cross = NAN;
     return MS_OK;
 }
 
@@ -452,9 +455,8 @@ void calib_free(calib_t *c) {
     free(c->files);
     free(c->gemm);
     free(c->a2a);
-    curve_free(&c->gemm_all);
-    for (int i = 0; i < 3; i++) curve_free(&c->gemm_wb[i]);
-    curve_free(&c->a2a_all);
+    free(c->fits);
+    free(c->a2a_loo_ns);
     free(c);
 }
 
@@ -722,32 +724,50 @@ static void cache_free(cache_ent_t **head) {
 
 void calib_cache_clear(void) { cache_free(&loaded_cache); }
 
-const calib_t *calib_builtin(const hw_t *hw) {
-    calib_t *c = cache_get(builtin_cache, hw->name);
-    if (c) return c;
-    c = calib_new();
+/* Parses the embedded files of hw into a new calibration and fits it
+ * (all: every fit); *out NULL when none are embedded for hw. */
+static int builtin_parse(const hw_t *hw, int all, calib_t **out) {
+    *out = NULL;
+    calib_t *c = calib_new();
     for (int i = 0; i < calib_n_blobs; i++) {
         const calib_blob_t *b = &calib_blobs[i];
         if (strcasecmp(b->hw, hw->name)) continue;
         if (calib_parse(c, b->text, b->len, b->path)) {
             calib_free(c);
-            return NULL;
+            return MS_ERR;
         }
         add_source(c, b->path);
     }
     if (!c->n_files) {
         calib_free(c);
-        return NULL;
+        return MS_OK;
     }
-    if (calib_fit(c, hw)) {
+    if (fit(c, hw, all)) {
         calib_free(c);
-        return NULL;
+        return MS_ERR;
     }
     char tag[sizeof c->source];
     snprintf(tag, sizeof tag, "builtin %.32s (%.440s)", hw->name, c->source);
     memcpy(c->source, tag, sizeof tag);
+    *out = c;
+    return MS_OK;
+}
+
+const calib_t *calib_builtin(const hw_t *hw) {
+    calib_t *c = cache_get(builtin_cache, hw->name);
+    if (c) return c;
+    if (builtin_parse(hw, 0, &c) || !c) return NULL;
     cache_put(&builtin_cache, hw->name, c);
     return c;
+}
+
+int calib_load_builtin(const hw_t *hw, calib_t **out) {
+    if (builtin_parse(hw, 1, out)) return MS_ERR;
+    if (!*out)
+        return ms_err("preset %s has no measurements built in (give --csv FILE, made by "
+                      "models/calib/measure_experts.py or measure_a2a.py)",
+                      hw->name);
+    return MS_OK;
 }
 
 int calib_select(const char *setting, const hw_t *hw, const char *cfg_path, const char *where,

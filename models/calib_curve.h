@@ -1,7 +1,7 @@
-/* calib_curve: a fitted calibration (the measured points and the factor
- * curves) and the lookups the cost model makes in it. Split from calib so
- * that the cost model can read a curve without the fitting code, which
- * itself fits against the cost model's roofline (calib -> cost -> curve). */
+/* calib_curve: a fitted calibration (the measured points and the figures
+ * fitted to them) and the lookup the cost model makes in it. Split from
+ * calib so that the cost model can read the figures without the fitting
+ * code, which itself evaluates the cost model (calib -> cost -> curve). */
 #ifndef MOESIM_CALIB_CURVE_H
 #define MOESIM_CALIB_CURVE_H
 
@@ -37,42 +37,33 @@ typedef struct calib_a2a_pt {
     int line;
 } calib_a2a_pt_t;
 
-/* A factor curve; n == 0 means "not measured" (factor 1). */
-typedef struct calib_curve {
-    int n;     /* nodes */
-    double *x; /* ln(tokens per expert) or ln(bytes), strictly ascending */
-    double *f; /* geometric mean of measured / modelled time at x */
-} calib_curve_t;
+/* The fitted figures of one (GEMM implementation, dtype). */
+typedef struct calib_gemm_fit {
+    char impl[CALIB_NAME_MAX];
+    int weight_bytes;
+    int n;               /* points fitted */
+    hw_gemm_t par;
+} calib_gemm_fit_t;
 
 typedef struct calib {
     char source[512];            /* the files, or "builtin H200 (models/calib/...)" */
-    hw_t hw;                     /* hardware the curves were fitted against (its calib NULL) */
+    hw_t hw;                     /* hardware the fits were made against (its calib NULL) */
     char **files;                /* names the points' file fields point into */
     int n_files;
     calib_gemm_pt_t *gemm;       /* in file order (sorted within each file) */
     int n_gemm;
     calib_a2a_pt_t *a2a;
     int n_a2a;
-    char gemm_impl[CALIB_NAME_MAX]; /* implementation the GEMM curves use */
-    double gemm_overhead_ns;     /* fitted fixed cost per expert (replaces kernel_ns) */
-    calib_curve_t gemm_all;      /* roofline factor, all dtypes pooled */
-    calib_curve_t gemm_wb[3];    /* by weight bytes: [1] fp8, [2] bf16 */
-    calib_curve_t a2a_all;       /* all patterns pooled */
+    char gemm_impl[CALIB_NAME_MAX]; /* implementation the simulator uses */
+    calib_gemm_fit_t *fits;      /* every (impl, dtype) in the files with enough points */
+    int n_fits;
+    int a2a_fitted;              /* 1: link below fitted to the a2a points */
+    hw_link_t link;              /* the link model fitted to the a2a points (scale-up) */
+    double *a2a_loo_ns;          /* [n_a2a] prediction refitted without the point's size */
 } calib_t;
 
-/* A curve at x (ln tokens or ln bytes): 1 with no nodes, clamped at its
- * ends, linear between nodes. */
-double calib_curve_at(const calib_curve_t *cv, double x);
-
-/* The curves; 1 when c is NULL or has no points of that kind, clamped
- * beyond the measured range. The GEMM factor multiplies the roofline term
- * (calib_roofline_ns), not the overhead; the all-to-all factor multiplies
- * calib_predict_a2a_ns. */
-double calib_gemm_factor(const calib_t *c, double tokens_per_expert);
-/* The curve of one weight dtype (1 fp8, 2 bf16), else the pooled one. */
-double calib_gemm_factor_wb(const calib_t *c, int weight_bytes, double tokens_per_expert);
-/* The fitted per-expert fixed cost, or fallback_ns without GEMM points. */
-double calib_gemm_overhead_ns(const calib_t *c, double fallback_ns);
-double calib_a2a_factor(const calib_t *c, double bytes);
+/* The fitted figures of impl (NULL: the simulator's, c->gemm_impl) for
+ * weight_bytes (1 fp8, 2 bf16); NULL when none was fitted. */
+const hw_gemm_t *calib_gemm_par(const calib_t *c, const char *impl, int weight_bytes);
 
 #endif

@@ -1,10 +1,14 @@
 /* cost: rooflines of the kernels of a step, and the HBM capacity check.
  * Norms, the router's gate and element-wise kernels are left out: next to
  * the GEMMs and the KV reads they are a few percent, and kernel_ns covers
- * launch and tail effects per kernel. */
+ * launch and tail effects per kernel. Routed experts and all-to-all links
+ * have measured forms (cost_gemm_ns, cost_link_ns) that models/calib.c fits
+ * and `moesim calib report` checks. */
 #include "cost.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "calib_curve.h"
 #include "util.h"
@@ -19,18 +23,6 @@ double cost_roofline_ns(double flops, double peak, double bytes, double bw) {
     return 1e9 * ms_dmax(flops / peak, bytes / bw);
 }
 
-/* A measured curve (models/calib) scales the roofline of each expert by
- * measured/modelled time at its token count; 1 without one. The fitted
- * per-expert fixed cost is not added: it was measured on one kernel chain
- * per expert, while the step models one grouped GEMM (kernel_ns a device). */
-double cost_gemm_factor(const hw_t *hw, int weight_bytes, double tokens) {
-    return hw->calib ? calib_gemm_factor_wb(hw->calib, weight_bytes, tokens) : 1.0;
-}
-
-double cost_a2a_factor(const hw_t *hw, double bytes) {
-    return hw->calib ? calib_a2a_factor(hw->calib, bytes) : 1.0;
-}
-
 double cost_expert_act_bytes(const moe_model_t *m) {
     return m->hidden * (double)(m->dispatch_bytes + m->combine_bytes) + 8.0 * m->moe_inter;
 }
@@ -42,19 +34,85 @@ double cost_expert_roofline_ns(const hw_t *hw, const moe_model_t *m, double n) {
     return cost_roofline_ns(flops, cost_peak(hw, m->weight_bytes), bytes, cost_hbm_bw(hw));
 }
 
-double cost_expert_ns(const hw_t *hw, const moe_model_t *m, double n) {
-    return cost_expert_roofline_ns(hw, m, n) * cost_gemm_factor(hw, m->weight_bytes, n);
+double cost_smoothmax(double a, double b, double p) {
+    double hi = ms_dmax(a, b), lo = ms_dmin(a, b);
+    if (p <= 0 || hi <= 0) return hi;
+    /* hi x (1 + (lo/hi)^p)^(1/p): no overflow for large p */
+    return hi * pow(1.0 + pow(lo / hi, p), 1.0 / p);
+}
+
+double cost_gemm_ns(const hw_gemm_t *par, double experts, double flops, double bytes,
+                    double peak, double hbm_bw) {
+    if (experts <= 0) return 0;
+    double tc = 1e9 * flops / (par->eff_flops * peak), tm = 1e9 * bytes / (par->eff_hbm * hbm_bw);
+    return par->floor_ns + experts * par->expert_ns + cost_smoothmax(tc, tm, par->sharp);
+}
+
+hw_gemm_t cost_gemm_par_of(const hw_t *hw, int weight_bytes) {
+    const hw_gemm_t *p = hw->calib ? calib_gemm_par(hw->calib, NULL, weight_bytes) : NULL;
+    if (p) return *p;
+    return (hw_gemm_t){.floor_ns = hw->kernel_ns, .expert_ns = 0,
+                             .eff_flops = hw->eff_flops, .eff_hbm = hw->eff_hbm, .sharp = 0};
+}
+
+double cost_experts_par_ns(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *m,
+                           const double *n, int n_slots) {
+    double tokens = 0;
+    int active = 0;
+    for (int i = 0; i < n_slots; i++)
+        if (n[i] > 0) {
+            tokens += n[i];
+            active++;
+        }
+    if (!active) return 0;
+    double flops = 6.0 * m->hidden * (double)m->moe_inter * tokens;
+    double bytes = active * moe_expert_bytes(m) + tokens * cost_expert_act_bytes(m);
+    return cost_gemm_ns(par, active, flops, bytes,
+                        m->weight_bytes == 1 ? hw->flops_fp8 : hw->flops_bf16, hw->hbm_bw);
 }
 
 double cost_experts_ns(const hw_t *hw, const moe_model_t *m, const double *n, int n_slots) {
-    double t = 0;
-    int any = 0;
-    for (int i = 0; i < n_slots; i++)
-        if (n[i] > 0) {
-            t += cost_expert_ns(hw, m, n[i]);
-            any = 1;
-        }
-    return any ? t + hw->kernel_ns : 0;
+    hw_gemm_t par = cost_gemm_par_of(hw, m->weight_bytes);
+    return cost_experts_par_ns(&par, hw, m, n, n_slots);
+}
+
+double cost_experts_even_ns(const hw_t *hw, const moe_model_t *m, int experts, double tokens) {
+    if (experts <= 0 || tokens <= 0) return 0;
+    double *n = ms_malloc((size_t)experts * sizeof *n);
+    for (int i = 0; i < experts; i++) n[i] = tokens;
+    double t = cost_experts_ns(hw, m, n, experts);
+    free(n);
+    return t;
+}
+
+/* ---- links */
+
+/* A derating of 0 (a hardware description that leaves it unset) means
+ * none, as does a ramp without a half point. */
+static hw_link_t link_of(double bw, double lat, double half, double low, double duplex) {
+    return (hw_link_t){bw, lat, half > 0 ? half : 0, half > 0 ? low : 1,
+                         duplex > 0 && duplex <= 1 ? duplex : 1};
+}
+
+hw_link_t cost_scaleup_link(const hw_t *hw) {
+    return link_of(hw->scaleup_bw * hw->eff_scaleup, hw->scaleup_lat_ns, hw->scaleup_half_bytes,
+                   hw->scaleup_low_share, hw->scaleup_duplex);
+}
+
+hw_link_t cost_nic_link(const hw_t *hw) {
+    return link_of(hw->nic_bw * hw->eff_nic, hw->nic_lat_ns, hw->nic_half_bytes,
+                   hw->nic_low_share, hw->nic_duplex);
+}
+
+double cost_link_ramp(const hw_link_t *l, double s) {
+    if (l->half_bytes <= 0 || s < 0) return 1.0;
+    return (s + l->low_share * l->half_bytes) / (s + l->half_bytes);
+}
+
+double cost_link_ns(const hw_link_t *l, double bytes, double bytes_per_peer, int two_way) {
+    if (bytes <= 0) return 0;
+    double bw = l->bw * cost_link_ramp(l, bytes_per_peer) * (two_way ? l->duplex : 1.0);
+    return l->lat_ns + 1e9 * bytes / bw;
 }
 
 double cost_attn_q_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len,

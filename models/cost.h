@@ -23,17 +23,61 @@ double cost_roofline_ns(double flops, double peak, double bytes, double bw);
  * its hidden state in (dispatch dtype) and out (combine dtype), and the
  * gate/up output (2 x inter, BF16) written and read back. */
 double cost_expert_act_bytes(const moe_model_t *m);
-/* One routed expert's share of a grouped GEMM with n tokens (no kernel
- * cost): max(2*3*hidden*inter*n / peak, (weights + n * act) / bw). 0 for
- * n == 0: an idle expert's weights are not read. */
-double cost_expert_ns(const hw_t *hw, const moe_model_t *m, double n);
-/* The same before any measured curve: the pure roofline (what calibration
- * fits its curve against). */
-double cost_expert_roofline_ns(const hw_t *hw, const moe_model_t *m, double n);
-/* A device's routed experts: one grouped GEMM over the n[i] tokens of each
- * of its slots; the sum of cost_expert_ns plus one kernel_ns if any slot
- * has tokens. */
+
+/* The one expert-compute formula (issue 14): a device's routed experts run
+ * as one grouped GEMM call over its active experts, taking
+ *
+ *   floor_ns + experts x expert_ns
+ *     + smoothmax_sharp(FLOPs / (eff_flops x peak), bytes / (eff_hbm x HBM))
+ *
+ * with FLOPs and bytes summed over the experts (2 x 3 x hidden x inter a
+ * token; weights read once per active expert plus the activations), and
+ * smoothmax_p(a, b) = (a^p + b^p)^(1/p), a smooth ridge between the memory-
+ * and compute-bound sides (sharp <= 0: the hard max). A measured
+ * calibration (models/calib.h) fits the five figures per dtype and GEMM
+ * implementation; without one they are kernel_ns, 0, eff_flops, eff_hbm and
+ * the hard max. The simulator's step, `moesim cost expert` and `moesim calib
+ * report` all call cost_experts_par_ns. The figures: hw_gemm_t (hw.h). */
+/* (a^p + b^p)^(1/p) for a, b >= 0, computed without overflow; max(a, b)
+ * for p <= 0. */
+double cost_smoothmax(double a, double b, double p);
+/* The formula for experts active experts moving flops FLOPs and bytes HBM
+ * bytes in total, at peak FLOP/s and hbm_bw bytes/s (data-sheet figures; the
+ * shares are par's). 0 without active experts. */
+double cost_gemm_ns(const hw_gemm_t *par, double experts, double flops, double bytes,
+                    double peak, double hbm_bw);
+/* The figures the simulator uses for weights of weight_bytes bytes on hw:
+ * hw->calib's fit for that dtype when it has one, else the constants. */
+hw_gemm_t cost_gemm_par_of(const hw_t *hw, int weight_bytes);
+/* A device's routed experts under par: one grouped GEMM over the n[i]
+ * tokens of each of its n_slots slots (idle slots cost nothing). */
+double cost_experts_par_ns(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *m,
+                           const double *n, int n_slots);
+/* The same with cost_gemm_par_of(hw, m->weight_bytes): what the step charges. */
 double cost_experts_ns(const hw_t *hw, const moe_model_t *m, const double *n, int n_slots);
+/* experts active experts with tokens tokens each (the calculator, the
+ * analytic serving estimate). */
+double cost_experts_even_ns(const hw_t *hw, const moe_model_t *m, int experts, double tokens);
+/* The pure roofline of one expert with n tokens (constant efficiencies, no
+ * per-call cost): max(FLOPs / peak, bytes / bw). */
+double cost_expert_roofline_ns(const hw_t *hw, const moe_model_t *m, double n);
+
+/* The link model (issue 14) of one class of ports, scale-up or NIC: a
+ * transfer pays lat_ns before it competes, then moves at the port's
+ * bandwidth bw x ramp(bytes per peer) x (duplex while the other direction
+ * is loaded too). ramp(s) = (s + low x half) / (s + half): NCCL-like
+ * protocols move small messages at a fraction of the link (low) and reach
+ * the peak only with many MiB per peer. The figures: hw_link_t (hw.h). */
+hw_link_t cost_scaleup_link(const hw_t *hw);
+hw_link_t cost_nic_link(const hw_t *hw);
+/* bw(s) / peak for s bytes sent to one peer, in (0, 1]; 1 without a ramp. */
+double cost_link_ramp(const hw_link_t *l, double bytes_per_peer);
+/* Time of bytes over one port with bytes_per_peer to each peer, both
+ * directions loaded (two_way) or one: lat + bytes / (bw x ramp x duplex).
+ * 0 for no bytes. The analytic step and `moesim cost a2a` use it; the flow
+ * mode gives the same for one transfer on an otherwise idle link. */
+double cost_link_ns(const hw_link_t *l, double bytes, double bytes_per_peer, int two_way);
+
 /* One layer's attention for tokens tokens with mean KV length kv_len:
  * projections (2 * params FLOPs a token, weights read once) and the core
  * (moe_attn_core_flops a token and position; decode reads each token's KV
@@ -60,12 +104,6 @@ double cost_pre_q_ns(const hw_t *hw, const moe_model_t *m, double tokens, double
 /* An MTP module's projection eh_proj (2 x hidden -> hidden, the normed
  * hidden state and next-token embedding concatenated) over tokens tokens. */
 double cost_mtp_proj_ns(const hw_t *hw, const moe_model_t *m, double tokens);
-
-/* Calibration hooks: multiplicative corrections from measured curves
- * (hw->calib), 1 without them. tokens: of one expert; bytes: of one
- * device's all-to-all phase. */
-double cost_gemm_factor(const hw_t *hw, int weight_bytes, double tokens);
-double cost_a2a_factor(const hw_t *hw, double bytes);
 
 /* KV-cache bytes per device: tokens sequences' worth of kv_len positions
  * each, over every layer (the held MTP block's included). */

@@ -49,12 +49,32 @@
 #define T 1e12
 #define G 1e9
 
-#define HOPPER_EFF .eff_flops = 0.70, .eff_hbm = 0.85, .eff_scaleup = 0.80, .eff_nic = 0.80, \
-                   .scaleup_lat_ns = 2000, .nic_lat_ns = 4000, .kernel_ns = 4000,           \
-                   .mem_reserve = 4 * G, .devices_per_host = 8
-#define ASCEND_EFF .eff_flops = 0.70, .eff_hbm = 0.85, .eff_scaleup = 0.80, .eff_nic = 0.80, \
-                   .scaleup_lat_ns = 2000, .nic_lat_ns = 4000, .kernel_ns = 4000,           \
-                   .mem_reserve = 4 * G
+/* Links without measurements: latency + bytes / bandwidth, no ramp, no
+ * two-way derating (the data-sheet model). */
+#define NIC_DATASHEET .eff_nic = 0.80, .nic_lat_ns = 4000, .nic_half_bytes = 0, \
+                      .nic_low_share = 1, .nic_duplex = 1
+#define SCALEUP_DATASHEET .eff_scaleup = 0.80, .scaleup_lat_ns = 2000, .scaleup_half_bytes = 0, \
+                          .scaleup_low_share = 1, .scaleup_duplex = 1
+#define DATASHEET_LINKS                                                                  \
+    SCALEUP_DATASHEET, NIC_DATASHEET,                                                   \
+    .link_source = "datasheet bandwidth x eff_*, assumed latency; no ramp, no two-way " \
+                   "derating (not measured)"
+#define HOPPER_COMPUTE .eff_flops = 0.70, .eff_hbm = 0.85, .kernel_ns = 4000, \
+                       .mem_reserve = 4 * G, .devices_per_host = 8
+#define HOPPER_EFF HOPPER_COMPUTE, DATASHEET_LINKS
+#define ASCEND_EFF .eff_flops = 0.70, .eff_hbm = 0.85, .kernel_ns = 4000, .mem_reserve = 4 * G, \
+                   DATASHEET_LINKS
+
+/* H200 NVLink, fitted by `moesim calib report` to models/calib/h200_a2a.csv
+ * (NCCL 2.28.9 all-to-all, two H200 SXM over NV18, CUDA-graph timed,
+ * 2026-11-30; tests/test_calib.c checks these are what the fit gives):
+ * latency floor, peak = eff_scaleup x 450 GB/s, ramp and two-way derating.
+ */
+#define H200_NVLINK                                                                        \
+    .scaleup_lat_ns = 17316, .eff_scaleup = 0.8730, .scaleup_half_bytes = 1.5488e7,        \
+    .scaleup_low_share = 0.2571, .scaleup_duplex = 0.7821, NIC_DATASHEET,                   \
+    .link_source = "NVLink: fitted to models/calib/h200_a2a.csv (NCCL all-to-all, 2 x H200, " \
+                   "2026-11-30); NIC: datasheet x eff_nic, not measured"
 
 /* Constant: a preset's measured curve is attached where a spec is loaded
  * (calib_builtin), never written into this table. */
@@ -67,9 +87,11 @@ static const hw_t presets[] = {
                                "uncalibrated",
      .flops_bf16 = 989 * T, .flops_fp8 = 1979 * T, .hbm_bytes = 80 * G, .hbm_bw = 3.35 * T,
      .scaleup_bw = 200 * G, .nic_bw = 50 * G, HOPPER_EFF},
+    /* NVLink figures fitted to NCCL all-to-all between two H200s (H200_NVLINK
+     * below); the NIC keeps the data-sheet model (not measured). */
     {.name = "H200", .source = "NVIDIA H200 datasheet (SXM)", .flops_bf16 = 989 * T,
      .flops_fp8 = 1979 * T, .hbm_bytes = 141 * G, .hbm_bw = 4.8 * T, .scaleup_bw = 450 * G,
-     .nic_bw = 50 * G, HOPPER_EFF},
+     .nic_bw = 50 * G, HOPPER_COMPUTE, H200_NVLINK},
     {.name = "H20", .source = "NVIDIA H20 product brief", .flops_bf16 = 148 * T,
      .flops_fp8 = 296 * T, .hbm_bytes = 96 * G, .hbm_bw = 4.0 * T, .scaleup_bw = 450 * G,
      .nic_bw = 50 * G, HOPPER_EFF},

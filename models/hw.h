@@ -5,9 +5,30 @@
 #ifndef MOESIM_HW_H
 #define MOESIM_HW_H
 
-/* Measured efficiency curves (models/calib.h, built separately). NULL in a
- * hw_t means the constant eff_* factors below are all there is. */
+/* A measured calibration (models/calib_curve.h): the expert-compute
+ * figures fitted per kernel and dtype. NULL in a hw_t means the constant
+ * eff_* factors below are all there is. */
 struct calib;
+
+/* The figures of the expert-compute formula (models/cost.h, cost_gemm_ns)
+ * for one kernel and dtype: fitted by models/calib.c, or the constants. */
+typedef struct hw_gemm {
+    double floor_ns;  /* per call: launch, sync, tail, the small kernels around the GEMMs */
+    double expert_ns; /* per active expert */
+    double eff_flops; /* share of peak FLOP/s reached */
+    double eff_hbm;   /* share of HBM bandwidth reached */
+    double sharp;     /* ridge sharpness p (>= 1), <= 0 for the hard max */
+} hw_gemm_t;
+
+/* The figures of the link model (models/cost.h, cost_link_ns) of one class
+ * of ports. */
+typedef struct hw_link {
+    double bw;         /* peak bytes/s, one direction (data sheet x eff_*) */
+    double lat_ns;     /* latency floor */
+    double half_bytes; /* bytes per peer where the ramp is halfway; 0: no ramp */
+    double low_share;  /* share of bw that tiny messages reach, (0, 1] */
+    double duplex;     /* share of bw kept while both directions are loaded, (0, 1] */
+} hw_link_t;
 
 typedef struct hw {
     const char *name;
@@ -22,13 +43,22 @@ typedef struct hw {
     double eff_hbm;          /* achievable share of HBM bandwidth */
     double eff_scaleup;      /* achievable share of scale-up bandwidth */
     double eff_nic;          /* achievable share of NIC bandwidth */
-    double scaleup_lat_ns;   /* per-hop latency inside a node */
-    double nic_lat_ns;       /* per-hop latency between nodes */
+    double scaleup_lat_ns;   /* latency floor of a transfer inside a node, ns */
+    double nic_lat_ns;       /* latency floor of a transfer between nodes, ns */
+    /* The link model beyond latency + bytes / bandwidth (models/cost.h,
+     * cost_link_ns): effective bandwidth ramps with the bytes a transfer
+     * sends to one peer, bw(s) = peak x (s + low x half) / (s + half), from
+     * low x peak for tiny messages to peak for large ones (half = 0: no
+     * ramp); and each direction of a link keeps duplex x its capacity while
+     * the other direction is loaded too (1: no derating). */
+    double scaleup_half_bytes, scaleup_low_share, scaleup_duplex;
+    double nic_half_bytes, nic_low_share, nic_duplex;
+    const char *link_source; /* where the link figures come from (measured file or datasheet) */
     double kernel_ns;        /* fixed cost per kernel (launch, sync, tail) */
     double mem_reserve;      /* HBM bytes kept back per device (workspace, activations,
                               * runtime), not available to weights or KV cache */
     int devices_per_host;    /* devices sharing one host/node by default */
-    const struct calib *calib; /* measured efficiency curves (calib.h); NULL = constant factors */
+    const struct calib *calib; /* measured fits (calib_curve.h); NULL = constant factors */
 } hw_t;
 
 /* The preset named name (case-insensitive), or NULL. Its calib is NULL: a

@@ -58,6 +58,8 @@ typedef struct {
     uint32_t stamp, hstamp;
     double rcap, wsum; /* solve scratch: capacity left, weights of unfixed flows */
     int unf;           /* unfixed flows on the link */
+    int pair;          /* the other direction of the same link, -1 if none */
+    double duplex;     /* share of cap kept while the pair carries flows too */
 } link_t;
 
 typedef struct {
@@ -128,7 +130,29 @@ int net_add_link(net_t *n, double cap) {
     link_t *l = &n->lk[n->nl];
     memset(l, 0, sizeof *l);
     l->cap = cap;
+    l->pair = -1;
+    l->duplex = 1;
     return n->nl++;
+}
+
+void net_pair_links(net_t *n, int a, int b, double duplex) {
+    n->lk[a].pair = b;
+    n->lk[b].pair = a;
+    n->lk[a].duplex = n->lk[b].duplex = duplex;
+}
+
+/* The capacity a link offers now: derated while both directions of a
+ * paired link carry flows. */
+static double lcap(const net_t *n, const link_t *l) {
+    return l->pair >= 0 && l->n && n->lk[l->pair].n ? l->cap * l->duplex : l->cap;
+}
+
+/* A link whose flow count went 0 -> 1 or 1 -> 0 changes its pair's
+ * capacity when the pair is loaded: the pair's flows are solved again. */
+static void pair_toggled(net_t *n, const link_t *l) {
+    if (l->pair < 0 || l->duplex == 1 || !n->lk[l->pair].n) return;
+    GROW(n->dirty_l, n->ndl, n->capdl);
+    n->dirty_l[n->ndl++] = l->pair;
 }
 
 int net_n_links(const net_t *n) { return n->nl; }
@@ -353,8 +377,8 @@ static int fast_add(net_t *n, int id) {
     int best = -1;
     for (int i = 0; i < f->n_inc; i++) {
         const link_t *l = &n->lk[f->inc[i].link];
-        double spare = l->cap - l->load;
-        if (spare <= 1e-9 * l->cap) return 0;
+        double cap = lcap(n, l), spare = cap - l->load;
+        if (spare <= 1e-9 * cap) return 0;
         double v = spare / f->inc[i].w;
         if (v < r) {
             r = v;
@@ -378,6 +402,7 @@ static void ev_activate(eng_t *eng, void *ctx, int64_t arg) {
     net_t *n = ctx;
     int id = (int)arg;
     flow_t *f = &n->fl[id];
+    int toggled = 0;
     f->state = F_ACTIVE;
     f->t_last = eng_now(eng);
     if (f->n_inc == 0) {
@@ -395,9 +420,13 @@ static void ev_activate(eng_t *eng, void *ctx, int64_t arg) {
         f->inc[i].pos = l->n;
         l->fl[l->n] = id;
         l->fi[l->n] = i;
-        l->n++;
+        if (l->n++ == 0) {
+            toggled = 1;
+            pair_toggled(n, l);
+        }
     }
-    if (fast_add(n, id)) return;
+    /* a link newly loaded while its pair is (both derated) is no fast add */
+    if (!(toggled && n->ndl) && fast_add(n, id)) return;
     GROW(n->dirty_f, n->ndf, n->capdf);
     n->dirty_f[n->ndf++] = id;
     request_solve(n);
@@ -417,6 +446,7 @@ static void leave_links(net_t *n, int id) {
             n->fl[l->fl[p]].inc[l->fi[p]].pos = p;
         }
         l->load -= f->inc[i].w * f->rate;
+        if (!l->n) pair_toggled(n, l);
         if (l->nb - (f->bneck == li) > 0) {
             GROW(n->dirty_l, n->ndl, n->capdl);
             n->dirty_l[n->ndl++] = li;
@@ -578,7 +608,7 @@ static int solve(net_t *n, int full, int first, int64_t now, size_t *ncf_out) {
     }
     for (size_t i = 0; i < ncl; i++) {
         link_t *l = &n->lk[n->cl[i]];
-        l->rcap = l->cap;
+        l->rcap = lcap(n, l);
         l->wsum = 0;
         l->unf = 0;
         l->load = 0; /* every flow on it is in the component */
@@ -615,7 +645,7 @@ static int solve(net_t *n, int full, int first, int64_t now, size_t *ncf_out) {
     *ncf_out = ncf;
     for (size_t i = 0; i < nhub; i++) {
         const link_t *l = &n->lk[n->hub[i]];
-        if (l->load > l->cap * (1 + 1e-9)) return 1;
+        if (l->load > lcap(n, l) * (1 + 1e-9)) return 1;
     }
     return 0;
 }

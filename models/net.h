@@ -9,7 +9,9 @@
  * competing flows changes, so bytes may be added to a running flow
  * (net_add_bytes) without a new solve. A change re-solves only the
  * connected component it touches, and a finishing flow whose links carry
- * no other flow's bottleneck leaves the others' rates as they are. */
+ * no other flow's bottleneck leaves the others' rates as they are. Two
+ * links may be paired as the directions of one link, each derated while
+ * both are loaded (net_pair_links). */
 #ifndef MOESIM_NET_H
 #define MOESIM_NET_H
 
@@ -40,6 +42,10 @@ void net_free(net_t *n);
 /* Adds a link of cap_bps bytes/s (> 0); returns its id (0, 1, ...). */
 int net_add_link(net_t *n, double cap_bps);
 int net_n_links(const net_t *n);
+/* Pairs links a and b as the two directions of one physical link: while
+ * both carry flows, each keeps duplex (0, 1] of its capacity (two-way
+ * derating, measured on NVLink); alone, its full capacity. */
+void net_pair_links(net_t *n, int a, int b, double duplex);
 /* Changes a link's capacity; only while no flow crosses it. */
 void net_set_cap(net_t *n, int link, double cap_bps);
 /* Drops every flow (links stay); the engine must hold none of ours. */

@@ -1,5 +1,5 @@
-/* cmd_calib: `moesim calib report`: the cost model beside real-GPU
- * measurements, its error before and after calibration, and a figure. */
+/* cmd_calib: `moesim calib report`: what the simulator charges beside
+ * real-GPU measurements, the errors per kernel and world size, and figures. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -22,11 +22,12 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: moesim calib report [--hardware NAME] [--csv FILE ...] [-o DIR]\n"
             "\n"
-            "Prints the cost model's prediction beside every measurement of a calibration\n"
-            "(expert GEMMs, all-to-all), the mean absolute percentage error (MAPE) before and\n"
-            "after calibration, and two held-out errors: leave-one-size-out (the curve refitted\n"
-            "without the point's size) and cross-model / cross-pattern (refitted without the\n"
-            "point's model or pattern). Draws measured vs predicted into DIR.\n"
+            "Prints what the simulator charges beside every measurement of a calibration\n"
+            "(expert GEMMs per kernel and dtype, all-to-all per world size and pattern), the\n"
+            "mean absolute percentage error (MAPE) of the data-sheet model and of the charged\n"
+            "one, and two held-out errors: leave-one-size-out (refitted without the point's\n"
+            "size) and cross-model (refitted without the point's model). Draws charged vs\n"
+            "measured into DIR.\n"
             "\n"
             "options:\n"
             "  --hardware NAME   preset the model uses (default H200)\n"
@@ -47,15 +48,16 @@ static const char *fmt(char *b, double v) {
     return b;
 }
 
-static void err_row(FILE *f, FILE *md, const char *set, const calib_err_t *e, const char *note) {
-    char b[4][16];
-    fprintf(f, "%-34s %6d %8s %8s %10s %8s  %s\n", set, e->n, fmt(b[0], e->before),
-            fmt(b[1], e->after), fmt(b[2], e->loo), fmt(b[3], e->cross), note);
-    if (md) {
-        /* set and note hold the CSV's impl and pattern names: Markdown data. */
+static void err_row(FILE *f, FILE *md, const char *set, const char *world, const calib_err_t *e,
+                    double fit, const char *note) {
+    char b[5][16];
+    fprintf(f, "%-40s %5s %6d %8s %8s %8s %10s %8s  %s\n", set, world, e->n, fmt(b[0], e->before),
+            fmt(b[1], e->after), fmt(b[4], fit), fmt(b[2], e->loo), fmt(b[3], e->cross), note);
+    if (md) { /* set and note hold the CSV's impl and pattern names: Markdown data */
         char *qs = quote_md(set), *qn = quote_md(note);
-        fprintf(md, "| %s | %d | %s | %s | %s | %s | %s |\n", qs, e->n, fmt(b[0], e->before),
-                fmt(b[1], e->after), fmt(b[2], e->loo), fmt(b[3], e->cross), qn);
+        fprintf(md, "| %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", qs, world, e->n,
+                fmt(b[0], e->before), fmt(b[1], e->after), fmt(b[4], fit), fmt(b[2], e->loo),
+                fmt(b[3], e->cross), qn);
         free(qs);
         free(qn);
     }
@@ -153,44 +155,39 @@ static const char STYLE[] =
     "set border 3\nset tics nomirror\nset grid lc rgb '#dddddd'\n"
     "set key top left box opaque\n";
 
-/* Left: measured vs predicted (log-log) before and after; right: the ratio
- * the curve describes against size, with the fitted curve(s). Data blocks:
- * $pts "measured before after size ratio class", $cur "size factor class". */
+/* Left: charged vs measured (log-log), data-sheet model and calibrated;
+ * right: charged / measured against size by class. Data block $pts:
+ * "measured before charged size class". */
 static int figure(outputs_t *o, const char *name, const char *title, const char *xsize,
-                  const char *xfmt, const char *ylabel, const char *pts, const char *cur,
-                  int n_class, const char *const *classes) {
+                  const char *xfmt, const char *pts, int n_class, const char *const *classes) {
     char *sc;
     size_t len;
     FILE *f = open_memstream(&sc, &len);
     char out[256];
     snprintf(out, sizeof out, ".%s.%ld.tmp", name, (long)getpid());
-    /* Every string goes in as a quoted literal (quote_gp): the title holds
-     * the CSV's impl name. */
+    /* Every string goes in as a quoted literal (quote_gp): titles and
+     * classes hold the CSV's impl and pattern names. */
     char *q_out = quote_gp(out), *q_title = quote_gp(title), *q_xfmt = quote_gp(xfmt),
-         *q_xsize = quote_gp(xsize), *q_ylabel = quote_gp(ylabel);
-    fprintf(f, "%sset output %s\n%s%s", STYLE, q_out, pts, cur);
+         *q_xsize = quote_gp(xsize);
+    fprintf(f, "%sset output %s\n%s", STYLE, q_out, pts);
     fprintf(f, "set multiplot layout 1,2 title %s\n"
-               "set logscale xy\nset xlabel 'measured (us)'\nset ylabel 'predicted (us)'\n"
-               "set title 'prediction vs measurement'\n"
-               "plot $pts using 1:2 with points pt 6 ps 0.7 lc rgb '#ff7f0e' title 'before "
-               "calibration', $pts using 1:3 with points pt 7 ps 0.5 lc rgb '#1f77b4' title "
-               "'after calibration', x with lines dt 2 lc rgb '#000000' title 'exact'\n"
+               "set logscale xy\nset xlabel 'measured (us)'\nset ylabel 'charged (us)'\n"
+               "set title 'what the simulator charges vs measurement'\n"
+               "plot $pts using 1:2 with points pt 6 ps 0.7 lc rgb '#ff7f0e' title 'data-sheet "
+               "model', $pts using 1:3 with points pt 7 ps 0.5 lc rgb '#1f77b4' title "
+               "'calibrated', x with lines dt 2 lc rgb '#000000' title 'exact'\n"
                "unset logscale y\nset logscale x 2\nset format x %s\nset xlabel %s\n"
-               "set ylabel %s\nset title 'calibration curve'\nset key top "
-               "right\nplot ",
-            q_title, q_xfmt, q_xsize, q_ylabel);
-    free(q_out), free(q_title), free(q_xfmt), free(q_xsize), free(q_ylabel);
-    static const char *const COL[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
+               "set ylabel 'charged / measured'\nset title 'calibrated model, by size'\n"
+               "set key top right\nplot 1 with lines dt 2 lc rgb '#000000' notitle",
+            q_title, q_xfmt, q_xsize);
+    free(q_out), free(q_title), free(q_xfmt), free(q_xsize);
+    static const char *const COL[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"};
     for (int k = 0; k < n_class; k++) {
-        char m[64], c[64];
-        snprintf(m, sizeof m, "%s measured", classes[k]);
-        snprintf(c, sizeof c, "%s curve", classes[k]);
-        char *qm = quote_gp(m), *qc = quote_gp(c);
-        fprintf(f, "%s$pts using 4:($6 == %d ? $5 : 1/0) with points pt 7 ps 0.4 lc rgb '%s' "
-                   "title %s, $cur using 1:($3 == %d ? $2 : 1/0) with lines lw 2 lc "
-                   "rgb '%s' title %s",
-                k ? ", " : "", k, COL[k % 4], qm, k, COL[k % 4], qc);
-        free(qm), free(qc);
+        char *qc = quote_gp(classes[k]);
+        fprintf(f, ", $pts using 4:($5 == %d ? $3/$1 : 1/0) with points pt 7 ps 0.5 lc rgb '%s' "
+                   "title %s",
+                k, COL[k % 5], qc);
+        free(qc);
     }
     fprintf(f, "\nunset multiplot\nset output\n");
     fclose(f);
@@ -199,191 +196,201 @@ static int figure(outputs_t *o, const char *name, const char *title, const char 
     return rc;
 }
 
-/* Samples a curve for the figure at 81 sizes, evenly in log, over [lo, hi]. */
-static void sample_curve(FILE *cur, double lo, double hi, int cls,
-                         double (*fn)(const calib_t *, int, double), const calib_t *c, int arg) {
-    for (int i = 0; i <= 80; i++) {
-        double x = exp(log(lo) + (log(hi) - log(lo)) * i / 80.0);
-        fprintf(cur, "%.6g %.6g %d\n", x, fn(c, arg, x), cls);
-    }
+/* Index of name among the first n names, added when new (at most max). */
+static int class_of(const char *name, const char **names, int *n, int max) {
+    for (int i = 0; i < *n; i++)
+        if (!strcmp(names[i], name)) return i;
+    if (*n == max) return max - 1;
+    names[*n] = name;
+    return (*n)++;
 }
 
-static double gemm_f(const calib_t *c, int wb, double x) { return calib_gemm_factor_wb(c, wb, x); }
-static double a2a_f(const calib_t *c, int unused, double x) {
-    (void)unused;
-    return calib_a2a_factor(c, x);
-}
+#define MIB 1048576.0
 
 static int report(const calib_t *c, const char *dir, int quiet) {
-    const hw_t *hw = &c->hw; /* the model before calibration */
-    hw_t cal = c->hw;        /* the same with the curves */
-    cal.calib = c;
+    const hw_t *hw = &c->hw; /* the hardware, without its measured fits */
+    hw_t bare = c->hw, cal = c->hw;
+    bare.calib = NULL;
+    cal.calib = c; /* as a step sees it */
     if (mkdirs(dir)) return MS_ERR;
     /* points.csv and index.md are built in memory and staged with the
      * figures (finish): all of them land, or none. */
     char *pfs = NULL, *mds = NULL;
     size_t pfl, mdl;
     FILE *pf = open_memstream(&pfs, &pfl);
-    fprintf(pf, "kind,label,size,measured_ns,before_ns,after_ns\n");
+    fprintf(pf, "kind,label,world,size,measured_ns,before_ns,charged_ns\n");
 
-    printf("moesim calib report: hardware %s (%s)\nmeasurements: %s\n", hw->name, hw->source,
+    printf("moesim calib report: hardware %s (%s)\nmeasurements: %s\n\n", hw->name, hw->source,
            c->source);
-    printf("model before calibration: eff_flops %.2f of %.0f/%.0f TFLOP/s (bf16/fp8), eff_hbm %.2f "
-           "of %.2f TB/s, kernel_ns %.0f per expert; all-to-all eff_scaleup %.2f of %.0f GB/s, "
-           "latency %.0f ns\n",
-           hw->eff_flops, hw->flops_bf16 / 1e12, hw->flops_fp8 / 1e12, hw->eff_hbm,
-           hw->hbm_bw / 1e12, hw->kernel_ns, hw->eff_scaleup, hw->scaleup_bw / 1e9,
-           hw->scaleup_lat_ns);
-    if (c->n_gemm)
-        printf(
-            "calibration: expert compute = experts x (roofline x curve(tokens per expert, dtype) "
-            "+ %.1f us fitted per-expert overhead)\n",
-            c->gemm_overhead_ns / 1e3);
-    printf("\n");
+    if (c->n_fits) {
+        printf("expert compute = floor + experts x per_expert + smoothmax_p(FLOPs / (eff_flops x "
+               "%.0f/%.0f TFLOP/s bf16/fp8), bytes / (eff_hbm x %.2f TB/s)), fitted per kernel\n"
+               "%-10s %-5s %6s %10s %12s %9s %8s %6s\n",
+               hw->flops_bf16 / 1e12, hw->flops_fp8 / 1e12, hw->hbm_bw / 1e12, "impl", "dtype",
+               "points", "floor_us", "per_expert_us", "eff_flops", "eff_hbm", "p");
+        for (int i = 0; i < c->n_fits; i++) {
+            const calib_gemm_fit_t *f = &c->fits[i];
+            printf("%-10s %-5s %6d %10.2f %12.3f %9.3f %8.3f %6.2f%s\n", f->impl,
+                   dtype(f->weight_bytes), f->n, f->par.floor_ns / 1e3, f->par.expert_ns / 1e3,
+                   f->par.eff_flops, f->par.eff_hbm, f->par.sharp,
+                   strcmp(f->impl, c->gemm_impl) ? "" : "  <- the simulator's");
+        }
+        printf("data-sheet model (before): floor kernel_ns %.1f us, eff_flops %.2f, eff_hbm %.2f, "
+               "hard max\n\n",
+               hw->kernel_ns / 1e3, hw->eff_flops, hw->eff_hbm);
+    }
+    hw_link_t pre = cost_scaleup_link(hw);
+    if (c->n_a2a) {
+        printf("all-to-all link model: latency + bytes / (peak x ramp(bytes per peer) x duplex "
+               "when both directions are loaded), ramp(s) = (s + low x half) / (s + half)\n"
+               "%-22s %10s %9s %12s %6s %7s\n", "", "latency_us", "peak_GB/s", "half_MiB",
+               "low", "duplex");
+        printf("%-22s %10.2f %9.1f %12.2f %6.3f %7.3f\n", "preset (charged)", pre.lat_ns / 1e3,
+               pre.bw / 1e9, pre.half_bytes / MIB, pre.low_share, pre.duplex);
+        if (c->a2a_fitted) {
+            const hw_link_t *l = &c->link;
+            printf("%-22s %10.2f %9.1f %12.2f %6.3f %7.3f\n", "fitted to these files",
+                   l->lat_ns / 1e3, l->bw / 1e9, l->half_bytes / MIB, l->low_share, l->duplex);
+            printf("as [hardware] lines: scaleup_lat_ns = %.0f, eff_scaleup = %.4f, "
+                   "scaleup_half_bytes = %.4e, scaleup_low_share = %.4f, scaleup_duplex = %.4f\n",
+                   l->lat_ns, l->bw / hw->scaleup_bw, l->half_bytes, l->low_share, l->duplex);
+        }
+        printf("preset source: %s\n\n", hw->link_source);
+    }
 
-    /* Expert compute. */
-    FILE *gp, *gc;
-    char *gps = NULL, *gcs = NULL;
-    size_t gpl, gcl;
+    /* Expert compute, point by point. */
+    FILE *gp;
+    char *gps = NULL;
+    size_t gpl;
     gp = open_memstream(&gps, &gpl);
-    gc = open_memstream(&gcs, &gcl);
     fprintf(gp, "$pts << EOD\n");
-    fprintf(gc, "$cur << EOD\n");
     if (c->n_gemm && !quiet)
-        printf("expert compute, per device (curve fitted on impl %s, one curve per dtype)\n"
-               "%-16s %-5s %-8s %4s %6s %12s %11s %7s %11s %7s\n",
-               c->gemm_impl, "model", "dtype", "impl", "E", "n/exp", "measured_us", "model_us",
-               "err%", "calib_us", "err%");
-    double lo = INFINITY, hi = 0;
+        printf("expert compute, per device (charged: the simulator's function, each kernel's "
+               "own fit)\n%-16s %-5s %-8s %4s %6s %12s %11s %7s %11s %7s\n",
+               "model", "dtype", "impl", "E", "n/exp", "measured_us", "before_us", "err%",
+               "charged_us", "err%");
     for (int i = 0; i < c->n_gemm; i++) {
         const calib_gemm_pt_t *p = &c->gemm[i];
-        double pred = calib_predict_expert_ns(hw, p->hidden, p->inter, p->weight_bytes,
-                                              p->experts, p->tokens);
-        double after = calib_expert_ns(&cal, p->hidden, p->inter, p->weight_bytes, p->experts,
-                                       p->tokens);
-        /* What the curve describes: the time the overhead leaves, over the roofline. */
-        double ratio = (p->time_ns / p->experts - c->gemm_overhead_ns) /
-                       calib_roofline_ns(hw, p->hidden, p->inter, p->weight_bytes, p->tokens);
+        const hw_gemm_t *par = calib_gemm_par(c, p->impl, p->weight_bytes);
+        double before = calib_gemm_charged_ns(&bare, p);
+        double after = !strcmp(p->impl, c->gemm_impl) ? calib_gemm_charged_ns(&cal, p)
+                       : par                          ? calib_gemm_par_ns(par, hw, p)
+                                                      : NAN;
         if (!quiet)
             printf("%-16s %-5s %-8s %4d %6.0f %12.1f %11.1f %+7.1f %11.1f %+7.1f\n", p->model,
                    dtype(p->weight_bytes), p->impl, p->experts, p->tokens, p->time_ns / 1e3,
-                   pred / 1e3, pct(pred, p->time_ns), after / 1e3, pct(after, p->time_ns));
+                   before / 1e3, pct(before, p->time_ns), after / 1e3, pct(after, p->time_ns));
         char label[160];
         snprintf(label, sizeof label, "%s/%s/%s/E%d", p->model, dtype(p->weight_bytes), p->impl,
                  p->experts);
         char *ql = quote_csv(label);
-        fprintf(pf, "gemm,%s,%.0f,%.0f,%.0f,%.0f\n", ql, p->tokens, p->time_ns, pred, after);
+        fprintf(pf, "gemm,%s,1,%.0f,%.0f,%.0f,%.0f\n", ql, p->tokens, p->time_ns, before, after);
         free(ql);
-        if (!strcmp(p->impl, c->gemm_impl)) {
-            fprintf(gp, "%.6g %.6g %.6g %.6g %.6g %d\n", p->time_ns / 1e3, pred / 1e3,
-                    after / 1e3, p->tokens, ratio, p->weight_bytes == 1);
-            lo = ms_dmin(lo, p->tokens);
-            hi = ms_dmax(hi, p->tokens);
-        }
-    }
-    if (c->n_gemm) {
-        sample_curve(gc, lo, hi, 0, gemm_f, c, 2);
-        sample_curve(gc, lo, hi, 1, gemm_f, c, 1);
+        if (!strcmp(p->impl, c->gemm_impl))
+            fprintf(gp, "%.6g %.6g %.6g %.6g %d\n", p->time_ns / 1e3, before / 1e3, after / 1e3,
+                    p->tokens, p->weight_bytes == 1);
     }
     fprintf(gp, "EOD\n");
-    fprintf(gc, "EOD\n");
     fclose(gp);
-    fclose(gc);
 
-    /* All-to-all. */
-    FILE *ap, *ac;
-    char *aps = NULL, *acs = NULL;
-    size_t apl, acl;
+    /* All-to-all, point by point. */
+    FILE *ap;
+    char *aps = NULL;
+    size_t apl;
     ap = open_memstream(&aps, &apl);
-    ac = open_memstream(&acs, &acl);
     fprintf(ap, "$pts << EOD\n");
-    fprintf(ac, "$cur << EOD\n");
+    const char *pats[5];
+    int n_pats = 0;
+    hw_t ds = *hw; /* the data-sheet link model */
+    ds.eff_scaleup = 0.8;
+    ds.scaleup_lat_ns = 2000;
+    ds.scaleup_half_bytes = 0;
+    ds.scaleup_duplex = 1;
+    hw_link_t base = cost_scaleup_link(&ds);
     if (c->n_a2a && !quiet)
-        printf("%sall-to-all (bytes = the most any GPU sends or receives over its links)\n"
-               "%-10s %5s %12s %12s %12s %11s %7s %11s %7s\n",
-               c->n_gemm ? "\n" : "", "pattern", "world", "bytes/gpu", "link_bytes",
-               "measured_us", "model_us", "err%", "calib_us", "err%");
-    lo = INFINITY, hi = 0;
+        printf("%sall-to-all (flow network; charged: the preset's link model)\n"
+               "%-10s %5s %12s %12s %11s %7s %11s %7s\n",
+               c->n_gemm ? "\n" : "", "pattern", "world", "bytes/gpu", "measured_us",
+               "before_us", "err%", "charged_us", "err%");
     for (int i = 0; i < c->n_a2a; i++) {
         const calib_a2a_pt_t *p = &c->a2a[i];
-        double pred = calib_predict_a2a_ns(hw, p->link_bytes);
-        double f = calib_a2a_factor(c, p->link_bytes);
+        double before = calib_a2a_charged_ns(&base, p->pattern, p->world, p->bytes_per_gpu);
+        double after = calib_a2a_charged_ns(&pre, p->pattern, p->world, p->bytes_per_gpu);
+        if (after < 0) {
+            if (!quiet)
+                printf("%-10s %5d %12.0f %12.1f  (pattern not modelled: uniform, skewed, "
+                       "oneway)\n", p->pattern, p->world, p->bytes_per_gpu, p->time_ns / 1e3);
+            continue;
+        }
         if (!quiet)
-            printf("%-10s %5d %12.0f %12.0f %12.1f %11.1f %+7.1f %11.1f %+7.1f\n", p->pattern,
-                   p->world, p->bytes_per_gpu, p->link_bytes, p->time_ns / 1e3, pred / 1e3,
-                   pct(pred, p->time_ns), pred * f / 1e3, pct(pred * f, p->time_ns));
-        char label[160];
-        snprintf(label, sizeof label, "%s/W%d", p->pattern, p->world);
-        char *ql = quote_csv(label);
-        fprintf(pf, "a2a,%s,%.0f,%.0f,%.0f,%.0f\n", ql, p->link_bytes, p->time_ns, pred,
-                pred * f);
+            printf("%-10s %5d %12.0f %12.1f %11.1f %+7.1f %11.1f %+7.1f\n", p->pattern, p->world,
+                   p->bytes_per_gpu, p->time_ns / 1e3, before / 1e3, pct(before, p->time_ns),
+                   after / 1e3, pct(after, p->time_ns));
+        char *ql = quote_csv(p->pattern);
+        fprintf(pf, "a2a,%s,%d,%.0f,%.0f,%.0f,%.0f\n", ql, p->world, p->bytes_per_gpu,
+                p->time_ns, before, after);
         free(ql);
-        fprintf(ap, "%.6g %.6g %.6g %.6g %.6g %d\n", p->time_ns / 1e3, pred / 1e3, pred * f / 1e3,
-                p->link_bytes, p->time_ns / pred, 0);
-        lo = ms_dmin(lo, p->link_bytes);
-        hi = ms_dmax(hi, p->link_bytes);
+        fprintf(ap, "%.6g %.6g %.6g %.6g %d\n", p->time_ns / 1e3, before / 1e3, after / 1e3,
+                p->bytes_per_gpu, class_of(p->pattern, pats, &n_pats, 5));
     }
-    if (c->n_a2a) sample_curve(ac, lo, hi, 0, a2a_f, c, 0);
     fprintf(ap, "EOD\n");
-    fprintf(ac, "EOD\n");
     fclose(ap);
-    fclose(ac);
     fclose(pf);
 
     /* The error table, on stdout and in index.md. */
     FILE *md = open_memstream(&mds, &mdl);
-    char *q_hw = quote_md(hw->name), *q_src = quote_md(c->source);
+    char *qhw = quote_md(hw->name), *qsrc = quote_md(c->source);
     fprintf(md, "# Cost-model calibration: %s\n\nMeasurements: %s\n\n"
-                "Mean absolute percentage error (MAPE, %%) of the model against the measurements.\n"
-                "*after*: with the curve; *leave-size-out*: the curve refitted without the point's "
-                "size; *cross*: refitted without the point's model (expert compute) or pattern "
-                "(all-to-all).\n\n"
-                "| set | points | before | after | leave-size-out | cross | note |\n"
-                "|---|---|---|---|---|---|---|\n",
-            q_hw, q_src);
-    free(q_hw), free(q_src);
-    printf("\nmean absolute percentage error (MAPE, %%)\n%-34s %6s %8s %8s %10s %8s\n", "set",
-           "points", "before", "after", "leave-size", "cross");
+                "Mean absolute percentage error (MAPE, %%) against the measurements. *before*: "
+                "the data-sheet model; *charged*: what the simulator charges (expert compute: "
+                "each kernel's fit; all-to-all: the preset's link model); *fit*: the model "
+                "fitted to these files, in sample; *leave-size-out*: refitted without the "
+                "point's size; *cross*: refitted without the point's model.\n\n"
+                "| set | world | points | before | charged | fit | leave-size-out | cross | note |\n"
+                "|---|---|---|---|---|---|---|---|---|\n",
+            qhw, qsrc);
+    free(qhw);
+    free(qsrc);
+    printf("\nmean absolute percentage error (MAPE, %%)\n%-40s %5s %6s %8s %8s %8s %10s %8s\n",
+           "set", "world", "points", "before", "charged", "fit", "leave-size", "cross");
     calib_err_t e;
-    char set[96];
-    if (c->n_gemm) {
-        for (int wb = 2; wb >= 0; wb--) {
-            calib_eval_gemm(c, NULL, wb, &e);
-            if (!e.n) continue;
-            snprintf(set, sizeof set, "expert compute %s (%s)", wb ? dtype(wb) : "all",
-                     c->gemm_impl);
-            err_row(stdout, md, set, &e,
-                    "cross: curves from the other model(s), overhead from all");
+    char set[128];
+    /* Every (impl, dtype) fitted, the simulator's first. */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < c->n_fits; i++) {
+            const calib_gemm_fit_t *f = &c->fits[i];
+            if ((pass == 0) != !strcmp(f->impl, c->gemm_impl)) continue;
+            calib_eval_gemm(c, f->impl, f->weight_bytes, &e);
+            snprintf(set, sizeof set, "expert compute %s %s", f->impl, dtype(f->weight_bytes));
+            err_row(stdout, md, set, "1", &e, e.after,
+                    pass ? "" : "the simulator's kernel");
         }
-        /* Other implementations in the file, against the fitted one's curve. */
-        for (int i = 0; i < c->n_gemm; i++) {
-            const char *impl = c->gemm[i].impl;
-            int seen = !strcmp(impl, c->gemm_impl);
-            for (int j = 0; j < i && !seen; j++) seen = !strcmp(c->gemm[j].impl, impl);
-            if (seen) continue;
-            calib_eval_gemm(c, impl, 0, &e);
-            snprintf(set, sizeof set, "expert compute all (%s)", impl);
-            char note[96];
-            snprintf(note, sizeof note, "with the %s curve", c->gemm_impl);
-            err_row(stdout, md, set, &e, note);
-        }
+    /* All-to-all by world, pattern and size range. */
+    static const struct {
+        double lo, hi;
+        const char *name;
+    } R[] = {{MIB, INFINITY, "from 1 MiB/GPU"}, {0, MIB, "below 1 MiB/GPU"}};
+    for (int i = 0; i < c->n_a2a; i++) {
+        int w = c->a2a[i].world, seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = c->a2a[j].world == w;
+        if (seen) continue;
+        char ws[16];
+        snprintf(ws, sizeof ws, "%d", w);
+        for (int r = 0; r < 2; r++)
+            for (int k = -1; k < n_pats; k++) {
+                const char *pat = k < 0 ? NULL : pats[k];
+                calib_err_t fe;
+                calib_eval_a2a(c, pat, w, R[r].lo, R[r].hi, &pre, &e);
+                calib_eval_a2a(c, pat, w, R[r].lo, R[r].hi, NULL, &fe);
+                if (!e.n) continue;
+                snprintf(set, sizeof set, "all-to-all %s %s", pat ? pat : "all", R[r].name);
+                err_row(stdout, md, set, ws, &e, fe.after, "");
+            }
     }
-    if (c->n_a2a) {
-        for (int i = 0; i < c->n_a2a; i++) {
-            int seen = 0;
-            for (int j = 0; j < i && !seen; j++)
-                seen = !strcmp(c->a2a[j].pattern, c->a2a[i].pattern);
-            if (seen) continue;
-            calib_eval_a2a(c, c->a2a[i].pattern, &e);
-            snprintf(set, sizeof set, "all-to-all %s", c->a2a[i].pattern);
-            err_row(stdout, md, set, &e, "cross = other pattern");
-        }
-        calib_eval_a2a(c, NULL, &e);
-        err_row(stdout, md, "all-to-all all", &e, "cross = other pattern");
-    } else {
-        printf("%-34s %6d  not measured (needs 2+ GPUs: models/calib/measure_a2a.py)\n",
-               "all-to-all", 0);
-        fprintf(md, "| all-to-all | 0 | - | - | - | - | not measured (needs 2+ GPUs) |\n");
+    if (!c->n_a2a) {
+        printf("%-40s %5s %6d  not measured (needs 2+ GPUs: models/calib/measure_a2a.py)\n",
+               "all-to-all", "-", 0);
+        fprintf(md, "| all-to-all | - | 0 | - | - | - | - | - | not measured (needs 2+ GPUs) |\n");
     }
 
     outputs_t o = {.dir = dir};
@@ -393,20 +400,17 @@ static int report(const calib_t *c, const char *dir, int quiet) {
         snprintf(title, sizeof title, "%s: routed-expert compute per device (impl %s)", hw->name,
                  c->gemm_impl);
         static const char *const cls[] = {"bf16", "fp8"};
-        rc = figure(&o, "calib_gemm.png", title, "tokens per expert", "%g",
-                    "(measured per expert - overhead) / roofline", gps, gcs, 2, cls);
+        rc = figure(&o, "calib_gemm.png", title, "tokens per expert", "%g", gps, 2, cls);
         if (!rc) fprintf(md, "\n![expert compute](calib_gemm.png)\n");
     }
-    if (!rc && c->n_a2a) {
+    if (!rc && c->n_a2a && n_pats) {
         char title[256];
         snprintf(title, sizeof title, "%s: NCCL all-to-all", hw->name);
-        static const char *const cls[] = {"all patterns"};
-        rc = figure(&o, "calib_a2a.png", title, "bytes over the busiest GPU links", "%.0b %BB",
-                    "measured / modelled time", aps, acs, 1, cls);
+        rc = figure(&o, "calib_a2a.png", title, "bytes per GPU", "%.0b %BB", aps, n_pats, pats);
         if (!rc) fprintf(md, "\n![all-to-all](calib_a2a.png)\n");
     }
     fclose(md);
-    free(gps), free(gcs), free(aps), free(acs);
+    free(gps), free(aps);
     if (!rc) rc = stage_text(&o, "points.csv", pfs, pfl);
     if (!rc) rc = stage_text(&o, "index.md", mds, mdl);
     free(pfs), free(mds);
@@ -419,6 +423,7 @@ static int report(const calib_t *c, const char *dir, int quiet) {
     printf("\nfigures and tables: %s/index.md\n", dir);
     return MS_OK;
 }
+
 
 int cmd_calib(int argc, char **argv) {
     static const struct option opts[] = {
@@ -465,17 +470,15 @@ int cmd_calib(int argc, char **argv) {
         return 1;
     }
     calib_t *own = NULL;
-    const calib_t *cal = calib_builtin(hw);
-    if (n_csv) {
-        if (calib_load(csv, n_csv, hw, &own)) return 1;
-        cal = own;
-    } else if (!cal) {
-        ms_err("calib report: preset %s has no measurements built in (give --csv FILE, made by "
-               "models/calib/measure_experts.py or measure_a2a.py)",
-               hw->name);
+    if (n_csv ? calib_load(csv, n_csv, hw, &own) : calib_load_builtin(hw, &own)) {
+        if (!n_csv) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", ms_err_last());
+            ms_err("calib report: %s", msg);
+        }
         return 1;
     }
-    int rc = report(cal, out, quiet);
+    int rc = report(own, out, quiet);
     calib_free(own);
     return rc ? 1 : 0;
 }

@@ -93,7 +93,9 @@ struct step_sim {
     double *tok;       /* [M][D] tokens per micro-batch */
     double *attn_ns, *shared_ns; /* [M][D] */
     double *pre_ns, *post_ns;    /* [D] dense layers and head, whole batch */
-    double *a2af;      /* [M][L][2] all-to-all calibration factor */
+    double *peer;      /* [M][L][2] mean bytes a device sends one peer in a phase (the
+                        * link model's ramp, models/cost.h) */
+    hw_link_t lk[2]; /* link model of NVLink and of the NIC */
     /* results */
     double *dev_load, *expert_load;
     int64_t *layer_end, *layer_ns;
@@ -179,7 +181,9 @@ step_sim_t *step_new(const cluster_t *c, const moe_model_t *m) {
     s->shared_ns = ms_malloc(M * D * sizeof *s->shared_ns);
     s->pre_ns = ms_malloc(M * D * sizeof *s->pre_ns);
     s->post_ns = ms_malloc(M * D * sizeof *s->post_ns);
-    s->a2af = ms_malloc(M * L * 2 * sizeof *s->a2af);
+    s->peer = ms_malloc(M * L * 2 * sizeof *s->peer);
+    s->lk[NVL] = cost_scaleup_link(&c->hw);
+    s->lk[NIC] = cost_nic_link(&c->hw);
     s->dev_load = ms_malloc(L * D * sizeof *s->dev_load);
     s->expert_load = ms_malloc(L * (size_t)s->E * sizeof *s->expert_load);
     s->layer_end = ms_malloc(L * sizeof *s->layer_end);
@@ -209,6 +213,12 @@ step_sim_t *step_new(const cluster_t *c, const moe_model_t *m) {
         for (size_t d = 0; d < D; d++) net_add_link(s->net, nic);
         s->l_nici = net_n_links(s->net);
         for (size_t d = 0; d < D; d++) net_add_link(s->net, nic);
+        /* a device's out and in ports are the two directions of its links:
+         * derated while both are loaded (models/cost.h, hw_link_t) */
+        for (int d = 0; d < (int)D; d++) {
+            net_pair_links(s->net, s->l_nvo + d, s->l_nvi + d, s->lk[NVL].duplex);
+            net_pair_links(s->net, s->l_nico + d, s->l_nici + d, s->lk[NIC].duplex);
+        }
         s->spine = c->spine_oversub > 1 && s->N > 1;
         if (s->spine) {
             double up = s->dpn * nic / c->spine_oversub;
@@ -242,7 +252,7 @@ void step_free(step_sim_t *s) {
     free(s->shared_ns);
     free(s->pre_ns);
     free(s->post_ns);
-    free(s->a2af);
+    free(s->peer);
     free(s->dev_load);
     free(s->expert_load);
     free(s->layer_end);
@@ -280,7 +290,7 @@ void step_free(step_sim_t *s) {
 
 double step_compute_ns(const cluster_t *c, const moe_model_t *m, double pairs, int active) {
     if (pairs <= 0 || active <= 0) return 0;
-    return active * cost_expert_ns(&c->hw, m, pairs / active) + c->hw.kernel_ns;
+    return cost_experts_even_ns(&c->hw, m, active, pairs / active);
 }
 
 /* ---- building the traffic */
@@ -544,30 +554,17 @@ static void build_forwards(step_sim_t *s) {
         }
 }
 
-/* Expert-GEMM constants: the time of an expert with n tokens is
- * max(a n, b + c n) (models/cost.c, without its calibration hook). */
+/* Routed-expert compute of every device: the cost model's one formula
+ * (cost_experts_ns) over its slots' loads, as `moesim calib report`
+ * evaluates it. */
 static void expert_times(step_sim_t *s, const place_layout_t *lo) {
-    const hw_t *hw = &s->c.hw;
-    const moe_model_t *m = &s->m;
-    double bw = cost_hbm_bw(hw);
-    double a = 1e9 * 6.0 * m->hidden * (double)m->moe_inter / cost_peak(hw, m->weight_bytes);
-    double b = 1e9 * moe_expert_bytes(m) / bw, c = 1e9 * cost_expert_act_bytes(m) / bw;
     for (int mb = 0; mb < s->M; mb++)
         for (int l = 0; l < s->L; l++) {
             int spd = lo->layer[lsrc(s, l)].slots_per_device;
             const double *sl = s->slot_load + ml(s, mb, l) * s->maxs;
             double *out = s->exp_ns + ml(s, mb, l) * s->D;
-            for (int d = 0; d < s->D; d++) {
-                double t = 0;
-                int any = 0;
-                for (int j = 0; j < spd; j++) {
-                    double n = sl[d * spd + j];
-                    if (n <= 0) continue;
-                    any = 1;
-                    t += hw->calib ? cost_expert_ns(hw, m, n) : ms_dmax(a * n, b + c * n);
-                }
-                out[d] = any ? t + hw->kernel_ns : 0;
-            }
+            for (int d = 0; d < s->D; d++)
+                out[d] = cost_experts_ns(&s->c.hw, &s->m, sl + (size_t)d * spd, spd);
         }
 }
 
@@ -712,31 +709,36 @@ static ports_t ports_from_counts(step_sim_t *s, int m, int l, double *disp_tok) 
     return p;
 }
 
-/* One phase's time in the analytic mode, ns; with lat 0 only the time its
- * bytes hold the ports (hop latencies are delay, which overlapped phases
- * pay concurrently). */
-static double phase_ns(const step_sim_t *s, const ports_t *p, double bytes_per_tok, double f,
+/* One phase's time in the analytic mode, ns: the busiest port's bytes over
+ * the link model (models/cost.h), both directions taken as loaded (every
+ * device sends and receives in an all-to-all), with the ramp at the
+ * phase's mean bytes per peer; with lat 0 only the time its bytes hold the
+ * ports (hop latencies are delay, which overlapped phases pay
+ * concurrently). */
+static double port_ns(const hw_link_t *lk, double bytes, double peer, int lat) {
+    double t = cost_link_ns(lk, bytes, peer, 1);
+    return !lat && t > 0 ? t - lk->lat_ns : t;
+}
+
+static double phase_ns(const step_sim_t *s, const ports_t *p, double bytes_per_tok, double peer,
                        int lat) {
-    const hw_t *hw = &s->c.hw;
     double nvl = 0, nic = 0;
-    if (p->has_nvl)
-        nvl = lat * hw->scaleup_lat_ns + 1e9 * p->nvl * bytes_per_tok * f /
-                                             (hw->scaleup_bw * hw->eff_scaleup);
+    if (p->has_nvl) nvl = port_ns(&s->lk[NVL], p->nvl * bytes_per_tok, peer, lat);
     if (p->has_nic) {
-        double bw = hw->nic_bw * hw->eff_nic, t = p->nic / bw;
+        double b = p->nic;
         if (s->c.spine_oversub > 1 && s->N > 1)
-            t = ms_dmax(t, p->spine / (s->dpn * bw / s->c.spine_oversub));
-        nic = lat * hw->nic_lat_ns + 1e9 * t * bytes_per_tok * f;
+            b = ms_dmax(b, p->spine * s->c.spine_oversub / s->dpn);
+        nic = port_ns(&s->lk[NIC], b * bytes_per_tok, peer, lat);
     }
     return s->normal && p->has_fwd ? nvl + nic : ms_dmax(nvl, nic);
 }
 
-/* The calibration curve's correction for a phase, on its mean bytes a
- * device. */
-static void set_a2a_factor(step_sim_t *s, int m, int l, double tok) {
-    double *f = s->a2af + ml(s, m, l) * 2;
-    f[DISP] = cost_a2a_factor(&s->c.hw, tok * s->hd / s->D);
-    f[COMB] = cost_a2a_factor(&s->c.hw, tok * s->hc / s->D);
+/* The mean bytes a device sends one peer in each phase of (m, l), from the
+ * token copies tok moved between devices (the ramp's argument). */
+static void set_peer_bytes(step_sim_t *s, int m, int l, double tok) {
+    double *f = s->peer + ml(s, m, l) * 2, pairs = (double)s->D * (s->D - 1);
+    f[DISP] = pairs > 0 ? tok * s->hd / pairs : 0;
+    f[COMB] = pairs > 0 ? tok * s->hc / pairs : 0;
 }
 
 static double dmax_of(const double *v, int n) {
@@ -754,8 +756,8 @@ static void run_analytic(step_sim_t *s, int64_t t0) {
             double tok;
             ports_t p = s->tables ? ports_from_tables(s, m, l, &tok)
                                   : ports_from_counts(s, m, l, &tok);
-            set_a2a_factor(s, m, l, tok);
-            const double *f = s->a2af + ml(s, m, l) * 2;
+            set_peer_bytes(s, m, l, tok);
+            const double *f = s->peer + ml(s, m, l) * 2;
             double dsp = phase_ns(s, &p, s->hd, f[DISP], 1);
             double cmb = phase_ns(s, &p, s->hc, f[COMB], 1);
             s->res->dispatch_bytes += tok * s->hd;
@@ -913,9 +915,11 @@ static void start_stream(step_sim_t *s, int m, int l, int ph, int k, int d) {
             }
         }
     }
-    const hw_t *hw = &s->c.hw;
-    int64_t lat = llround(k == NVL ? hw->scaleup_lat_ns : hw->nic_lat_ns);
-    net_start(s->net, np, s->pl, s->pw, st->bytes * s->a2af[ml(s, m, l) * 2 + ph], lat, on_flow, s,
+    /* the ramp as bytes: a stream of small messages moves ramp x the link */
+    const hw_link_t *lk = &s->lk[k];
+    int64_t lat = llround(lk->lat_ns);
+    double ramp = cost_link_ramp(lk, s->peer[ml(s, m, l) * 2 + ph]);
+    net_start(s->net, np, s->pl, s->pw, st->bytes / ramp, lat, on_flow, s,
               tag_of(s, m, l, ph, k, d));
 }
 
@@ -1157,7 +1161,7 @@ static void run_flow(step_sim_t *s, int64_t t0) {
     for (int m = 0; m < s->M; m++)
         for (int l = 0; l < s->L; l++) {
             double tok = init_phase(s, m, l);
-            set_a2a_factor(s, m, l, tok);
+            set_peer_bytes(s, m, l, tok);
             s->res->dispatch_bytes += tok * s->hd;
             s->res->combine_bytes += tok * s->hc;
         }
@@ -1249,5 +1253,6 @@ int step_run(step_sim_t *s, const step_in_t *in, step_result_t *out) {
     out->n_layers = L;
     out->dev_load = s->dev_load;
     out->expert_load = s->expert_load;
+    out->expert_ns = s->exp_ns;
     return MS_OK;
 }

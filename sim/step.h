@@ -57,6 +57,8 @@ typedef struct step_result {
                             * previous layer to the last finishing this one */
     double *dev_load;      /* [n_layers][n_devices] token-expert pairs served */
     double *expert_load;   /* [n_layers][n_experts] token-expert pairs */
+    const double *expert_ns; /* [micro-batches][n_layers][n_devices] routed-expert compute
+                              * charged (cost_experts_ns), ns */
     double dispatch_bytes; /* all layers, between distinct devices (IB copies counted once
                             * per node in normal mode, plus NVLink forwards) */
     double combine_bytes;

@@ -1,7 +1,9 @@
 /* Calibration: the committed H200 measurements load and match what is
- * embedded, malformed files are refused with file:line, the curves
- * interpolate and clamp as documented, the fit recovers a known overhead,
- * and the H200 preset carries its curve unless the config says none. */
+ * embedded, malformed files are refused with file:line, the fits recover
+ * known figures from synthetic data (expert compute, and all-to-all on 4
+ * and 8 GPUs), the step charges exactly what the report evaluates, the
+ * H200 preset's link figures are the fit, and the config key switches the
+ * measured figures on and off. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,10 +16,14 @@
 #include "cfg.h"
 #include "cmd.h"
 #include "hw.h"
+#include "place.h"
 #include "run.h"
+#include "step.h"
 #include "util.h"
 
-#define H200_CSV "models/calib/h200_experts.csv"
+#define H200_CSV "models/calib/h200_experts_v2.csv"
+#define H200_A2A "models/calib/h200_a2a.csv"
+#define SYNTH_A2A "tests/ref/a2a_synthetic_w4_w8.csv"
 
 static void quiet(void) { ms_err_quiet(1); }
 
@@ -28,14 +34,32 @@ static calib_t *load1(const char *path) {
     return c;
 }
 
+/* Data rows of a CSV and the line of its header, read independently of calib.c. */
+static int data_rows(const char *path, int *header_line) {
+    char *text;
+    size_t len;
+    cr_assert_eq(ms_read_file(path, &text, &len), MS_OK);
+    int rows = 0, line = 0;
+    *header_line = 0;
+    for (char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        line++;
+        if (*l == '#' || *l == '\n') continue;
+        if (!*header_line) *header_line = line;
+        else rows++;
+    }
+    free(text);
+    return rows;
+}
+
 Test(calib, loads_the_committed_measurements) {
+    int hdr, rows = data_rows(H200_CSV, &hdr);
     calib_t *c = load1(H200_CSV);
-    cr_assert_eq(c->n_gemm, 504);
+    cr_assert_eq(c->n_gemm, rows);
     cr_assert_eq(c->n_a2a, 0);
-    cr_assert_str_eq(c->gemm_impl, "loop");
+    cr_assert_str_eq(c->gemm_impl, "grouped", "the simulator's kernel: the grouped GEMM");
     const calib_gemm_pt_t *p = &c->gemm[0];
     cr_assert_str_eq(p->model, "deepseek-v3");
-    cr_assert_str_eq(p->impl, "grouped");
+    cr_assert_str_eq(p->impl, "bmm");
     cr_assert_eq(p->weight_bytes, 2);
     cr_assert_eq(p->hidden, 7168);
     cr_assert_eq(p->inter, 2048);
@@ -43,36 +67,43 @@ Test(calib, loads_the_committed_measurements) {
     cr_assert_eq(p->tokens, 1);
     cr_assert_eq(p->graph, 1);
     cr_assert_gt(p->time_ns, 0);
-    cr_assert_eq(p->line, 31, "data starts after 30 comment and header lines, got %d", p->line);
-    /* One node per measured size (1..8192 tokens) for each dtype. */
-    cr_assert_eq(c->gemm_wb[1].n, 14);
-    cr_assert_eq(c->gemm_wb[2].n, 14);
-    /* Two shapes and two dtypes make the overhead identifiable: a few us. */
-    cr_assert(c->gemm_overhead_ns > 2000 && c->gemm_overhead_ns < 40000, "%g",
-              c->gemm_overhead_ns);
+    cr_assert_eq(p->line, hdr + 1, "data starts after the header, got %d", p->line);
+    /* every (impl, dtype) measured is fitted */
+    static const char *const fits[][2] = {{"grouped", "2"}, {"grouped", "1"}, {"bmm", "2"},
+                                          {"loop", "2"}, {"loop", "1"}};
+    for (size_t i = 0; i < sizeof fits / sizeof *fits; i++) {
+        const hw_gemm_t *par = calib_gemm_par(c, fits[i][0], atoi(fits[i][1]));
+        cr_assert_not_null(par, "%s %s", fits[i][0], fits[i][1]);
+        cr_assert(par->floor_ns > 0 && par->eff_flops > 0.2 && par->eff_flops <= 1.0 &&
+                      par->eff_hbm > 0.2 && par->eff_hbm <= 1.0 && par->sharp >= 1,
+                  "%s: floor %g eff %g %g p %g", fits[i][0], par->floor_ns, par->eff_flops,
+                  par->eff_hbm, par->sharp);
+    }
+    cr_assert_null(calib_gemm_par(c, "bmm", 1), "no FP8 bmm was measured");
     calib_free(c);
-    c = load1("models/calib/h200_experts_repeat.csv");
-    cr_assert_eq(c->n_gemm, 504);
+    c = load1(H200_A2A);
+    cr_assert_eq(c->n_a2a, data_rows(H200_A2A, &hdr));
+    cr_assert(c->a2a_fitted);
     calib_free(c);
 }
 
-Test(calib, calibration_cuts_the_error_and_held_out_errors_are_reported) {
-    calib_t *c = load1(H200_CSV);
+Test(calib, the_fit_cuts_the_error_and_held_out_errors_are_reported) {
+    calib_t *c;
+    cr_assert_eq(calib_load_builtin(hw_find("H200"), &c), MS_OK, "%s", ms_err_last());
     calib_err_t e;
-    cr_assert_eq(calib_eval_gemm(c, NULL, 0, &e), MS_OK);
-    cr_assert_eq(e.n, 336);
+    for (int wb = 1; wb <= 2; wb++) {
+        cr_assert_eq(calib_eval_gemm(c, NULL, wb, &e), MS_OK);
+        cr_assert_gt(e.n, 100);
+        cr_assert_gt(e.before, 3 * e.after, "before %.1f%% after %.1f%%", e.before, e.after);
+        cr_assert(!isnan(e.loo) && !isnan(e.cross));
+        cr_assert_geq(e.loo, e.after * 0.99);
+    }
+    cr_assert_eq(calib_eval_a2a(c, NULL, 2, 0, INFINITY, NULL, &e), MS_OK);
+    cr_assert_eq(e.n, c->n_a2a);
     cr_assert_gt(e.before, 3 * e.after, "before %.1f%% after %.1f%%", e.before, e.after);
-    cr_assert(!isnan(e.loo) && !isnan(e.cross));
-    cr_assert_geq(e.loo, e.after * 0.99);
-    cr_assert_geq(e.cross, e.after);
-    cr_assert_eq(calib_eval_gemm(c, NULL, 1, &e), MS_OK);
-    cr_assert_eq(e.n, 168);
-    /* Another implementation is scored against the fitted one's curve, without held-out errors. */
-    cr_assert_eq(calib_eval_gemm(c, "grouped", 0, &e), MS_OK);
-    cr_assert_eq(e.n, 168);
-    cr_assert(isnan(e.loo) && isnan(e.cross));
-    cr_assert_eq(calib_eval_a2a(c, NULL, &e), MS_OK);
-    cr_assert_eq(e.n, 0);
+    cr_assert(!isnan(e.loo) && e.loo >= e.after * 0.99);
+    cr_assert_eq(calib_eval_a2a(c, "uniform", 4, 0, INFINITY, NULL, &e), MS_OK);
+    cr_assert_eq(e.n, 0, "no 4-GPU points in the H200 files");
     calib_free(c);
 }
 
@@ -84,153 +115,242 @@ Test(calib, embedded_data_matches_the_files_byte_for_byte) {
         size_t len;
         cr_assert_eq(ms_read_file(b->path, &text, &len), MS_OK, "%s", ms_err_last());
         cr_assert_eq(len, b->len, "%s: %zu bytes on disk, %zu embedded: re-run "
-                                  "models/calib/embed.py (see its header)", b->path, len, b->len);
+                     "models/calib/embed.py", b->path, len, b->len);
         cr_assert(!memcmp(text, b->text, len), "%s differs from models/calib_data.c: re-run "
-                                               "models/calib/embed.py", b->path);
+                  "models/calib/embed.py", b->path);
         free(text);
     }
 }
 
-Test(calib, the_h200_preset_carries_the_curve_and_others_do_not) {
-    /* The preset table itself never changes; the curve is attached to a copy. */
-    cr_assert_null(hw_find("h200")->calib);
-    hw_t h200 = *hw_find("h200");
-    h200.calib = calib_builtin(&h200);
-    const hw_t *h = &h200;
-    cr_assert(h->calib);
-    cr_assert_eq(h->calib->n_gemm, 504);
+/* The H200 preset with its embedded measurements attached, as a spec
+ * loader attaches them (the preset table itself never changes). */
+static hw_t h200(void) {
+    hw_t h = *hw_find("H200");
+    h.calib = calib_builtin(&h);
+    cr_assert_not_null(h.calib);
+    return h;
+}
+
+Test(calib, the_h200_preset_carries_the_fit_and_others_do_not) {
+    cr_assert_null(hw_find("H200")->calib, "hw_find changed the preset table");
+    hw_t hh = h200();
+    const hw_t *h = &hh;
+    int hdr;
+    cr_assert_eq(h->calib->n_gemm, data_rows(H200_CSV, &hdr));
     cr_assert(strstr(h->calib->source, "builtin H200"));
     cr_assert_eq(calib_builtin(hw_find("H200")), h->calib, "parsed once");
-    cr_assert_null(hw_find("H200")->calib, "hw_find changed the preset table");
     cr_assert_null(calib_builtin(hw_find("H800")));
     cr_assert_null(calib_builtin(hw_find("H100")));
-    /* With the curve the H200 expert time follows the measurement. */
-    double meas = 0;
-    for (int i = 0; i < h->calib->n_gemm; i++) {
-        const calib_gemm_pt_t *p = &h->calib->gemm[i];
-        if (!strcmp(p->impl, "loop") && p->weight_bytes == 2 && !strcmp(p->model, "deepseek-v3") &&
-            p->experts == 8 && p->tokens == 64)
-            meas = p->time_ns;
+    /* the step's figures are the grouped GEMM's fit, by dtype */
+    for (int wb = 1; wb <= 2; wb++) {
+        hw_gemm_t par = cost_gemm_par_of(h, wb);
+        const hw_gemm_t *fit = calib_gemm_par(h->calib, "grouped", wb);
+        cr_assert(fit && !memcmp(&par, fit, sizeof par));
     }
-    cr_assert_gt(meas, 0);
-    double cal = calib_expert_ns(h, 7168, 2048, 2, 8, 64);
     hw_t plain = *h;
     plain.calib = NULL;
-    double before = calib_expert_ns(&plain, 7168, 2048, 2, 8, 64);
-    cr_assert_lt(fabs(cal - meas), fabs(before - meas));
-    cr_assert_lt(fabs(cal - meas) / meas, 0.1, "calibrated %.0f vs measured %.0f", cal, meas);
+    hw_gemm_t k = cost_gemm_par_of(&plain, 2);
+    cr_assert(k.floor_ns == h->kernel_ns && k.expert_ns == 0 && k.eff_flops == h->eff_flops &&
+              k.eff_hbm == h->eff_hbm && k.sharp == 0, "no calibration: the constants");
 }
 
-/* Hand-computed: DeepSeek-V3 BF16 expert, one token, H200 (4.8 TB/s x 0.85). */
-Test(calib, the_uncalibrated_model_is_issue_5s_formula) {
+/* The H200 preset's NVLink figures (models/hw.c) are what the fit to the
+ * committed all-to-all file gives, to the 4 digits they are written with. */
+Test(calib, h200_link_figures_are_the_fit) {
     const hw_t *h = hw_find("H200");
-    /* weights + one token: hidden in (BF16) and out (BF16), gate/up 2 x inter x BF16
-     * written and read (cost_expert_act_bytes) */
-    double bytes = 3.0 * 7168 * 2048 * 2 + 7168 * 4.0 + 8.0 * 2048;
-    double want = 1e9 * bytes / (4.8e12 * 0.85) + 4000;
-    cr_assert_float_eq(calib_predict_expert_ns(h, 7168, 2048, 2, 1, 1), want, 1e-6);
-    cr_assert_float_eq(calib_predict_expert_ns(h, 7168, 2048, 2, 3, 1), 3 * want, 1e-6);
-    /* Compute-bound: 8192 tokens of FP8, 1979 TFLOP/s x 0.7. */
-    double flops = 6.0 * 7168 * 2048 * 8192;
-    cr_assert_float_eq(calib_roofline_ns(h, 7168, 2048, 1, 8192), 1e9 * flops / (1979e12 * 0.7),
-                       1e-6);
-    cr_assert_float_eq(calib_predict_a2a_ns(h, 1e6), 1e9 * 1e6 / (450e9 * 0.8) + 2000, 1e-6);
-    cr_assert_eq(calib_predict_expert_ns(h, 7168, 2048, 2, 0, 5), 0);
-    cr_assert_eq(calib_predict_expert_ns(h, 7168, 2048, 2, 4, 0), 0);
-}
-
-/* ---- curves on synthetic data with known factors ---- */
-
-/* Appends an all-to-all row whose time is f times the model at link bytes b. */
-static void a2a_row(char *buf, size_t n, const hw_t *h, const char *pat, double b, double f) {
-    double t = f * calib_predict_a2a_ns(h, b);
-    size_t l = strlen(buf);
-    snprintf(buf + l, n - l, "%s,2,%.17g,%.17g,%.17g,%.17g,%.17g,5\n", pat, 2 * b, b, t, t, t);
-}
-
-Test(calib, a2a_factor_interpolates_in_log_bytes_and_clamps) {
-    const hw_t *h = hw_find("H100");
-    char text[4096] = "# synthetic\n" CALIB_A2A_HEADER "\n";
-    a2a_row(text, sizeof text, h, "uniform", 1024, 2.0);
-    a2a_row(text, sizeof text, h, "uniform", 4096, 4.0);
-    a2a_row(text, sizeof text, h, "uniform", 16384, 1.0);
-    calib_t *c = calib_new();
-    cr_assert_eq(calib_parse(c, text, strlen(text), "syn.csv"), MS_OK, "%s", ms_err_last());
-    cr_assert_eq(calib_fit(c, h), MS_OK);
-    cr_assert_eq(c->a2a_all.n, 3);
-    cr_assert_float_eq(calib_a2a_factor(c, 1024), 2.0, 1e-9);
-    cr_assert_float_eq(calib_a2a_factor(c, 2048), 3.0, 1e-9, "midway in log");
-    cr_assert_float_eq(calib_a2a_factor(c, 8192), 2.5, 1e-9);
-    cr_assert_float_eq(calib_a2a_factor(c, 100), 2.0, 1e-9, "clamped below");
-    cr_assert_float_eq(calib_a2a_factor(c, 1e9), 1.0, 1e-9, "clamped above");
-    cr_assert_float_eq(calib_a2a_factor(NULL, 1024), 1.0, 1e-12);
-    cr_assert_float_eq(calib_gemm_factor(c, 16), 1.0, 1e-12, "no GEMM points: factor 1");
-    hw_t with = *h;
-    with.calib = c;
-    cr_assert_float_eq(calib_a2a_ns(&with, 4096), 4 * calib_predict_a2a_ns(h, 4096), 1e-6);
-    calib_err_t e;
-    calib_eval_a2a(c, NULL, &e);
-    cr_assert_eq(e.n, 3);
-    cr_assert_lt(e.after, 1e-9);
-    cr_assert_float_eq(e.before, (50 + 75 + 0) / 3.0, 1e-6);
-    cr_assert(isnan(e.cross), "one pattern: nothing to hold out");
+    calib_t *c = load1(H200_A2A);
+    cr_assert(c->a2a_fitted);
+    hw_link_t pre = cost_scaleup_link(h);
+    cr_assert_float_eq(pre.lat_ns, c->link.lat_ns, 1.0, "latency %g vs fit %g", pre.lat_ns,
+                       c->link.lat_ns);
+    cr_assert_float_eq(pre.bw, c->link.bw, 1e-4 * pre.bw, "peak %g vs %g", pre.bw, c->link.bw);
+    cr_assert_float_eq(pre.half_bytes, c->link.half_bytes, 1e-3 * pre.half_bytes, "half %g vs %g",
+                       pre.half_bytes, c->link.half_bytes);
+    cr_assert_float_eq(pre.low_share, c->link.low_share, 1e-4, "low %g vs %g", pre.low_share,
+                       c->link.low_share);
+    cr_assert_float_eq(pre.duplex, c->link.duplex, 1e-4, "duplex %g vs %g", pre.duplex,
+                       c->link.duplex);
+    cr_assert(strstr(h->link_source, "h200_a2a.csv"));
+    cr_assert(strstr(hw_find("H800")->link_source, "not measured"));
     calib_free(c);
 }
 
-/* Appends a GEMM row: time = E * (roofline * f + overhead). */
+/* The step charges for a device's routed experts exactly what the report
+ * evaluates for the measured point with the same shape, experts and tokens:
+ * the same function on the same inputs (docs/calibration.md). */
+Test(calib, the_step_charges_exactly_what_the_report_evaluates, .init = quiet) {
+    hw_t hh = h200();
+    const hw_t *h = &hh;
+    const moe_model_t *m = moe_find("deepseek-v3");
+    int L = moe_n_moe_layers(m), E = m->n_experts, D = 8, spd = E / D;
+    const calib_gemm_pt_t *pt = NULL;
+    for (int i = 0; i < h->calib->n_gemm; i++) {
+        const calib_gemm_pt_t *p = &h->calib->gemm[i];
+        if (!strcmp(p->model, "deepseek-v3") && p->weight_bytes == m->weight_bytes &&
+            !strcmp(p->impl, "grouped") && p->experts == spd && p->tokens == 64)
+            pt = p;
+    }
+    cr_assert_not_null(pt, "the H200 file has DeepSeek-V3 FP8 grouped, %d experts x 64", spd);
+    cluster_t cl = {.n_nodes = 1, .devices_per_node = D, .n_devices = D, .hw = *h,
+                    .mode = STEP_ANALYTIC};
+    place_layout_t *lo = place_layout_new(L, E, D, D);
+    int *se = ms_malloc((size_t)E * sizeof *se);
+    for (int s = 0; s < E; s++) se[s] = s;
+    for (int l = 0; l < L; l++) cr_assert_eq(place_layer_set(lo, l, spd, se), MS_OK);
+    /* device 0's experts (slots 0..spd-1) get 64 pairs each, the others 16 */
+    double *load = ms_malloc((size_t)L * E * sizeof *load);
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < E; e++) load[(size_t)l * E + e] = e < spd ? 64 : 16;
+    int tok[8] = {32, 32, 32, 32, 32, 32, 32, 32};
+    step_in_t in = {.layout = lo, .expert_load = load, .tokens = tok, .kv_len = 100};
+    for (int mode = 0; mode < 2; mode++) {
+        cl.mode = mode ? STEP_FLOW : STEP_ANALYTIC;
+        step_sim_t *s = step_new(&cl, m);
+        step_result_t r;
+        cr_assert_eq(step_run(s, &in, &r), MS_OK, "%s", ms_err_last());
+        double want = calib_gemm_charged_ns(h, pt);
+        for (int l = 0; l < L; l++)
+            cr_assert(r.expert_ns[(size_t)l * D] == want, "layer %d: step %.17g, report %.17g", l,
+                      r.expert_ns[(size_t)l * D], want);
+        /* and the report's points.csv carries the same figure */
+        char dir[] = "/tmp/moesim-calib-XXXXXX";
+        cr_assert(mkdtemp(dir));
+        char *argv[] = {"calib", "report", "-q", "-o", dir, NULL};
+        cr_assert_eq(cmd_calib(5, argv), 0, "%s", ms_err_last());
+        char path[128], *csv, row[128];
+        size_t len;
+        snprintf(path, sizeof path, "%s/points.csv", dir);
+        cr_assert_eq(ms_read_file(path, &csv, &len), MS_OK);
+        snprintf(row, sizeof row, "gemm,deepseek-v3/fp8/grouped/E%d,1,64,%.0f,", spd, pt->time_ns);
+        char *at = strstr(csv, row);
+        cr_assert_not_null(at, "%s", row);
+        double before, charged;
+        cr_assert_eq(sscanf(at + strlen(row), "%lf,%lf", &before, &charged), 2);
+        cr_assert_float_eq(charged, r.expert_ns[0], 0.5, "points.csv %.0f vs step %.1f", charged,
+                           r.expert_ns[0]);
+        free(csv);
+        char cmd[96];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        cr_assert_eq(system(cmd), 0);
+        step_free(s);
+    }
+    free(load);
+    free(se);
+    place_layout_free(lo);
+}
+
+/* ---- fits on synthetic data with known figures ---- */
+
+/* Appends a GEMM row whose time is cost_gemm_ns under par. */
 static void gemm_row(char *buf, size_t n, const hw_t *h, const char *model, int hid, int inter,
-                     const char *dt, int e, int tok, double f, double over) {
-    int wb = strcmp(dt, "fp8") ? 2 : 1;
-    double t = e * (calib_roofline_ns(h, hid, inter, wb, tok) * f + over);
+                     const char *dt, int e, int tok, const hw_gemm_t *par) {
+    calib_gemm_pt_t p = {.hidden = hid, .inter = inter, .weight_bytes = strcmp(dt, "fp8") ? 2 : 1,
+                         .experts = e, .tokens = tok};
+    double t = calib_gemm_par_ns(par, h, &p);
     size_t l = strlen(buf);
-    snprintf(buf + l, n - l, "%s,%s,loop,%d,%d,%d,%d,1,%.17g,%.17g,%.17g,9\n", model, dt, hid,
+    snprintf(buf + l, n - l, "%s,%s,grouped,%d,%d,%d,%d,1,%.17g,%.17g,%.17g,9\n", model, dt, hid,
              inter, e, tok, t, t, t);
 }
 
-Test(calib, gemm_factor_with_one_shape_keeps_kernel_ns) {
+Test(calib, gemm_fit_recovers_known_figures) {
     const hw_t *h = hw_find("H100");
-    char text[4096] = CALIB_GEMM_HEADER "\r\n";
-    gemm_row(text, sizeof text, h, "m", 1024, 512, "bf16", 1, 1, 1.5, h->kernel_ns);
-    gemm_row(text, sizeof text, h, "m", 1024, 512, "bf16", 1, 4, 2.5, h->kernel_ns);
-    gemm_row(text, sizeof text, h, "m", 1024, 512, "bf16", 2, 1, 1.5, h->kernel_ns);
-    calib_t *c = calib_new();
-    cr_assert_eq(calib_parse(c, text, strlen(text), "g.csv"), MS_OK, "%s", ms_err_last());
-    cr_assert_eq(calib_fit(c, h), MS_OK);
-    cr_assert_float_eq(c->gemm_overhead_ns, h->kernel_ns, 1e-9, "one shape: not identifiable");
-    cr_assert_float_eq(calib_gemm_factor_wb(c, 2, 1), 1.5, 1e-9);
-    cr_assert_float_eq(calib_gemm_factor_wb(c, 2, 2), 2.0, 1e-9, "midway in log");
-    cr_assert_float_eq(calib_gemm_factor_wb(c, 2, 0.25), 1.5, 1e-9, "clamped below");
-    cr_assert_float_eq(calib_gemm_factor_wb(c, 2, 1000), 2.5, 1e-9, "clamped above");
-    cr_assert_float_eq(calib_gemm_factor_wb(c, 1, 2), 2.0, 1e-9, "no fp8 points: pooled curve");
-    cr_assert_float_eq(calib_gemm_factor(c, 2), 2.0, 1e-9);
-    cr_assert_float_eq(calib_gemm_overhead_ns(c, 7), h->kernel_ns, 1e-9);
-    cr_assert_float_eq(calib_gemm_overhead_ns(NULL, 7), 7, 1e-12);
-    calib_free(c);
-}
-
-Test(calib, gemm_fit_recovers_a_known_per_expert_overhead) {
-    const hw_t *h = hw_find("H200");
-    static char text[16384];
+    const hw_gemm_t truth[3] = {{0}, {20000, 500, 0.55, 0.7, 3.0},
+                                      {30000, 1500, 0.62, 0.75, 5.0}};
+    static char text[65536];
     snprintf(text, sizeof text, "%s\n", CALIB_GEMM_HEADER);
-    static const struct { const char *m; int hid, inter; } shapes[] = {
-        {"big", 7168, 2048}, {"small", 4096, 1536}};
+    static const struct {
+        const char *m;
+        int hid, inter;
+    } shapes[] = {{"big", 7168, 2048}, {"small", 4096, 1536}};
     for (int s = 0; s < 2; s++)
         for (int dt = 0; dt < 2; dt++)
-            for (int e = 1; e <= 4; e *= 2)
-                for (int tok = 1; tok <= 4096; tok *= 4)
+            for (int e = 1; e <= 16; e *= 2)
+                for (int tok = 1; tok <= 8192; tok *= 2)
                     gemm_row(text, sizeof text, h, shapes[s].m, shapes[s].hid, shapes[s].inter,
-                             dt ? "fp8" : "bf16", e, tok, tok < 64 ? 1.1 : 1.3, 9000);
+                             dt ? "fp8" : "bf16", e, tok, &truth[dt ? 1 : 2]);
     calib_t *c = calib_new();
     cr_assert_eq(calib_parse(c, text, strlen(text), "o.csv"), MS_OK, "%s", ms_err_last());
     cr_assert_eq(calib_fit(c, h), MS_OK);
-    cr_assert_float_eq(c->gemm_overhead_ns, 9000, 90, "fitted %.1f", c->gemm_overhead_ns);
-    cr_assert_float_eq(calib_gemm_factor_wb(c, 2, 4), 1.1, 0.02);
-    cr_assert_float_eq(calib_gemm_factor_wb(c, 1, 4096), 1.3, 0.02);
+    for (int wb = 1; wb <= 2; wb++) {
+        const hw_gemm_t *f = calib_gemm_par(c, NULL, wb), *t = &truth[wb];
+        cr_assert_not_null(f);
+        cr_assert_float_eq(f->floor_ns, t->floor_ns, 0.01 * t->floor_ns, "floor %g", f->floor_ns);
+        cr_assert_float_eq(f->expert_ns, t->expert_ns, 0.01 * t->expert_ns, "per expert %g",
+                           f->expert_ns);
+        cr_assert_float_eq(f->eff_flops, t->eff_flops, 0.005, "eff_flops %g", f->eff_flops);
+        cr_assert_float_eq(f->eff_hbm, t->eff_hbm, 0.005, "eff_hbm %g", f->eff_hbm);
+        cr_assert_float_eq(f->sharp, t->sharp, 0.05 * t->sharp, "sharp %g", f->sharp);
+    }
     calib_err_t e;
     calib_eval_gemm(c, NULL, 0, &e);
-    cr_assert_lt(e.after, 1.0, "%.2f%%", e.after);
-    cr_assert_lt(e.cross, 2.0, "one model predicts the other: %.2f%%", e.cross);
+    cr_assert_lt(e.after, 0.1, "%.3f%%", e.after);
+    cr_assert_lt(e.loo, 0.5, "%.3f%%", e.loo);
+    cr_assert_lt(e.cross, 0.5, "one model predicts the other: %.3f%%", e.cross);
     calib_free(c);
+}
+
+/* The committed 4- and 8-GPU fixture is the link model's own output for
+ * the figures its header states: every row recomputes, the fit recovers
+ * the figures, and the report gives the world sizes their own rows. */
+static const hw_link_t SYNTH = {0.85 * 450e9, 12000, 8e6, 0.3, 0.85};
+
+Test(calib, a2a_fit_takes_any_world_size_from_the_file, .init = quiet) {
+    calib_t *c = load1(SYNTH_A2A);
+    int worlds[9] = {0};
+    for (int i = 0; i < c->n_a2a; i++) {
+        const calib_a2a_pt_t *p = &c->a2a[i];
+        worlds[p->world] = 1;
+        double t = calib_a2a_charged_ns(&SYNTH, p->pattern, p->world, p->bytes_per_gpu);
+        cr_assert_float_eq(t, p->time_ns, 0.5, "%s:%d", p->file, p->line);
+    }
+    cr_assert(worlds[4] && worlds[8]);
+    cr_assert(c->a2a_fitted);
+    cr_assert_float_eq(c->link.lat_ns, SYNTH.lat_ns, 0.01 * SYNTH.lat_ns, "lat %g", c->link.lat_ns);
+    cr_assert_float_eq(c->link.bw, SYNTH.bw, 0.01 * SYNTH.bw, "bw %g", c->link.bw);
+    cr_assert_float_eq(c->link.half_bytes, SYNTH.half_bytes, 0.03 * SYNTH.half_bytes, "half %g",
+                       c->link.half_bytes);
+    cr_assert_float_eq(c->link.low_share, SYNTH.low_share, 0.01, "low %g", c->link.low_share);
+    cr_assert_float_eq(c->link.duplex, SYNTH.duplex, 0.01, "duplex %g", c->link.duplex);
+    calib_err_t e;
+    for (int w = 4; w <= 8; w *= 2) {
+        calib_eval_a2a(c, NULL, w, 0, INFINITY, NULL, &e);
+        cr_assert_eq(e.n, c->n_a2a / 2);
+        cr_assert_lt(e.after, 0.5, "world %d: %.3f%%", w, e.after);
+    }
+    calib_free(c);
+    char dir[] = "/tmp/moesim-calib-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char *argv[] = {"calib", "report", "-q", "--csv", SYNTH_A2A, "-o", dir, NULL};
+    cr_assert_eq(cmd_calib(7, argv), 0, "%s", ms_err_last());
+    char path[128], *md;
+    size_t len;
+    snprintf(path, sizeof path, "%s/index.md", dir);
+    cr_assert_eq(ms_read_file(path, &md, &len), MS_OK);
+    cr_assert(strstr(md, "| all-to-all uniform >= 1 MiB/GPU | 4 |"), "%s", md);
+    cr_assert(strstr(md, "| all-to-all skewed < 1 MiB/GPU | 8 |"), "%s", md);
+    free(md);
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* The measured patterns' traffic, as measure_a2a.py splits it (16-byte
+ * units, remainders local): 4 GPUs, 1,600 bytes = 100 units each. */
+Test(calib, a2a_patterns_split_as_the_script_does) {
+    /* uniform: 25 units to every rank */
+    cr_assert_eq(calib_a2a_split("uniform", 4, 1600, 1, 2), 400);
+    cr_assert_eq(calib_a2a_split("uniform", 4, 1608, 1, 1), 400, "8 bytes short of a unit");
+    /* skewed: 75 units to rank 0, the other 25 over 3 ranks: 8 each, 1 left local */
+    cr_assert_eq(calib_a2a_split("skewed", 4, 1600, 2, 0), 1200);
+    cr_assert_eq(calib_a2a_split("skewed", 4, 1600, 2, 3), 128);
+    cr_assert_eq(calib_a2a_split("skewed", 4, 1600, 2, 2), 144);
+    cr_assert_eq(calib_a2a_split("skewed", 4, 1600, 0, 0), 1200 + 16);
+    /* oneway: rank 0 only, 33 units to each other rank */
+    cr_assert_eq(calib_a2a_split("oneway", 4, 1600, 0, 3), 528);
+    cr_assert_eq(calib_a2a_split("oneway", 4, 1600, 1, 0), 0);
+    cr_assert_eq(calib_a2a_split("deepep", 4, 1600, 0, 1), -1);
+    hw_link_t lk = SYNTH;
+    cr_assert_eq(calib_a2a_charged_ns(&lk, "deepep", 4, 1600), -1);
 }
 
 /* ---- malformed files: each refused with file:line and what to fix ---- */
@@ -314,9 +434,9 @@ Test(calib, comments_blank_lines_crlf_and_two_files_are_accepted) {
     cr_assert_str_eq(c->a2a[1].file, "a.csv");
     cr_assert_eq(c->gemm[1].line, 6);
     calib_err_t e;
-    calib_eval_a2a(c, "skewed", &e);
+    calib_eval_a2a(c, "skewed", 0, 0, INFINITY, NULL, &e);
     cr_assert_eq(e.n, 1);
-    cr_assert(!isnan(e.cross), "two patterns: one is held out against the other");
+    cr_assert(isnan(e.after), "two points fit no link model");
     calib_free(c);
 }
 
@@ -335,7 +455,7 @@ Test(calib, config_key_switches_the_curve, .init = quiet) {
     cfg_t *cfg;
     cr_assert_eq(spec_with("", &spec, &cfg), MS_OK, "%s", ms_err_last());
     cr_assert_eq(spec.cluster.hw.calib, calib_builtin(hw_find("H200")),
-                 "default: the preset's curve");
+                 "default: the preset's fit");
     cr_assert_not_null(spec.cluster.hw.calib);
     cfg_free(cfg);
     cr_assert_eq(spec_with("calibration = default\n", &spec, &cfg), MS_OK);
@@ -357,6 +477,15 @@ Test(calib, config_key_switches_the_curve, .init = quiet) {
     cr_assert_eq(spec_with("calibration = missing.csv\n", &spec, &cfg), MS_ERR);
     cr_assert(strstr(ms_err_last(), "-:6: calibration: missing.csv: cannot open"), "%s",
               ms_err_last());
+    cfg_free(cfg);
+    /* the link model's figures are [hardware] keys like the others */
+    cr_assert_eq(spec_with("scaleup_duplex = 0.9\nscaleup_half_bytes = 4e6\n", &spec, &cfg), MS_OK,
+                 "%s", ms_err_last());
+    cr_assert_eq(spec.cluster.hw.scaleup_duplex, 0.9);
+    cr_assert_eq(cost_scaleup_link(&spec.cluster.hw).half_bytes, 4e6);
+    cfg_free(cfg);
+    cr_assert_eq(spec_with("scaleup_duplex = 0\n", &spec, &cfg), MS_ERR);
+    cr_assert(strstr(ms_err_last(), "scaleup_duplex"), "%s", ms_err_last());
     cfg_free(cfg);
     cr_assert_eq(spec_with("calibration = ,\n", &spec, &cfg), MS_ERR);
     cr_assert(strstr(ms_err_last(), "calibration lists no file"), "%s", ms_err_last());
@@ -381,15 +510,18 @@ Test(calib, report_prints_errors_and_draws_the_figure, .init = quiet) {
     char *md;
     size_t len;
     cr_assert_eq(ms_read_file(path, &md, &len), MS_OK);
-    cr_assert(strstr(md, "| expert compute all (loop) | 336 |"), "%s", md);
-    cr_assert(strstr(md, "all-to-all | 0 |"));
+    int hdr, ng = data_rows(H200_CSV, &hdr), na = data_rows(H200_A2A, &hdr);
+    char want[96];
+    snprintf(want, sizeof want, "| expert compute grouped bf16 | 1 | %d |", ng / 5);
+    cr_assert(strstr(md, want), "%s", md);
+    cr_assert(strstr(md, "| all-to-all all >= 1 MiB/GPU | 2 |"), "%s", md);
     free(md);
     snprintf(path, sizeof path, "%s/points.csv", out);
     char *pts;
     cr_assert_eq(ms_read_file(path, &pts, &len), MS_OK);
     int lines = 0;
     for (size_t i = 0; i < len; i++) lines += pts[i] == '\n';
-    cr_assert_eq(lines, 505, "header and one row per measurement");
+    cr_assert_eq(lines, 1 + ng + na, "header and one row per measurement");
     free(pts);
     /* With an all-to-all file too: its rows, errors and figure. */
     snprintf(path, sizeof path, "%s/a2a.csv", dir);
@@ -406,7 +538,8 @@ Test(calib, report_prints_errors_and_draws_the_figure, .init = quiet) {
     cr_assert(!stat(path, &sb) && sb.st_size > 1000);
     snprintf(path, sizeof path, "%s/index.md", out);
     cr_assert_eq(ms_read_file(path, &md, &len), MS_OK);
-    cr_assert(strstr(md, "| all-to-all uniform | 5 |"), "%s", md);
+    cr_assert(strstr(md, "| all-to-all uniform < 1 MiB/GPU | 2 | 4 |"), "%s", md);
+    cr_assert(strstr(md, "| all-to-all uniform >= 1 MiB/GPU | 2 | 1 |"), "%s", md);
     free(md);
     char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -86,18 +86,68 @@ Test(cost, attention_params_and_kv) {
 /* One expert with 512 tokens: FLOPs 6 x 7168 x 2048 x 512 = 45,097,156,608
  * / 1.3853e15 = 32,554.07 ns; bytes 44,040,192 + 512 x (7168 x 3 + 8 x
  * 2048 = 37,888) = 63,438,848 / 2.8475e12 = 22,278.79 ns: compute-bound,
- * 32,554.07 ns. With 64 tokens: 4,069.26 ns of FLOPs against 46,465,024 B =
- * 16,317.83 ns: memory-bound (decode reads weights). */
+ * 32,554.07 ns + the call's 4,000. With 64 tokens: 4,069.26 ns of FLOPs
+ * against 46,465,024 B = 16,317.83 ns: memory-bound (decode reads
+ * weights). Without a calibration the formula is kernel_ns + the hard max. */
 Test(cost, expert_roofline) {
-    cr_assert_float_eq(cost_expert_ns(h800(), dsv3(), 512), 32554.07248, 1e-3);
-    cr_assert_float_eq(cost_expert_ns(h800(), dsv3(), 64), 16317.83108, 1e-3);
-    cr_assert_eq(cost_expert_ns(h800(), dsv3(), 0), 0);
-    /* grouped GEMM over a device's slots: the sum plus one kernel */
+    double one = 512, few = 64;
+    cr_assert_float_eq(cost_experts_ns(h800(), dsv3(), &one, 1), 32554.07248 + 4000, 1e-3);
+    cr_assert_float_eq(cost_experts_ns(h800(), dsv3(), &few, 1), 16317.83108 + 4000, 1e-3);
+    cr_assert_float_eq(cost_expert_roofline_ns(h800(), dsv3(), 512), 32554.07248, 1e-3);
+    /* one grouped GEMM over a device's slots: FLOPs and bytes summed, then
+     * the max: 6 x 7168 x 2048 x 576 = 50,734,301,184 FLOPs = 36,623.33 ns
+     * against 2 x 44,040,192 + 576 x 37,888 = 109,903,872 B = 38,596.62 ns
+     * (memory-bound together although the 512-token slot alone is not) */
     double n[3] = {512, 0, 64};
-    cr_assert_float_eq(cost_experts_ns(h800(), dsv3(), n, 3), 32554.07248 + 16317.83108 + 4000,
-                       1e-3);
+    cr_assert_float_eq(cost_experts_ns(h800(), dsv3(), n, 3), 38596.61879 + 4000, 1e-3);
     double idle[2] = {0, 0};
     cr_assert_eq(cost_experts_ns(h800(), dsv3(), idle, 2), 0);
+    cr_assert_float_eq(cost_experts_even_ns(h800(), dsv3(), 2, 512),
+                       cost_experts_ns(h800(), dsv3(), (double[]){512, 512}, 2), 1e-9);
+}
+
+/* The measured form: floor + E x per-expert + smoothmax_p. Hand case,
+ * DeepSeek-V3 FP8 on the H800's data sheet with floor 10 us, 0.5 us an
+ * expert, eff_flops 0.5, eff_hbm 0.8, p = 2; two experts of 512 tokens:
+ * 90,194,313,216 FLOPs / (0.5 x 1979e12) = 91,151.40 ns, 126,877,696 B /
+ * (0.8 x 3.35e12) = 47,342.42 ns; sqrt(a^2 + b^2) = 102,712.63;
+ * + 10,000 + 2 x 500 = 113,712.63 ns. */
+Test(cost, measured_gemm_formula_by_hand) {
+    cr_assert_float_eq(cost_smoothmax(3, 4, 2), 5.0, 1e-12);
+    cr_assert_float_eq(cost_smoothmax(3, 4, 0), 4.0, 1e-12, "p <= 0: the hard max");
+    cr_assert_float_eq(cost_smoothmax(1, 1, 1), 2.0, 1e-12);
+    cr_assert_float_eq(cost_smoothmax(1e-3, 1e300, 50), 1e300, 1e288, "no overflow");
+    cr_assert_eq(cost_smoothmax(0, 0, 3), 0);
+    hw_gemm_t par = {10000, 500, 0.5, 0.8, 2};
+    double n[2] = {512, 512};
+    cr_assert_float_eq(cost_experts_par_ns(&par, h800(), dsv3(), n, 2), 113712.62512, 1e-3);
+    cr_assert_float_eq(cost_gemm_ns(&par, 2, 90194313216.0, 126877696.0, 1979e12, 3.35e12),
+                       113712.62512, 1e-3);
+    cr_assert_eq(cost_gemm_ns(&par, 0, 1, 1, 1, 1), 0, "no active expert, no call");
+}
+
+/* The link model by hand: 400 GB/s peak, 10 us, half 4e6 bytes, low 0.25,
+ * duplex 0.8. 1e6 bytes per peer: ramp (1e6 + 1e6) / 5e6 = 0.4; 3e6 bytes
+ * both ways: 10,000 + 3e6 / (400e9 x 0.4 x 0.8) s = 33,437.5 ns; one way:
+ * 10,000 + 3e6 / 160e9 s = 28,750 ns. Large messages reach the peak. */
+Test(cost, link_ramp_and_derating_by_hand) {
+    hw_link_t l = {400e9, 10000, 4e6, 0.25, 0.8};
+    cr_assert_float_eq(cost_link_ramp(&l, 1e6), 0.4, 1e-12);
+    cr_assert_float_eq(cost_link_ramp(&l, 0), 0.25, 1e-12, "tiny messages: low x peak");
+    cr_assert_float_eq(cost_link_ramp(&l, 4e6), 0.625, 1e-12, "halfway at half_bytes");
+    cr_assert_gt(cost_link_ramp(&l, 1e13), 0.999999);
+    cr_assert_float_eq(cost_link_ns(&l, 3e6, 1e6, 1), 33437.5, 1e-6);
+    cr_assert_float_eq(cost_link_ns(&l, 3e6, 1e6, 0), 28750.0, 1e-6);
+    cr_assert_eq(cost_link_ns(&l, 0, 1e6, 1), 0);
+    /* presets without measurements: the data-sheet model */
+    hw_link_t d = cost_scaleup_link(h800());
+    cr_assert(d.bw == 200e9 * 0.8 && d.lat_ns == 2000 && d.duplex == 1);
+    cr_assert_eq(cost_link_ramp(&d, 4096), 1.0);
+    cr_assert_float_eq(cost_link_ns(&d, 1.6e6, 1e3, 1), 2000 + 10000, 1e-6);
+    hw_link_t h = cost_scaleup_link(hw_find("H200"));
+    cr_assert(h.half_bytes > 0 && h.low_share < 1 && h.duplex < 1, "H200 NVLink is measured");
+    hw_link_t nic = cost_nic_link(hw_find("H200"));
+    cr_assert(nic.half_bytes == 0 && nic.duplex == 1, "its NIC is not");
 }
 
 /* Decode attention, 128 tokens, KV 4,989: projections 2 x 187,105,280 x 128

@@ -66,6 +66,34 @@ Test(net, three_flows_two_links) {
     eng_free(e);
 }
 
+/* Paired links (the two directions of one link, duplex 0.8), 1 GB/s each.
+ * X (1 GB) goes one way from t = 0; Y (3 GB) the other way after 0.5 s of
+ * latency. X runs alone at 1 GB/s for 0.5 s (0.5 GB), then both at 0.8:
+ * X's last 0.5 GB take 0.625 s, done at 1.125 s; Y has moved 0.5 GB by
+ * then and its other 2.5 GB run at the full 1 GB/s again: done at 3.625 s.
+ * An unpaired link beside them is never derated. */
+Test(net, two_way_derating) {
+    eng_t *e = eng_new();
+    net_t *n = net_new(e);
+    int a = net_add_link(n, 1 * G), b = net_add_link(n, 1 * G), c = net_add_link(n, 1 * G);
+    net_pair_links(n, a, b, 0.8);
+    log_t lg = {0};
+    int X = net_start(n, 1, &a, NULL, 1 * G, 0, on_done, &lg, 0);
+    int Y = net_start(n, 1, &b, NULL, 3 * G, 500000000, on_done, &lg, 1);
+    net_start(n, 1, &c, NULL, 1 * G, 0, on_done, &lg, 2);
+    eng_run_until(e, 1);
+    cr_assert_float_eq(net_rate(n, X), 1 * G, 1, "alone: full capacity");
+    eng_run_until(e, 500000001);
+    cr_assert_float_eq(net_rate(n, X), 0.8 * G, 1, "both directions: derated");
+    cr_assert_float_eq(net_rate(n, Y), 0.8 * G, 1);
+    eng_run_until(e, ENG_NEVER);
+    cr_assert_eq(lg.done[0], 1125000000);
+    cr_assert_eq(lg.done[1], 3625000000);
+    cr_assert_eq(lg.done[2], 1000000000);
+    net_free(n);
+    eng_free(e);
+}
+
 /* Weights: flow 1 crosses A (cap 1, weight 1) and B (cap 1, weight 0.5);
  * flow 2 crosses B alone. Raising both rates x: A allows x <= 1, B allows
  * 0.5x + x <= 1, x <= 2/3. B saturates first: both flows get 2/3. */
