@@ -249,15 +249,16 @@ static const col_t SERVE[] = {
 void metrics_print_header(FILE *f, int serving) {
     const col_t *c = serving ? SERVE : FIXED;
     size_t n = serving ? sizeof SERVE / sizeof *SERVE : sizeof FIXED / sizeof *FIXED;
-    fprintf(f, "%-10s", "strategy");
+    fprintf(f, "%-10s %-18s", "strategy", "prior");
     for (size_t i = 0; i < n; i++) fprintf(f, " %*s", c[i].width, c[i].head);
     fputc('\n', f);
 }
 
-void metrics_print_row(FILE *f, const char *strategy, const metrics_t *m, int serving) {
+void metrics_print_row(FILE *f, const char *strategy, const char *prior, const metrics_t *m,
+                       int serving) {
     const col_t *c = serving ? SERVE : FIXED;
     size_t n = serving ? sizeof SERVE / sizeof *SERVE : sizeof FIXED / sizeof *FIXED;
-    fprintf(f, "%-10s", strategy);
+    fprintf(f, "%-10s %-18s", strategy, prior ? prior : "-");
     for (size_t i = 0; i < n; i++) {
         char cell[64] = "-";
         int missing = !m->has[c[i].id] ||
@@ -270,19 +271,20 @@ void metrics_print_row(FILE *f, const char *strategy, const metrics_t *m, int se
     fputc('\n', f);
 }
 
-void metrics_print_run(FILE *f, int64_t run_id, const char *strategy, const metrics_t *m,
-                       int serving) {
+void metrics_print_run(FILE *f, int64_t run_id, const char *strategy, const char *prior,
+                       const metrics_t *m, int serving) {
 #define G(id) metrics_get(m, METRIC_##id, 0)
     if (serving)
-        fprintf(f, "run %lld (%s): %.0f requests in %.1f simulated s; TPOT %.2f ms (p99 %.2f), "
-                   "TTFT p50 %.1f ms (p99 %.1f); %.0f output and %.0f input tokens/s per node; "
-                   "mean PAR %.3f; %.2f GB migrated\n",
-                (long long)run_id, strategy, G(REQUESTS), G(SIM_TIME), G(TPOT_MEAN), G(TPOT_P99),
+        fprintf(f, "run %lld (%s, prior %s): %.0f requests in %.1f simulated s; TPOT %.2f ms "
+                   "(p99 %.2f), TTFT p50 %.1f ms (p99 %.1f); %.0f output and %.0f input tokens/s "
+                   "per node; mean PAR %.3f; %.2f GB migrated\n",
+                (long long)run_id, strategy, prior ? prior : "-", G(REQUESTS), G(SIM_TIME), G(TPOT_MEAN), G(TPOT_P99),
                 G(TTFT_P50), G(TTFT_P99), G(OUT_TPS_NODE), G(IN_TPS_NODE), G(PAR_MEAN),
                 G(MIGRATED_GB));
     else /* fixed batches: decode runs report output tokens, prefill runs input tokens */
-        fprintf(f, "run %lld (%s): %.0f steps, %.3f ms per step, %.0f %s tokens/s per node, "
-                   "mean PAR %.3f\n", (long long)run_id, strategy, G(STEPS), G(STEP_TIME_MEAN),
+        fprintf(f, "run %lld (%s, prior %s): %.0f steps, %.3f ms per step, %.0f %s tokens/s per "
+                   "node, mean PAR %.3f\n", (long long)run_id, strategy, prior ? prior : "-",
+                G(STEPS), G(STEP_TIME_MEAN),
                 m->has[METRIC_IN_TPS_NODE] ? G(IN_TPS_NODE) : G(OUT_TPS_NODE),
                 m->has[METRIC_IN_TPS_NODE] ? "input" : "output", G(PAR_MEAN));
 #undef G

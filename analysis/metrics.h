@@ -76,6 +76,14 @@ struct sqlite3;
     X(MIGRATED_GB, "migrated_gb", "GB", "expert weights copied by re-plans")                     \
     X(MIGRATIONS, "migrations", "", "expert weight copies")                                      \
     X(REPLANS, "replans", "", "re-plans that changed the layout")                                \
+    X(PRIOR_WARMUP_STEPS, "prior_warmup_steps", "steps",                                         \
+      "prior = past: warm-up batches routed before the measured steps (0 for other priors)")     \
+    X(LAYOUT_PAR_MEAN, "layout_par_mean", "",                                                    \
+      "the first layout's mean PAR over layers on the scored trace's summed counts, unsampled")  \
+    X(PAR_MEAN_IN_SAMPLE, "par_mean_in_sample", "",                                              \
+      "place --eval: the layout's mean PAR on the counts it was planned on")                     \
+    X(PAR_MEAN_HINDSIGHT, "par_mean_hindsight", "",                                              \
+      "place --eval: the same strategy planned on the scored counts, its mean PAR there")       \
     X(REBALANCE_PAUSE, "rebalance_pause_s", "s", "serving paused by blocking rebalances")        \
     X(IN_SYSTEM_MEAN, "in_system_mean", "requests", "time-average requests in the system")      \
     X(LAMBDA_W, "lambda_w", "requests", "arrival rate x mean time in system (Little's law)")     \
@@ -192,9 +200,11 @@ double metrics_per_node(double tokens, double seconds, int nodes);
 /* ---- the CLI's tables, read from stored metrics ---- */
 
 void metrics_print_header(FILE *f, int serving);
-void metrics_print_row(FILE *f, const char *strategy, const metrics_t *m, int serving);
-/* One sentence for `moesim run`. */
-void metrics_print_run(FILE *f, int64_t run_id, const char *strategy, const metrics_t *m,
+/* prior: what the strategy planned from, as prior_display() shows it. */
+void metrics_print_row(FILE *f, const char *strategy, const char *prior, const metrics_t *m,
                        int serving);
+/* One sentence for `moesim run`. */
+void metrics_print_run(FILE *f, int64_t run_id, const char *strategy, const char *prior,
+                       const metrics_t *m, int serving);
 
 #endif

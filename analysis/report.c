@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "metrics.h"
+#include "prior.h"
 #include "report_int.h"
 #include "util.h"
 
@@ -87,8 +88,10 @@ static void cell(report_buf_t *b, const metrics_t *m, enum metrics_id id, const 
 /* Serving columns appear in the run table only when some run has requests. */
 static void run_table(report_ctx_t *c) {
     int serving = report_value(c, "SELECT count(*) FROM requests", 0, 0) > 0;
-    sqlite3_stmt *q = report_prepare(c, "SELECT run_id, name, strategy, devices FROM runs "
-                                        "ORDER BY run_id");
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT run_id, name, strategy, devices, %s FROM runs "
+                              "ORDER BY run_id", c->prior_col);
+    sqlite3_stmt *q = report_prepare(c, sql);
     if (!q) return;
     report_buf_t *b = &c->index;
     report_printf(b, "## Runs\n\n"
@@ -98,11 +101,15 @@ static void run_table(report_ctx_t *c) {
                      "balance); gap to bound is the busiest devices' load summed over layers "
                      "against the lower bound any placement with the same slots could reach; TTFT and TPOT "
                      "count requests arriving after the warm-up. Every value is the run's "
-                     "stored summary metric (docs/schema.md); a dash: the run has none.\n\n");
+                     "stored summary metric (docs/schema.md); a dash: the run has none. "
+                     "Prior is what the strategy planned from: none, past (a warm-up window "
+                     "before the measured steps), trace:FILE (another trace), or oracle "
+                     "(in-sample: the very trace it is scored on, a bound no deployment "
+                     "reaches).\n\n");
     report_printf(b,
-                  "| run | experiment | strategy | EP | redundant | step time (ms) |%s "
+                  "| run | experiment | strategy | prior | EP | redundant | step time (ms) |%s "
                   "tokens/s per node | mean PAR | GB migrated | gap to bound |\n"
-                  "|---:|---|---|---:|---:|---:|%s---:|---:|---:|---:|\n",
+                  "|---:|---|---|---|---:|---:|---:|%s---:|---:|---:|---:|\n",
                   serving ? " TPOT mean (ms) | TPOT p99 (ms) | TTFT p50 (ms) | TTFT p99 (ms) |"
                           : "",
                   serving ? "---:|---:|---:|---:|" : "");
@@ -120,6 +127,8 @@ static void run_table(report_ctx_t *c) {
         report_md(b, name ? name : "");
         report_printf(b, " | ");
         report_md(b, strat ? strat : "");
+        report_printf(b, " | ");
+        report_md(b, prior_display((const char *)sqlite3_column_text(q, 4)));
         /* Every cell is a stored metric (metrics.c defines them); a run
          * that lacks one shows a dash, nothing is recomputed here. */
         metrics_t m;
@@ -146,10 +155,14 @@ static void run_table(report_ctx_t *c) {
 
 /* The latest run of each strategy among runs named name, in run order. */
 static int load_exp(report_ctx_t *c, const char *name, report_exp_t *e) {
-    sqlite3_stmt *q = report_prepare(
-        c, "SELECT run_id, strategy, coalesce(trace, ''), devices, nodes FROM runs r "
-           "WHERE name = ?1 AND run_id = (SELECT max(run_id) FROM runs "
-           "WHERE name = r.name AND strategy = r.strategy) ORDER BY run_id");
+    /* A strategy run with two priors (past and oracle) shows both. */
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT run_id, strategy, coalesce(trace, ''), devices, nodes, %s AS pr FROM runs r "
+             "WHERE name = ?1 AND run_id = (SELECT max(run_id) FROM runs "
+             "WHERE name = r.name AND strategy = r.strategy AND %s = pr) ORDER BY run_id",
+             c->prior_col, c->prior_col);
+    sqlite3_stmt *q = report_prepare(c, sql);
     if (!q) return MS_ERR;
     sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
     snprintf(e->name, sizeof e->name, "%s", name);
@@ -161,6 +174,7 @@ static int load_exp(report_ctx_t *c, const char *name, report_exp_t *e) {
         snprintf(r->trace, sizeof r->trace, "%s", (const char *)sqlite3_column_text(q, 2));
         r->devices = sqlite3_column_int(q, 3);
         r->nodes = sqlite3_column_int(q, 4);
+        snprintf(r->prior, sizeof r->prior, "%s", (const char *)sqlite3_column_text(q, 5));
     }
     sqlite3_finalize(q);
     return MS_OK;
@@ -259,6 +273,8 @@ int report_build(const char *db_path, const char *dir, const char *only, report_
         if (i == 0) nruns = sqlite3_column_int64(q, 0);
         sqlite3_finalize(q);
     }
+    c.prior_col = report_value(&c, "SELECT count(*) FROM pragma_table_info('runs') "
+                                   "WHERE name = 'prior'", 0, 0) > 0 ? "prior" : "'oracle'";
     if (!nruns) {
         sqlite3_close(c.db);
         return ms_err("%s: the database holds no runs, nothing to draw (run an experiment: "

@@ -28,6 +28,7 @@ typedef struct report_run {
     int64_t id;
     char strategy[64];
     char trace[256];
+    char prior[64];   /* runs.prior: what the strategy planned from */
     int devices, nodes;
 } report_run_t;
 
@@ -54,6 +55,8 @@ typedef struct report_ctx {
     int no_gnuplot;       /* gnuplot could not be started: said once, figures fail */
     report_stage_t *stage; /* finished files, renamed into place by report_commit */
     int n_stage, cap_stage;
+    const char *prior_col; /* "prior", or "'oracle'" for databases older than runs.prior
+                            * (every run of theirs planned from the scored trace) */
 } report_ctx_t;
 
 /* How a strategy is drawn in every figure. */

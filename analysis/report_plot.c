@@ -14,6 +14,7 @@
 
 #include "quote.h"
 #include "place.h"
+#include "prior.h"
 #include "report_int.h"
 #include "util.h"
 
@@ -166,6 +167,8 @@ void report_label(report_buf_t *b, const report_exp_t *e, int i) {
     report_buf_t t = {0};
     report_printf(&t, "%s", e->run[i].strategy);
     if (mixed) report_printf(&t, " (EP%d)", e->run[i].devices);
+    /* In-sample runs say so wherever they are drawn. */
+    if (!strcmp(e->run[i].prior, "oracle")) report_printf(&t, " [oracle (in-sample)]");
     report_quote(b, t.s);
     report_buf_free(&t);
 }
@@ -176,6 +179,9 @@ void report_run_list(report_buf_t *b, const report_exp_t *e, const int *use) {
         if (use && !use[i]) continue;
         report_printf(b, "%s%lld ", k++ ? ", " : "", (long long)e->run[i].id);
         report_md(b, e->run[i].strategy);
+        report_printf(b, " (prior ");
+        report_md(b, prior_display(e->run[i].prior));
+        report_printf(b, ")");
     }
     if (!k) report_printf(b, "none");
 }

@@ -27,7 +27,8 @@ static const char SCHEMA[] =
     "  name TEXT NOT NULL, strategy TEXT NOT NULL, strategy_version INTEGER NOT NULL,"
     "  trace TEXT, model TEXT NOT NULL, hardware TEXT NOT NULL,"
     "  nodes INTEGER NOT NULL, devices INTEGER NOT NULL, seed INTEGER NOT NULL,"
-    "  config TEXT NOT NULL, config_hash TEXT NOT NULL, moesim_version TEXT NOT NULL);"
+    "  config TEXT NOT NULL, config_hash TEXT NOT NULL, moesim_version TEXT NOT NULL,"
+    "  prior TEXT NOT NULL DEFAULT 'oracle');"
     "CREATE TABLE IF NOT EXISTS steps ("
     "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, step INTEGER NOT NULL,"
     "  start_ns INTEGER NOT NULL, duration_ns INTEGER NOT NULL, tokens REAL NOT NULL,"
@@ -78,8 +79,8 @@ enum { Q_RUN, Q_STEP, Q_LAYER, Q_DEV, Q_METRIC, Q_BOUND, Q_REPL, Q_TRACE, Q_REPL
 /* "%s" is the schema written to: "stage", or "main" for a ":memory:" store. */
 static const char *const SQL[NQ] = {
     [Q_RUN] = "INSERT INTO %s.runs (name, strategy, strategy_version, trace, model, hardware,"
-              " nodes, devices, seed, config, config_hash, moesim_version)"
-              " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+              " nodes, devices, seed, config, config_hash, moesim_version, prior)"
+              " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [Q_STEP] = "INSERT INTO %s.steps VALUES (?,?,?,?,?)",
     [Q_LAYER] = "INSERT INTO %s.layer_steps VALUES (?,?,?,?,?,?)",
     [Q_DEV] = "INSERT INTO %s.device_loads VALUES (?,?,?,?)",
@@ -218,6 +219,28 @@ static int probe(store_t *st, const char *s, const char *file, const char *role)
     return n;
 }
 
+/* Databases from before runs.prior: every run of theirs planned from the
+ * scored trace itself, so the column they gain says oracle. */
+static int add_prior_column(store_t *st, const char *s) {
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT (SELECT count(*) FROM %s.sqlite_master WHERE type = 'table' AND name = "
+             "'runs'), (SELECT count(*) FROM pragma_table_info('runs', '%s') WHERE name = "
+             "'prior')", s, s);
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
+        return fail(st, "cannot read the runs table's columns");
+    int r = sqlite3_step(q);
+    int has_runs = r == SQLITE_ROW && sqlite3_column_int(q, 0) > 0;
+    int has_prior = r == SQLITE_ROW && sqlite3_column_int(q, 1) > 0;
+    sqlite3_finalize(q);
+    if (r != SQLITE_ROW) return fail(st, "cannot read the runs table's columns");
+    if (!has_runs || has_prior) return MS_OK;
+    snprintf(sql, sizeof sql,
+             "ALTER TABLE %s.runs ADD COLUMN prior TEXT NOT NULL DEFAULT 'oracle'", s);
+    return exec(st, sql, "cannot add the prior column to runs (is the file writable?)");
+}
+
 static int check_schema(store_t *st, const char *s, const char *file, const char *role) {
     char sql[256];
     sqlite3_stmt *q;
@@ -291,7 +314,7 @@ static int connect(store_t *st) {
         make_schema(st, w) || read_tables(st, w))
         return MS_ERR;
     if (!st->direct && st->have_target &&
-        check_schema(st, "main", st->path, "results database"))
+        (add_prior_column(st, "main") || check_schema(st, "main", st->path, "results database")))
         return MS_ERR;
     for (int i = 0; i < NQ; i++) {
         char sql[512];
@@ -570,7 +593,8 @@ static int publish_attached(store_t *st) {
     int r = sqlite3_step(a);
     sqlite3_finalize(a);
     if (r != SQLITE_DONE) return fail(st, "cannot open it to add the runs");
-    int rc = check_schema(st, "dst", st->path, "results database");
+    int rc = add_prior_column(st, "dst");
+    if (rc == MS_OK) rc = check_schema(st, "dst", st->path, "results database");
     if (rc == MS_OK) rc = publish_into(st, "dst");
     sqlite3_exec(st->db, "DETACH dst", NULL, NULL, NULL);
     return rc;
@@ -686,6 +710,7 @@ int store_run_begin(store_t *st, const store_run_t *r, int64_t *run_id) {
     bind_text(q, 10, r->config);
     bind_text(q, 11, r->config_hash);
     bind_text(q, 12, MOESIM_VERSION);
+    bind_text(q, 13, r->prior ? r->prior : "oracle");
     if (step(st, q)) {
         store_run_abort(st);
         return MS_ERR;

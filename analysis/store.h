@@ -20,6 +20,8 @@ typedef struct store_run {
     uint64_t seed;
     const char *config;        /* canonical config text */
     const char *config_hash;   /* hex of its hash */
+    const char *prior;         /* what the strategy planned from (sim/prior.h): none, past,
+                                * trace:PATH or oracle; NULL is stored as oracle */
 } store_run_t;
 
 /* How long a writer waits for another process's commit by default. */

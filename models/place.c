@@ -188,6 +188,16 @@ double place_max(const double *v, int n) {
     return m;
 }
 
+double place_par_mean(const place_layout_t *lo, const double *w) {
+    double *dl = ms_malloc((size_t)lo->n_devices * sizeof *dl), sum = 0;
+    for (int l = 0; l < lo->n_layers; l++) {
+        place_device_load(lo, l, w + (size_t)l * lo->n_experts, dl);
+        sum += place_par(dl, lo->n_devices);
+    }
+    free(dl);
+    return sum / lo->n_layers;
+}
+
 double place_par(const double *v, int n) {
     double sum = 0;
     for (int i = 0; i < n; i++) sum += v[i];

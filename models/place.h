@@ -156,6 +156,11 @@ int place_pick_default(const place_layout_t *lo, int layer, int expert, int src_
  * the most replicas they could get. */
 double place_bound(const double *w, int E, int D, int n_slots);
 
+/* Mean over layers of the PAR of layout lo when expert loads are w
+ * ([n_layers][n_experts]), each split evenly over its replicas: how a layout
+ * fares on given counts, without sampling. */
+double place_par_mean(const place_layout_t *lo, const double *w);
+
 /* Metrics of a layer's device loads. */
 double place_par(const double *dev_load, int n);          /* max / mean */
 double place_max(const double *v, int n);

@@ -1,8 +1,15 @@
 /* cmd_place: `moesim place`: one strategy's first layout from a counts
  * file, without simulating anything. Writes the layout as CSV, prints per
  * layer PAR, balancedness, the maximum device load and its gap to the lower
- * bound, and can store the same in the results database. */
+ * bound, and can store the same in the results database.
+ *
+ * Planning and scoring are kept apart: --counts A --eval B plans on A and
+ * scores on B (out-of-sample, as a deployment that plans from an earlier
+ * dump), beside the in-sample PAR on A and the hindsight PAR of the same
+ * strategy planned on B itself; --window N does the same on one time-axis
+ * trace, window i against window i+1. */
 #include <errno.h>
+#include <math.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +22,7 @@
 #include "record.h"
 #include "moe.h"
 #include "place.h"
+#include "prior.h"
 #include "store.h"
 #include "trace.h"
 #include "util.h"
@@ -25,6 +33,8 @@
 typedef struct place_args {
     const char *strategy, *counts, *out, *db, *model, *name;
     int sglang; /* --format sglang: --out is SGLang's expert-location JSON */
+    const char *eval, *prior; /* scored file; what the layout is planned from */
+    long window;              /* steps per window, 0: none */
     long devices, nodes, redundant, groups, seed; /* -1: not given */
     int quiet;
     int n_sets;
@@ -40,10 +50,20 @@ static void usage(FILE *f) {
             "file's steps, given to the strategy as its prior), prints per layer the\n"
             "peak-to-average ratio (PAR), balancedness (mean/max device load), the maximum\n"
             "device load, the lower bound on it and the gap, then the averages.\n"
+            "Scored on the file it was planned on, the PAR is in-sample (an oracle no\n"
+            "deployment has); --eval scores it on another file (out-of-sample) and adds\n"
+            "the in-sample PAR and the hindsight PAR (the same strategy planned on the\n"
+            "scored file itself).\n"
             "\n"
             "options:\n"
             "  --strategy NAME        placement strategy (%s)\n"
-            "  --counts FILE          counts: SGLang expert statistics JSON\n"
+            "  --counts FILE          counts to plan on: SGLang expert statistics JSON (or any\n"
+            "                         trace format)\n"
+            "  --eval FILE            score the layout on FILE instead (out-of-sample)\n"
+            "  --prior P              plan on: trace:PATH, oracle (the scored file), none\n"
+            "                         (default: the --counts file)\n"
+            "  --window N             on a trace with a time axis: plan on each window of N\n"
+            "                         steps, score on the next, print the mean over windows\n"
             "  --out FILE             write the layout CSV: layer,slot,device,expert\n"
             "  --format csv|sglang    --out as that CSV (default) or as the JSON SGLang's\n"
             "                         --init-expert-location FILE.json loads:\n"
@@ -81,6 +101,8 @@ static int parse(int argc, char **argv, place_args_t *a) {
         {"db", required_argument, 0, 'd'},       {"name", required_argument, 0, 'n'},
         {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
         {"format", required_argument, 0, 'f'},
+        {"eval", required_argument, 0, 'e'},     {"prior", required_argument, 0, 'P'},
+        {"window", required_argument, 0, 'w'},
         {0, 0, 0, 0},
     };
     memset(a, 0, sizeof *a);
@@ -101,6 +123,9 @@ static int parse(int argc, char **argv, place_args_t *a) {
         case 'G': if (parse_count("--groups", optarg, 1, 1 << 20, &a->groups)) return MS_ERR; break;
         case 'x': if (parse_count("--seed", optarg, 0, INT64_MAX, &a->seed)) return MS_ERR; break;
         case 'm': a->model = optarg; break;
+        case 'e': a->eval = optarg; break;
+        case 'P': a->prior = optarg; break;
+        case 'w': if (parse_count("--window", optarg, 1, 1 << 30, &a->window)) return MS_ERR; break;
         case 's':
             if (a->n_sets == PLACE_MAX_SETS) return ms_err("place: more than %d --set options", PLACE_MAX_SETS);
             a->sets[a->n_sets++] = optarg;
@@ -145,6 +170,9 @@ static int parse(int argc, char **argv, place_args_t *a) {
     if (a->devices % a->nodes)
         return ms_err("place: %ld devices do not divide over %ld nodes (give --devices a multiple "
                       "of --nodes)", a->devices, a->nodes);
+    if (a->window && (a->eval || a->prior || a->out || a->db))
+        return ms_err("place: --window plans and scores windows of the --counts trace; it takes "
+                      "no --eval, --prior, --out or --db (drop them, or drop --window)");
     return MS_OK;
 }
 
@@ -181,11 +209,14 @@ static int write_tmp(const place_layout_t *lo, int n_dense, const char *path, ch
 }
 
 /* The run's identity for the database: the options and the --set keys. */
-static char *config_text(const place_args_t *a, cfg_t *c, const char *strategy) {
+static char *config_text(const place_args_t *a, cfg_t *c, const char *strategy,
+                         const char *prior) {
     char v[64];
 #define SETI(k, x) (snprintf(v, sizeof v, "%ld", (long)(x)), cfg_set(c, "place", k, v, "place", 0))
     cfg_set(c, "place", "strategy", strategy, "place", 0);
     cfg_set(c, "place", "counts", a->counts, "place", 0);
+    if (a->eval) cfg_set(c, "place", "eval", a->eval, "place", 0);
+    cfg_set(c, "place", "prior", prior, "place", 0);
     cfg_set(c, "place", "model", a->model, "place", 0);
     SETI("devices", a->devices);
     SETI("nodes", a->nodes);
@@ -197,18 +228,20 @@ static char *config_text(const place_args_t *a, cfg_t *c, const char *strategy) 
 }
 
 static int store_all(const place_args_t *a, cfg_t *c, const place_ops_t *ops, place_state_t *ps,
-                     const place_layout_t *lo, const double *prior, const metrics_loads_t *acc,
+                     const place_layout_t *lo, const char *scored_path, const char *prior_label,
+                     const double *scored, const metrics_loads_t *acc,
                      const metrics_layer_bound_t *row, const metrics_t *m) {
     store_t *st = NULL;
     record_t rec = {0};
     int rc = MS_ERR;
-    char *text = config_text(a, c, ops->name);
+    char *text = config_text(a, c, ops->name, prior_label);
     store_run_t meta = {.name = a->name, .strategy = ops->name,
-                        .strategy_version = ops->algo_version, .trace = a->counts,
+                        .strategy_version = ops->algo_version, .trace = scored_path,
                         .model = a->model, .hardware = "none", .nodes = (int)a->nodes,
-                        .devices = (int)a->devices, .seed = (uint64_t)a->seed};
+                        .devices = (int)a->devices, .seed = (uint64_t)a->seed,
+                        .prior = prior_label};
     if (store_open(a->db, &st) || record_begin(&rec, st, &meta, text) ||
-        record_layers(&rec, lo, prior, acc, row) || record_metrics(&rec, m) ||
+        record_layers(&rec, lo, scored, acc, row) || record_metrics(&rec, m) ||
         record_strategy_metrics(&rec, ops, ps, "") || record_commit(&rec))
         goto out;
     rc = MS_OK;
@@ -219,14 +252,147 @@ out:
     return rc;
 }
 
-int cmd_place(int argc, char **argv) {
-    place_args_t a;
-    trace_t *tr = NULL;
-    cfg_t *cfg = NULL;
+/* Counts of steps [s0, s1) of t summed per layer: [L][E], caller frees. */
+static double *sum_steps(const trace_t *t, int s0, int s1) {
+    int L = t->n_layers, E = t->n_experts;
+    double *w = ms_calloc((size_t)L * E, sizeof *w);
+    for (int s = s0; s < s1; s++)
+        for (int l = 0; l < L; l++) {
+            const double *c = trace_counts(t, s, l);
+            for (int e = 0; e < E; e++) w[(size_t)l * E + e] += c[e];
+        }
+    return w;
+}
+
+/* The strategy's layout planned from w (NULL: no statistics). */
+static int plan(const place_ops_t *ops, const place_env_t *env, const double *w,
+                place_state_t **ps, place_layout_t **lo) {
+    *ps = NULL;
+    *lo = NULL;
+    if (ops->init(env, w, ps, lo)) return MS_ERR;
+    if ((*lo)->n_layers != env->n_layers || (*lo)->n_experts != env->n_experts ||
+        (*lo)->n_devices != env->n_devices)
+        return ms_err("place: strategy %s made a %d x %d layout on %d devices for %d x %d on %d "
+                      "(a bug in the strategy)", ops->name, (*lo)->n_layers, (*lo)->n_experts,
+                      (*lo)->n_devices, env->n_layers, env->n_experts, env->n_devices);
+    return MS_OK;
+}
+
+static void drop(const place_ops_t *ops, place_state_t **ps, place_layout_t **lo) {
+    if (*ps && ops->destroy) ops->destroy(*ps);
+    place_layout_free(*lo);
+    *ps = NULL;
+    *lo = NULL;
+}
+
+/* Per layer, the lower bound over the mean device load on loads w. */
+static double bound_par(const place_layout_t *lo, const double *w, double *per_layer) {
+    int L = lo->n_layers, E = lo->n_experts, D = lo->n_devices;
+    double sum = 0;
+    for (int l = 0; l < L; l++) {
+        const double *wl = w + (size_t)l * E;
+        double tot = 0;
+        for (int e = 0; e < E; e++) tot += wl[e];
+        double b = tot > 0 ? place_bound(wl, E, D, lo->layer[l].n_slots) / (tot / D) : 1.0;
+        if (per_layer) per_layer[l] = b;
+        sum += b;
+    }
+    return sum / L;
+}
+
+/* Per-layer PAR of lo on loads w into par[L]; returns the mean. */
+static double layer_pars(const place_layout_t *lo, const double *w, double *par) {
+    int L = lo->n_layers, E = lo->n_experts, D = lo->n_devices;
+    double *dl = ms_malloc((size_t)D * sizeof *dl), sum = 0;
+    for (int l = 0; l < L; l++) {
+        place_device_load(lo, l, w + (size_t)l * E, dl);
+        par[l] = metrics_par(dl, D);
+        sum += par[l];
+    }
+    free(dl);
+    return sum / L;
+}
+
+static int check_shape(const trace_t *t, const char *path, const moe_model_t *m) {
+    if (t->n_experts != m->n_experts || t->n_layers != moe_n_moe_layers(m))
+        return ms_err("%s: counts have %d MoE layers x %d experts but model %s has %d x %d (give "
+                      "the --model the counts were recorded from)",
+                      path, t->n_layers, t->n_experts, m->name, moe_n_moe_layers(m),
+                      m->n_experts);
+    return MS_OK;
+}
+
+/* --window N: plan on window i, score on window i + 1, for every pair. */
+static int windows(const place_args_t *a, const place_ops_t *ops, const place_env_t *env,
+                   const trace_t *tr) {
+    int N = (int)a->window, W = tr->n_steps / N, L = env->n_layers;
+    if (!tr->has_steps || W < 2)
+        return ms_err("%s: --window %d needs a trace with a time axis of at least %d steps (it "
+                      "has %d%s; lower --window, or use --counts A --eval B on two files)",
+                      a->counts, N, 2 * N, tr->n_steps, tr->has_steps ? "" : ", no time axis");
+    double *par = ms_calloc((size_t)L, sizeof *par);
+    double *lin = ms_calloc((size_t)L, sizeof *lin), *lout = ms_calloc((size_t)L, sizeof *lout);
+    double *lh = ms_calloc((size_t)L, sizeof *lh), *lb = ms_calloc((size_t)L, sizeof *lb);
+    double m_in = 0, m_out = 0, m_h = 0, m_b = 0;
     place_state_t *ps = NULL;
     place_layout_t *lo = NULL;
+    double *cur = sum_steps(tr, 0, N), *next = NULL;
+    int rc = MS_ERR;
+    printf("%6s %10s %10s %10s %10s\n", "window", "PAR in", "PAR out", "hindsight", "bound");
+    for (int i = 0; i + 1 < W; i++) {
+        next = sum_steps(tr, (i + 1) * N, (i + 2) * N);
+        if (plan(ops, env, cur, &ps, &lo)) goto out;
+        double pin = layer_pars(lo, cur, par);
+        for (int l = 0; l < L; l++) lin[l] += par[l];
+        double pout = layer_pars(lo, next, par);
+        for (int l = 0; l < L; l++) lout[l] += par[l];
+        double pb = bound_par(lo, next, par);
+        for (int l = 0; l < L; l++) lb[l] += par[l];
+        drop(ops, &ps, &lo);
+        if (plan(ops, env, next, &ps, &lo)) goto out;
+        double ph = layer_pars(lo, next, par);
+        for (int l = 0; l < L; l++) lh[l] += par[l];
+        drop(ops, &ps, &lo);
+        printf("%6d %10.4f %10.4f %10.4f %10.4f\n", i, pin, pout, ph, pb);
+        m_in += pin;
+        m_out += pout;
+        m_h += ph;
+        m_b += pb;
+        free(cur);
+        cur = next;
+        next = NULL;
+    }
+    if (!a->quiet) {
+        printf("per layer, averaged over %d windows:\n%5s %10s %10s %10s %10s\n", W - 1, "layer",
+               "PAR in", "PAR out", "hindsight", "bound");
+        for (int l = 0; l < L; l++)
+            printf("%5d %10.4f %10.4f %10.4f %10.4f\n", l, lin[l] / (W - 1), lout[l] / (W - 1),
+                   lh[l] / (W - 1), lb[l] / (W - 1));
+    }
+    printf("%s on %s, windows of %d steps (%d pairs): mean PAR in-sample %.4f, out-of-sample "
+           "%.4f, hindsight %.4f, bound %.4f\n", ops->name, a->counts, N, W - 1, m_in / (W - 1),
+           m_out / (W - 1), m_h / (W - 1), m_b / (W - 1));
+    rc = MS_OK;
+out:
+    drop(ops, &ps, &lo);
+    free(cur);
+    free(next);
+    free(par);
+    free(lin);
+    free(lout);
+    free(lh);
+    free(lb);
+    return rc;
+}
+
+int cmd_place(int argc, char **argv) {
+    place_args_t a;
+    trace_t *tr = NULL, *ev = NULL;
+    cfg_t *cfg = NULL;
+    place_state_t *ps = NULL, *ps_h = NULL;
+    place_layout_t *lo = NULL, *lo_h = NULL;
     const place_ops_t *ops = NULL;
-    double *prior = NULL, *dev = NULL;
+    double *scored = NULL, *planw = NULL, *dev = NULL, *p_in = NULL, *p_h = NULL;
     metrics_layer_bound_t *row = NULL;
     metrics_loads_t acc = {0};
     char *tmp = NULL;
@@ -239,14 +405,9 @@ int cmd_place(int argc, char **argv) {
         ms_err("place: unknown --model '%s' (known: %s)", a.model, moe_names());
         goto out;
     }
-    if (trace_read(a.counts, &tr)) goto out;
+    if (trace_read(a.counts, &tr) || check_shape(tr, a.counts, model)) goto out;
+    if (a.eval && (trace_read(a.eval, &ev) || check_shape(ev, a.eval, model))) goto out;
     int L = tr->n_layers, E = tr->n_experts, D = (int)a.devices;
-    if (E != model->n_experts || L != moe_n_moe_layers(model)) {
-        ms_err("%s: counts have %d MoE layers x %d experts but model %s has %d x %d (give the "
-               "--model the counts were recorded from)",
-               a.counts, L, E, model->name, moe_n_moe_layers(model), model->n_experts);
-        goto out;
-    }
     if (a.groups < 0) a.groups = model->n_groups > 0 ? model->n_groups : 1;
     if ((E + a.redundant) % D) {
         ms_err("place: %d experts + %ld redundant = %ld slots per layer do not divide over %d "
@@ -254,8 +415,33 @@ int cmd_place(int argc, char **argv) {
                E, a.redundant, E + a.redundant, D, D);
         goto out;
     }
-    prior = ms_malloc((size_t)L * E * sizeof *prior);
-    for (int l = 0; l < L; l++) trace_layer_total(tr, l, prior + (size_t)l * E);
+    /* What the layout is planned from: --prior, else the --counts file
+     * (in-sample when nothing else is scored). */
+    prior_spec_t pr = {0};
+    char plabel_buf[600];
+    if (a.prior) {
+        if (prior_parse(a.prior, NULL, "place: --prior", &pr)) goto out;
+        if (pr.kind == PRIOR_PAST) {
+            ms_err("place: --prior past needs simulated steps; on a trace with a time axis use "
+                   "--window N (plan on each window, score on the next)");
+            goto out;
+        }
+    } else if (a.eval) {
+        pr.kind = PRIOR_TRACE;
+        snprintf(pr.arg, sizeof pr.arg, "%s", a.counts);
+        snprintf(pr.path, sizeof pr.path, "%s", a.counts);
+    } else {
+        pr.kind = PRIOR_ORACLE;
+    }
+    const trace_t *sc = ev ? ev : tr; /* the scored counts */
+    const char *sc_path = ev ? a.eval : a.counts;
+    if (prior_build(&pr, sc, NULL, 0, 1, &planw)) goto out;
+    const char *plabel = prior_label(&pr, plabel_buf, sizeof plabel_buf);
+    /* In-sample when the plan came from the scored file itself. */
+    int oracle = pr.kind == PRIOR_ORACLE ||
+                 (pr.kind == PRIOR_TRACE && !ev && !strcmp(pr.path, a.counts));
+    if (oracle) plabel = "oracle";
+    scored = sum_steps(sc, 0, sc->n_steps);
 
     cfg = cfg_new();
     for (int i = 0; i < a.n_sets; i++)
@@ -267,24 +453,25 @@ int cmd_place(int argc, char **argv) {
                        .redundant = (int)a.redundant, .top_k = model->top_k,
                        .n_groups = (int)a.groups, .topk_groups = model->topk_groups,
                        .cfg = cfg, .cfg_section = sec, .seed = (uint64_t)a.seed};
-    if (ops->init(&env, prior, &ps, &lo)) goto out;
-    /* Keys the strategy never read are typos: say so before writing. */
-    if (cfg_check_unused(cfg)) goto out;
-    if (lo->n_layers != L || lo->n_experts != E || lo->n_devices != D) {
-        ms_err("place: strategy %s made a %d x %d layout on %d devices for %d x %d on %d "
-               "(a bug in the strategy)", ops->name, lo->n_layers, lo->n_experts, lo->n_devices,
-               L, E, D);
+    if (a.window) {
+        rc = windows(&a, ops, &env, tr) || cfg_check_unused(cfg) ? 1 : 0;
         goto out;
     }
+    if (plan(ops, &env, planw, &ps, &lo)) goto out;
+    /* Keys the strategy never read are typos: say so before writing. */
+    if (cfg_check_unused(cfg)) goto out;
+    /* Out-of-sample: the hindsight layout (the same strategy planned on
+     * the scored counts) and the in-sample PAR on what the plan saw. */
+    if (!oracle && plan(ops, &env, scored, &ps_h, &lo_h)) goto out;
 
-    /* The prior scored as one step of the layout: the same metric
+    /* The scored counts as one step of the layout: the same metric
      * definitions as a simulated run's (metrics.c). */
     dev = ms_malloc((size_t)L * D * sizeof *dev);
     row = ms_calloc((size_t)L, sizeof *row);
     for (int l = 0; l < L; l++)
-        place_device_load(lo, l, prior + (size_t)l * E, dev + (size_t)l * D);
+        place_device_load(lo, l, scored + (size_t)l * E, dev + (size_t)l * D);
     metrics_loads_init(&acc, L, D, E);
-    metrics_loads_step(&acc, dev, prior);
+    metrics_loads_step(&acc, dev, scored);
     int *slots = ms_malloc((size_t)L * sizeof *slots);
     for (int l = 0; l < L; l++) slots[l] = lo->layer[l].n_slots;
     metrics_layer_bounds(&acc, slots, row);
@@ -293,28 +480,48 @@ int cmd_place(int argc, char **argv) {
     metrics_from_loads(&acc, row, 0, &m);
     metrics_balancedness(row, L, &m);
     metrics_set(&m, METRIC_REDUNDANT, (double)a.redundant);
+    double par_out = metrics_get(&m, METRIC_PAR_MEAN, 0), par_in = par_out, par_h = par_out;
+    p_in = ms_calloc((size_t)L, sizeof *p_in);
+    p_h = ms_calloc((size_t)L, sizeof *p_h);
+    if (!oracle) {
+        if (planw) par_in = layer_pars(lo, planw, p_in);
+        else
+            for (int l = 0; l < L; l++) p_in[l] = NAN;
+        par_h = layer_pars(lo_h, scored, p_h);
+        metrics_set(&m, METRIC_PAR_MEAN_IN_SAMPLE, planw ? par_in : NAN);
+        metrics_set(&m, METRIC_PAR_MEAN_HINDSIGHT, par_h);
+    }
     if (!a.quiet) {
-        printf("%5s %8s %8s %14s %14s %8s\n", "layer", "PAR", "balance", "max load", "bound",
+        printf("%5s %8s %8s %14s %14s %8s", "layer", "PAR", "balance", "max load", "bound",
                "gap %");
+        if (!oracle) printf(" %8s %9s", "PAR in", "hindsight");
+        printf("\n");
         for (int l = 0; l < L; l++) {
             const metrics_layer_bound_t *r = &row[l];
-            printf("%5d %8.4f %8.4f %14.1f %14.1f %8.2f\n", l,
+            printf("%5d %8.4f %8.4f %14.1f %14.1f %8.2f", l,
                    metrics_par(dev + (size_t)l * D, D),
                    r->max_load > 0 ? r->best_ep / r->max_load : 1.0, r->max_load, r->bound,
                    100 * metrics_gap_to_bound(r, 1));
+            if (!oracle) printf(" %8.4f %9.4f", p_in[l], p_h[l]);
+            printf("\n");
         }
     }
     printf("%s on %s: %d layers, %d experts, %d slots on %d devices / %ld nodes\n", ops->name,
-           a.counts, L, E, lo->layer[0].n_slots, D, a.nodes);
+           sc_path, L, E, lo->layer[0].n_slots, D, a.nodes);
+    printf("prior: %s\n", prior_display(plabel));
 #define G(id) metrics_get(&m, METRIC_##id, 0)
     printf("mean PAR %.4f (max %.4f), balancedness %.4f (SGLang) %.4f (vLLM), "
            "bound PAR %.4f, gap to bound %.2f%%\n",
            G(PAR_MEAN), G(PAR_MAX), G(BALANCEDNESS_SGLANG), G(BALANCEDNESS_VLLM),
            G(BOUND_PAR_MEAN), 100 * G(GAP_TO_BOUND));
+    if (!oracle)
+        printf("mean PAR in-sample %.4f, out-of-sample %.4f, hindsight (planned on %s) %.4f, "
+               "bound %.4f\n", par_in, par_out, sc_path, par_h, G(BOUND_PAR_MEAN));
 #undef G
 
     if (a.out && write_tmp(lo, a.sglang ? model->n_dense : -1, a.out, &tmp)) goto out;
-    if (a.db && store_all(&a, cfg, ops, ps, lo, prior, &acc, row, &m)) goto out;
+    if (a.db && store_all(&a, cfg, ops, ps, lo, sc_path, plabel, scored, &acc, row, &m))
+        goto out;
     if (tmp && rename(tmp, a.out)) {
         ms_err("%s: cannot move the layout into place: %s", a.out, strerror(errno));
         goto out;
@@ -325,17 +532,23 @@ int cmd_place(int argc, char **argv) {
     if (a.db) printf("results: %s\n", a.db);
     rc = 0;
 out:
-    metrics_loads_free(&acc);
     if (tmp) {
         unlink(tmp);
         free(tmp);
     }
+    metrics_loads_free(&acc);
     free(row);
     free(dev);
-    free(prior);
-    place_layout_free(lo);
-    if (ps && ops->destroy) ops->destroy(ps);
+    free(scored);
+    free(planw);
+    free(p_in);
+    free(p_h);
+    if (ops) {
+        drop(ops, &ps, &lo);
+        drop(ops, &ps_h, &lo_h);
+    }
     cfg_free(cfg);
     trace_free(tr);
+    trace_free(ev);
     return rc;
 }

@@ -10,6 +10,7 @@
 #include "cmd.h"
 #include "metrics.h"
 #include "place.h"
+#include "prior.h"
 #include "run.h"
 #include "store.h"
 #include "util.h"
@@ -158,13 +159,15 @@ static int run_cmd(int argc, char **argv, int all) {
      * the old): a compare that fails on its last strategy stores nothing.
      * The table shows what the database now holds, read back. */
     if (store_finish(st)) goto out;
+    char plb[600];
+    const char *prior = prior_display(prior_label(&spec.prior, plb, sizeof plb));
     if (all) metrics_print_header(stdout, spec.serving);
     for (int i = 0; i < n; i++) {
         metrics_t m;
         int64_t id = store_final_id(st, ids[i]);
         if (metrics_load(store_db(st), id, &m)) goto out;
-        if (all) metrics_print_row(stdout, spec.strategies[i], &m, spec.serving);
-        else metrics_print_run(stdout, id, spec.strategies[i], &m, spec.serving);
+        if (all) metrics_print_row(stdout, spec.strategies[i], prior, &m, spec.serving);
+        else metrics_print_run(stdout, id, spec.strategies[i], prior, &m, spec.serving);
     }
     printf("results: %s\n", o.db);
     rc = 0;

@@ -99,6 +99,10 @@ static void print_info(const trace_t *t, const trace_stats_t *st, int ep, int su
                par, t->n_experts, ep, t->n_experts);
     else if (t->n_steps > 1)
         printf("per step: %s %.4f (mean over steps and layers)\n", par, st->step_par_mean);
+    if (!isnan(st->drift))
+        printf("drift: L1 first half vs second half %.4f, time axis shuffled %.4f (sampling "
+               "noise; mean over layers of per-expert distributions)\n", st->drift,
+               st->drift_noise);
 }
 
 static int trace_info(int argc, char **argv) {

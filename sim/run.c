@@ -38,36 +38,58 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     const cluster_t *c = &sp->cluster;
     int L = moe_n_moe_layers(&sp->model), D = c->n_devices, E = sp->model.n_experts;
 
-    trace_t *tr = NULL;
-    replay_t *rp = NULL;
-    route_t *router = NULL;
+    /* One trace, replay and router per phase (one phase without phases). */
+    int NP = sp->phases.n ? sp->phases.n : 1;
+    trace_t *trs[PHASE_MAX] = {0}, *mix = NULL;
+    replay_t *rps[PHASE_MAX] = {0};
+    route_t *routers[PHASE_MAX] = {0};
+    int pstep[PHASE_MAX] = {0}; /* steps each phase has replayed */
     place_state_t *ps = NULL;
     place_layout_t *lo = NULL;
     step_sim_t *sim = NULL;
-    double *prior = NULL;
+    double *prior = NULL, *tr_tot = NULL;
     metrics_layer_bound_t *lb = NULL;
     metrics_loads_t acc = {0};
     char *text = NULL;
     record_t rec = {0};
     int rc = MS_ERR;
 
-    if (trace_read(sp->trace_path, &tr) || run_spec_check_trace(sp, tr)) goto out;
     /* decode: tokens_per_device sequences, each verifying 1 + mtp_depth tokens a
      * step; prefill: tokens_per_device prompt tokens computed a step */
     int verify = sp->prefill ? 1 : 1 + sp->model.mtp_depth;
-    if (replay_new(tr, sp->model.top_k, D, sp->tokens_per_device * verify, sp->seed, &rp))
-        goto out;
+    for (int i = 0; i < NP; i++) {
+        const char *path = sp->phases.n ? sp->phases.p[i].path : sp->trace_path;
+        if (trace_read(path, &trs[i]) || run_spec_check_trace(sp, trs[i]) ||
+            replay_new(trs[i], sp->model.top_k, D, sp->tokens_per_device * verify,
+                       sp->seed + (uint64_t)i, &rps[i]))
+            goto out;
+    }
+    /* What the run scores on: the trace, or the phases' duration-weighted
+     * mixture. */
+    if (sp->phases.n) mix = phase_mix(&sp->phases, trs);
+    const trace_t *tr = mix ? mix : trs[0];
     char sec[64];
     place_env_t env = run_strategy_env(sp, &sp->cluster, sp->redundant, ops, sec, sizeof sec);
-    /* Prior statistics for strategies that start from them: the trace's
-     * whole-run counts, as SGLang's --init-expert-location does. */
-    prior = ms_malloc((size_t)L * E * sizeof *prior);
-    for (int l = 0; l < L; l++) trace_layer_total(tr, l, prior + (size_t)l * E);
+    /* What the strategy plans from ([placement] prior); with past, the
+     * warm-up batches come first and the measured steps follow them. */
+    if (prior_build(&sp->prior, tr, rps[0], (double)sp->tokens_per_device * verify * D, 1,
+                    &prior))
+        goto out;
+    int skip = prior_skip(&sp->prior);
+    pstep[0] = skip;
     if (ops->init(&env, prior, &ps, &lo)) goto out;
+    /* The first layout on the scored trace's counts, unsampled: what
+     * `moesim place --eval` prints for the same prior. */
+    tr_tot = ms_malloc((size_t)L * E * sizeof *tr_tot);
+    for (int l = 0; l < L; l++) trace_layer_total(tr, l, tr_tot + (size_t)l * E);
+    double layout_par = place_par_mean(lo, tr_tot);
     /* A strategy that steers routing chooses every token's experts from
      * router scores made up from the trace; its choices overwrite the
      * replayed ones in replay's own buffer, reused each step. */
-    if (ops->route && route_new(tr, sp->model.top_k, ops, ps, sp->seed, 0, 1, &router)) goto out;
+    for (int i = 0; i < NP && ops->route; i++)
+        if (route_new(trs[i], sp->model.top_k, ops, ps, sp->seed + (uint64_t)i, 0, 1,
+                      &routers[i]))
+            goto out;
     /* decode holds each sequence's kv_len positions; prefill the batch's
      * prompts, cached prefixes included */
     double kv = sp->prefill ? cost_kv_bytes(&sp->model, 1,
@@ -76,12 +98,13 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     if (cost_check_memory(&c->hw, &sp->model, lo, kv, cfg_origin(sp->cfg)))
         goto out;
 
-    char hash[17];
+    char hash[17], plabel[600];
     text = run_config_text(sp->cfg, ops->name, hash);
     store_run_t meta = {.name = sp->name, .strategy = ops->name,
                         .strategy_version = ops->algo_version, .trace = sp->trace_name,
                         .model = sp->model.name, .hardware = c->hw.name, .nodes = c->n_nodes,
-                        .devices = D, .seed = sp->seed};
+                        .devices = D, .seed = sp->seed,
+                        .prior = prior_label(&sp->prior, plabel, sizeof plabel)};
     if (record_begin(&rec, st, &meta, text)) goto out;
     sum->run_id = rec.run_id;
 
@@ -91,8 +114,10 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     double tokens = 0;
     int64_t now_ns = 0;
     for (int s = 0; s < sp->steps; s++) {
-        const route_step_t *rt = replay_step(rp, s);
-        if (router) route_tokens(router, (route_step_t *)rt, s);
+        /* The phase is the one serving when the step starts. */
+        int p = sp->phases.n ? phase_at(&sp->phases, now_ns) : 0, ts = pstep[p]++;
+        const route_step_t *rt = replay_step(rps[p], ts);
+        if (routers[p]) route_tokens(routers[p], (route_step_t *)rt, ts);
         step_result_t r;
         step_in_t in = {.start_ns = now_ns, .layout = lo, .route = rt, .kv_len = sp->kv_len,
                         .prefill = sp->prefill, .pick = ops->pick_replica ? pick_via : NULL,
@@ -125,7 +150,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     }
     lb = ms_malloc((size_t)L * sizeof *lb);
     metrics_layout_bounds(&acc, lo, lb);
-    if (record_layers(&rec, lo, prior, &acc, lb)) goto out;
+    if (record_layers(&rec, lo, tr_tot, &acc, lb)) goto out;
 
     metrics_t *m = &sum->m;
     double sim_s = (double)now_ns / ENG_NS_PER_S;
@@ -136,6 +161,8 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     metrics_set(m, METRIC_STEP_TIME_MEAN, sim_s * 1e3 / sp->steps);
     metrics_set(m, sp->prefill ? METRIC_IN_TPS_NODE : METRIC_OUT_TPS_NODE,
                 metrics_per_node(tokens, sim_s, c->n_nodes));
+    metrics_set(m, METRIC_PRIOR_WARMUP_STEPS, skip);
+    metrics_set(m, METRIC_LAYOUT_PAR_MEAN, layout_par);
     metrics_from_loads(&acc, lb, 0, m);
     if (record_metrics(&rec, m) || record_strategy_metrics(&rec, ops, ps, "") ||
         record_commit(&rec))
@@ -146,13 +173,17 @@ out:
     record_abort(&rec);
     free(text);
     free(prior);
+    free(tr_tot);
     free(lb);
     metrics_loads_free(&acc);
     step_free(sim);
     place_layout_free(lo);
     if (ps && ops->destroy) ops->destroy(ps);
-    route_free(router);
-    replay_free(rp);
-    trace_free(tr);
+    for (int i = 0; i < NP; i++) {
+        route_free(routers[i]);
+        replay_free(rps[i]);
+        trace_free(trs[i]);
+    }
+    trace_free(mix);
     return rc;
 }

@@ -159,12 +159,25 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     if (run_cluster_load(cfg, &o->cluster) || run_model_load(cfg, &o->model) || mtp_load(cfg, o))
         return MS_ERR;
 
-    if (cfg_str(cfg, "workload", "trace", NULL, &s)) return MS_ERR;
-    if (!s)
-        return ms_err("%s: no [workload] trace (example: trace = ../traces/data/"
-                      "deepseek-v3-sglang/decode_in1000out1000.json)", cfg_origin(cfg));
-    o->trace_name = s;
-    ms_path_beside(cfg_origin(cfg), s, o->trace_path, sizeof o->trace_path);
+    const char *ph;
+    if (cfg_str(cfg, "workload", "trace", NULL, &s) ||
+        cfg_str(cfg, "workload", "phases", NULL, &ph))
+        return MS_ERR;
+    if (s && ph)
+        return ms_err("%s: [workload] has both trace and phases (keep one: phases replays "
+                      "its traces one after another)", cfg_where(cfg, "workload", "phases"));
+    if (ph) {
+        if (phase_parse(ph, cfg_origin(cfg), cfg_where(cfg, "workload", "phases"), &o->phases))
+            return MS_ERR;
+        o->trace_name = ph;
+        snprintf(o->trace_path, sizeof o->trace_path, "%s", o->phases.p[0].path);
+    } else {
+        if (!s)
+            return ms_err("%s: no [workload] trace (example: trace = ../traces/data/"
+                          "deepseek-v3-sglang/decode_in1000out1000.json)", cfg_origin(cfg));
+        o->trace_name = s;
+        ms_path_beside(cfg_origin(cfg), s, o->trace_path, sizeof o->trace_path);
+    }
     if (cfg_int(cfg, "workload", "tokens_per_device", 128, 1, 1 << 20, &v)) return MS_ERR;
     o->tokens_per_device = (int)v;
     if (cfg_double(cfg, "workload", "kv_len", 1024, 0, 1e8, &o->kv_len)) return MS_ERR;
@@ -182,6 +195,7 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
 
     if (cfg_int(cfg, "placement", "redundant", 0, 0, 1 << 16, &v)) return MS_ERR;
     o->redundant = (int)v;
+    if (prior_spec_load(cfg, &o->prior)) return MS_ERR;
     if (cfg_str(cfg, "placement", "strategies", "static", &s)) return MS_ERR;
     if (split_list(s, o, cfg_where(cfg, "placement", "strategies"))) return MS_ERR;
     /* [placement] layout is read by the layout strategy alone: without it
@@ -231,6 +245,10 @@ int run_spec_check_trace(const run_spec_t *sp, const trace_t *t) {
 char *run_config_text(const cfg_t *cfg, const char *strategy, char hash[17]) {
     cfg_t *one = cfg_copy(cfg);
     cfg_set(one, "placement", "strategies", strategy, cfg_origin(cfg), 0);
+    /* The prior in effect is part of the run's identity even when the
+     * config leaves it to the default (older runs were all oracle). */
+    if (!cfg_has(one, "placement", "prior"))
+        cfg_set(one, "placement", "prior", PRIOR_DEFAULT, cfg_origin(cfg), 0);
     char *text = cfg_canonical(one);
     cfg_free(one);
     record_hash(text, hash);
@@ -239,13 +257,26 @@ char *run_config_text(const cfg_t *cfg, const char *strategy, char hash[17]) {
 
 int run_validate(const run_spec_t *sp) {
     trace_t *tr = NULL;
+    for (int i = 1; i < sp->phases.n; i++) { /* every phase's trace must fit the model */
+        if (trace_read(sp->phases.p[i].path, &tr) || run_spec_check_trace(sp, tr)) {
+            trace_free(tr);
+            return MS_ERR;
+        }
+        trace_free(tr);
+        tr = NULL;
+    }
     if (trace_read(sp->trace_path, &tr) || run_spec_check_trace(sp, tr)) {
         trace_free(tr);
         return MS_ERR;
     }
-    int L = moe_n_moe_layers(&sp->model), E = sp->model.n_experts, rc = MS_OK;
-    double *prior = ms_malloc((size_t)L * E * sizeof *prior);
-    for (int l = 0; l < L; l++) trace_layer_total(tr, l, prior + (size_t)l * E);
+    int rc = MS_OK;
+    double *prior = NULL;
+    /* past needs the run's own replay; the other priors are read now, so a
+     * bad prior file fails before anything runs. */
+    if (sp->prior.kind != PRIOR_PAST && prior_build(&sp->prior, tr, NULL, 0, 1, &prior)) {
+        trace_free(tr);
+        return MS_ERR;
+    }
     for (int i = 0; i < sp->n_strategies && rc == MS_OK; i++) {
         const place_ops_t *ops = place_find(sp->strategies[i]);
         char sec[64];

@@ -11,7 +11,9 @@
 
 #include "cfg.h"
 #include "moe.h"
+#include "phase.h"
 #include "place.h"
+#include "prior.h"
 #include "serve_spec.h"
 #include "step.h"
 
@@ -29,7 +31,8 @@ typedef struct run_spec {
     cluster_t cluster;
     moe_model_t model;
     char trace_path[4096];    /* resolved against the config's folder */
-    const char *trace_name;   /* as written in the config */
+    const char *trace_name;   /* as written in the config (with phases: the phases key) */
+    phases_t phases;          /* [workload] phases; .n == 0 without them */
     int tokens_per_device;    /* decode batch per device */
     double kv_len;            /* mean KV-cache length per token ([workload] kv_len) */
     int prefill;              /* [workload] phase = prefill: fixed prefill batches */
@@ -39,6 +42,7 @@ typedef struct run_spec {
     double mtp_tokens;        /* expected tokens a sequence makes per decode step:
                                * 1 + sum_i prod_{j<=i} mtp_accept[j] */
     int redundant;            /* redundant expert slots per layer */
+    prior_spec_t prior;       /* [placement] prior: what the strategies plan from */
     int n_strategies;
     char strategies[RUN_MAX_STRATEGIES][32];
     int serving;              /* 1: the config has a [serving] section (serve.h) */

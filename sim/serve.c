@@ -86,7 +86,15 @@ typedef struct inst {
     double n_tokens;           /* tokens it computes (decode: 1 + mtp_depth a sequence) */
     double made;               /* decode: output tokens it made (accepted drafts included) */
     double *counts;            /* [L][E] count mode */
-    double *prior;             /* [L][E] the trace's summed counts */
+    double *tr_tot;            /* [L][E] the scored counts (trace_counts rows) */
+    int skip;                  /* warm-up batches replayed before the first one served
+                                * ([placement] prior = past) */
+    /* [workload] phases: phase i > 0 replays with its own replay and
+     * router (phase 0 with rp and router above) */
+    int n_ph;
+    replay_t *ph_rp[PHASE_MAX];
+    route_t *ph_router[PHASE_MAX];
+    int64_t ph_steps[PHASE_MAX]; /* batches each later phase has replayed */
     metrics_loads_t loads;     /* per-step loads summed over the run */
     double busy_ns, bal_ns, bytes, tokens_sum;
     int64_t replans;
@@ -266,17 +274,27 @@ static void inst_step(srv_t *s, inst_t *in, int64_t now, double kv_len, eng_fn d
         si.pick = pick_via;
         si.pick_ctx = in;
     }
-    int ts = (int)(in->steps / s->ss->trace_step_every);
+    int ts = (int)((in->skip + in->steps) / s->ss->trace_step_every);
+    replay_t *rp = in->rp;
+    route_t *router = in->router;
+    /* The phase serving when the batch starts; a later phase replays its
+     * trace from its own first step. */
+    int p = in->n_ph ? phase_at(&s->sp->phases, now) : 0;
+    if (p > 0) {
+        ts = (int)(in->ph_steps[p]++ / s->ss->trace_step_every);
+        rp = in->ph_rp[p];
+        router = in->ph_router[p];
+    }
     in->n_tokens = 0;
     for (int d = 0; d < in->D; d++) in->n_tokens += in->tokens[d];
     if (in->c.mode == STEP_ANALYTIC) {
-        if (in->router) route_counts(in->router, ts, (int)in->steps, in->n_tokens, in->counts);
-        else replay_counts(in->rp, ts, in->n_tokens, in->counts);
+        if (router) route_counts(router, ts, (int)in->steps, in->n_tokens, in->counts);
+        else replay_counts(rp, ts, in->n_tokens, in->counts);
         si.expert_load = in->counts;
         si.tokens = in->tokens;
     } else {
-        si.route = replay_step_batch(in->rp, ts, in->tokens);
-        if (in->router) route_tokens(in->router, (route_step_t *)si.route, ts);
+        si.route = replay_step_batch(rp, ts, in->tokens);
+        if (router) route_tokens(router, (route_step_t *)si.route, ts);
     }
     if (step_run(in->sim, &si, &in->res)) {
         fail(s);
@@ -528,8 +546,11 @@ static void ev_dc_done(eng_t *e, void *ctx, int64_t unused) {
 
 /* ---- setup and results ---- */
 
+/* tr: the instance's trace; with phases, ph[n_ph] are the phases' traces
+ * (ph[0] == tr) and mix their duration-weighted mixture. */
 static int inst_init(srv_t *s, inst_t *in, const char *name, int prefill, const cluster_t *c,
-                     int redundant, const trace_t *tr, uint64_t seed) {
+                     int redundant, const trace_t *tr, uint64_t seed, trace_t *const *ph,
+                     int n_ph, const trace_t *mix) {
     const run_spec_t *sp = s->sp;
     in->name = name;
     in->prefill = prefill;
@@ -547,15 +568,34 @@ static int inst_init(srv_t *s, inst_t *in, const char *name, int prefill, const 
                       "trace recorded from %s)", tr->path ? tr->path : "trace", tr->n_layers,
                       tr->n_experts, sp->model.name, L, E, sp->model.name);
     if (replay_new(tr, sp->model.top_k, D, 1, seed, &in->rp)) return MS_ERR;
-    in->prior = ms_malloc((size_t)L * E * sizeof *in->prior);
-    for (int l = 0; l < L; l++) trace_layer_total(tr, l, in->prior + (size_t)l * E);
+    in->n_ph = n_ph;
+    for (int i = 1; i < n_ph; i++)
+        if (replay_new(ph[i], sp->model.top_k, D, 1, seed + (uint64_t)i, &in->ph_rp[i]))
+            return MS_ERR;
+    const trace_t *scored = mix ? mix : tr;
+    in->tr_tot = ms_malloc((size_t)L * E * sizeof *in->tr_tot);
+    for (int l = 0; l < L; l++) trace_layer_total(scored, l, in->tr_tot + (size_t)l * E);
     char sec[64];
     place_env_t env = run_strategy_env(sp, c, redundant, s->ops, sec, sizeof sec);
     place_layout_t *lo = NULL;
-    if (s->ops->init(&env, in->prior, &in->ps, &lo)) return MS_ERR;
+    /* What the strategy plans from; past warms up on full batches of the
+     * instance (the most tokens a batch can hold) before serving starts. */
+    double *prior = NULL;
+    double full = (double)D * (prefill ? s->ss->prefill_tokens_per_device
+                                       : s->ss->max_batch_per_device * (1 + sp->model.mtp_depth));
+    if (prior_build(&sp->prior, scored, in->rp, full, s->ss->trace_step_every, &prior))
+        return MS_ERR;
+    in->skip = prior_skip(&sp->prior);
+    int irc = s->ops->init(&env, prior, &in->ps, &lo);
+    free(prior);
+    if (irc) return MS_ERR;
     if (s->ops->route && route_new(tr, sp->model.top_k, s->ops, in->ps, seed,
                                    s->ss->route_samples, s->ss->route_every, &in->router))
         return MS_ERR;
+    for (int i = 1; i < n_ph && s->ops->route; i++)
+        if (route_new(ph[i], sp->model.top_k, s->ops, in->ps, seed + (uint64_t)i,
+                      s->ss->route_samples, s->ss->route_every, &in->ph_router[i]))
+            return MS_ERR;
     if (lo->n_layers != L || lo->n_devices != D) {
         place_layout_free(lo);
         return ms_err("strategy %s made a layout of %d layers x %d devices for a %s instance of "
@@ -576,9 +616,13 @@ static void inst_free(srv_t *s, inst_t *in) {
     step_free(in->sim);
     replay_free(in->rp);
     route_free(in->router);
+    for (int i = 1; i < in->n_ph; i++) {
+        replay_free(in->ph_rp[i]);
+        route_free(in->ph_router[i]);
+    }
     free(in->tokens);
     free(in->counts);
-    free(in->prior);
+    free(in->tr_tot);
     metrics_loads_free(&in->loads);
 }
 
@@ -645,6 +689,7 @@ static int record_results(srv_t *s, metrics_t *m, int64_t end) {
         {METRIC_MIGRATED_GB, moved / 1e9},
         {METRIC_MIGRATIONS, (double)copies},
         {METRIC_REPLANS, (double)replans},
+        {METRIC_PRIOR_WARMUP_STEPS, pr->skip},
         {METRIC_REBALANCE_PAUSE, pause},
         {METRIC_IN_SYSTEM_MEAN, win_s > 0 ? s->area / (double)(s->w1 - s->w0) : 0},
         {METRIC_LAMBDA_W,
@@ -663,7 +708,7 @@ static int record_results(srv_t *s, metrics_t *m, int64_t end) {
         metrics_layout_bounds(&in->loads, in->mg->live, lb);
         metrics_from_loads(&in->loads, lb, in != pr, m);
         rc = in != pr ? MS_OK
-                      : record_layers(s->rec, in->mg->live, in->prior, &in->loads, lb);
+                      : record_layers(s->rec, in->mg->live, in->tr_tot, &in->loads, lb);
         free(lb);
         if (rc) return MS_ERR;
     }
@@ -691,13 +736,32 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
     record_t rec = {0};
     srv_t s = {.sp = sp, .ss = ss, .ops = ops, .rec = &rec};
     memset(out, 0, sizeof *out);
-    trace_t *own_dc = NULL, *own_pf = NULL;
+    trace_t *own_dc = NULL, *own_pf = NULL, *ph[PHASE_MAX] = {0}, *mix = NULL;
+    int n_ph = trace ? 0 : sp->phases.n;
     req_list_t rl = {0};
     char *text = NULL;
     int rc = MS_ERR;
 
     if (req_build(&ss->req, sp->seed, &rl)) goto out;
     const trace_t *tdc = trace, *tpf = trace;
+    if (n_ph) { /* phases: both instances replay them (docs/config.md) */
+        if (ss->prefill_trace_path[0]) {
+            ms_err("%s: [serving] prefill_trace and [workload] phases together (phases drive "
+                   "both instances; drop prefill_trace)", cfg_where(sp->cfg, SEC, "prefill_trace"));
+            goto out;
+        }
+        for (int i = 0; i < n_ph; i++)
+            if (trace_read(sp->phases.p[i].path, &ph[i])) goto out;
+        for (int i = 1; i < n_ph; i++)
+            if (ph[i]->n_layers != ph[0]->n_layers || ph[i]->n_experts != ph[0]->n_experts) {
+                ms_err("%s: phase trace has %d layers x %d experts, the first phase %d x %d "
+                       "(string traces of one model)", ph[i]->path, ph[i]->n_layers,
+                       ph[i]->n_experts, ph[0]->n_layers, ph[0]->n_experts);
+                goto out;
+            }
+        mix = phase_mix(&sp->phases, ph);
+        tdc = tpf = ph[0];
+    }
     if (!tdc) {
         if (trace_read(sp->trace_path, &own_dc)) goto out;
         tdc = own_dc;
@@ -714,10 +778,11 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
     s.has_dc = ss->instances != SERVE_PREFILL;
     /* Each instance replays routing from its own generator. */
     if (s.has_dc &&
-        inst_init(&s, &s.dc, "decode", 0, &sp->cluster, sp->redundant, tdc, sp->seed))
+        inst_init(&s, &s.dc, "decode", 0, &sp->cluster, sp->redundant, tdc, sp->seed, ph, n_ph,
+                  mix))
         goto out;
     if (s.has_pf && inst_init(&s, &s.pf, "prefill", 1, &ss->prefill, ss->prefill_redundant, tpf,
-                              sp->seed ^ 0x9e3779b97f4a7c15ULL))
+                              sp->seed ^ 0x9e3779b97f4a7c15ULL, ph, n_ph, mix))
         goto out;
     inst_t *pr = s.has_dc ? &s.dc : &s.pf;
     pr->primary = 1;
@@ -740,12 +805,13 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
         goto out;
     }
 
-    char hash[17];
+    char hash[17], plabel[600];
     text = run_config_text(sp->cfg, ops->name, hash);
     store_run_t meta = {.name = sp->name, .strategy = ops->name,
                         .strategy_version = ops->algo_version, .trace = sp->trace_name,
                         .model = sp->model.name, .hardware = pr->c.hw.name,
-                        .nodes = pr->c.n_nodes, .devices = pr->D, .seed = sp->seed};
+                        .nodes = pr->c.n_nodes, .devices = pr->D, .seed = sp->seed,
+                        .prior = prior_label(&sp->prior, plabel, sizeof plabel)};
     if (record_begin(&rec, st, &meta, text)) goto out;
 
     s.r = ms_calloc((size_t)s.n, sizeof *s.r);
@@ -836,5 +902,7 @@ out:
     req_list_free(&rl);
     trace_free(own_dc);
     trace_free(own_pf);
+    for (int i = 0; i < n_ph; i++) trace_free(ph[i]);
+    trace_free(mix);
     return rc;
 }

@@ -1,15 +1,18 @@
 /* bench_place: how long a full EPLB re-plan takes (58 layers x 256 experts
  * -> 288 slots) at EP32 (4 nodes, hierarchical) and EP144 (18 nodes,
  * global), on the DeepSeek-V3 statistics and on random loads, with the
- * targets beside them; and the lower bound over 58 layers. Medians of many
- * repetitions; prints, never fails. */
+ * targets beside them; the lower bound over 58 layers; and a whole
+ * `moesim place --eval` (read both traces, plan, plan in hindsight, score)
+ * at EP144. Medians of many repetitions; prints, never fails. */
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include <gsl/gsl_rng.h>
 #include <gsl/gsl_sort.h>
 
+#include "cmd.h"
 #include "place.h"
 #include "place_eplb.h"
 #include "trace.h"
@@ -58,6 +61,39 @@ static double time_bound(const double *w, int gpus, int reps) {
     return sink > 0 ? m : m; /* keeps the calls */
 }
 
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* One `moesim place --eval` at EP144, its table sent to /dev/null: median
+ * wall time, and median CPU time into *cpu_ms (on a shared machine the
+ * wall time also counts waiting for a core). */
+static double time_place_eval(const char *strategy, int reps, double *cpu_ms) {
+    double *t = ms_malloc(sizeof(double) * reps), *c = ms_malloc(sizeof(double) * reps);
+    FILE *keep = stdout;
+    int ok = 1;
+    for (int i = 0; i < reps && ok; i++) {
+        char *argv[] = {"place", "--strategy", (char *)strategy,
+                        "--counts", "traces/data/deepseek-v3-sglang/prefill_in4096.json",
+                        "--eval", "traces/data/deepseek-v3-sglang/decode_in1000out1000.json",
+                        "--devices", "144", "--nodes", "18", "--redundant", "32", NULL};
+        stdout = fopen("/dev/null", "w");
+        double t0 = now_s(), c0 = cpu_s();
+        ok = stdout && cmd_place(13, argv) == 0;
+        t[i] = now_s() - t0;
+        c[i] = cpu_s() - c0;
+        if (stdout) fclose(stdout);
+        stdout = keep;
+    }
+    double m = ok ? median_ms(t, reps) : -1;
+    *cpu_ms = ok ? median_ms(c, reps) : -1;
+    free(t);
+    free(c);
+    return m;
+}
+
 int main(void) {
     double *wt = ms_malloc(sizeof(double) * L * E), *wr = ms_malloc(sizeof(double) * L * E);
     trace_t *tr = NULL;
@@ -87,6 +123,15 @@ int main(void) {
     for (int k = 0; k < 2; k++)
         printf("  %-30s %s %8.3f ms\n", cases[k].what, have_trace ? "trace " : "random",
                time_bound(have_trace ? wt : wr, cases[k].gpus, 100));
+    printf("place --eval at EP144 (18 nodes, 32 redundant; prefill_in4096 -> decode_in1000out1000;"
+           " median of 20)\n");
+    const char *strats[] = {"static", "eplb", "omni", "bias"};
+    for (int k = 0; k < 4; k++) {
+        double cpu, ms = time_place_eval(strats[k], 20, &cpu);
+        if (ms < 0) printf("  %-8s failed: %s\n", strats[k], ms_err_last());
+        else printf("  %-8s %8.1f ms wall, %8.1f ms CPU   (target <= 100 ms)\n", strats[k], ms,
+                    cpu);
+    }
     free(wt);
     free(wr);
     return 0;

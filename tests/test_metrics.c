@@ -104,9 +104,9 @@ Test(metrics, cli_cells_print_dashes_without_requests) {
     char *s = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&s, &n);
-    metrics_print_row(f, "x", &m, 1);
+    metrics_print_row(f, "x", "past", &m, 1);
     fclose(f);
-    cr_assert_str_eq(s, "x                  -         -         -         -            -"
+    cr_assert_str_eq(s, "x          past                       -         -         -         -            -"
                         "            -        -        -   50.0%\n");
     free(s);
 }

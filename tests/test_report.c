@@ -66,7 +66,7 @@ static void add_run(store_t *st, const char *name, const char *s, int redundant,
     store_run_t r = {.name = name, .strategy = s, .strategy_version = 1,
                      .trace = "traces/data/test-trace.json", .model = "deepseek-v3",
                      .hardware = "H800", .nodes = 2, .devices = D_, .seed = 1,
-                     .config = "[experiment]\n", .config_hash = "0"};
+                     .config = "[experiment]\n", .config_hash = "0", .prior = "past"};
     int64_t id;
     cr_assert_eq(store_run_begin(st, &r, &id), MS_OK);
     /* Static leaves one device hot; the others balance. */

@@ -738,7 +738,7 @@ static const place_ops_t DYN = {.version = 1, .name = "dyn", .summary = "test re
 #define SHIFT                                                                          \
     HEAD "instances = decode\narrival = closed\nconcurrency = 64\nrequests = 384\n"    \
          "prompt = fixed\nprompt_mean = 100\noutput = fixed\noutput_mean = 100\n"      \
-         "trace_step_every = 150\n"
+         "trace_step_every = 150\n[placement]\nprior = none\n[serving]\n"
 
 static double par(store_t *st, int64_t run, int from, int to) {
     char sql[256];

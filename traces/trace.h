@@ -73,6 +73,11 @@ typedef struct trace_stats {
     double tokens;         /* per-token kind: n_tokens; counts: assignments / top_k;
                               0 when top_k is unknown */
     int active_layers;     /* layers with any counts */
+    /* Time-axis traces (NaN otherwise): mean over layers of the L1 distance
+     * between the per-expert distributions of the first and second half of
+     * the steps, and the same with the steps shuffled (averaged over 16
+     * seeded shuffles): the sampling-noise level the drift stands against. */
+    double drift, drift_noise;
 } trace_stats_t;
 
 void trace_free(trace_t *t);

@@ -2,6 +2,8 @@
  * placement puts expert e on device e / (E / ep), SGLang's trivial location
  * and the static baseline's layout, so its PAR is what a trace costs a
  * cluster that does no balancing. */
+#include <gsl/gsl_randist.h>
+#include <gsl/gsl_rng.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,66 @@ static double contiguous_par(const double *c, int E, int ep, double *dev) {
         mx = ms_dmax(mx, dev[d]);
     }
     return total > 0 ? mx / (total / ep) : NAN;
+}
+
+/* Shuffles of the time axis averaged into the noise level. */
+#define DRIFT_SHUFFLES 16
+
+/* Mean over layers of the L1 distance between the per-expert distributions
+ * of the steps order[0, n/2) and order[n/2, n); layers silent in either half
+ * are left out (NaN when all are). a and b are [E] scratch. */
+static double halves_l1(const trace_t *t, const int *order, double *a, double *b) {
+    int L = t->n_layers, E = t->n_experts, n = t->n_steps, h = n / 2, used = 0;
+    double sum = 0;
+    for (int l = 0; l < L; l++) {
+        memset(a, 0, (size_t)E * sizeof *a);
+        memset(b, 0, (size_t)E * sizeof *b);
+        double ta = 0, tb = 0;
+        for (int i = 0; i < n; i++) {
+            const double *c = trace_counts(t, order[i], l);
+            double *o = i < h ? a : b;
+            for (int e = 0; e < E; e++) o[e] += c[e];
+        }
+        for (int e = 0; e < E; e++) {
+            ta += a[e];
+            tb += b[e];
+        }
+        if (ta <= 0 || tb <= 0) continue;
+        double d = 0;
+        for (int e = 0; e < E; e++) d += fabs(a[e] / ta - b[e] / tb);
+        sum += d;
+        used++;
+    }
+    return used ? sum / used : NAN;
+}
+
+/* Drift: the first half of the steps against the second, beside the same
+ * figure with the time axis shuffled (what sampling noise alone gives). */
+static void drift(const trace_t *t, trace_stats_t *o) {
+    o->drift = o->drift_noise = NAN;
+    if (!t->has_steps || t->n_steps < 2) return;
+    int n = t->n_steps, E = t->n_experts;
+    int *order = ms_malloc((size_t)n * sizeof *order);
+    double *a = ms_malloc((size_t)E * sizeof *a), *b = ms_malloc((size_t)E * sizeof *b);
+    for (int i = 0; i < n; i++) order[i] = i;
+    o->drift = halves_l1(t, order, a, b);
+    gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(r, 1); /* fixed: the same trace always prints the same figure */
+    double sum = 0;
+    int k = 0;
+    for (int i = 0; i < DRIFT_SHUFFLES; i++) {
+        gsl_ran_shuffle(r, order, (size_t)n, sizeof *order);
+        double d = halves_l1(t, order, a, b);
+        if (!isnan(d)) {
+            sum += d;
+            k++;
+        }
+    }
+    o->drift_noise = k ? sum / k : NAN;
+    gsl_rng_free(r);
+    free(order);
+    free(a);
+    free(b);
 }
 
 int trace_stats(const trace_t *t, int ep, trace_stats_t *o) {
@@ -79,6 +141,7 @@ int trace_stats(const trace_t *t, int ep, trace_stats_t *o) {
             }
         o->step_par_mean = cnt ? s_par / cnt : NAN;
     }
+    drift(t, o);
     free(tot);
     free(dev);
     return MS_OK;
