@@ -106,6 +106,7 @@ struct step_sim {
     net_t *net;
     int l_nvo, l_nvi, l_nico, l_nici, l_up, l_down; /* first link id of each kind */
     int l_tok;         /* low-latency mode: the token side of each [M][L][2] NIC phase */
+    int l_agg;         /* low-latency mode: all NIC out ports together, then all in ports */
     int spine;
     stream_t *st;      /* [M][L][2][2][D] */
     int *disp_wait, *comb_wait, *fwd_wait; /* [M][L][D] */
@@ -229,6 +230,9 @@ step_sim_t *step_new(const cluster_t *c, const moe_model_t *m) {
         }
         s->l_tok = net_n_links(s->net);
         for (size_t i = 0; i < M * L * 2; i++) net_add_link(s->net, nic);
+        s->l_agg = net_n_links(s->net);
+        net_add_link(s->net, (double)D * nic);
+        net_add_link(s->net, (double)D * nic);
         s->st = ms_malloc(M * L * 4 * D * sizeof *s->st);
         s->disp_wait = ms_malloc(M * L * D * sizeof *s->disp_wait);
         s->comb_wait = ms_malloc(M * L * D * sizeof *s->comb_wait);
@@ -893,6 +897,14 @@ static void start_stream(step_sim_t *s, int m, int l, int ph, int k, int d) {
     if (k == NIC && !s->normal) {
         /* low-latency: the token side is one link (see token_side_caps) */
         s->pl[np] = s->l_tok + (int)(ml(s, m, l) * 2 + (size_t)ph);
+        s->pw[np++] = 1;
+        /* Every byte leaves one NIC and enters one: phases overlapping in
+         * time (one micro-batch's dispatch under the other's combine) share
+         * the ports' total, which their separate token-side links cannot
+         * see. One phase alone never exceeds it. */
+        s->pl[np] = s->l_agg;
+        s->pw[np++] = 1;
+        s->pl[np] = s->l_agg + 1;
         s->pw[np++] = 1;
         if (s->spine) {
             s->pl[np] = (ph == DISP ? s->l_down : s->l_up) + node_of(s, d);

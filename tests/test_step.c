@@ -297,6 +297,35 @@ Test(step, overlap_never_slower_never_below_bound) {
                 }
 }
 
+/* Low-latency mode folds each phase's token side into one link; with two
+ * micro-batches one's dispatch runs under the other's combine, and every
+ * NIC's out port carries both (its tokens going out, its experts' results
+ * going back). Two devices on two nodes, one expert each, every token on
+ * both, the NIC slowed to 1 GB/s so the transfers overlap: device 0's NIC
+ * sends L x T x (dispatch + combine bytes) in all, so the step can be no
+ * shorter than that over its bandwidth. */
+Test(step, overlapped_phases_share_the_nic) {
+    hw_t hw = *hw_find("H800");
+    hw.nic_bw = 1e9;
+    moe_model_t m = two_dev_model(4);
+    int T = 1024;
+    cluster_t c = cluster(2, 1, STEP_FLOW, STEP_A2A_LOW_LATENCY, 1);
+    c.hw = hw;
+    place_layout_t *lo = layout(4, 2, 2, 1, 1);
+    double load[8];
+    int tok[2] = {T, T};
+    for (int i = 0; i < 8; i++) load[i] = 2.0 * T;
+    step_in_t in = {.layout = lo, .expert_load = load, .tokens = tok, .kv_len = 1000};
+    step_result_t r;
+    int64_t t = run_once(&c, &m, &in, &r);
+    /* count mode: a token meets the other device with q = 1 - (1/2)^2 */
+    double q = 0.75, bytes = 4 * T * q * m.hidden * (double)(m.dispatch_bytes + m.combine_bytes);
+    double floor_ns = 1e9 * bytes / (hw.nic_bw * hw.eff_nic);
+    cr_assert_geq(t - r.pre_ns - r.post_ns, llround(floor_ns), "%lld ns of layers, NIC floor %.0f",
+                  (long long)(t - r.pre_ns - r.post_ns), floor_ns);
+    place_layout_free(lo);
+}
+
 /* Count mode fills the result loads: device loads are the expert loads
  * split over replicas, and sum to tokens x k. */
 Test(step, count_mode_loads) {
