@@ -1,112 +1,141 @@
-/* hw: hardware presets. Peak figures are the vendors' dense (no sparsity)
- * numbers; bandwidths are per device and per direction (NVLink's "900 GB/s"
- * is both directions together, so 450 GB/s each way). The efficiency
- * factors are documented defaults, overridable in [hardware]; a measured
- * curve (hw_t.calib) refines the compute and all-to-all ones.
- *
- * Sources, one per figure:
- *  [H100]  NVIDIA H100 Tensor Core GPU datasheet, SXM5 column: BF16 989.5
- *          TFLOPS, FP8 1,979 TFLOPS (dense = half the "with sparsity"
- *          figures), 80 GB HBM3, 3.35 TB/s, NVLink 900 GB/s. NIC: one
- *          ConnectX-7 400 Gb/s per GPU in DGX/HGX H100 (50 GB/s).
- *  [H800]  the H100 SXM5 die with NVLink cut to 400 GB/s (both ways);
- *          DeepSeek-V3 report sec. 3.1: NVLink 160 GB/s and IB 50 GB/s per
- *          GPU, 8 GPUs per node.
- *  [H200]  NVIDIA H200 Tensor Core GPU datasheet (SXM): same compute as H100,
- *          141 GB HBM3e, 4.8 TB/s, NVLink 900 GB/s.
- *  [H20]   NVIDIA H20 product brief: BF16 148 TFLOPS, FP8 296 TFLOPS, 96 GB
- *          HBM3, 4.0 TB/s, NVLink 900 GB/s.
- *  [910C]  Zuo et al., "Serving Large Language Models on Huawei
- *          CloudMatrix384" (Huawei, arXiv 2506.12708, 2025), sec. 3: a 910C
- *          package is two dies with 752 TFLOPS dense BF16/FP16, 128 GB HBM
- *          and 3.2 TB/s together; UB plane 392 GB/s per direction and RDMA
- *          plane 400 Gb/s per direction per package. CANN exposes each die
- *          as one device (16 per Atlas A3 host: 8 HiAM modules of 2 dies,
- *          Ascend MindCluster docs), and EP ranks are dies, so the preset
- *          is one die: half of each package figure.
- *  [910B]  one 910B-class die as in [910C] (376 TFLOPS BF16, 64 GB HBM2e,
- *          1.6 TB/s). Atlas 800T A2 servers join 8 NPUs by HCCS; the
- *          commonly quoted 392 GB/s both ways (56 GB/s x 7 links) gives
- *          196 GB/s per direction, and one 200 GbE RoCE port per NPU
- *          (25 GB/s). Huawei publishes no English data sheet with all of
- *          these; treat the HCCS and RoCE figures as the weakest here.
- *  [8-bit on Ascend] no FP8 unit on 910B/910C: 8-bit weights run as INT8
- *          (W8A8, as CloudMatrix-Infer serves DeepSeek), whose cube rate is
- *          twice FP16 (Huawei, Hot Chips 2019: Ascend 910 256 TFLOPS FP16,
- *          512 TOPS INT8).
- *
- * Efficiency defaults (Hopper): eff_scaleup 0.8 and eff_nic 0.8 are
- * DeepSeek's measured 160 of 200 GB/s NVLink and about 40 of 50 GB/s IB
- * with DeepEP; eff_flops 0.7 is the share of FP8 peak DeepGEMM reports for
- * grouped GEMMs at large batch; eff_hbm 0.85 what streaming kernels reach
- * (FlashMLA: about 3,000 of 3,350 GB/s on H800 in its memory-bound
- * setting). Ascend defaults are the same shares, not measured. */
+/* hw: hardware presets from INI files: the built-in ones embedded from
+ * configs/hardware/ (presets_data.c; each file gives its sources), others
+ * by path. Peak figures are the vendors' dense (no sparsity) numbers;
+ * bandwidths are per device and per direction (NVLink's "900 GB/s" is both
+ * directions together, so 450 GB/s each way). A measured curve (hw_t.calib)
+ * refines the compute and all-to-all efficiency factors of a built-in
+ * preset measured on real GPUs; run.c attaches it. */
 #include "hw.h"
 
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 #include <strings.h>
 
-#define T 1e12
-#define G 1e9
+#include "cfg.h"
+#include "presets.h"
+#include "util.h"
 
-/* Links without measurements: latency + bytes / bandwidth, no ramp, no
- * two-way derating (the data-sheet model). */
-#define NIC_DATASHEET .eff_nic = 0.80, .nic_lat_ns = 4000, .nic_half_bytes = 0, \
-                      .nic_low_share = 1, .nic_duplex = 1
-#define SCALEUP_DATASHEET .eff_scaleup = 0.80, .scaleup_lat_ns = 2000, .scaleup_half_bytes = 0, \
-                          .scaleup_low_share = 1, .scaleup_duplex = 1
-#define DATASHEET_LINKS                                                                  \
-    SCALEUP_DATASHEET, NIC_DATASHEET,                                                   \
-    .link_source = "datasheet bandwidth x eff_*, assumed latency; no ramp, no two-way " \
-                   "derating (not measured)"
-#define HOPPER_COMPUTE .eff_flops = 0.70, .eff_hbm = 0.85, .kernel_ns = 4000, \
-                       .mem_reserve = 4 * G, .devices_per_host = 8
-#define HOPPER_EFF HOPPER_COMPUTE, DATASHEET_LINKS
-#define ASCEND_EFF .eff_flops = 0.70, .eff_hbm = 0.85, .kernel_ns = 4000, .mem_reserve = 4 * G, \
-                   DATASHEET_LINKS
-
-/* H200 NVLink, fitted by `moesim calib report` to models/calib/h200_a2a.csv
- * (NCCL 2.28.9 all-to-all, two H200 SXM over NV18, CUDA-graph timed,
- * 2026-11-30; tests/test_calib.c checks these are what the fit gives):
- * latency floor, peak = eff_scaleup x 450 GB/s, ramp and two-way derating.
- */
-#define H200_NVLINK                                                                        \
-    .scaleup_lat_ns = 17316, .eff_scaleup = 0.8730, .scaleup_half_bytes = 1.5488e7,        \
-    .scaleup_low_share = 0.2571, .scaleup_duplex = 0.7821, NIC_DATASHEET,                   \
-    .link_source = "NVLink: fitted to models/calib/h200_a2a.csv (NCCL all-to-all, 2 x H200, " \
-                   "2026-11-30); NIC: datasheet x eff_nic, not measured"
-
-/* Constant: a preset's measured curve is attached where a spec is loaded
- * (calib_builtin), never written into this table. */
-static const hw_t presets[] = {
-    {.name = "H100", .source = "NVIDIA H100 datasheet (SXM5); data sheet, uncalibrated", .flops_bf16 = 989 * T,
-     .flops_fp8 = 1979 * T, .hbm_bytes = 80 * G, .hbm_bw = 3.35 * T, .scaleup_bw = 450 * G,
-     .nic_bw = 50 * G, HOPPER_EFF},
-    {.name = "H800", .source = "NVIDIA H800 SXM5: H100 compute and HBM, NVLink 400 GB/s both "
-                               "ways; DeepSeek-V3 report 3.1 (IB 50 GB/s a GPU); data sheet, "
-                               "uncalibrated",
-     .flops_bf16 = 989 * T, .flops_fp8 = 1979 * T, .hbm_bytes = 80 * G, .hbm_bw = 3.35 * T,
-     .scaleup_bw = 200 * G, .nic_bw = 50 * G, HOPPER_EFF},
-    /* NVLink figures fitted to NCCL all-to-all between two H200s (H200_NVLINK
-     * below); the NIC keeps the data-sheet model (not measured). */
-    {.name = "H200", .source = "NVIDIA H200 datasheet (SXM)", .flops_bf16 = 989 * T,
-     .flops_fp8 = 1979 * T, .hbm_bytes = 141 * G, .hbm_bw = 4.8 * T, .scaleup_bw = 450 * G,
-     .nic_bw = 50 * G, HOPPER_COMPUTE, H200_NVLINK},
-    {.name = "H20", .source = "NVIDIA H20 product brief", .flops_bf16 = 148 * T,
-     .flops_fp8 = 296 * T, .hbm_bytes = 96 * G, .hbm_bw = 4.0 * T, .scaleup_bw = 450 * G,
-     .nic_bw = 50 * G, HOPPER_EFF},
-    {.name = "910B", .source = "Ascend 910B die (CloudMatrix384 paper); Atlas 800T A2 HCCS/RoCE",
-     .flops_bf16 = 376 * T, .flops_fp8 = 752 * T, .hbm_bytes = 64 * G, .hbm_bw = 1.6 * T,
-     .scaleup_bw = 196 * G, .nic_bw = 25 * G, ASCEND_EFF, .devices_per_host = 8},
-    {.name = "910C", .source = "Ascend 910C, per die (CloudMatrix384 paper, arXiv 2506.12708)",
-     .flops_bf16 = 376 * T, .flops_fp8 = 752 * T, .hbm_bytes = 64 * G, .hbm_bw = 1.6 * T,
-     .scaleup_bw = 196 * G, .nic_bw = 25 * G, ASCEND_EFF, .devices_per_host = 16},
+/* The numeric keys of a preset file (the same names [hardware] overrides
+ * in an experiment), their ranges, and whether they must be given. */
+static const struct {
+    const char *key;
+    size_t off;
+    double min, max, def;
+    int required;
+} KEYS[] = {
+#define K(f, lo, hi, d, req) {#f, offsetof(hw_t, f), lo, hi, d, req}
+    K(flops_bf16, 1e9, 1e18, 0, 1),   K(flops_fp8, 1e9, 1e18, 0, 1),
+    K(hbm_bytes, 1e6, 1e15, 0, 1),    K(hbm_bw, 1e6, 1e15, 0, 1),
+    K(scaleup_bw, 1e6, 1e14, 0, 1),   K(nic_bw, 1e6, 1e14, 0, 1),
+    K(eff_flops, 1e-3, 1, 0.7, 0),    K(eff_hbm, 1e-3, 1, 0.85, 0),
+    K(eff_scaleup, 1e-3, 1, 0.8, 0),  K(eff_nic, 1e-3, 1, 0.8, 0),
+    K(scaleup_lat_ns, 0, 1e9, 0, 1),  K(nic_lat_ns, 0, 1e9, 0, 1),
+    K(kernel_ns, 0, 1e9, 0, 1),       K(mem_reserve, 0, 1e15, 0, 0),
+    /* the link model beyond latency + bytes / bandwidth (hw.h); the
+     * defaults are the data-sheet model: no ramp, no two-way derating */
+    K(scaleup_half_bytes, 0, 1e12, 0, 0), K(scaleup_low_share, 1e-3, 1, 1, 0),
+    K(scaleup_duplex, 1e-3, 1, 1, 0),     K(nic_half_bytes, 0, 1e12, 0, 0),
+    K(nic_low_share, 1e-3, 1, 1, 0),      K(nic_duplex, 1e-3, 1, 1, 0),
+#undef K
 };
+#define N_KEYS (sizeof KEYS / sizeof *KEYS)
+
+static int parse_ini(cfg_t *c, const char *file, hw_t *h) {
+    const char *name, *desc, *src, *links;
+    memset(h, 0, sizeof *h);
+    if (cfg_str(c, "hardware", "name", NULL, &name) ||
+        cfg_str(c, "hardware", "description", "", &desc) ||
+        cfg_str(c, "hardware", "source", file, &src) ||
+        cfg_str(c, "hardware", "link_source",
+                "datasheet bandwidth x eff_*, assumed latency; no ramp, no two-way derating "
+                "(not measured)", &links))
+        return MS_ERR;
+    if (!name)
+        return ms_err("%s: no [hardware] name (every preset file names its device, e.g. name = "
+                      "H800)", file);
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (KEYS[i].required && !cfg_has(c, "hardware", KEYS[i].key))
+            return ms_err("%s: no [hardware] %s (required; see configs/hardware/H800.ini)", file,
+                          KEYS[i].key);
+        if (cfg_double(c, "hardware", KEYS[i].key, KEYS[i].def, KEYS[i].min, KEYS[i].max,
+                       (double *)((char *)h + KEYS[i].off)))
+            return MS_ERR;
+    }
+    long dph;
+    if (cfg_int(c, "hardware", "devices_per_host", 8, 1, 64, &dph) || cfg_check_unused(c))
+        return MS_ERR;
+    h->devices_per_host = (int)dph;
+    h->name = preset_intern(name);
+    h->description = preset_intern(desc);
+    h->source = preset_intern(src);
+    h->link_source = preset_intern(links);
+    return MS_OK;
+}
+
+/* Filled once from the embedded files, then never changed: a preset's
+ * measured curve is attached where a spec is loaded (calib_builtin), not
+ * here. */
+static hw_t builtin[32];
+static const char *builtin_file[32];
+static int n_builtin = -1;
+
+static void load_builtin(void) {
+    if (n_builtin >= 0) return;
+    n_builtin = 0;
+    for (int i = 0; i < preset_n_blobs && n_builtin < 32; i++) {
+        const preset_blob_t *b = &preset_blobs[i];
+        if (strcmp(b->kind, "hardware")) continue;
+        cfg_t *c = NULL;
+        if (cfg_parse_text(b->text, b->path, &c) == MS_OK &&
+            parse_ini(c, b->path, &builtin[n_builtin]) == MS_OK)
+            builtin_file[n_builtin++] = b->path;
+        cfg_free(c);
+    }
+}
 
 const hw_t *hw_find(const char *name) {
-    for (size_t i = 0; i < sizeof presets / sizeof *presets; i++)
-        if (!strcasecmp(presets[i].name, name)) return &presets[i];
+    load_builtin();
+    for (int i = 0; i < n_builtin; i++)
+        if (!strcasecmp(builtin[i].name, name)) return &builtin[i];
     return NULL;
 }
 
-const char *hw_names(void) { return "H100, H800, H200, H20, 910B, 910C"; }
+int hw_count(void) {
+    load_builtin();
+    return n_builtin;
+}
+
+const hw_t *hw_at(int i) { return i >= 0 && i < hw_count() ? &builtin[i] : NULL; }
+const char *hw_file(int i) { return i >= 0 && i < hw_count() ? builtin_file[i] : NULL; }
+
+const char *hw_names(void) {
+    static char buf[1024];
+    if (!buf[0])
+        for (int i = 0; i < hw_count(); i++)
+            snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", i ? ", " : "",
+                     builtin[i].name);
+    return buf;
+}
+
+int hw_load(const char *path, hw_t *out) {
+    cfg_t *c = NULL;
+    if (cfg_load(path, &c)) return MS_ERR;
+    int rc = parse_ini(c, path, out);
+    cfg_free(c);
+    return rc;
+}
+
+int hw_resolve(const char *value, const char *cfg_path, const char *where, hw_t *out) {
+    if (preset_is_path(value)) {
+        char path[4096];
+        ms_path_beside(cfg_path, value, path, sizeof path);
+        return hw_load(path, out);
+    }
+    const hw_t *h = hw_find(value);
+    if (!h)
+        return ms_err("%s: unknown hardware preset '%s' (known: %s; or give a preset .ini path)",
+                      where, value, hw_names());
+    *out = *h;
+    return MS_OK;
+}

@@ -1,7 +1,8 @@
 /* hw: hardware presets: per-device compute, memory and link figures from
- * vendor data sheets, with achievable-efficiency factors. A preset is one
- * entry of the table in hw.c; every numeric field can be overridden in
- * [hardware] (sim/run.c lists them). */
+ * vendor data sheets, with achievable-efficiency factors. A preset is an
+ * INI file (configs/hardware/, built in; or any such file by path); every
+ * numeric field can also be overridden in an experiment's [hardware]
+ * (sim/run.c lists them). */
 #ifndef MOESIM_HW_H
 #define MOESIM_HW_H
 
@@ -32,6 +33,7 @@ typedef struct hw_link {
 
 typedef struct hw {
     const char *name;
+    const char *description; /* one line for `moesim list hardware` */
     const char *source;      /* data sheet the figures come from */
     double flops_bf16;       /* peak dense BF16 FLOP/s */
     double flops_fp8;        /* peak dense 8-bit FLOP/s (FP8; INT8 where no FP8 unit) */
@@ -61,11 +63,21 @@ typedef struct hw {
     const struct calib *calib; /* measured fits (calib_curve.h); NULL = constant factors */
 } hw_t;
 
-/* The preset named name (case-insensitive), or NULL. Its calib is NULL: a
- * preset measured on real GPUs gets its curve from calib_builtin() when a
- * spec is loaded (sim/run.c), so this table never changes. */
+/* The built-in preset named name (case-insensitive), or NULL. Its calib is
+ * NULL: a preset measured on real GPUs gets its curve from calib_builtin()
+ * when a spec is loaded (sim/run.c), so the table never changes. */
 const hw_t *hw_find(const char *name);
-/* Comma-separated names of all presets, for messages. */
+/* Comma-separated names of all built-in presets, for messages. */
 const char *hw_names(void);
+int hw_count(void);
+const hw_t *hw_at(int i);
+const char *hw_file(int i);
+/* A preset from an INI file ([hardware] section, keys as in
+ * configs/hardware/); no calibration curve ([hardware] calibration = FILE
+ * adds one). */
+int hw_load(const char *path, hw_t *out);
+/* A [cluster] hardware value: a built-in name or a file read beside
+ * cfg_path. */
+int hw_resolve(const char *value, const char *cfg_path, const char *where, hw_t *out);
 
 #endif

@@ -1,8 +1,8 @@
-/* moe: Mixture-of-Experts model presets (from each model's public
- * config.json): layer counts, sizes, routing shape, attention shape and
- * weight dtypes. A preset is one entry of the table in moe.c; the helpers
- * below turn a preset into parameter, byte and FLOP counts for the cost
- * model (models/cost.h). */
+/* moe: Mixture-of-Experts models: layer counts, sizes, routing shape,
+ * attention shape and weight dtypes, from presets (INI files under
+ * configs/models/, built in; or any such file by path) or imported from a
+ * Hugging Face config.json. The helpers below turn a model into parameter,
+ * byte and FLOP counts for the cost model (models/cost.h). */
 #ifndef MOESIM_MOE_H
 #define MOESIM_MOE_H
 
@@ -15,6 +15,7 @@ enum moe_attn { MOE_ATTN_GQA, MOE_ATTN_MLA };
 
 typedef struct moe_model {
     const char *name;
+    const char *description; /* one line for `moesim list models` */
     const char *source;  /* where the figures come from */
     int n_layers;        /* transformer layers */
     int n_dense;         /* leading dense (non-MoE) layers */
@@ -58,8 +59,22 @@ typedef struct moe_model {
                           * run mtp_depth times a step, as SGLang's EAGLE worker does */
 } moe_model_t;
 
+/* The built-in preset named name (case-insensitive), or NULL. */
 const moe_model_t *moe_find(const char *name);
+/* Comma-separated names of the built-in presets, for messages. */
 const char *moe_names(void);
+int moe_count(void);
+const moe_model_t *moe_at(int i);
+/* The embedded file a built-in preset came from (configs/models/NAME.ini). */
+const char *moe_file(int i);
+/* A model from a file: a preset INI ([model] section, keys as in
+ * configs/models/) or, for a name ending in .json, a Hugging Face
+ * config.json. Every error names the file (and line or field). */
+int moe_load(const char *path, moe_model_t *out);
+int moe_import_hf(const char *path, moe_model_t *out);
+/* A [model] preset value: a built-in name, or a file (preset_is_path) read
+ * beside cfg_path. where leads the message when the name is unknown. */
+int moe_resolve(const char *value, const char *cfg_path, const char *where, moe_model_t *out);
 static inline int moe_n_moe_layers(const moe_model_t *m) { return m->n_layers - m->n_dense; }
 /* Bytes of one routed expert's weights (gate, up and down projections). */
 double moe_expert_bytes(const moe_model_t *m);

@@ -22,6 +22,7 @@
 #include "record.h"
 #include "moe.h"
 #include "place.h"
+#include "presets.h"
 #include "prior.h"
 #include "store.h"
 #include "trace.h"
@@ -73,7 +74,8 @@ static void usage(FILE *f) {
             "  --redundant R          redundant slots per layer; experts + R a multiple of D\n"
             "                         (default 0)\n"
             "  --groups G             expert groups (default: the model's, 8 for deepseek-v3)\n"
-            "  --model NAME           model preset the counts come from (default deepseek-v3)\n"
+            "  --model NAME|FILE      model preset the counts come from (default deepseek-v3),\n"
+            "                         or a preset .ini or Hugging Face config.json\n"
             "  --seed S               seed for strategies that draw random numbers (default 1)\n"
             "  --set SECTION.KEY=VAL  strategy parameter (repeatable), e.g.\n"
             "                         strategy.eplb.policy=global\n"
@@ -400,9 +402,13 @@ int cmd_place(int argc, char **argv) {
 
     if (parse(argc, argv, &a)) goto out;
     ops = place_find(a.strategy);
-    const moe_model_t *model = moe_find(a.model);
+    /* a preset name, or a preset .ini or Hugging Face config.json path */
+    moe_model_t model_v;
+    const moe_model_t *model = preset_is_path(a.model) ? &model_v : moe_find(a.model);
+    if (model == &model_v && moe_load(a.model, &model_v)) goto out;
     if (!model) {
-        ms_err("place: unknown --model '%s' (known: %s)", a.model, moe_names());
+        ms_err("place: unknown --model '%s' (known: %s; or a preset .ini or config.json path)",
+               a.model, moe_names());
         goto out;
     }
     if (trace_read(a.counts, &tr) || check_shape(tr, a.counts, model)) goto out;

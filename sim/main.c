@@ -17,6 +17,7 @@ static const struct {
     {"place", cmd_place, "build one strategy's layout from expert counts; PAR and bound per layer"},
     {"trace", cmd_trace, "inspect, convert or generate expert-activation traces"},
     {"calib", cmd_calib, "the cost model against real-GPU measurements (calib report)"},
+    {"list", cmd_list, "list strategies, model presets or hardware presets, with their sources"},
 };
 
 static void usage(FILE *f) {

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "calib.h"
+#include "presets.h"
 #include "record.h"
 #include "trace.h"
 #include "util.h"
@@ -127,21 +128,20 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     if (cfg_int(cfg, "experiment", "steps", 20, 1, 100000000, &v)) return MS_ERR;
     o->steps = (int)v;
 
-    if (cfg_str(cfg, "model", "preset", "deepseek-v3", &s)) return MS_ERR;
-    const moe_model_t *m = moe_find(s);
-    if (!m)
-        return ms_err("%s: unknown model preset '%s' (known: %s)",
-                      cfg_where(cfg, "model", "preset"), s, moe_names());
-    o->model = *m;
+    /* A built-in name, or a preset file (or, for the model, a Hugging Face
+     * config.json) beside the config. */
+    if (cfg_str(cfg, "model", "preset", "deepseek-v3", &s) ||
+        moe_resolve(s, cfg_origin(cfg), cfg_where(cfg, "model", "preset"), &o->model))
+        return MS_ERR;
 
-    if (cfg_str(cfg, "cluster", "hardware", "H800", &s)) return MS_ERR;
-    const hw_t *hw = hw_find(s);
-    if (!hw)
-        return ms_err("%s: unknown hardware preset '%s' (known: %s)",
-                      cfg_where(cfg, "cluster", "hardware"), s, hw_names());
-    o->cluster.hw = *hw;
-    /* The preset's measured curve, fitted against the preset itself. */
-    o->cluster.hw.calib = calib_builtin(hw);
+    if (cfg_str(cfg, "cluster", "hardware", "H800", &s) ||
+        hw_resolve(s, cfg_origin(cfg), cfg_where(cfg, "cluster", "hardware"), &o->cluster.hw))
+        return MS_ERR;
+    const hw_t *hw = &o->cluster.hw;
+    /* A built-in preset's measured curve, fitted against the preset itself;
+     * a preset read from a file has none unless [hardware] calibration
+     * names one. */
+    if (!preset_is_path(s)) o->cluster.hw.calib = calib_builtin(hw);
 #define OVERRIDE(f, lo, hi) \
     if (cfg_double(cfg, "hardware", #f, o->cluster.hw.f, lo, hi, &o->cluster.hw.f)) return MS_ERR;
     HW_FIELDS(OVERRIDE)
