@@ -27,6 +27,8 @@ typedef struct cmd_exp {
     double wait_s;                  /* --wait-s (0: the default) */
     int replace;
     int quiet;
+    const char *timeline;           /* --timeline FILE.json (run, compare) */
+    long timeline_max;              /* --timeline-max-events (0: the default) */
     struct cfg *cfg;
 } cmd_exp_t;
 

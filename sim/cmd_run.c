@@ -13,6 +13,7 @@
 #include "prior.h"
 #include "run.h"
 #include "store.h"
+#include "timeline.h"
 #include "util.h"
 
 static void usage(const char *cmd, FILE *f) {
@@ -27,6 +28,11 @@ static void usage(const char *cmd, FILE *f) {
             "  --wait-s SECONDS       how long to wait for another process writing the same\n"
             "                         database before giving up (default %.0f)\n"
             "%s"
+            "  --timeline FILE.json   write the steps as Chrome trace event JSON (open it in\n"
+            "                         ui.perfetto.dev); compare writes one file per strategy,\n"
+            "                         FILE.<strategy>.json (docs/timeline.md)\n"
+            "  --timeline-max-events N  cap on the events of a timeline file (default %ld;\n"
+            "                         a last instant event says when it was reached)\n"
             "  -h, --help             this text\n",
             cmd,
             strcmp(cmd, "run") ? "Runs every strategy listed in [placement] strategies on the same\n"
@@ -34,7 +40,8 @@ static void usage(const char *cmd, FILE *f) {
                                : "Runs one strategy of the config (the first listed unless --strategy).",
             STORE_WAIT_S,
             strcmp(cmd, "run") ? "  --strategy NAME        run only this strategy of the list (repeatable)\n"
-                               : "  --strategy NAME        the strategy to run (any known strategy)\n");
+                               : "  --strategy NAME        the strategy to run (any known strategy)\n",
+            TIMELINE_MAX_EVENTS_DEFAULT);
 }
 
 static int parse(int argc, char **argv, cmd_exp_t *o) {
@@ -42,6 +49,7 @@ static int parse(int argc, char **argv, cmd_exp_t *o) {
         {"db", required_argument, 0, 'd'},      {"set", required_argument, 0, 's'},
         {"replace", no_argument, 0, 'r'},       {"strategy", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'},          {"wait-s", required_argument, 0, 'w'},
+        {"timeline", required_argument, 0, 't'}, {"timeline-max-events", required_argument, 0, 'T'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -70,6 +78,22 @@ static int parse(int argc, char **argv, cmd_exp_t *o) {
                 return ms_err("--wait-s '%s': give seconds between 0 and 1000000 (example: "
                               "--wait-s 60)", optarg);
             break;
+        case 't':
+            o->timeline = optarg;
+            if (!*optarg)
+                return ms_err("--timeline '': give a file name (example: --timeline "
+                              "results/steps.json)");
+            break;
+        case 'T': {
+            double v;
+            if (ms_parse_double(optarg, &v) || v != (double)(long)v || v < 1 ||
+                v > TIMELINE_MAX_EVENTS_LIMIT)
+                return ms_err("--timeline-max-events '%s': give a whole number from 1 to %ld "
+                              "(example: --timeline-max-events 100000)", optarg,
+                              TIMELINE_MAX_EVENTS_LIMIT);
+            o->timeline_max = (long)v;
+            break;
+        }
         case 'h': usage(argv[0], stdout); exit(0);
         default: usage(argv[0], stderr); return MS_ERR;
         }
@@ -130,6 +154,36 @@ static int select_strategies(const cmd_exp_t *o, run_spec_t *spec, int all) {
     return MS_OK;
 }
 
+/* --timeline: the file of one run (compare: one per strategy). Serving
+ * draws decode devices then prefill ones, as nodes of one size. */
+static int open_timeline(const cmd_exp_t *o, const run_spec_t *sp, int all, const char *strategy,
+                         timeline_t **tl) {
+    *tl = NULL;
+    if (!o->timeline) return MS_OK;
+    char path[4096];
+    if (all) {
+        if (timeline_strategy_path(o->timeline, strategy, path, sizeof path)) return MS_ERR;
+    } else {
+        snprintf(path, sizeof path, "%s", o->timeline);
+    }
+    const cluster_t *c = &sp->cluster;
+    int nodes = c->n_nodes, mb = c->overlap ? 2 : 1;
+    if (sp->serving) {
+        const cluster_t *p = &sp->serve.prefill;
+        int pf = sp->serve.instances != SERVE_DECODE, dc = sp->serve.instances != SERVE_PREFILL;
+        if (pf && dc && p->devices_per_node != c->devices_per_node)
+            return ms_err("--timeline: the prefill and decode clusters have %d and %d devices "
+                          "a node; a timeline draws nodes of one size (give both [cluster] and "
+                          "[serving] prefill clusters the same devices_per_node, or run one "
+                          "instance kind)", p->devices_per_node, c->devices_per_node);
+        nodes = (dc ? c->n_nodes : 0) + (pf ? p->n_nodes : 0);
+        if (pf && p->overlap) mb = 2;
+        if (!dc) c = p;
+    }
+    return timeline_open(path, nodes, c->devices_per_node, mb,
+                         o->timeline_max ? o->timeline_max : TIMELINE_MAX_EVENTS_DEFAULT, tl);
+}
+
 static int run_cmd(int argc, char **argv, int all) {
     cmd_exp_t o;
     run_spec_t spec;
@@ -137,6 +191,7 @@ static int run_cmd(int argc, char **argv, int all) {
     int rc = 1;
     char dbbuf[4096];
     int64_t ids[RUN_MAX_STRATEGIES];
+    timeline_t *tl[RUN_MAX_STRATEGIES] = {0};
     if (parse(argc, argv, &o) || run_spec_load(o.cfg, &spec) || select_strategies(&o, &spec, all))
         goto out;
     int n = all ? spec.n_strategies : 1;
@@ -152,13 +207,22 @@ static int run_cmd(int argc, char **argv, int all) {
     for (int i = 0; i < n; i++) {
         run_summary_t sum;
         serve_progress_runs(i, n);
-        if (run_one(&spec, spec.strategies[i], st, &sum)) goto out;
+        if (open_timeline(&o, &spec, all, spec.strategies[i], &tl[i]) ||
+            run_one_timeline(&spec, spec.strategies[i], st, &sum, tl[i]) ||
+            timeline_finish(tl[i]))
+            goto out;
         ids[i] = sum.run_id;
     }
     /* The runs are published here, together (with --replace, in place of
      * the old): a compare that fails on its last strategy stores nothing.
      * The table shows what the database now holds, read back. */
     if (store_finish(st)) goto out;
+    /* the timelines too move into place only now, all runs done and stored */
+    for (int i = 0; i < n; i++) {
+        int bad = timeline_close(tl[i]);
+        tl[i] = NULL;
+        if (bad) goto out;
+    }
     char plb[600];
     const char *prior = prior_display(prior_label(&spec.prior, plb, sizeof plb));
     if (all) metrics_print_header(stdout, spec.serving);
@@ -172,6 +236,7 @@ static int run_cmd(int argc, char **argv, int all) {
     printf("results: %s\n", o.db);
     rc = 0;
 out:
+    for (int i = 0; i < RUN_MAX_STRATEGIES; i++) timeline_abort(tl[i]);
     store_close(st); /* unpublished runs are dropped; the database is as it was */
     cfg_free(o.cfg);
     return rc;

@@ -29,12 +29,28 @@ static int pick_via(void *ctx, const place_layout_t *lo, int l, int e, int src) 
     return p->ops->pick_replica(p->st, lo, l, e, src);
 }
 
+/* Layers whose slot -> expert map a re-plan changed (for the timeline). */
+static int layers_changed(const place_layout_t *a, const place_layout_t *b) {
+    int n = 0;
+    for (int l = 0; l < a->n_layers; l++) {
+        const place_layer_t *x = &a->layer[l], *y = &b->layer[l];
+        n += x->n_slots != y->n_slots ||
+             memcmp(x->slot_expert, y->slot_expert, (size_t)x->n_slots * sizeof *x->slot_expert);
+    }
+    return n;
+}
+
 int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary_t *sum) {
+    return run_one_timeline(sp, strategy, st, sum, NULL);
+}
+
+int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, run_summary_t *sum,
+                     timeline_t *tl) {
     const place_ops_t *ops = place_find(strategy);
     if (!ops) return ms_err("unknown strategy '%s' (known: %s)", strategy, place_names());
     memset(sum, 0, sizeof *sum);
     if (sp->serving) /* the serving simulation (serve.c) instead of fixed-batch steps */
-        return serve_one(sp, ops, NULL, st, sum);
+        return serve_one_timeline(sp, ops, NULL, st, sum, tl);
     const cluster_t *c = &sp->cluster;
     int L = moe_n_moe_layers(&sp->model), D = c->n_devices, E = sp->model.n_experts;
 
@@ -111,6 +127,8 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     sim = step_new(c, &sp->model);
     metrics_loads_init(&acc, L, D, E);
     pick_ctx_t pc = {ops, ps};
+    timeline_view_t tv = {tl, 0};
+    step_observer_t tobs = timeline_observer(&tv);
     double tokens = 0;
     int64_t now_ns = 0;
     for (int s = 0; s < sp->steps; s++) {
@@ -121,7 +139,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
         step_result_t r;
         step_in_t in = {.start_ns = now_ns, .layout = lo, .route = rt, .kv_len = sp->kv_len,
                         .prefill = sp->prefill, .pick = ops->pick_replica ? pick_via : NULL,
-                        .pick_ctx = &pc};
+                        .pick_ctx = &pc, .obs = tl ? &tobs : NULL};
         if (step_run(sim, &in, &r)) goto out;
         now_ns = r.end_ns;
         /* decode: output tokens in expectation, each sequence making mtp_tokens a
@@ -143,6 +161,7 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
             int w = ops->replan(ps, r.end_ns, lo, &nl);
             if (w < 0) goto out;
             if (w > 0) {
+                if (tl) timeline_replan(tl, r.end_ns, s, layers_changed(lo, nl));
                 place_layout_free(lo);
                 lo = nl;
             }

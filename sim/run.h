@@ -11,6 +11,7 @@
 #include "run_spec.h"
 #include "serve.h"
 #include "store.h"
+#include "timeline.h"
 
 /* What a run reports back: its id and metrics (also stored in the
  * summary table; the CLI prints what it reads back from there). */
@@ -18,5 +19,9 @@ typedef metrics_run_t run_summary_t;
 
 /* Runs one strategy of the spec and stores it (one transaction). */
 int run_one(const run_spec_t *spec, const char *strategy, store_t *st, run_summary_t *sum);
+/* The same, drawing its steps, re-plans and weight copies on tl (an open
+ * timeline for spec's cluster; NULL: none). */
+int run_one_timeline(const run_spec_t *spec, const char *strategy, store_t *st,
+                     run_summary_t *sum, timeline_t *tl);
 
 #endif

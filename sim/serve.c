@@ -99,6 +99,8 @@ typedef struct inst {
     double busy_ns, bal_ns, bytes, tokens_sum;
     int64_t replans;
     const place_ops_t *ops;
+    timeline_view_t tv;        /* --timeline: where its steps are drawn */
+    step_observer_t obs;
 } inst_t;
 
 /* Replica choice through the strategy, when it has its own. */
@@ -112,6 +114,7 @@ typedef struct srv {
     const serve_spec_t *ss;
     const place_ops_t *ops;
     record_t *rec;             /* where the run's rows go (record.h) */
+    timeline_t *tl;            /* --timeline, or NULL */
     eng_t *eng;
     int err;
     int64_t n;                 /* requests */
@@ -269,7 +272,7 @@ static void ev_arrive(eng_t *e, void *ctx, int64_t i) {
 static void inst_step(srv_t *s, inst_t *in, int64_t now, double kv_len, eng_fn done_fn) {
     const double *bg = migr_batch_begin(in->mg, now);
     step_in_t si = {.start_ns = now, .layout = in->mg->live, .kv_len = kv_len,
-                    .prefill = in->prefill, .bg_bytes = bg};
+                    .prefill = in->prefill, .bg_bytes = bg, .obs = s->tl ? &in->obs : NULL};
     if (s->ops->pick_replica) {
         si.pick = pick_via;
         si.pick_ctx = in;
@@ -314,6 +317,9 @@ static int record_migrations(srv_t *s, inst_t *in) {
                                  .src_device = m[i].src + in->dev_base,
                                  .dst_device = m[i].dst + in->dev_base};
         if (record_migration(s->rec, &row)) return MS_ERR;
+        if (s->tl)
+            timeline_migration(s->tl, row.src_device, row.dst_device, row.layer, row.expert,
+                               row.time_ns, row.done_ns);
     }
     return MS_OK;
 }
@@ -364,6 +370,7 @@ static void inst_step_end(srv_t *s, inst_t *in, int64_t now) {
             migr_plan_info_t info;
             migr_plan(in->mg, nl, now, &info);
             in->replans++;
+            if (s->tl) timeline_replan(s->tl, now, (int)step, info.layers_changed);
             if (record_replan(s->rec, now, (int)step, info.layers_changed, info.bytes) ||
                 record_migrations(s, in))
                 goto bad;
@@ -732,9 +739,14 @@ static int record_results(srv_t *s, metrics_t *m, int64_t end) {
 
 int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace, store_t *st,
               metrics_run_t *out) {
+    return serve_one_timeline(sp, ops, trace, st, out, NULL);
+}
+
+int serve_one_timeline(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace,
+                       store_t *st, metrics_run_t *out, timeline_t *tl) {
     const serve_spec_t *ss = &sp->serve;
     record_t rec = {0};
-    srv_t s = {.sp = sp, .ss = ss, .ops = ops, .rec = &rec};
+    srv_t s = {.sp = sp, .ss = ss, .ops = ops, .rec = &rec, .tl = tl};
     memset(out, 0, sizeof *out);
     trace_t *own_dc = NULL, *own_pf = NULL, *ph[PHASE_MAX] = {0}, *mix = NULL;
     int n_ph = trace ? 0 : sp->phases.n;
@@ -787,6 +799,10 @@ int serve_one(const run_spec_t *sp, const place_ops_t *ops, const trace_t *trace
     inst_t *pr = s.has_dc ? &s.dc : &s.pf;
     pr->primary = 1;
     s.pf.dev_base = s.has_dc ? s.dc.D : 0;
+    s.dc.tv = (timeline_view_t){tl, s.dc.dev_base};
+    s.pf.tv = (timeline_view_t){tl, s.pf.dev_base};
+    s.dc.obs = timeline_observer(&s.dc.tv);
+    s.pf.obs = timeline_observer(&s.pf.tv);
 
     /* The measuring window: from warmup_s to the end of arrivals. */
     s.n = rl.n;

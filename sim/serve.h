@@ -20,6 +20,7 @@
 #include "req.h"
 #include "step.h"
 #include "store.h"
+#include "timeline.h"
 #include "trace.h"
 
 /* Serves the request stream with strategy ops and stores the run (one
@@ -27,6 +28,10 @@
  * the config's. out gets the run id and the metrics stored. */
 int serve_one(const struct run_spec *sp, const place_ops_t *ops, const trace_t *trace,
               store_t *st, metrics_run_t *out);
+/* The same, drawing batches, re-plans and weight copies on tl (NULL: none):
+ * decode devices first, then prefill ones (dev_base). */
+int serve_one_timeline(const struct run_spec *sp, const place_ops_t *ops, const trace_t *trace,
+                       store_t *st, metrics_run_t *out, timeline_t *tl);
 
 /* Progress lines on a terminal say "run i of n"; the compare command sets
  * it before each run (runs_done of n_runs). Quiet when stderr is not a

@@ -111,6 +111,9 @@ struct step_sim {
     stream_t *st;      /* [M][L][2][2][D] */
     int *disp_wait, *comb_wait, *fwd_wait; /* [M][L][D] */
     uint8_t *flags;    /* [M][L][D] */
+    const step_observer_t *obs; /* this call's observer, or NULL */
+    int64_t *ob_t;     /* observer only: [3][M][L][D] attention end (dispatch leaves),
+                        * dispatch arrived, experts end */
     cpu_t *cpu;        /* [D] */
     int *mb_done;      /* [D] micro-batches through the last layer */
     /* scratch */
@@ -238,6 +241,7 @@ step_sim_t *step_new(const cluster_t *c, const moe_model_t *m) {
         s->comb_wait = ms_malloc(M * L * D * sizeof *s->comb_wait);
         s->fwd_wait = ms_malloc(M * L * D * sizeof *s->fwd_wait);
         s->flags = ms_malloc(M * L * D * sizeof *s->flags);
+        s->ob_t = ms_malloc(3 * M * L * D * sizeof *s->ob_t);
         s->cpu = ms_malloc(D * sizeof *s->cpu);
         s->mb_done = ms_malloc(D * sizeof *s->mb_done);
     }
@@ -282,6 +286,7 @@ void step_free(step_sim_t *s) {
     free(s->qn);
     free(s->st);
     free(s->disp_wait);
+    free(s->ob_t);
     free(s->comb_wait);
     free(s->fwd_wait);
     free(s->flags);
@@ -751,6 +756,15 @@ static double dmax_of(const double *v, int n) {
     return x;
 }
 
+/* Observer times of (m, l, d): 0 attention end, 1 dispatch arrived, 2 experts end. */
+static inline int64_t *ob_at(step_sim_t *s, int w, size_t i) {
+    return s->ob_t + (size_t)w * s->M * s->L * s->D + i;
+}
+
+static void ob_span(step_sim_t *s, enum step_span k, int d, int m, int l, int64_t t0, int64_t t1) {
+    if (t1 > t0) s->obs->span(s->obs->ctx, k, d, m, l, t0, t1);
+}
+
 static void run_analytic(step_sim_t *s, int64_t t0) {
     int D = s->D, M = s->M;
     double pre = dmax_of(s->pre_ns, D), post = dmax_of(s->post_ns, D), now = pre;
@@ -770,6 +784,14 @@ static void run_analytic(step_sim_t *s, int64_t t0) {
             double S = dmax_of(s->shared_ns + (size_t)m * D, D);
             double X = dmax_of(s->exp_ns + ml(s, m, l) * D, D);
             double one = A + ms_dmax(dsp, S) + X + cmb;
+            if (s->obs) /* both micro-batches drawn from the layer's start */
+                for (int d = 0; d < D; d++) {
+                    double a = t0 + now + A, x = a + ms_dmax(dsp, S);
+                    double xe = x + s->exp_ns[ml(s, m, l) * D + d], ce = x + X;
+                    ob_span(s, STEP_SPAN_DISPATCH, d, m, l, llround(a), llround(a + dsp));
+                    ob_span(s, STEP_SPAN_EXPERT, d, m, l, llround(x), llround(xe));
+                    ob_span(s, STEP_SPAN_COMBINE, d, m, l, llround(ce), llround(ce + cmb));
+                }
             comp += A + S + X;
             occ += phase_ns(s, &p, s->hd, f[DISP], 0) + phase_ns(s, &p, s->hc, f[COMB], 0);
             chain = ms_dmax(chain, one);
@@ -819,6 +841,7 @@ static void try_advance(step_sim_t *s, int m, int l, int d) {
     if (s->comb_wait[i] || !(s->flags[i] & F_SHARED) || (s->flags[i] & F_ADVANCED)) return;
     s->flags[i] |= F_ADVANCED;
     int64_t now = eng_now(s->eng);
+    if (s->obs) ob_span(s, STEP_SPAN_COMBINE, d, m, l, *ob_at(s, 2, i), now);
     if (now > s->layer_end[l]) s->layer_end[l] = now;
     ready(s, m, l + 1, d);
 }
@@ -827,6 +850,7 @@ static void try_expert(step_sim_t *s, int m, int l, int d) {
     size_t i = mld(s, m, l, d);
     if (!(s->flags[i] & F_SHARED) || s->disp_wait[i] || (s->flags[i] & F_EXPERT)) return;
     s->flags[i] |= F_EXPERT;
+    if (s->obs) ob_span(s, STEP_SPAN_DISPATCH, d, m, l, *ob_at(s, 0, i), *ob_at(s, 1, i));
     cpu_push(s, d, T_EXPERT, m, l, s->exp_ns[i]);
 }
 
@@ -963,7 +987,8 @@ static void on_flow(eng_t *eng, void *ctx, int64_t tag) {
     int l = (int)(tag % s->L), m = (int)(tag / s->L);
     if (ph == DISP) {
         if (!s->normal || k == NVL) {
-            s->disp_wait[mld(s, m, l, d)]--;
+            if (--s->disp_wait[mld(s, m, l, d)] == 0 && s->obs)
+                *ob_at(s, 1, mld(s, m, l, d)) = eng_now(s->eng);
             try_expert(s, m, l, d);
             return;
         }
@@ -971,7 +996,8 @@ static void on_flow(eng_t *eng, void *ctx, int64_t tag) {
         const float *FW = FWm(s, m, l) + (size_t)d * dpn;
         int B = node_of(s, d);
         if (FW[idx_of(s, d)] > 0) {
-            s->disp_wait[mld(s, m, l, d)]--;
+            if (--s->disp_wait[mld(s, m, l, d)] == 0 && s->obs)
+                *ob_at(s, 1, mld(s, m, l, d)) = eng_now(s->eng);
             try_expert(s, m, l, d);
         }
         for (int j = 0; j < dpn; j++) {
@@ -1055,6 +1081,7 @@ static void ev_task(eng_t *eng, void *ctx, int64_t arg) {
         for (int m = 0; m < s->M; m++) ready(s, m, 0, d);
         break;
     case T_ATTN:
+        if (s->obs) *ob_at(s, 0, mld(s, t.m, t.l, d)) = now;
         send_dispatch(s, t.m, t.l, d);
         cpu_push(s, d, T_SHARED, t.m, t.l, s->shared_ns[(size_t)t.m * s->D + d]);
         break;
@@ -1063,7 +1090,13 @@ static void ev_task(eng_t *eng, void *ctx, int64_t arg) {
         try_expert(s, t.m, t.l, d);
         try_advance(s, t.m, t.l, d);
         break;
-    case T_EXPERT: send_combine(s, t.m, t.l, d); break;
+    case T_EXPERT:
+        if (s->obs) {
+            *ob_at(s, 2, mld(s, t.m, t.l, d)) = now;
+            ob_span(s, STEP_SPAN_EXPERT, d, t.m, t.l, now - t.ns, now);
+        }
+        send_combine(s, t.m, t.l, d);
+        break;
     case T_POST:
         if (now > s->res->end_ns) s->res->end_ns = now;
         break;
@@ -1177,6 +1210,8 @@ static void run_flow(step_sim_t *s, int64_t t0) {
             s->res->dispatch_bytes += tok * s->hd;
             s->res->combine_bytes += tok * s->hc;
         }
+    if (s->obs) /* inputs already complete (nothing to wait for) count from the start */
+        for (size_t i = 0, n = (size_t)3 * s->M * s->L * D; i < n; i++) s->ob_t[i] = t0;
     eng_reset(s->eng, t0);
     net_clear(s->net);
     s->pre_end = t0;
@@ -1233,6 +1268,7 @@ int step_run(step_sim_t *s, const step_in_t *in, step_result_t *out) {
                       "[devices] (or give a route)");
     memset(out, 0, sizeof *out);
     s->res = out;
+    s->obs = in->obs && in->obs->span ? in->obs : NULL;
     s->count_mode = !rt;
     s->lo = lo;
     s->tables = 0;

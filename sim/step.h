@@ -68,6 +68,24 @@ typedef struct step_result {
     uint64_t net_solves;   /* max-min re-solves (flow mode), for benchmarks */
 } step_result_t;
 
+/* The phases a step observer is told about, per device. */
+enum step_span { STEP_SPAN_DISPATCH, STEP_SPAN_EXPERT, STEP_SPAN_COMBINE, STEP_SPAN_N };
+
+/* Watches a step's phases as they are simulated, so that a caller can draw
+ * a timeline without the engine doing file I/O. span is called once per
+ * (device, micro-batch, layer, phase) with a positive duration: dispatch
+ * from the device's attention ending (its tokens leave) until the tokens
+ * bound for its experts have all arrived; expert from the start to the end
+ * of its routed-expert GEMM; combine from its experts ending until its own
+ * tokens' results are all back. Analytic mode reports its closed form: the
+ * busiest port's dispatch and combine time on every device, each device's
+ * own expert time. Times are simulated ns. */
+typedef struct step_observer {
+    void (*span)(void *ctx, enum step_span kind, int dev, int mb, int layer, int64_t start_ns,
+                 int64_t end_ns);
+    void *ctx;
+} step_observer_t;
+
 /* Replica choice hook: the slot serving a token of device src for expert. */
 typedef int (*step_pick_fn)(void *ctx, const place_layout_t *lo, int layer, int expert, int src);
 
@@ -88,6 +106,7 @@ typedef struct step_in {
                                    * received over NVLink, received over the NIC; charged
                                    * as the busiest port's time to carry them, spread over
                                    * the layers (an upper bound). NULL: none */
+    const step_observer_t *obs;   /* NULL: nobody watches (the fast path) */
 } step_in_t;
 
 typedef struct step_sim step_sim_t;
