@@ -21,6 +21,8 @@ struct route {
     double *cond;      /* [L][E] their conditional form for replay_multinomial */
     unsigned int *draw;
     gsl_rng *rng;      /* count mode's multinomial stream */
+    route_step_t own;  /* the strategy's routing: its own copy, never the replay's */
+    size_t own_cap;    /* int16_t slots allocated in own.expert */
 };
 
 int route_new(const trace_t *t, int top_k, const place_ops_t *ops, place_state_t *ps,
@@ -55,10 +57,20 @@ void route_free(route_t *r) {
     free(r->cond);
     free(r->draw);
     gsl_rng_free(r->rng);
+    free(r->own.expert);
     free(r);
 }
 
-void route_tokens(route_t *r, route_step_t *rt, int step) {
+const route_step_t *route_tokens(route_t *r, const route_step_t *in, int step) {
+    size_t n = (size_t)in->n_layers * in->n_tokens * in->top_k;
+    if (n > r->own_cap) {
+        r->own.expert = ms_realloc(r->own.expert, n * sizeof *r->own.expert);
+        r->own_cap = n;
+    }
+    int16_t *mine = r->own.expert;
+    r->own = *in;
+    r->own.expert = mine;
+    route_step_t *rt = &r->own;
     int k = rt->top_k, out[32];
     scores_step(r->sc, step);
     for (int l = 0; l < rt->n_layers; l++)
@@ -67,6 +79,7 @@ void route_tokens(route_t *r, route_step_t *rt, int step) {
             int16_t *ex = rt->expert + ((size_t)l * rt->n_tokens + t) * k;
             for (int j = 0; j < k; j++) ex[j] = (int16_t)out[j];
         }
+    return rt;
 }
 
 /* The biased law from `samples` routed tokens: the bias moves by at most u

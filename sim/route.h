@@ -19,8 +19,10 @@ typedef struct route route_t;
 int route_new(const trace_t *t, int top_k, const place_ops_t *ops, place_state_t *ps,
               uint64_t seed, int samples, int every, route_t **out);
 void route_free(route_t *r);
-/* Overwrites each token's experts in rt with the strategy's choice. */
-void route_tokens(route_t *r, route_step_t *rt, int step);
+/* The step `in` with each token's experts chosen by the strategy: a copy
+ * the router owns (valid until its next call), so the replay's buffer, and
+ * anything else reading it, never sees the strategy's changes. */
+const route_step_t *route_tokens(route_t *r, const route_step_t *in, int step);
 /* Token-expert pairs per expert when n_tokens tokens are routed in
  * simulated step `step` on trace step `trace_step`: out[n_layers][n_experts],
  * summing to n_tokens * top_k in every layer. */

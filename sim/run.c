@@ -100,8 +100,8 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     for (int l = 0; l < L; l++) trace_layer_total(tr, l, tr_tot + (size_t)l * E);
     double layout_par = place_par_mean(lo, tr_tot);
     /* A strategy that steers routing chooses every token's experts from
-     * router scores made up from the trace; its choices overwrite the
-     * replayed ones in replay's own buffer, reused each step. */
+     * router scores made up from the trace, in the router's own copy of
+     * each replayed step. */
     for (int i = 0; i < NP && ops->route; i++)
         if (route_new(trs[i], sp->model.top_k, ops, ps, sp->seed + (uint64_t)i, 0, 1,
                       &routers[i]))
@@ -135,7 +135,7 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
         /* The phase is the one serving when the step starts. */
         int p = sp->phases.n ? phase_at(&sp->phases, now_ns) : 0, ts = pstep[p]++;
         const route_step_t *rt = replay_step(rps[p], ts);
-        if (routers[p]) route_tokens(routers[p], (route_step_t *)rt, ts);
+        if (routers[p]) rt = route_tokens(routers[p], rt, ts);
         step_result_t r;
         step_in_t in = {.start_ns = now_ns, .layout = lo, .route = rt, .kv_len = sp->kv_len,
                         .prefill = sp->prefill, .pick = ops->pick_replica ? pick_via : NULL,

@@ -297,7 +297,7 @@ static void inst_step(srv_t *s, inst_t *in, int64_t now, double kv_len, eng_fn d
         si.tokens = in->tokens;
     } else {
         si.route = replay_step_batch(rp, ts, in->tokens);
-        if (router) route_tokens(router, (route_step_t *)si.route, ts);
+        if (router) si.route = route_tokens(router, si.route, ts);
     }
     if (step_run(in->sim, &si, &in->res)) {
         fail(s);
