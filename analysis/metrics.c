@@ -3,8 +3,10 @@
  * or to the summary row this module wrote. */
 #include "metrics.h"
 
+#include <gsl/gsl_cdf.h>
 #include <gsl/gsl_sort.h>
 #include <gsl/gsl_statistics_double.h>
+#include <math.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +63,74 @@ int metrics_load(sqlite3 *db, int64_t run, metrics_t *m) {
     sqlite3_finalize(q);
     return r == SQLITE_DONE ? MS_OK : ms_err("cannot read the summary table: %s",
                                              sqlite3_errmsg(db));
+}
+
+/* ---- several seeds ---- */
+
+int metrics_ci95(const double *v, int n, double *mean, double *half) {
+    if (n < 2) return ms_err("a confidence interval needs two runs or more (got %d)", n);
+    *mean = gsl_stats_mean(v, 1, (size_t)n);
+    double sd = gsl_stats_sd_m(v, 1, (size_t)n, *mean);
+    *half = gsl_cdf_tdist_Pinv(0.975, n - 1) * sd / sqrt(n);
+    return MS_OK;
+}
+
+void metrics_ci_from_runs(const metrics_t *runs, int n, metrics_ci_t *out) {
+    memset(out, 0, sizeof *out);
+    double *v = ms_malloc((size_t)n * sizeof *v);
+    for (int id = 0; id < METRIC_N; id++) {
+        int all = n >= 2;
+        for (int k = 0; k < n && all; k++) {
+            all = runs[k].has[id];
+            v[k] = runs[k].v[id];
+        }
+        double mean, half;
+        if (!all || metrics_ci95(v, n, &mean, &half)) continue;
+        metrics_set(&out->mean, (enum metrics_id)id, mean);
+        out->half[id] = half;
+        out->n[id] = n;
+    }
+    free(v);
+}
+
+int metrics_store_ci(store_t *st, int64_t run, const metrics_ci_t *ci) {
+    for (int id = 0; id < METRIC_N; id++)
+        if (ci->n[id] && store_metric_ci(st, run, REG[id].name, ci->n[id], ci->mean.v[id],
+                                         ci->half[id], REG[id].unit))
+            return MS_ERR;
+    return MS_OK;
+}
+
+int metrics_load_ci(sqlite3 *db, int64_t run, metrics_ci_t *ci) {
+    memset(ci, 0, sizeof *ci);
+    sqlite3_stmt *q;
+    /* databases from before --seeds have no summary_ci: no intervals */
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE name = 'summary_ci'", -1, &q,
+                           NULL) != SQLITE_OK)
+        return ms_err("cannot read the schema: %s", sqlite3_errmsg(db));
+    int has = sqlite3_step(q) == SQLITE_ROW;
+    sqlite3_finalize(q);
+    if (!has) return MS_OK;
+    if (sqlite3_prepare_v2(db, "SELECT metric, n, mean, half_width FROM summary_ci "
+                               "WHERE run_id = ?1", -1, &q, NULL) != SQLITE_OK)
+        return ms_err("cannot read the summary_ci table: %s", sqlite3_errmsg(db));
+    sqlite3_bind_int64(q, 1, run);
+    int r;
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(q, 0);
+        int id = name ? metrics_find(name) : -1;
+        if (id < 0) continue;
+        metrics_set(&ci->mean, (enum metrics_id)id, sqlite3_column_double(q, 2));
+        ci->n[id] = sqlite3_column_int(q, 1);
+        ci->half[id] = sqlite3_column_double(q, 3);
+    }
+    sqlite3_finalize(q);
+    return r == SQLITE_DONE ? MS_OK : ms_err("cannot read the summary_ci table: %s",
+                                             sqlite3_errmsg(db));
+}
+
+int metrics_ci_overlap(double m1, double h1, double m2, double h2) {
+    return fabs(m1 - m2) <= h1 + h2;
 }
 
 /* ---- definitions ---- */
@@ -267,6 +337,32 @@ void metrics_print_row(FILE *f, const char *strategy, const char *prior, const m
             snprintf(cell, sizeof cell, "%.*f%s", c[i].prec, c[i].scale * m->v[c[i].id],
                      c[i].suffix);
         fprintf(f, " %*s", c[i].width, cell);
+    }
+    fputc('\n', f);
+}
+
+void metrics_print_header_ci(FILE *f, int serving) {
+    const col_t *c = serving ? SERVE : FIXED;
+    size_t n = serving ? sizeof SERVE / sizeof *SERVE : sizeof FIXED / sizeof *FIXED;
+    fprintf(f, "%-10s %-18s", "strategy", "prior");
+    for (size_t i = 0; i < n; i++) fprintf(f, " %*s", 2 * c[i].width + 4, c[i].head);
+    fputc('\n', f);
+}
+
+void metrics_print_row_ci(FILE *f, const char *strategy, const char *prior,
+                          const metrics_ci_t *ci, int serving) {
+    const col_t *c = serving ? SERVE : FIXED;
+    size_t n = serving ? sizeof SERVE / sizeof *SERVE : sizeof FIXED / sizeof *FIXED;
+    fprintf(f, "%-10s %-18s", strategy, prior ? prior : "-");
+    for (size_t i = 0; i < n; i++) {
+        char cell[96] = "-";
+        const metrics_t *m = &ci->mean;
+        int missing = !m->has[c[i].id] ||
+                      (c[i].need >= 0 && metrics_get(m, (enum metrics_id)c[i].need, 0) <= 0);
+        if (!missing)
+            snprintf(cell, sizeof cell, "%.*f%s +- %.*f", c[i].prec, c[i].scale * m->v[c[i].id],
+                     c[i].suffix, c[i].prec, c[i].scale * ci->half[c[i].id]);
+        fprintf(f, " %*s", 2 * c[i].width + 4, cell);
     }
     fputc('\n', f);
 }

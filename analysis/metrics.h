@@ -197,9 +197,36 @@ void metrics_requests(const store_request_t *r, int64_t n, int64_t window_start_
 /* tokens per second per node; 0 without time or nodes. */
 double metrics_per_node(double tokens, double seconds, int nodes);
 
+/* ---- several seeds of one strategy ---- */
+
+/* Mean and 95% confidence interval of v[n] (n >= 2): the half-width is
+ * t(0.975, n - 1) s / sqrt(n), Student's t (GSL) and s the sample standard
+ * deviation; the interval is mean +- half. */
+int metrics_ci95(const double *v, int n, double *mean, double *half);
+
+/* Per registered metric over the seeds of one strategy (summary_ci). n is 0
+ * where a metric was not set in every run. */
+typedef struct metrics_ci {
+    metrics_t mean;
+    double half[METRIC_N];
+    int n[METRIC_N];
+} metrics_ci_t;
+
+/* From the metrics of n runs (n >= 2). */
+void metrics_ci_from_runs(const metrics_t *runs, int n, metrics_ci_t *out);
+/* Stores / reads back the intervals held by run (the group's last run). */
+int metrics_store_ci(store_t *st, int64_t run, const metrics_ci_t *ci);
+int metrics_load_ci(struct sqlite3 *db, int64_t run, metrics_ci_t *ci);
+/* 1 when the intervals of a metric overlap: a difference within the noise. */
+int metrics_ci_overlap(double m1, double h1, double m2, double h2);
+
 /* ---- the CLI's tables, read from stored metrics ---- */
 
 void metrics_print_header(FILE *f, int serving);
+/* The same header and row as mean +- half-width over seeds. */
+void metrics_print_header_ci(FILE *f, int serving);
+void metrics_print_row_ci(FILE *f, const char *strategy, const char *prior,
+                          const metrics_ci_t *ci, int serving);
 /* prior: what the strategy planned from, as prior_display() shows it. */
 void metrics_print_row(FILE *f, const char *strategy, const char *prior, const metrics_t *m,
                        int serving);

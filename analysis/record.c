@@ -83,6 +83,10 @@ int record_layers(record_t *r, const place_layout_t *lo, const double *trace_cnt
 
 int record_metrics(record_t *r, const metrics_t *m) { return metrics_store(r->st, r->run_id, m); }
 
+int record_metrics_ci(store_t *st, int64_t last_run, const metrics_ci_t *ci) {
+    return metrics_store_ci(st, last_run, ci);
+}
+
 int record_strategy_metrics(record_t *r, const place_ops_t *ops, place_state_t *ps,
                             const char *prefix) {
     if (!ops->metrics) return MS_OK;

@@ -48,6 +48,10 @@ int record_layers(record_t *r, const place_layout_t *lo, const double *trace_cnt
                   const metrics_loads_t *a, const metrics_layer_bound_t *lb);
 /* The registered metrics that are set, with their units. */
 int record_metrics(record_t *r, const metrics_t *m);
+/* The intervals over the seeds of one strategy (compare --seeds), held by
+ * the group's last run: called once that run is committed and before the
+ * store publishes the batch, so the rows land with the runs or not at all. */
+int record_metrics_ci(store_t *st, int64_t last_run, const metrics_ci_t *ci);
 /* A strategy's own metrics (place_ops_t.metrics), each name behind prefix. */
 int record_strategy_metrics(record_t *r, const place_ops_t *ops, place_state_t *ps,
                             const char *prefix);

@@ -58,7 +58,9 @@ typedef struct bar_metric {
     int lower_better;
     const char *fmt;    /* value label */
     int is_par;         /* draws the BestEP line and the bound region */
+    enum metrics_id id;
     double v[REPORT_MAX_RUNS];
+    double half[REPORT_MAX_RUNS]; /* 95% half-width over seeds (summary_ci), 0 without */
     int has[REPORT_MAX_RUNS];
 } bar_metric_t;
 
@@ -77,7 +79,9 @@ static void bar_panel(report_fig_t *f, const report_exp_t *e, const bar_metric_t
                       int base, double par_bound) {
     double top = 0;
     for (int i = 0; i < e->n; i++)
-        if (m->has[i] && m->v[i] > top) top = m->v[i];
+        if (m->has[i] && m->v[i] + m->half[i] > top) top = m->v[i] + m->half[i];
+    int errs = 0;
+    for (int i = 0; i < e->n; i++) errs |= m->has[i] && m->half[i] > 0;
     report_printf(&f->data, "$m%d << EOD\n", k);
     int x = 0;
     for (int i = 0; i < e->n; i++) {
@@ -93,8 +97,9 @@ static void bar_panel(report_fig_t *f, const report_exp_t *e, const bar_metric_t
          * (quote_gp_field): no name can end the block or become a command. */
         report_printf(&f->data, "%d ", x++);
         report_field(&f->data, e->run[i].strategy);
-        report_printf(&f->data, " %.9g %d \"%s\" \"%s\" \"%s\"\n", m->v[i],
-                      report_rgb(e->run[i].strategy), val, inside ? rel : "", inside ? "" : rel);
+        report_printf(&f->data, " %.9g %d \"%s\" \"%s\" \"%s\" %.9g\n", m->v[i],
+                      report_rgb(e->run[i].strategy), val, inside ? rel : "", inside ? "" : rel,
+                      m->half[i]);
     }
     report_printf(&f->data, "EOD\n");
     /* A few bars keep a bar's width: pad the range instead of stretching. */
@@ -120,18 +125,48 @@ static void bar_panel(report_fig_t *f, const report_exp_t *e, const bar_metric_t
                   "       $m%d using 1:3:7 with labels offset 0,1.9 font ',10' tc rgb '#555555' "
                   "notitle",
                   k, k, k, k);
+    /* Seeds: the 95% confidence interval of the mean, column 8 */
+    if (errs)
+        report_printf(&f->body, ", \\\n       $m%d using 1:3:8 with yerrorbars pt 0 lw 1.5 "
+                                "lc rgb '#000000' notitle", k);
     /* Perfect balance in front of the bars, so it reads across them. */
     if (par_bound > 0)
         report_printf(&f->body, ", \\\n       1 with lines dt 2 lw 1.5 lc rgb '#000000' notitle");
     report_printf(&f->body, "\n");
 }
 
+/* In words: which strategies differ by less than the noise, panel by
+ * panel (their 95% intervals overlap). */
+static void noise_words(report_buf_t *b, const report_exp_t *e, const bar_metric_t *m, int np,
+                        int seeds) {
+    report_printf(b, " Bars are means over up to %d seeds; the error bars are 95%% confidence "
+                     "intervals (Student t).", seeds);
+    for (int k = 0; k < np; k++) {
+        int said = 0;
+        for (int i = 0; i < e->n; i++)
+            for (int j = i + 1; j < e->n; j++) {
+                if (!m[k].has[i] || !m[k].has[j] || m[k].half[i] <= 0 || m[k].half[j] <= 0 ||
+                    !metrics_ci_overlap(m[k].v[i], m[k].half[i], m[k].v[j], m[k].half[j]))
+                    continue;
+                report_printf(b, said ? "; " : " %s: ", m[k].title);
+                report_md(b, e->run[i].strategy);
+                report_printf(b, " and ");
+                report_md(b, e->run[j].strategy);
+                said = 1;
+            }
+        if (said) report_printf(b, " differ by less than the noise (their intervals overlap).");
+    }
+}
+
 int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
     /* Every bar is a stored metric (metrics.c); nothing is recomputed. */
     metrics_t mt[REPORT_MAX_RUNS];
-    int serving = 0;
+    static metrics_ci_t ci[REPORT_MAX_RUNS];
+    int serving = 0, seeds = 0;
     for (int i = 0; i < e->n; i++) {
-        if (metrics_load(c->db, e->run[i].id, &mt[i])) return MS_ERR;
+        if (metrics_load(c->db, e->run[i].id, &mt[i]) ||
+            metrics_load_ci(c->db, e->run[i].id, &ci[i]))
+            return MS_ERR;
         serving |= metrics_get(&mt[i], METRIC_LATENCY_REQUESTS, 0) > 0;
     }
     bar_metric_t m[6];
@@ -148,7 +183,8 @@ int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
     };
     if (serving) {
         for (int k = 0; k < 4; k++) {
-            m[k] = (bar_metric_t){.title = SERVE[k].title, .lower_better = 1, .fmt = SERVE[k].fmt};
+            m[k] = (bar_metric_t){.title = SERVE[k].title, .lower_better = 1, .fmt = SERVE[k].fmt,
+                                  .id = SERVE[k].id};
             for (int i = 0; i < e->n; i++) {
                 m[k].v[i] = metrics_get(&mt[i], SERVE[k].id, 0);
                 m[k].has[i] = mt[i].has[SERVE[k].id] &&
@@ -157,7 +193,8 @@ int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
         }
         nm = 4;
     } else {
-        m[0] = (bar_metric_t){.title = "decode step time (ms)", .lower_better = 1, .fmt = "%.1f"};
+        m[0] = (bar_metric_t){.title = "decode step time (ms)", .lower_better = 1, .fmt = "%.1f",
+                              .id = METRIC_STEP_TIME_MEAN};
         for (int i = 0; i < e->n; i++) {
             m[0].v[i] = metrics_get(&mt[i], METRIC_STEP_TIME_MEAN, 0);
             m[0].has[i] = mt[i].has[METRIC_STEP_TIME_MEAN];
@@ -165,9 +202,10 @@ int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
         nm = 1;
     }
     bar_metric_t *tp = &m[nm++], *par = &m[nm++];
-    *tp = (bar_metric_t){.title = "output tokens/s per node", .lower_better = 0, .fmt = "%.0f"};
+    *tp = (bar_metric_t){.title = "output tokens/s per node", .lower_better = 0, .fmt = "%.0f",
+                         .id = METRIC_OUT_TPS_NODE};
     *par = (bar_metric_t){.title = "mean PAR (max/mean device load)", .lower_better = 1,
-                          .fmt = "%.2f", .is_par = 1};
+                          .fmt = "%.2f", .is_par = 1, .id = METRIC_PAR_MEAN};
     for (int i = 0; i < e->n; i++) {
         tp->v[i] = metrics_get(&mt[i], METRIC_OUT_TPS_NODE, 0);
         tp->has[i] = mt[i].has[METRIC_OUT_TPS_NODE];
@@ -175,6 +213,17 @@ int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
         par->has[i] = mt[i].has[METRIC_PAR_MEAN];
     }
 
+    /* A strategy run with compare --seeds N: its bar is the mean over the
+     * seeds, with the 95% confidence interval (summary_ci, held by the
+     * latest run) as an error bar. */
+    for (int k = 0; k < nm; k++)
+        for (int i = 0; i < e->n; i++) {
+            int n = ci[i].n[m[k].id];
+            if (!m[k].has[i] || n < 2) continue;
+            m[k].v[i] = ci[i].mean.v[m[k].id];
+            m[k].half[i] = ci[i].half[m[k].id];
+            if (n > seeds) seeds = n;
+        }
     int any = 0, base = -1;
     for (int k = 0; k < nm; k++)
         for (int i = 0; i < e->n; i++) any |= m[k].has[i];
@@ -222,6 +271,7 @@ int report_fig_bars(report_ctx_t *c, const report_exp_t *e) {
         pb > 0 ? "" : " (not drawn: no layer_bounds rows)");
     report_run_list(&f.caption, e, NULL);
     report_printf(&f.caption, ".");
+    if (seeds) noise_words(&f.caption, e, m, np, seeds);
     return report_render(c, &f);
 }
 

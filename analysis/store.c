@@ -46,6 +46,10 @@ static const char SCHEMA[] =
     "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, metric TEXT NOT NULL,"
     "  value REAL NOT NULL, unit TEXT NOT NULL DEFAULT '',"
     "  PRIMARY KEY (run_id, metric));"
+    "CREATE TABLE IF NOT EXISTS summary_ci ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, metric TEXT NOT NULL,"
+    "  n INTEGER NOT NULL, mean REAL NOT NULL, half_width REAL NOT NULL,"
+    "  unit TEXT NOT NULL DEFAULT '', PRIMARY KEY (run_id, metric));"
     "CREATE TABLE IF NOT EXISTS layer_bounds ("
     "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, layer INTEGER NOT NULL,"
     "  best_ep REAL NOT NULL, bound REAL NOT NULL, max_load REAL NOT NULL,"
@@ -74,7 +78,7 @@ static const char SCHEMA[] =
     "CREATE INDEX IF NOT EXISTS migrations_run ON migrations (run_id);";
 
 enum { Q_RUN, Q_STEP, Q_LAYER, Q_DEV, Q_METRIC, Q_BOUND, Q_REPL, Q_TRACE, Q_REPLAN, Q_MIGR,
-       Q_REQ, NQ };
+       Q_REQ, Q_METRIC_CI, NQ };
 
 /* "%s" is the schema written to: "stage", or "main" for a ":memory:" store. */
 static const char *const SQL[NQ] = {
@@ -91,6 +95,7 @@ static const char *const SQL[NQ] = {
     [Q_REPLAN] = "INSERT INTO %s.replans VALUES (?,?,?,?,?)",
     [Q_MIGR] = "INSERT INTO %s.migrations VALUES (?,?,?,?,?,?,?,?)",
     [Q_REQ] = "INSERT INTO %s.requests VALUES (?,?,?,?,?,?,?)",
+    [Q_METRIC_CI] = "INSERT OR REPLACE INTO %s.summary_ci VALUES (?,?,?,?,?,?)",
 };
 
 #define MAX_TABLES 32
@@ -777,6 +782,18 @@ int store_metric(store_t *st, int64_t run, const char *metric, double value, con
     bind_text(q, 2, metric);
     sqlite3_bind_double(q, 3, value);
     bind_text(q, 4, unit ? unit : "");
+    return step(st, q);
+}
+
+int store_metric_ci(store_t *st, int64_t run, const char *metric, int n, double mean,
+                    double half_width, const char *unit) {
+    sqlite3_stmt *q = st->q[Q_METRIC_CI];
+    sqlite3_bind_int64(q, 1, run);
+    bind_text(q, 2, metric);
+    sqlite3_bind_int(q, 3, n);
+    sqlite3_bind_double(q, 4, mean);
+    sqlite3_bind_double(q, 5, half_width);
+    bind_text(q, 6, unit ? unit : "");
     return step(st, q);
 }
 

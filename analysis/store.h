@@ -77,6 +77,11 @@ int store_layer_step(store_t *st, int64_t run, int step, int layer, int64_t dura
                      double max_load, double mean_load);
 int store_device_load(store_t *st, int64_t run, int layer, int device, double load);
 int store_metric(store_t *st, int64_t run, const char *metric, double value, const char *unit);
+/* A metric over the seeds of one strategy (compare --seeds): n runs, their
+ * mean and the half-width of its 95% confidence interval; run is the
+ * group's last run, which holds the row (metrics_store_ci). */
+int store_metric_ci(store_t *st, int64_t run, const char *metric, int n, double mean,
+                    double half_width, const char *unit);
 
 /* Per layer over the whole run: mean device load (BestEP), the lower bound
  * any placement with the same slots could reach, and the realised maximum. */

@@ -29,6 +29,7 @@ typedef struct cmd_exp {
     int quiet;
     const char *timeline;           /* --timeline FILE.json (run, compare) */
     long timeline_max;              /* --timeline-max-events (0: the default) */
+    int seeds;                      /* --seeds N (compare; 0: [experiment] seeds) */
     struct cfg *cfg;
 } cmd_exp_t;
 

@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "place.h"
 #include "prior.h"
+#include "record.h"
 #include "run.h"
 #include "store.h"
 #include "timeline.h"
@@ -28,6 +29,7 @@ static void usage(const char *cmd, FILE *f) {
             "  --wait-s SECONDS       how long to wait for another process writing the same\n"
             "                         database before giving up (default %.0f)\n"
             "%s"
+            "%s"
             "  --timeline FILE.json   write the steps as Chrome trace event JSON (open it in\n"
             "                         ui.perfetto.dev); compare writes one file per strategy,\n"
             "                         FILE.<strategy>.json (docs/timeline.md)\n"
@@ -41,6 +43,10 @@ static void usage(const char *cmd, FILE *f) {
             STORE_WAIT_S,
             strcmp(cmd, "run") ? "  --strategy NAME        run only this strategy of the list (repeatable)\n"
                                : "  --strategy NAME        the strategy to run (any known strategy)\n",
+            strcmp(cmd, "run") ? "  --seeds N              run each strategy with seeds seed, seed+1, ..., seed+N-1\n"
+                                 "                         and print mean +- 95% confidence half-width\n"
+                                 "                         (default [experiment] seeds, 1)\n"
+                               : "",
             TIMELINE_MAX_EVENTS_DEFAULT);
 }
 
@@ -50,6 +56,7 @@ static int parse(int argc, char **argv, cmd_exp_t *o) {
         {"replace", no_argument, 0, 'r'},       {"strategy", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'},          {"wait-s", required_argument, 0, 'w'},
         {"timeline", required_argument, 0, 't'}, {"timeline-max-events", required_argument, 0, 'T'},
+        {"seeds", required_argument, 0, 'n'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -92,6 +99,15 @@ static int parse(int argc, char **argv, cmd_exp_t *o) {
                               "(example: --timeline-max-events 100000)", optarg,
                               TIMELINE_MAX_EVENTS_LIMIT);
             o->timeline_max = (long)v;
+            break;
+        }
+        case 'n': {
+            double v;
+            if (strcmp(argv[0], "compare") || ms_parse_double(optarg, &v) || v != (int)v ||
+                v < 1 || v > 1000)
+                return ms_err("--seeds '%s': give a whole number from 1 to 1000 to compare "
+                              "(example: moesim compare CONFIG --seeds 5)", optarg);
+            o->seeds = (int)v;
             break;
         }
         case 'h': usage(argv[0], stdout); exit(0);
@@ -192,6 +208,7 @@ static int run_cmd(int argc, char **argv, int all) {
     char dbbuf[4096];
     int64_t ids[RUN_MAX_STRATEGIES];
     timeline_t *tl[RUN_MAX_STRATEGIES] = {0};
+    metrics_t *runs = NULL;
     if (parse(argc, argv, &o) || run_spec_load(o.cfg, &spec) || select_strategies(&o, &spec, all))
         goto out;
     int n = all ? spec.n_strategies : 1;
@@ -204,14 +221,31 @@ static int run_cmd(int argc, char **argv, int all) {
     store_opts_t so = {.wait_s = o.wait_s, .replace = o.replace ? spec.name : NULL,
                        .make_parent = 1, .batch = 1};
     if (store_open_results(o.db, &so, &st)) goto out;
+    int seeds = all && o.seeds ? o.seeds : all ? spec.seeds : 1;
+    uint64_t seed0 = spec.seed;
+    runs = ms_calloc((size_t)seeds, sizeof *runs);
+    metrics_ci_t ci;
     for (int i = 0; i < n; i++) {
-        run_summary_t sum;
-        serve_progress_runs(i, n);
-        if (open_timeline(&o, &spec, all, spec.strategies[i], &tl[i]) ||
-            run_one_timeline(&spec, spec.strategies[i], st, &sum, tl[i]) ||
-            timeline_finish(tl[i]))
-            goto out;
-        ids[i] = sum.run_id;
+        for (int k = 0; k < seeds; k++) {
+            run_summary_t sum;
+            serve_progress_runs(i * seeds + k, n * seeds);
+            /* the stored config says which seed ran */
+            char sv[32];
+            snprintf(sv, sizeof sv, "%llu", (unsigned long long)(seed0 + (uint64_t)k));
+            cfg_set(o.cfg, "experiment", "seed", sv, "--seeds", 0);
+            spec.seed = seed0 + (uint64_t)k;
+            /* a timeline draws the first seed's run */
+            timeline_t **t = k ? &(timeline_t *){NULL} : &tl[i];
+            if ((!k && open_timeline(&o, &spec, all, spec.strategies[i], t)) ||
+                run_one_timeline(&spec, spec.strategies[i], st, &sum, *t) || timeline_finish(*t))
+                goto out;
+            ids[i] = sum.run_id;
+            runs[k] = sum.m;
+        }
+        if (seeds > 1) {
+            metrics_ci_from_runs(runs, seeds, &ci);
+            if (record_metrics_ci(st, ids[i], &ci)) goto out;
+        }
     }
     /* The runs are published here, together (with --replace, in place of
      * the old): a compare that fails on its last strategy stores nothing.
@@ -225,17 +259,28 @@ static int run_cmd(int argc, char **argv, int all) {
     }
     char plb[600];
     const char *prior = prior_display(prior_label(&spec.prior, plb, sizeof plb));
-    if (all) metrics_print_header(stdout, spec.serving);
+    if (all && seeds > 1) metrics_print_header_ci(stdout, spec.serving);
+    else if (all) metrics_print_header(stdout, spec.serving);
     for (int i = 0; i < n; i++) {
         metrics_t m;
         int64_t id = store_final_id(st, ids[i]);
+        if (seeds > 1) {
+            if (metrics_load_ci(store_db(st), id, &ci)) goto out;
+            metrics_print_row_ci(stdout, spec.strategies[i], prior, &ci, spec.serving);
+            continue;
+        }
         if (metrics_load(store_db(st), id, &m)) goto out;
         if (all) metrics_print_row(stdout, spec.strategies[i], prior, &m, spec.serving);
         else metrics_print_run(stdout, id, spec.strategies[i], prior, &m, spec.serving);
     }
+    if (seeds > 1)
+        printf("(mean +- half-width of the 95%% confidence interval over %d seeds, %llu to "
+               "%llu)\n", seeds, (unsigned long long)seed0,
+               (unsigned long long)(seed0 + (uint64_t)seeds - 1));
     printf("results: %s\n", o.db);
     rc = 0;
 out:
+    free(runs);
     for (int i = 0; i < RUN_MAX_STRATEGIES; i++) timeline_abort(tl[i]);
     store_close(st); /* unpublished runs are dropped; the database is as it was */
     cfg_free(o.cfg);

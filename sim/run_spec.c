@@ -125,6 +125,8 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     if (cfg_str(cfg, "experiment", "name", "experiment", &o->name)) return MS_ERR;
     if (cfg_int(cfg, "experiment", "seed", 1, 0, INT64_MAX, &v)) return MS_ERR;
     o->seed = (uint64_t)v;
+    if (cfg_int(cfg, "experiment", "seeds", 1, 1, 1000, &v)) return MS_ERR;
+    o->seeds = (int)v;
     if (cfg_int(cfg, "experiment", "steps", 20, 1, 100000000, &v)) return MS_ERR;
     o->steps = (int)v;
 

@@ -27,6 +27,7 @@ typedef struct run_spec {
     cfg_t *cfg;               /* not owned */
     const char *name;
     uint64_t seed;
+    int seeds;                /* compare: runs per strategy, seeds seed, seed + 1, ... */
     int steps;                /* decode steps to simulate */
     cluster_t cluster;
     moe_model_t model;
