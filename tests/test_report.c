@@ -278,11 +278,12 @@ Test(report, bars_png) {
     /* Stored metrics: TPOT 40 ms, TTFT p50 114.5 ms (100..129), tokens/s
      * 1e4 / skew, mean PAR = skew (3.5 static, 1.24 the others). */
     char *gp = slurp("out/bars-t.gp");
-    cr_assert(block_has(gp, "m0", "0 \"static\" 40 8355711 \"40.0\" \"\" \"\""), "%s", gp);
-    cr_assert(block_has(gp, "m2", "0 \"static\" 114.5 8355711 \"114\" \"\" \"\""), "%s", gp);
+    cr_assert(block_has(gp, "m0", "0 \"static\" 40 8355711 \"40.0\" \"\" \"\" 0"), "%s", gp);
+    cr_assert(block_has(gp, "m2", "0 \"static\" 114.5 8355711 \"114\" \"\" \"\" 0"), "%s", gp);
     cr_assert(strstr(gp, "0 \"static\" 3.5 "), "%s", gp);
     cr_assert(strstr(gp, "1 \"eplb\" 1.24 "));
     cr_assert(strstr(gp, "0 \"static\" 2857.14286 "));
+    cr_assert(!strstr(gp, "yerrorbars"), "one seed a strategy: no error bars");
     free(gp);
 }
 Test(report, cdf_png) {
