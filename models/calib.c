@@ -176,12 +176,11 @@ static void a2a_done(eng_t *eng, void *ctx, int64_t tag) {
     if (eng_now(eng) > r->end) r->end = eng_now(eng);
 }
 
-/* The network's time for the pattern with bytes and latency scaled by
- * scale (> 1: finer than the whole nanoseconds events are rounded to; the
- * fit needs smooth residuals), divided back. */
-static double a2a_run(const hw_link_t *lk, const char *pattern, int world, double bytes_per_gpu,
-                      double scale) {
-    if (calib_a2a_split(pattern, world, bytes_per_gpu, 0, 0) < 0) return -1;
+/* The network's time for the traffic send[src * world + dst] (diagonal:
+ * local, not on a link) with bytes and latency scaled by scale (> 1: finer
+ * than the whole nanoseconds events are rounded to; the fit needs smooth
+ * residuals), divided back. */
+static double matrix_run(const hw_link_t *lk, int world, const double *send, double scale) {
     eng_t *eng = eng_new();
     net_t *net = net_new(eng);
     /* port ids: out of GPU g = 2g, into it = 2g + 1; paired for the derating */
@@ -194,7 +193,7 @@ static double a2a_run(const hw_link_t *lk, const char *pattern, int world, doubl
     int64_t lat = llround(lk->lat_ns * scale);
     for (int a = 0; a < world; a++)
         for (int b = 0; b < world; b++) {
-            double v = a == b ? 0 : calib_a2a_split(pattern, world, bytes_per_gpu, a, b);
+            double v = a == b ? 0 : send[(size_t)a * world + b];
             if (v <= 0) continue;
             int links[2] = {2 * a, 2 * b + 1};
             net_start(net, 2, links, NULL, scale * v / cost_link_ramp(lk, v), lat, a2a_done,
@@ -204,6 +203,22 @@ static double a2a_run(const hw_link_t *lk, const char *pattern, int world, doubl
     net_free(net);
     eng_free(eng);
     return (double)run.end / scale;
+}
+
+double calib_a2a_matrix_ns(const hw_link_t *lk, int world, const double *send) {
+    return matrix_run(lk, world, send, 1);
+}
+
+static double a2a_run(const hw_link_t *lk, const char *pattern, int world, double bytes_per_gpu,
+                      double scale) {
+    if (calib_a2a_split(pattern, world, bytes_per_gpu, 0, 0) < 0) return -1;
+    double *send = ms_malloc((size_t)world * world * sizeof *send);
+    for (int a = 0; a < world; a++)
+        for (int b = 0; b < world; b++)
+            send[(size_t)a * world + b] = calib_a2a_split(pattern, world, bytes_per_gpu, a, b);
+    double t = matrix_run(lk, world, send, scale);
+    free(send);
+    return t;
 }
 
 double calib_a2a_charged_ns(const hw_link_t *lk, const char *pattern, int world,

@@ -94,6 +94,10 @@ double calib_a2a_split(const char *pattern, int world, double bytes_per_gpu, int
 double calib_a2a_charged_ns(const hw_link_t *lk, const char *pattern, int world,
                             double bytes_per_gpu);
 
+/* The same for any traffic: send[src * world + dst] bytes (the diagonal
+ * stays local), ns; `moesim cost a2a` uses it. */
+double calib_a2a_matrix_ns(const hw_link_t *lk, int world, const double *send);
+
 /* Mean absolute percentage errors of the model against measurements. */
 typedef struct calib_err {
     int n;          /* points */

@@ -18,6 +18,7 @@ static const struct {
     {"trace", cmd_trace, "inspect, convert or generate expert-activation traces"},
     {"calib", cmd_calib, "the cost model against real-GPU measurements (calib report)"},
     {"list", cmd_list, "list strategies, model presets or hardware presets, with their sources"},
+    {"cost", cmd_cost, "what the cost model charges for expert compute or an all-to-all (us)"},
 };
 
 static void usage(FILE *f) {
