@@ -9,7 +9,7 @@
  * model of cost_link_ns (latency floor, peak, ramp, two-way derating),
  * fitted the same way to times the flow network (models/net.c) gives for
  * each measured pattern and world size; hardware presets carry the fitted
- * link figures as constants (models/hw.c). The H200 preset embeds the
+ * link figures as constants (configs/hardware/NAME.ini). The H200 preset embeds the
  * committed measurements (calib_data.c); [hardware] calibration = none |
  * default | PATH[,PATH] switches them off or replaces them. */
 #ifndef MOESIM_CALIB_H

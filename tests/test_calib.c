@@ -154,7 +154,7 @@ Test(calib, the_h200_preset_carries_the_fit_and_others_do_not) {
               k.eff_hbm == h->eff_hbm && k.sharp == 0, "no calibration: the constants");
 }
 
-/* The H200 preset's NVLink figures (models/hw.c) are what the fit to the
+/* The H200 preset's NVLink figures (configs/hardware/H200.ini) are what the fit to the
  * committed all-to-all file gives, to the 4 digits they are written with. */
 Test(calib, h200_link_figures_are_the_fit) {
     const hw_t *h = hw_find("H200");
