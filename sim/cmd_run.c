@@ -111,13 +111,14 @@ static int parse(int argc, char **argv, cmd_exp_t *o) {
             break;
         }
         case 'h': usage(argv[0], stdout); exit(0);
-        default: usage(argv[0], stderr); return MS_ERR;
+        default: usage(argv[0], stderr); return MS_USAGE;
         }
     }
     if (optind != argc - 1) {
         usage(argv[0], stderr);
-        return ms_err("%s: give exactly one CONFIG file (example: moesim %s configs/demo.ini)",
-                      argv[0], argv[0]);
+        ms_err("%s: give exactly one CONFIG file (example: moesim %s configs/demo.ini)", argv[0],
+               argv[0]);
+        return MS_USAGE;
     }
     o->config = argv[optind];
     if (cfg_load(o->config, &o->cfg)) return MS_ERR;
@@ -209,8 +210,9 @@ static int run_cmd(int argc, char **argv, int all) {
     int64_t ids[RUN_MAX_STRATEGIES];
     timeline_t *tl[RUN_MAX_STRATEGIES] = {0};
     metrics_t *runs = NULL;
-    if (parse(argc, argv, &o) || run_spec_load(o.cfg, &spec) || select_strategies(&o, &spec, all))
-        goto out;
+    int pr = parse(argc, argv, &o);
+    if (pr == MS_USAGE) rc = MS_EXIT_USAGE;
+    if (pr || run_spec_load(o.cfg, &spec) || select_strategies(&o, &spec, all)) goto out;
     int n = all ? spec.n_strategies : 1;
     if (run_spec_check(&spec)) goto out; /* fail before anything is written */
     if (!o.db) {

@@ -32,15 +32,21 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
-        return argc < 2;
+        return argc < 2 ? MS_EXIT_USAGE : MS_EXIT_OK;
     }
     if (!strcmp(argv[1], "--version")) {
         printf("moesim %s\n", MOESIM_VERSION);
         return 0;
     }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
-        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], COMMANDS[i].name)) {
+            /* the one place statuses become exit codes (util.h) */
+            int rc = COMMANDS[i].fn(argc - 1, argv + 1);
+            return rc == MS_EXIT_OK || rc == MS_EXIT_USAGE || rc == MS_EXIT_INTERNAL
+                       ? rc
+                       : MS_EXIT_INPUT;
+        }
     fprintf(stderr, "moesim: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
-    return 1;
+    return MS_EXIT_USAGE;
 }

@@ -40,7 +40,7 @@ int ms_err_quiet(int quiet) {
 
 static void *oom(size_t n) {
     fprintf(stderr, "moesim: out of memory allocating %zu bytes\n", n);
-    exit(2);
+    exit(MS_EXIT_INTERNAL);
 }
 
 void *ms_malloc(size_t n) {

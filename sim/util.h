@@ -10,6 +10,15 @@
 #define MS_OK 0
 #define MS_ERR (-1)
 
+#define MS_USAGE (-2) /* a status: the command line itself is wrong (exit 2) */
+
+/* Process exit statuses, the same for every command (README, "Exit status"):
+ * 0 done; 1 bad input (a config, trace, database or option value that is
+ * wrong, or a file that cannot be read or written); 2 usage (unknown
+ * command or option, missing arguments); 3 internal error (out of memory,
+ * a broken invariant). */
+enum { MS_EXIT_OK = 0, MS_EXIT_INPUT = 1, MS_EXIT_USAGE = 2, MS_EXIT_INTERNAL = 3 };
+
 #define MOESIM_VERSION "0.1.0"
 
 /* Reports an error: "moesim: <message>" on stderr (unless quiet) and keeps
