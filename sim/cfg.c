@@ -101,21 +101,56 @@ int cfg_set_assign(cfg_t *c, const char *assign, const char *origin, int line) {
 typedef struct {
     cfg_t *c;
     const char *text; /* remaining input */
+    const char *end;  /* end of the input */
     int line;         /* lines handed to inih so far */
     int dup_line;     /* first duplicate key, 0 if none */
     char dup[256];
+    int long_line;    /* a line too long for inih's buffer, 0 if none */
+    size_t long_len;
 } parse_t;
 
+/* Hands inih one whole line per call, so its line count is ours: inih reads
+ * into a fixed buffer (INI_MAX_LINE, 200 bytes in Debian's build) and would
+ * split a longer line, applying the tail of a long comment as a key and
+ * shifting every later line number. So the reader shortens what inih need
+ * not see (a comment line to its marker, an inline comment away, the
+ * indentation that inih would take for a continuation line, a UTF-8 BOM)
+ * and stops at a line still too long, which cfg_parse_text then refuses
+ * with its own number. */
 static char *reader(char *buf, int size, void *stream) {
     parse_t *p = stream;
-    if (!*p->text) return NULL;
-    int n = 0;
-    while (n < size - 1 && p->text[n] && p->text[n] != '\n') n++;
-    if (p->text[n] == '\n' && n < size - 1) n++;
-    memcpy(buf, p->text, (size_t)n);
-    buf[n] = 0;
-    p->text += n;
+    if (p->long_line || p->text >= p->end) return NULL;
+    const char *s = p->text;
+    const char *nl = memchr(s, '\n', (size_t)(p->end - s));
+    size_t n = nl ? (size_t)(nl - s) : (size_t)(p->end - s);
+    p->text = nl ? nl + 1 : p->end;
     p->line++;
+    if (p->line == 1 && n >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3)) {
+        s += 3;
+        n -= 3;
+    }
+    if (n && s[n - 1] == '\r') n--;
+    while (n && (*s == ' ' || *s == '\t')) {
+        s++;
+        n--;
+    }
+    if (n && (*s == ';' || *s == '#')) {
+        n = 1;
+    } else {
+        for (size_t i = 1; i < n; i++) /* inih's inline comment: ';' after a space */
+            if (s[i] == ';' && (s[i - 1] == ' ' || s[i - 1] == '\t')) {
+                n = i;
+                break;
+            }
+    }
+    if (n + 2 > (size_t)size) {
+        p->long_line = p->line;
+        p->long_len = n;
+        return NULL;
+    }
+    memcpy(buf, s, n);
+    buf[n] = '\n';
+    buf[n + 1] = 0;
     return buf;
 }
 
@@ -133,11 +168,32 @@ static int handler(void *user, const char *sec, const char *key, const char *val
 }
 
 int cfg_parse_text(const char *text, const char *origin, cfg_t **out) {
+    return cfg_parse_mem(text, strlen(text), origin, out);
+}
+
+int cfg_parse_mem(const char *text, size_t len, const char *origin, cfg_t **out) {
+    const char *nul = memchr(text, 0, len);
+    if (nul) {
+        int line, col;
+        line = 1, col = 1;
+        for (const char *q = text; q < nul; q++) {
+            col = *q == '\n' ? 1 : col + 1;
+            line += *q == '\n';
+        }
+        return ms_err("%s:%d: byte %zu is a NUL byte (column %d): a config is text (is this a "
+                      "binary file?)", origin, line, (size_t)(nul - text), col);
+    }
     cfg_t *c = cfg_new();
     free(c->origin);
     c->origin = ms_strdup(origin);
-    parse_t p = {.c = c, .text = text};
+    parse_t p = {.c = c, .text = text, .end = text + len};
     int rc = ini_parse_stream(reader, &p, handler, &p);
+    if (p.long_line) {
+        cfg_free(c);
+        return ms_err("%s:%d: line of %zu characters, more than the %d a config line may have "
+                      "(shorten the value; split a long comment over several lines)", origin,
+                      p.long_line, p.long_len, CFG_MAX_LINE);
+    }
     if (rc > 0) {
         cfg_free(c);
         return ms_err("%s:%d: not a '[section]' header or 'key = value' line (fix the syntax; "
@@ -157,8 +213,9 @@ int cfg_parse_text(const char *text, const char *origin, cfg_t **out) {
 
 int cfg_load(const char *path, cfg_t **out) {
     char *text;
-    if (ms_read_file(path, &text, NULL)) return MS_ERR;
-    int rc = cfg_parse_text(text, path, out);
+    size_t len;
+    if (ms_read_file_max(path, CFG_MAX_BYTES, &text, &len)) return MS_ERR;
+    int rc = cfg_parse_mem(text, len, path, out);
     free(text);
     return rc;
 }

@@ -5,12 +5,20 @@
 #ifndef MOESIM_CFG_H
 #define MOESIM_CFG_H
 
+#include <stddef.h>
+
 typedef struct cfg cfg_t;
 
 /* Parses an INI file. Syntax errors name file:line. */
 int cfg_load(const char *path, cfg_t **out);
 /* Parses INI text held in memory; origin names it in messages. */
 int cfg_parse_text(const char *text, const char *origin, cfg_t **out);
+/* The same from len bytes (a NUL among them is refused with its byte). */
+int cfg_parse_mem(const char *text, size_t len, const char *origin, cfg_t **out);
+/* The longest line a config may have (inih's buffer, less newline and NUL;
+ * comments may be longer), and the largest config file read. */
+#define CFG_MAX_LINE 198
+#define CFG_MAX_BYTES (16 << 20)
 cfg_t *cfg_new(void);
 cfg_t *cfg_copy(const cfg_t *c);
 void cfg_free(cfg_t *c);

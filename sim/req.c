@@ -71,6 +71,15 @@ int req_spec_load(cfg_t *cfg, const char *sec, req_spec_t *o) {
     if (dist_load(cfg, sec, "prompt", 1000, &o->prompt)) return MS_ERR;
     if (dist_load(cfg, sec, "output", 200, &o->output)) return MS_ERR;
 
+    /* Every request is held in memory (its list and the simulator's state,
+     * about 128 bytes): refuse a stream that cannot fit, naming its key. */
+    double n = o->requests ? (double)o->requests
+               : o->arrival == REQ_TRACE ? 0 : o->rate * o->duration_s;
+    char what[128];
+    snprintf(what, sizeof what, o->requests ? "[%s] requests = %.0f" :
+             "[%s] rate x duration_s = %.3g requests", sec, n);
+    if (ms_check_memory(n * 128, cfg_where(cfg, sec, o->requests ? "requests" : "rate"), what))
+        return MS_ERR;
     if (o->arrival == REQ_TRACE && !s)
         return ms_err("%s: [%s] arrival = trace needs request_trace = FILE.csv (columns "
                       "arrival_timestamp,prompt_size,token_size or Azure's "
@@ -226,6 +235,7 @@ int req_read_csv(const char *path, long max_rows, double max_s, req_list_t *out)
     int64_t w0 = 0, last = 0;
     double f0 = 0;
     char *p = text, *f[MAXF];
+    if (!strncmp(p, "\xEF\xBB\xBF", 3)) p += 3; /* a UTF-8 byte-order mark is not text */
     while (*p) {
         char *nl = strchr(p, '\n');
         if (nl) *nl = 0;
@@ -284,7 +294,14 @@ int req_read_csv(const char *path, long max_rows, double max_s, req_list_t *out)
             w0 = tw;
             f0 = tf;
         }
-        int64_t t = (tw - w0) * 1000000000 + llround((tf - f0) * 1e9);
+        /* Nanoseconds since the first row fit int64 for 292 years only. */
+        int64_t t;
+        if (__builtin_sub_overflow(tw, w0, &t) || __builtin_mul_overflow(t, 1000000000, &t) ||
+            __builtin_add_overflow(t, llround((tf - f0) * 1e9), &t)) {
+            ms_err("%s:%d: arrival '%s' is more than 292 years from the first row's (moesim "
+                   "counts nanoseconds in 64 bits; check the timestamps)", path, line, f[ca]);
+            goto done;
+        }
         if (out->n && t < last) {
             ms_err("%s:%d: arrival %.6f s is before the previous row's %.6f s (sort the file by "
                    "arrival time)", path, line, (double)t / 1e9, (double)last / 1e9);

@@ -2,12 +2,15 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static char err_last[1024];
 static int err_quiet;
@@ -64,21 +67,63 @@ char *ms_strdup(const char *s) {
 }
 
 int ms_read_file(const char *path, char **buf, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return ms_err("%s: cannot open: %s (check the path)", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
+    return ms_read_file_max(path, MS_MAX_FILE_BYTES, buf, len);
+}
+
+int ms_open_regular(const char *path, long long max, long long *size) {
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return ms_err("%s: cannot open: %s (check the path)", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st)) {
+        int e = errno;
+        close(fd);
+        return ms_err("%s: cannot read: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return ms_err("%s: not a regular file (%s); give a file", path,
+                      S_ISDIR(st.st_mode) ? "a folder" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                      : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a socket");
+    }
+    if ((long long)st.st_size > max) {
+        close(fd);
+        return ms_err("%s: %lld bytes, more than the %lld moesim reads from such a file (is it "
+                      "the right file? split or shorten it)", path, (long long)st.st_size, max);
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    if (size) *size = (long long)st.st_size;
+    return fd;
+}
+
+int ms_read_file_max(const char *path, long long max, char **buf, size_t *len) {
+    long long size;
+    int fd = ms_open_regular(path, max, &size);
+    if (fd < 0) return MS_ERR;
+    /* Read at most max bytes, whatever the file grows to meanwhile. */
+    size_t cap = (size_t)size + 1, n = 0;
     char *b = ms_malloc(cap);
     for (;;) {
-        if (n + 1 >= cap) b = ms_realloc(b, cap *= 2);
-        size_t got = fread(b + n, 1, cap - n - 1, f);
-        n += got;
+        if (n + 1 >= cap) {
+            if ((long long)cap > max) break;
+            b = ms_realloc(b, cap *= 2);
+        }
+        ssize_t got = read(fd, b + n, cap - n - 1);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            int e = errno;
+            close(fd);
+            free(b);
+            return ms_err("%s: read error: %s", path, strerror(e));
+        }
         if (got == 0) break;
+        n += (size_t)got;
     }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
+    close(fd);
+    if ((long long)n > max) {
         free(b);
-        return ms_err("%s: read error (is it a regular file?)", path);
+        return ms_err("%s: more than the %lld bytes moesim reads from such a file (is it the "
+                      "right file?)", path, max);
     }
     b[n] = '\0';
     *buf = b;
@@ -126,4 +171,11 @@ uint64_t ms_hash64(const void *data, size_t len) {
         h *= 1099511628211ull;
     }
     return h;
+}
+
+int ms_check_memory(double bytes, const char *where, const char *what) {
+    double phys = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (phys <= 0 || bytes <= 0.8 * phys) return MS_OK;
+    return ms_err("%s: %s needs about %.3g GiB of memory, more than this machine's %.1f GiB "
+                  "(lower it)", where, what, bytes / (1 << 30), phys / (1 << 30));
 }

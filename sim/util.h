@@ -40,8 +40,20 @@ void *ms_calloc(size_t count, size_t size);
 void *ms_realloc(void *p, size_t n);
 char *ms_strdup(const char *s);
 
-/* Reads a whole file into a NUL-terminated buffer; *len gets its size. */
+/* Reads a whole file into a NUL-terminated buffer; *len gets its size. Only
+ * a regular file is read (a folder, FIFO or device is refused without
+ * blocking), and at most MS_MAX_FILE_BYTES (ms_read_file_max: max). */
+#define MS_MAX_FILE_BYTES (4LL << 30)
 int ms_read_file(const char *path, char **buf, size_t *len);
+int ms_read_file_max(const char *path, long long max, char **buf, size_t *len);
+/* Opens path for reading if it is a regular file of at most max bytes
+ * (*size gets its size); returns the descriptor, or -1 having said why. */
+int ms_open_regular(const char *path, long long max, long long *size);
+
+/* Refuses (naming `where` and `what`, the key and its value) an input whose
+ * tables would take more than 80% of this machine's memory, rather than
+ * run out of memory part way. */
+int ms_check_memory(double bytes, const char *where, const char *what);
 
 /* Writes path p as seen from the folder of `file` (a config naming a trace,
  * a sweep naming its base): absolute p, or file "-" (text without a

@@ -120,19 +120,16 @@ void trace_line_col(const char *buf, size_t len, size_t off, int *line, int *col
 
 int trace_map(const char *path, char **buf, size_t *len, int *mapped) {
     *mapped = 0;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return ms_err("%s: cannot open: %s (check the path)", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-        close(fd);
-        return ms_err("%s: is a directory (give a trace file)", path);
-    }
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
-        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    long long size;
+    /* A folder, FIFO or device (/dev/zero) is refused before any read. */
+    int fd = ms_open_regular(path, MS_MAX_FILE_BYTES, &size);
+    if (fd < 0) return MS_ERR;
+    if (size > 0) {
+        void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p != MAP_FAILED) {
             close(fd);
             *buf = p;
-            *len = (size_t)st.st_size;
+            *len = (size_t)size;
             *mapped = 1;
             return MS_OK;
         }
@@ -215,7 +212,10 @@ static int read_path(const char *path, int (*fn)(const char *, const char *, siz
     size_t len;
     int mapped;
     if (trace_map(path, &buf, &len, &mapped)) return MS_ERR;
-    int rc = fn(path, buf, len, out);
+    /* A UTF-8 byte-order mark (some editors and Windows tools write one)
+     * is not part of the text. */
+    size_t bom = len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3) ? 3 : 0;
+    int rc = fn(path, buf + bom, len - bom, out);
     trace_unmap(buf, len, mapped);
     return rc;
 }

@@ -83,10 +83,16 @@ static int jl_record(jl_t *j, json_t *o, int line) {
     float *sv = j->scores + (size_t)j->n * k;
     for (int i = 0; i < k; i++) {
         json_t *e = json_array_get(ex, (size_t)i);
-        if (!json_is_integer(e) || json_integer_value(e) < 0 ||
-            json_integer_value(e) >= TRACE_MAX_EXPERTS)
-            return ms_err("%s:%d: expert id %d of the record is out of range (ids are integers "
-                          "in [0, %d))", j->name, line, i, TRACE_MAX_EXPERTS);
+        if (json_is_string(e))
+            return ms_err("%s:%d: expert id %d of the record is the string \"%.32s\", not an "
+                          "integer (write it without quotes)", j->name, line, i, json_string_value(e));
+        if (!json_is_integer(e))
+            return ms_err("%s:%d: expert id %d of the record is not an integer (ids are whole "
+                          "numbers in [0, %d))", j->name, line, i, TRACE_MAX_EXPERTS);
+        if (json_integer_value(e) < 0 || json_integer_value(e) >= TRACE_MAX_EXPERTS)
+            return ms_err("%s:%d: expert id %d of the record is %lld, out of range (ids are "
+                          "integers in [0, %d))", j->name, line, i,
+                          (long long)json_integer_value(e), TRACE_MAX_EXPERTS);
         ev[i] = (int16_t)json_integer_value(e);
         for (int q = 0; q < i; q++)
             if (ev[q] == ev[i])
