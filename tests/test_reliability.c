@@ -23,14 +23,17 @@
 
 #include "util.h"
 
-static char dir[512];  /* scratch folder: every file a case may touch */
+static char base[512]; /* mkdtemp's folder */
+static char dir[540];  /* scratch folder base/w: every file a case may touch */
 static char root[512]; /* the repository */
 static char exe[700];  /* the moesim binary beside this test binary */
 
 static void setup(void) {
     const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/moesim-rel-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    cr_assert_not_null(mkdtemp(dir));
+    snprintf(base, sizeof base, "%s/moesim-rel-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    cr_assert_not_null(mkdtemp(base));
+    snprintf(dir, sizeof dir, "%s/w", base);
+    cr_assert_eq(mkdir(dir, 0700), 0);
     cr_assert_not_null(getcwd(root, sizeof root));
     char self[600];
     ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -47,7 +50,7 @@ static void setup(void) {
 
 static void teardown(void) {
     char cmd[1200];
-    snprintf(cmd, sizeof cmd, "chmod -R u+w '%s'; rm -rf '%s'", dir, dir);
+    snprintf(cmd, sizeof cmd, "chmod -R u+w '%s'; rm -rf '%s'", base, base);
     if (system(cmd)) cr_log_warn("could not remove %s", dir);
 }
 
@@ -568,5 +571,193 @@ Test(reliability, bad_inputs_are_refused_and_change_nothing) {
     }
     cr_assert_eq(bad, 0, "%d failures (logged above)", bad);
     cr_assert_eq(query_file(at("keep.db"), "SELECT count(*) FROM runs"), 2);
-    cr_assert_neq(access(at("../x.db"), F_OK), 0, "nothing written outside results/");
+    char outside[600];
+    snprintf(outside, sizeof outside, "%s/x.db", base);
+    cr_assert_neq(access(outside, F_OK), 0, "nothing written outside results/");
+}
+
+/* ---- faults: SIGKILL at named points and at times, a full disk ---- */
+
+/* The set of config hashes of the runs in db, as "h1,h2,..." sorted; and
+ * the database is whole: integrity_check ok, no row without its run, every
+ * run with its steps. */
+static void runs_of(const char *db, char *out, size_t n) {
+    /* Read-write, as the next moesim opens it: a kill inside a transaction
+     * leaves a hot journal that the next writer rolls back. */
+    sqlite3 *h;
+    cr_assert_eq(sqlite3_open_v2(db, &h, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(h, 10000);
+    sqlite3_stmt *q;
+    cr_assert_eq(sqlite3_prepare_v2(h, "PRAGMA integrity_check", -1, &q, NULL), SQLITE_OK, "%s: %s",
+                 db, sqlite3_errmsg(h));
+    cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
+    cr_assert_str_eq((const char *)sqlite3_column_text(q, 0), "ok");
+    sqlite3_finalize(q);
+    const char *orphans[] = {"steps", "layer_steps", "device_loads", "summary", "layer_bounds",
+                             "replicas", "trace_counts"};
+    for (size_t i = 0; i < sizeof orphans / sizeof *orphans; i++) {
+        char sql[200];
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM %s WHERE run_id NOT IN (SELECT run_id FROM runs)",
+                 orphans[i]);
+        cr_assert_eq(sqlite3_prepare_v2(h, sql, -1, &q, NULL), SQLITE_OK);
+        cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
+        cr_assert_eq(sqlite3_column_int(q, 0), 0, "orphan rows in %s", orphans[i]);
+        sqlite3_finalize(q);
+    }
+    cr_assert_eq(sqlite3_prepare_v2(h, "SELECT count(*) FROM runs r WHERE (SELECT count(*) FROM"
+                                       " steps s WHERE s.run_id = r.run_id) <> 2", -1, &q, NULL),
+                 SQLITE_OK);
+    cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
+    cr_assert_eq(sqlite3_column_int(q, 0), 0, "a run without all its steps");
+    sqlite3_finalize(q);
+    cr_assert_eq(sqlite3_prepare_v2(h, "SELECT group_concat(config_hash) FROM (SELECT config_hash"
+                                       " FROM runs ORDER BY config_hash)", -1, &q, NULL),
+                 SQLITE_OK);
+    cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
+    const char *s = (const char *)sqlite3_column_text(q, 0);
+    snprintf(out, n, "%s", s ? s : "");
+    sqlite3_finalize(q);
+    sqlite3_close(h);
+}
+
+/* compare --replace killed at each publishing step and at several times:
+ * the database holds exactly the old runs or exactly the new ones. */
+Test(reliability, killed_compare_replace_leaves_old_or_new) {
+    const char *good = config("good.ini", "static, eplb", "");
+    const char *db = at("r.db");
+    const char *a0[] = {"compare", good, "--db", db, NULL};
+    cr_assert_eq(run_args(a0).status, 0);
+    char old[512], new_[512], now[512];
+    runs_of(db, old, sizeof old);
+    /* What the replacement stores when it finishes (seed 2: other hashes). */
+    const char *a1[] = {"compare", good, "--db", at("ref.db"), "--set", "experiment.seed=2", NULL};
+    cr_assert_eq(run_args(a1).status, 0);
+    runs_of(at("ref.db"), new_, sizeof new_);
+    cr_assert_str_neq(old, new_);
+    const char *arep[] = {"compare", good, "--db", db, "--replace", "--set", "experiment.seed=2",
+                          NULL};
+    const char *points[] = {"staged", "publish", "published"};
+    for (int i = 0; i < 3; i++) {
+        char env[64];
+        snprintf(env, sizeof env, "MOESIM_FAULT=%s", points[i]);
+        const char *envs[] = {env, NULL};
+        result_t r = run_env(envs, 0, 0, arep);
+        cr_assert_eq(r.status, 128 + SIGKILL, "killed at %s: %s", points[i], r.err);
+        runs_of(db, now, sizeof now);
+        cr_assert_str_eq(now, i < 2 ? old : new_, "killed at %s", points[i]);
+        if (i < 2) continue;
+        /* back to the old runs for the next point */
+        const char *back[] = {"compare", good, "--db", db, "--replace", NULL};
+        cr_assert_eq(run_args(back).status, 0);
+        runs_of(db, now, sizeof now);
+        cr_assert_str_eq(now, old);
+    }
+    /* Kills at arbitrary times: old or new, nothing else. */
+    int olds = 0, news = 0;
+    for (int ms = 20; ms <= 1280; ms *= 2) {
+        const char *seed = ms % 40 ? "experiment.seed=1" : "experiment.seed=2";
+        const char *a[] = {"compare", good, "--db", db, "--replace", "--set", seed, NULL};
+        char before[512];
+        runs_of(db, before, sizeof before);
+        run_env(NULL, 0, ms, a);
+        runs_of(db, now, sizeof now);
+        cr_assert(!strcmp(now, old) || !strcmp(now, new_), "killed after %d ms: %s", ms, now);
+        olds += !strcmp(now, old);
+        news += !strcmp(now, new_);
+    }
+    cr_assert_eq(olds + news, 7);
+    /* On a database that does not exist, a kill leaves no file there. */
+    const char *points2[] = {"staged", "link"};
+    for (int i = 0; i < 2; i++) {
+        char env[64];
+        snprintf(env, sizeof env, "MOESIM_FAULT=%s", points2[i]);
+        const char *envs[] = {env, NULL};
+        const char *a[] = {"compare", good, "--db", at("fresh.db"), NULL};
+        result_t r = run_env(envs, 0, 0, a);
+        cr_assert_eq(r.status, 128 + SIGKILL);
+        cr_assert_neq(access(at("fresh.db"), F_OK), 0, "killed at %s: no database file",
+                      points2[i]);
+    }
+}
+
+/* A sweep killed while publishing a point keeps every point published
+ * before it whole; running it again completes the sweep. */
+Test(reliability, killed_sweep_keeps_whole_points_and_resumes) {
+    config("good.ini", "static", "");
+    const char *sw = put("sw.ini", "[sweep]\nbase = good.ini\nmode = grid\n[axes]\n"
+                                   "placement.redundant = 0, 8, 16\n");
+    const char *db = at("sw.db");
+    const char *a[] = {"sweep", sw, "--db", db, "--no-progress", NULL};
+    const char *envs[] = {"MOESIM_FAULT=publish", NULL};
+    result_t r = run_env(envs, 0, 0, a);
+    cr_assert_eq(r.status, 128 + SIGKILL, "%s", r.err);
+    /* The first point made the file; the second was killed inside its
+     * publishing transaction: one whole run. */
+    char now[512];
+    runs_of(db, now, sizeof now);
+    cr_assert_eq(query_file(db, "SELECT count(*) FROM runs"), 1);
+    r = run_args(a);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert_not_null(strstr(r.out, "2 run, 1 already in the database"), "%s", r.out);
+    runs_of(db, now, sizeof now);
+    cr_assert_eq(query_file(db, "SELECT count(*) FROM runs"), 3);
+    /* killed after a few ms on a finished database: nothing to redo, nothing lost */
+    run_env(NULL, 0, 30, a);
+    char after[512];
+    runs_of(db, after, sizeof after);
+    cr_assert_str_eq(now, after);
+}
+
+/* report reads the database only: killed at any time, it stays as it was. */
+Test(reliability, killed_report_leaves_the_database_as_it_was) {
+    const char *good = config("good.ini", "static, eplb", "");
+    const char *db = at("rep.db");
+    const char *a0[] = {"compare", good, "--db", db, NULL};
+    cr_assert_eq(run_args(a0).status, 0);
+    char *before = NULL, *after = NULL;
+    size_t n0, n1;
+    cr_assert_eq(ms_read_file(db, &before, &n0), MS_OK);
+    for (int ms = 10; ms <= 640; ms *= 4) {
+        const char *a[] = {"report", db, "-o", at("rep"), NULL};
+        run_env(NULL, 0, ms, a);
+        cr_assert_eq(ms_read_file(db, &after, &n1), MS_OK);
+        cr_assert(n0 == n1 && !memcmp(before, after, n0), "killed after %d ms: database changed",
+                  ms);
+        free(after);
+    }
+    free(before);
+}
+
+/* A disk that fills up (a file-size limit, SIGXFSZ ignored): compare fails
+ * with a message, and the database is as it was (or, new, not made). */
+Test(reliability, a_full_disk_fails_compare_and_keeps_the_database) {
+    const char *good = config("good.ini", "static, eplb", "");
+    const char *db = at("full.db");
+    const char *a0[] = {"compare", good, "--db", db, NULL};
+    cr_assert_eq(run_args(a0).status, 0);
+    char *before = NULL, *after = NULL;
+    size_t n0, n1;
+    cr_assert_eq(ms_read_file(db, &before, &n0), MS_OK);
+    /* The limit lets the file be opened but not hold the new runs, ten
+     * times the old ones (so they cannot fit in the old runs' pages either). */
+    const char *a[] = {"compare", good, "--db", db, "--replace", "--set", "experiment.steps=20",
+                       NULL};
+    result_t r = run_env(NULL, (long)n0 + 4096, 0, a);
+    cr_assert_eq(r.status, 1, "exit %d: %s", r.status, r.err);
+    cr_assert_not_null(strstr(r.err, "full.db"), "%s", r.err);
+    cr_assert_eq(ms_read_file(db, &after, &n1), MS_OK);
+    cr_assert(n0 == n1 && !memcmp(before, after, n0), "the database changed");
+    free(before);
+    free(after);
+    /* A new database on a full disk is not made at all. */
+    const char *b[] = {"compare", good, "--db", at("new.db"), NULL};
+    r = run_env(NULL, 65536, 0, b);
+    cr_assert_eq(r.status, 1, "exit %d: %s", r.status, r.err);
+    cr_assert_neq(access(at("new.db"), F_OK), 0);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        cr_assert_null(strstr(e->d_name, ".new-"), "a temporary file was left: %s", e->d_name);
+    closedir(d);
 }
