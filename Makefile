@@ -4,7 +4,7 @@
 #   make test        install missing packages, build, run the Criterion suite
 #   make SAN=1 test  the same under AddressSanitizer + UBSan (build-san/)
 #   make bench       benchmarks (engine, placement, trace reading, serving)
-#   make fuzz        each trace reader under libFuzzer for FUZZ_SECONDS
+#   make fuzz        each reader (traces, config, request CSV) under libFuzzer for FUZZ_SECONDS
 #   make coverage    the suite built with gcov (build-cov/), then line coverage
 #                    of sim/ models/ traces/ analysis/ per file and in total
 #
@@ -106,7 +106,8 @@ bench: deps
 	$(MAKE) $(BENCH_BIN) $(MOESIM)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 
-# libFuzzer needs clang; each reader has a tests/fuzz_<reader>.c target.
+# libFuzzer needs clang; each reader has a tests/fuzz_<reader>.c target and a
+# seed corpus in tests/corpus/<reader>/.
 FUZZ_BIN := $(FUZZ_SRC:tests/%.c=build-fuzz/%)
 FUZZ_CFLAGS := $(CSTD) -O1 -g -fsanitize=fuzzer,address,undefined $(INCS) $(PKG_CFLAGS)
 FUZZ_LIB_SRC := $(LIB_SRC)

@@ -156,6 +156,7 @@ static char *reader(char *buf, int size, void *stream) {
 
 static int handler(void *user, const char *sec, const char *key, const char *value) {
     parse_t *p = user;
+    if (!*key) return 0; /* "= value" or ": value": inih's error for this line */
     if (find(p->c, sec, key)) {
         if (!p->dup_line) {
             p->dup_line = p->line;

@@ -221,6 +221,17 @@ static int split(char *line, char **f, int max) {
 }
 
 int req_read_csv(const char *path, long max_rows, double max_s, req_list_t *out) {
+    char *text;
+    size_t len;
+    memset(out, 0, sizeof *out);
+    if (ms_read_file(path, &text, &len)) return MS_ERR;
+    int rc = req_read_csv_mem(path, text, len, max_rows, max_s, out);
+    free(text);
+    return rc;
+}
+
+int req_read_csv_mem(const char *path, const char *data, size_t size, long max_rows,
+                     double max_s, req_list_t *out) {
     static const char *const ARR[] = {"arrival_timestamp", "arrival_s", "arrival_time",
                                       "timestamp", NULL};
     static const char *const PR[] = {"prompt_size", "contexttokens", "prompt_tokens",
@@ -228,8 +239,12 @@ int req_read_csv(const char *path, long max_rows, double max_s, req_list_t *out)
     static const char *const OUTC[] = {"token_size", "generatedtokens", "output_tokens", NULL};
     enum { MAXF = 64 };
     memset(out, 0, sizeof *out);
-    char *text;
-    if (ms_read_file(path, &text, NULL)) return MS_ERR;
+    if (memchr(data, 0, size))
+        return ms_err("%s: byte %zu is a NUL byte: a request trace is CSV text", path,
+                      (size_t)((const char *)memchr(data, 0, size) - data));
+    char *text = ms_malloc(size + 1); /* split in place */
+    memcpy(text, data, size);
+    text[size] = 0;
     int64_t cap = 0;
     int rc = MS_ERR, line = 0, ncol = 0, ca = -1, cp = -1, co = -1;
     int64_t w0 = 0, last = 0;

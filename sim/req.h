@@ -78,6 +78,9 @@ void req_list_free(req_list_t *l);
  * Times are taken relative to the first row and must not decrease. Errors
  * name file:line and the fix. max_rows > 0 and max_s > 0 cut the stream. */
 int req_read_csv(const char *path, long max_rows, double max_s, req_list_t *out);
+/* The same from size bytes in memory (path names it in messages). */
+int req_read_csv_mem(const char *path, const char *data, size_t size, long max_rows,
+                     double max_s, req_list_t *out);
 
 /* One draw from a length distribution (>= 1). */
 int req_draw_len(const req_dist_t *d, gsl_rng *rng);

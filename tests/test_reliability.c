@@ -300,6 +300,7 @@ static void case_files(void) {
     longc[sizeof longc - 1] = 0;
     config("typo.ini", "static", "[cluster]\noverlapp = true\n");
     put("syntax.ini", "[experiment]\nname = x\nthis line has no equals sign\n");
+    put("nokey.ini", "[experiment]\nname = x\n = 5\n");
     put("dup.ini", "[experiment]\nname = x\nseed = 1\nseed = 2\n");
     put("longval.ini", "[experiment]\nname = %s\n", big);
     /* a long comment (its tail once became a key) and a typo after it */
@@ -379,6 +380,8 @@ static const bad_t CASES[] = {
      {"typo.ini:20", "unknown key [cluster] overlapp", "misspelt"}},
     {"not a key = value line", {"run", "@syntax.ini", "--db", "@keep.db"},
      {"syntax.ini:3", "not a '[section]' header or 'key = value' line", "fix the syntax"}},
+    {"a value without a key", {"run", "@nokey.ini", "--db", "@keep.db"},
+     {"nokey.ini:3", "not a '[section]' header or 'key = value' line", "fix the syntax"}},
     {"key twice", {"run", "@dup.ini", "--db", "@keep.db"}, {"dup.ini:4", "given twice", "keep one"}},
     {"value line longer than inih's buffer", {"run", "@longval.ini", "--db", "@keep.db"},
      {"longval.ini:2:", "line of 406 characters", "shorten the value"}},
