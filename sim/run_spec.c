@@ -39,6 +39,10 @@ static int split_list(const char *s, run_spec_t *o, const char *where) {
         if (!place_find(o->strategies[o->n_strategies]))
             return ms_err("%s: unknown strategy '%s' (known: %s)", where,
                           o->strategies[o->n_strategies], place_names());
+        for (int i = 0; i < o->n_strategies; i++)
+            if (!strcmp(o->strategies[i], o->strategies[o->n_strategies]))
+                return ms_err("%s: strategy '%s' is listed twice (its runs would share one "
+                              "config hash; list it once)", where, o->strategies[i]);
         o->n_strategies++;
         p += n;
     }
@@ -160,6 +164,15 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     o->cluster.n_devices = o->cluster.n_nodes * o->cluster.devices_per_node;
     if (run_cluster_load(cfg, &o->cluster) || run_model_load(cfg, &o->model) || mtp_load(cfg, o))
         return MS_ERR;
+    if (o->cluster.mode == STEP_FLOW) { /* traffic tables: 2 micro-batches x L x D x D floats */
+        char what[128];
+        double D = o->cluster.n_devices;
+        snprintf(what, sizeof what, "[cluster] nodes = %d x devices_per_node = %d (%d devices)",
+                 o->cluster.n_nodes, o->cluster.devices_per_node, o->cluster.n_devices);
+        if (ms_check_memory(2.0 * moe_n_moe_layers(&o->model) * D * D * 4,
+                            cfg_where(cfg, "cluster", "nodes"), what))
+            return MS_ERR;
+    }
 
     const char *ph;
     if (cfg_str(cfg, "workload", "trace", NULL, &s) ||
