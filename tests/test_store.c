@@ -358,3 +358,32 @@ Test(store_safe, a_writer_that_waits_too_long_names_the_other_process) {
     waitpid(pid, &status, 0);
     cr_assert_eq(count_file(p, "SELECT count(*) FROM runs"), 1);
 }
+
+/* A rank file whose tables are views (SQL that would run on reading) is
+ * refused before anything is copied; the target is untouched. */
+Test(store_safe, a_rank_file_with_views_is_refused) {
+    const char *src = in_dir("src.db"), *dst = in_dir("dst.db");
+    store_t *st;
+    cr_assert_eq(store_open(src, &st), MS_OK);
+    add(st, "s");
+    store_close(st);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(src, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "DROP TABLE steps; CREATE VIEW steps AS SELECT run_id,"
+                                  " 0 AS step, 0 AS start_ns, 0 AS duration_ns, 0.0 AS tokens"
+                                  " FROM runs;", 0, 0, 0), SQLITE_OK);
+    sqlite3_close(db);
+    cr_assert_eq(store_open(dst, &st), MS_OK);
+    add(st, "d");
+    size_t n0, n1;
+    char *before = slurp(dst, &n0);
+    int n = -1;
+    cr_assert_eq(store_merge(st, src, &n), MS_ERR);
+    cr_assert_not_null(strstr(ms_err_last(), "'steps' is a view"), "%s", ms_err_last());
+    cr_assert_not_null(strstr(ms_err_last(), "src.db"), "%s", ms_err_last());
+    store_close(st);
+    char *after = slurp(dst, &n1);
+    cr_assert(n0 == n1 && !memcmp(before, after, n0), "the target changed");
+    free(before);
+    free(after);
+}
