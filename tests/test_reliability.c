@@ -331,9 +331,10 @@ static void case_files(void) {
     put("trunc.jsonl", "{\"layer\": 0, \"experts\": [6, 5], \"token_idx\": 0}\n{\"layer\": 0, \"ex");
     put("range.jsonl", "{\"layer\": 0, \"experts\": [6, 40000], \"token_idx\": 0}\n");
     put("bad.npy", "\x93NUMPX\x01\x00garbage");
-    put_n("trunc.npy", "\x93NUMPY\x01\x00\x76\x00{'descr': '<f8', 'fortran_order': False, "
-                       "'shape': (2, 3), }                                                  "
-                       "          \n\x00\x00\x00", 138);
+    static const char npy[] = "\x93NUMPY\x01\x00\x76\x00{'descr': '<f8', 'fortran_order': "
+                              "False, 'shape': (2, 3), }                                    "
+                              "                        \n\x00\x00\x00";
+    put_n("trunc.npy", npy, sizeof npy - 1);
     put("col.csv", "layer,expert,weight\n0,1,2\n");
     put("count.csv", "step,layer,expert,count\n0,0,1,many\n");
     put("nan.json", "{\"logical_count\": [[[\"1\", 2]]]}");
@@ -569,6 +570,10 @@ Test(reliability, bad_inputs_are_refused_and_change_nothing) {
             }
         if (before != after) {
             cr_log_error("case %zu (%s): a file under the scratch folder changed", i, c->what);
+            bad++;
+        }
+        if (strstr(r.err, "Sanitizer") || strstr(r.err, "runtime error:")) {
+            cr_log_error("case %zu (%s): a sanitizer report: %s", i, c->what, r.err);
             bad++;
         }
     }
