@@ -29,6 +29,7 @@ static const struct {
     K(top_k, 1, 1 << 20, 0, 1),        K(n_shared, 0, 1 << 10, 0, 0),
     K(shared_inter, 0, 1 << 24, 0, 0), K(n_groups, 1, 1 << 20, 1, 0),
     K(topk_groups, 1, 1 << 20, 1, 0),  K(weight_bytes, 1, 8, 2, 0),
+    K(max_nodes, 0, 4096, 0, 0),
     K(dispatch_bytes, 1, 8, 2, 0),     K(combine_bytes, 1, 8, 2, 0),
     K(n_heads, 1, 1 << 16, 0, 1),      K(n_kv_heads, 0, 1 << 16, 0, 0),
     K(head_dim, 0, 1 << 16, 0, 0),     K(q_lora_rank, 0, 1 << 20, 0, 0),

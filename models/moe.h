@@ -28,6 +28,7 @@ typedef struct moe_model {
     int shared_inter;    /* intermediate size of one shared expert */
     int n_groups;        /* expert groups for group-limited routing (1: none) */
     int topk_groups;     /* groups kept per token */
+    int max_nodes;       /* node-limited routing: nodes a token may reach (0: none) */
     enum moe_scoring scoring;
     double routed_scale; /* routed_scaling_factor */
     int weight_bytes;    /* bytes per expert weight element (FP8 1, BF16 2) */

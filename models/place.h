@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "cfg.h"
+#include "gate.h"
 
 /* One layer's placement. Slot s lives on device s / slots_per_device. */
 typedef struct place_layer {
@@ -71,6 +72,9 @@ typedef struct place_env {
     int n_layers, n_experts, n_devices, devices_per_node, n_nodes;
     int redundant;        /* extra slots per layer beyond n_experts */
     int top_k, n_groups, topk_groups; /* routing shape of the model */
+    const gate_spec_t *gate; /* the routing the run replays (group and node
+                              * limits as configured); NULL: the model's
+                              * group-limited top-k */
     cfg_t *cfg;           /* [strategy.<name>] keys for its parameters */
     const char *cfg_section;
     uint64_t seed;

@@ -5,13 +5,12 @@
  * unbiased scores, so the simulator's loads need nothing else); after every
  * step b_e += u * sign(mean load - load_e) from that step's loads.
  *
- * Selection is DeepSeek-V3's group-limited top-k on the biased scores: the
- * experts fall into n_groups contiguous groups, a group scores the sum of
- * its two best biased scores, the topk_groups best groups are kept and the
- * top-k is taken inside them. Ties go to the lower index (group or expert).
- * Experts outside the kept groups are excluded outright (SGLang masks them
- * with -inf; the HF reference fills 0.0, which differs only when biased
- * scores go negative).
+ * Selection is the run's routing (gate_select: DeepSeek-V3's group-limited
+ * top-k, and node-limited when configured) on the biased scores, the very
+ * routing replay applies to the unbiased ones, so at zero bias this strategy
+ * routes exactly as static. Experts outside the kept groups are excluded
+ * outright (SGLang masks them with -inf; the HF reference fills 0.0, which
+ * differs only when biased scores go negative).
  *
  * Placement is the static baseline's (contiguous, with its redundant copies
  * when [placement] redundant > 0); the strategy never re-plans. */
@@ -23,12 +22,11 @@
 #include "util.h"
 
 #define BIAS_U 1e-3   /* update speed: best of 1e-4, 1e-3, 1e-2 in the paper */
-#define BIAS_MAX_K 32      /* route hook's out[] holds at most this many experts */
-#define BIAS_MAX_GROUPS 64 /* expert groups of group-limited routing */
+#define BIAS_MAX_K TRACE_MAX_TOP_K /* route hook's out[] holds at most this many experts */
 
 struct place_state {
     int L, E, k;
-    int G, TG, gsize; /* groups, groups kept, experts per group; G = 1: no limit */
+    gate_spec_t spec; /* the routing */
     float u;
     float *bias;          /* [L][E] */
     unsigned char *biased; /* [L] 1 once a layer's bias is not all zero */
@@ -61,20 +59,16 @@ static int bias_init(const place_env_t *env, const double *prior, place_state_t 
     (void)prior;
     const char *sec = env->cfg_section ? env->cfg_section : "strategy.bias";
     double u = BIAS_U;
-    int limit = 1;
-    if (env->cfg && (cfg_double(env->cfg, sec, "u", BIAS_U, 0, 1, &u) ||
-                     cfg_bool(env->cfg, sec, "group_limit", 1, &limit)))
-        return MS_ERR;
+    if (env->cfg && cfg_double(env->cfg, sec, "u", BIAS_U, 0, 1, &u)) return MS_ERR;
+    if (env->cfg && cfg_has(env->cfg, sec, "group_limit"))
+        return ms_err("%s: group_limit moved to [routing] group_limit, which every strategy "
+                      "and the replay share (move the key there)",
+                      cfg_where(env->cfg, sec, "group_limit"));
     int E = env->n_experts, k = env->top_k;
-    int G = limit && env->n_groups > 1 ? env->n_groups : 1;
-    int TG = G > 1 ? env->topk_groups : 1;
-    if (k < 1 || k > BIAS_MAX_K || k > E)
-        return ms_err("bias balancing: top-k %d must be 1..%d and at most %d experts", k,
-                      BIAS_MAX_K, E);
-    if (G > 1 && (G > BIAS_MAX_GROUPS || E % G || TG < 1 || TG > G || k > TG * (E / G)))
-        return ms_err("bias balancing: %d experts in %d groups keeping %d cannot route top-%d "
-                      "(set [%s] group_limit = false, or fix the model's n_groups/topk_groups)",
-                      E, G, TG, k, sec);
+    gate_spec_t spec;
+    if (env->gate) spec = *env->gate;
+    else if (gate_spec_make(E, k, env->n_groups, env->topk_groups, 1, 0, "bias balancing", &spec))
+        return MS_ERR;
     place_env_t base = *env;
     base.cfg = NULL;
     base.cfg_section = NULL;
@@ -85,9 +79,7 @@ static int bias_init(const place_env_t *env, const double *prior, place_state_t 
     st->L = env->n_layers;
     st->E = E;
     st->k = k;
-    st->G = G;
-    st->TG = TG;
-    st->gsize = E / G;
+    st->spec = spec;
     st->u = (float)u;
     size_t LE = (size_t)st->L * E;
     st->bias = ms_calloc(LE, sizeof *st->bias);
@@ -100,81 +92,10 @@ static int bias_init(const place_env_t *env, const double *prior, place_state_t 
     return MS_OK;
 }
 
-/* Inserts (x, e) into the descending top list val/idx of n entries (cap
- * k); experts come in ascending order, so an equal value stays behind. */
-static inline int top_push(float *val, int *idx, int n, int k, float x, int e) {
-    if (n == k && !(x > val[k - 1])) return n;
-    int p = n < k ? n++ : k - 1;
-    while (p > 0 && x > val[p - 1]) {
-        val[p] = val[p - 1];
-        idx[p] = idx[p - 1];
-        p--;
-    }
-    val[p] = x;
-    idx[p] = e;
-    return n;
-}
-
-/* Group-limited top-k of v[E] into out[k]. A group scores its top two;
- * inside the kept groups only values at or above the smallest kept group's
- * second best can make the top-k (those groups alone hold 2 * TG >= k such
- * values), so the last scan inserts just a handful. */
-static void select_topk(place_state_t *st, const float *v, int *out) {
-    int E = st->E, k = st->k, G = st->G, gs = st->gsize, TG = st->TG;
-    float val[BIAS_MAX_K];
-    int n = 0;
-    if (G == 1) {
-        for (int e = 0; e < E; e++) n = top_push(val, out, n, k, v[e], e);
-        return;
-    }
-    float gsum[BIAS_MAX_GROUPS], gsec[BIAS_MAX_GROUPS], gval[BIAS_MAX_GROUPS];
-    int gidx[BIAS_MAX_GROUPS], ng = 0;
-    for (int g = 0; g < G; g++) {
-        const float *p = v + (size_t)g * gs;
-        /* Branch-free (random scores mispredict), in four independent
-         * chains merged at the end, since each step waits on the last. */
-        float a1[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-        float a2[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-        int i = 0;
-        for (; i + 4 <= gs; i += 4)
-            for (int c = 0; c < 4; c++) {
-                float x = p[i + c], lo = x < a1[c] ? x : a1[c];
-                a1[c] = x > a1[c] ? x : a1[c];
-                a2[c] = lo > a2[c] ? lo : a2[c];
-            }
-        for (; i < gs; i++) {
-            float x = p[i], lo = x < a1[0] ? x : a1[0];
-            a1[0] = x > a1[0] ? x : a1[0];
-            a2[0] = lo > a2[0] ? lo : a2[0];
-        }
-        float m1 = a1[0], m2 = a2[0];
-        for (int c = 1; c < 4; c++) {
-            float lo = a1[c] < m1 ? a1[c] : m1, hi2 = a2[c] > m2 ? a2[c] : m2;
-            m1 = a1[c] > m1 ? a1[c] : m1;
-            m2 = lo > hi2 ? lo : hi2;
-        }
-        gsum[g] = gs > 1 ? m1 + m2 : m1;
-        gsec[g] = m2;
-    }
-    for (int g = 0; g < G; g++) ng = top_push(gval, gidx, ng, TG, gsum[g], g);
-    unsigned char keep[BIAS_MAX_GROUPS] = {0};
-    float floor_v = INFINITY;
-    for (int i = 0; i < ng; i++) {
-        keep[gidx[i]] = 1;
-        floor_v = fminf(floor_v, gsec[gidx[i]]);
-    }
-    if (gs < 2 || k > 2 * TG) floor_v = -INFINITY;
-    for (int g = 0; g < G; g++) {
-        if (!keep[g]) continue;
-        for (int e = g * gs; e < (g + 1) * gs; e++)
-            if (v[e] >= floor_v) n = top_push(val, out, n, k, v[e], e);
-    }
-}
-
 static void bias_route(place_state_t *st, int layer, const float *scores, int *out) {
     int E = st->E, k = st->k;
     int ref[BIAS_MAX_K];
-    select_topk(st, scores, ref); /* unbiased routing on the same scores */
+    gate_select(&st->spec, scores, ref); /* unbiased routing on the same scores */
     double *ul = st->unb_load + (size_t)layer * E;
     for (int j = 0; j < k; j++) ul[ref[j]] += 1;
     st->choices += k;
@@ -185,7 +106,7 @@ static void bias_route(place_state_t *st, int layer, const float *scores, int *o
     }
     const float *b = st->bias + (size_t)layer * E;
     for (int e = 0; e < E; e++) st->work[e] = scores[e] + b[e];
-    select_topk(st, st->work, out);
+    gate_select(&st->spec, st->work, out);
     int same = 0;
     for (int i = 0; i < k; i++)
         for (int j = 0; j < k; j++) same += out[i] == ref[j];

@@ -30,6 +30,8 @@ static const char blob0[] =
     "shared_inter = 2048\012"
     "n_groups = 8\012"
     "topk_groups = 4\012"
+    "; node-limited routing in training: a token reaches at most 4 nodes (technical report)\012"
+    "max_nodes = 4\012"
     "scoring = sigmoid\012"
     "routed_scale = 2.5\012"
     "weight_bytes = 1\012"

@@ -1,8 +1,11 @@
-/* route: a strategy's route hook applied to generated scores. */
+/* route: a strategy's route hook applied to the fitted scores.
+ *
+ * Count mode moves the trace's law by the hook's effect measured on the
+ * same sample tokens (biased minus unbiased choices): the unbiased part is
+ * the trace itself, exactly, and only the steering is estimated; a hook
+ * that steers nothing moves nothing, and the draws are then replay's own. */
 #include "route.h"
 
-#include <gsl/gsl_randist.h>
-#include <gsl/gsl_rng.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,40 +15,46 @@
 struct route {
     const place_ops_t *ops;
     place_state_t *ps;
-    scores_t *sc;
+    replay_t *rp;
+    gate_spec_t spec;
+    scores_t *sc;      /* count mode's sample tokens */
     int L, E, k, samples, every;
     int est_step;      /* step of the last estimate, -1 none */
     int est_trace;     /* trace step it was made for (mod n_steps) */
     int n_steps;       /* of the trace */
-    double *law;       /* [L][E] estimated choice probabilities */
-    double *cond;      /* [L][E] their conditional form for replay_multinomial */
-    unsigned int *draw;
-    gsl_rng *rng;      /* count mode's multinomial stream */
-    route_step_t own;  /* the strategy's routing: its own copy, never the replay's */
-    size_t own_cap;    /* int16_t slots allocated in own.expert */
+    double *delta;     /* [L][E] estimated move of the per-pair law */
+    int *diff;         /* [E] choices minus unbiased choices of the sample */
 };
 
-int route_new(const trace_t *t, int top_k, const place_ops_t *ops, place_state_t *ps,
+static void hook(void *ctx, int layer, const float *scores, int *out) {
+    route_t *r = ctx;
+    if (r->ops->route) r->ops->route(r->ps, layer, scores, out);
+    else gate_select(&r->spec, scores, out);
+}
+
+int route_new(replay_t *rp, const gate_spec_t *spec, const place_ops_t *ops, place_state_t *ps,
               uint64_t seed, int samples, int every, route_t **out) {
+    const gate_fit_t *fit = replay_fit(rp);
+    if (!fit) return MS_ERR;
     route_t *r = ms_calloc(1, sizeof *r);
-    if (scores_new(t, top_k, seed, &r->sc)) {
+    if (scores_new_fit(gate_fit_copy(fit), seed ^ 0x726f757465ull /* "route" */, &r->sc)) {
         free(r);
         return MS_ERR;
     }
     r->ops = ops;
     r->ps = ps;
-    r->L = t->n_layers;
-    r->E = t->n_experts;
-    r->k = top_k;
+    r->rp = rp;
+    r->spec = *spec;
+    r->L = fit->n_layers;
+    r->E = fit->n_experts;
+    r->k = spec->top_k;
     r->samples = samples > 0 ? samples : 1;
     r->every = every > 0 ? every : 1;
     r->est_step = -1;
-    r->n_steps = t->n_steps;
-    r->law = ms_calloc((size_t)r->L * r->E, sizeof *r->law);
-    r->cond = ms_malloc((size_t)r->L * r->E * sizeof *r->cond);
-    r->draw = ms_malloc((size_t)r->E * sizeof *r->draw);
-    r->rng = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(r->rng, (unsigned long)(seed ^ 0x726f757465ull));
+    r->n_steps = fit->n_steps;
+    r->delta = ms_calloc((size_t)r->L * r->E, sizeof *r->delta);
+    r->diff = ms_malloc((size_t)r->E * sizeof *r->diff);
+    replay_set_route(rp, hook, r);
     *out = r;
     return MS_OK;
 }
@@ -53,65 +62,43 @@ int route_new(const trace_t *t, int top_k, const place_ops_t *ops, place_state_t
 void route_free(route_t *r) {
     if (!r) return;
     scores_free(r->sc);
-    free(r->law);
-    free(r->cond);
-    free(r->draw);
-    gsl_rng_free(r->rng);
-    free(r->own.expert);
+    free(r->delta);
+    free(r->diff);
     free(r);
 }
 
-const route_step_t *route_tokens(route_t *r, const route_step_t *in, int step) {
-    size_t n = (size_t)in->n_layers * in->n_tokens * in->top_k;
-    if (n > r->own_cap) {
-        r->own.expert = ms_realloc(r->own.expert, n * sizeof *r->own.expert);
-        r->own_cap = n;
-    }
-    int16_t *mine = r->own.expert;
-    r->own = *in;
-    r->own.expert = mine;
-    route_step_t *rt = &r->own;
-    int k = rt->top_k, out[32];
-    scores_step(r->sc, step);
-    for (int l = 0; l < rt->n_layers; l++)
-        for (int t = 0; t < rt->n_tokens; t++) {
-            r->ops->route(r->ps, l, scores_token(r->sc, l), out);
-            int16_t *ex = rt->expert + ((size_t)l * rt->n_tokens + t) * k;
-            for (int j = 0; j < k; j++) ex[j] = (int16_t)out[j];
-        }
-    return rt;
-}
-
-/* The biased law from `samples` routed tokens: the bias moves by at most u
- * a step, so a law a few steps old is close to today's. */
+/* The hook's move from `samples` tokens: the bias moves by at most u a
+ * step, so a move a few steps old is close to today's. */
 static void estimate(route_t *r, int trace_step, int step) {
-    int out[32];
+    int out[TRACE_MAX_TOP_K], ref[TRACE_MAX_TOP_K];
     /* On the same trace step the new sample is averaged with the last
      * estimate: twice the samples' worth for the cost of one. */
     double keep = r->est_step >= 0 && trace_step == r->est_trace ? 0.5 : 0;
+    double w = (1 - keep) / ((double)r->samples * r->k);
     scores_step(r->sc, trace_step);
     for (int l = 0; l < r->L; l++) {
-        double *p = r->law + (size_t)l * r->E;
-        for (int e = 0; e < r->E; e++) p[e] *= keep;
+        double *d = r->delta + (size_t)l * r->E;
+        memset(r->diff, 0, (size_t)r->E * sizeof *r->diff);
         for (int t = 0; t < r->samples; t++) {
-            r->ops->route(r->ps, l, scores_token(r->sc, l), out);
-            for (int j = 0; j < r->k; j++) p[out[j]] += 1 - keep;
+            const float *v = scores_token(r->sc, l);
+            hook(r, l, v, out);
+            gate_select(&r->spec, v, ref);
+            for (int j = 0; j < r->k; j++) {
+                r->diff[out[j]]++;
+                r->diff[ref[j]]--;
+            }
         }
+        /* integer differences: no steering leaves the row exactly zero */
+        for (int e = 0; e < r->E; e++) d[e] = keep * d[e] + w * r->diff[e];
     }
-    for (int l = 0; l < r->L; l++)
-        replay_cond_probs(r->E, r->law + (size_t)l * r->E, r->cond + (size_t)l * r->E);
     r->est_step = step;
     r->est_trace = trace_step;
 }
 
 void route_counts(route_t *r, int trace_step, int step, double n_tokens, double *out) {
-    trace_step %= r->n_steps;
+    int fs = trace_step % r->n_steps; /* per-token traces fit one step */
     if (r->est_step < 0 || step - r->est_step >= r->every || step < r->est_step ||
-        trace_step != r->est_trace)
-        estimate(r, trace_step, step);
-    unsigned int pairs = (unsigned int)(n_tokens * r->k + 0.5);
-    for (int l = 0; l < r->L; l++) {
-        replay_multinomial(r->rng, r->E, pairs, r->cond + (size_t)l * r->E, r->draw);
-        for (int e = 0; e < r->E; e++) out[(size_t)l * r->E + e] = r->draw[e];
-    }
+        fs != r->est_trace)
+        estimate(r, fs, step);
+    replay_counts_delta(r->rp, trace_step, n_tokens, r->delta, out);
 }

@@ -80,12 +80,17 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
                        sp->seed + (uint64_t)i, &rps[i]))
             goto out;
     }
+    /* every phase replays the run's routing (group and node limits) */
+    gate_spec_t gs;
+    if (run_gate_spec(sp, c, &gs)) goto out;
+    for (int i = 0; i < NP; i++) replay_set_gate(rps[i], &gs);
     /* What the run scores on: the trace, or the phases' duration-weighted
      * mixture. */
     if (sp->phases.n) mix = phase_mix(&sp->phases, trs);
     const trace_t *tr = mix ? mix : trs[0];
     char sec[64];
     place_env_t env = run_strategy_env(sp, &sp->cluster, sp->redundant, ops, sec, sizeof sec);
+    env.gate = &gs;
     /* What the strategy plans from ([placement] prior); with past, the
      * warm-up batches come first and the measured steps follow them. */
     if (prior_build(&sp->prior, tr, rps[0], (double)sp->tokens_per_device * verify * D, 1,
@@ -99,12 +104,10 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     tr_tot = ms_malloc((size_t)L * E * sizeof *tr_tot);
     for (int l = 0; l < L; l++) trace_layer_total(tr, l, tr_tot + (size_t)l * E);
     double layout_par = place_par_mean(lo, tr_tot);
-    /* A strategy that steers routing chooses every token's experts from
-     * router scores made up from the trace, in the router's own copy of
-     * each replayed step. */
+    /* A strategy that steers routing chooses every token's experts from the
+     * fitted router scores each phase's replay draws for that token. */
     for (int i = 0; i < NP && ops->route; i++)
-        if (route_new(trs[i], sp->model.top_k, ops, ps, sp->seed + (uint64_t)i, 0, 1,
-                      &routers[i]))
+        if (route_new(rps[i], &gs, ops, ps, sp->seed + (uint64_t)i, 0, 1, &routers[i]))
             goto out;
     /* decode holds each sequence's kv_len positions; prefill the batch's
      * prompts, cached prefixes included */
@@ -135,7 +138,7 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
         /* The phase is the one serving when the step starts. */
         int p = sp->phases.n ? phase_at(&sp->phases, now_ns) : 0, ts = pstep[p]++;
         const route_step_t *rt = replay_step(rps[p], ts);
-        if (routers[p]) rt = route_tokens(routers[p], rt, ts);
+        if (!rt) goto out;
         step_result_t r;
         step_in_t in = {.start_ns = now_ns, .layout = lo, .route = rt, .kv_len = sp->kv_len,
                         .prefill = sp->prefill, .pick = ops->pick_replica ? pick_via : NULL,

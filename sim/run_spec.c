@@ -208,6 +208,19 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
                           "prefill, or remove it)", cfg_where(cfg, "workload", "prefix_hit_rate"));
     }
 
+    /* Routing: DeepSeek-V3's group limit (top groups by their best two
+     * scores) on by default where the model has groups; its node limit
+     * (each token on at most max_nodes nodes, from training) on request. */
+    int node_limit;
+    if (cfg_bool(cfg, "routing", "group_limit", o->model.n_groups > 1, &o->group_limit) ||
+        cfg_bool(cfg, "routing", "node_limit", 0, &node_limit) ||
+        cfg_int(cfg, "routing", "max_nodes", o->model.max_nodes, 0, 4096, &v))
+        return MS_ERR;
+    o->max_nodes = node_limit ? (int)v : 0;
+    if (node_limit && v < 1)
+        return ms_err("%s: node_limit = true but model %s has no node limit (set [routing] "
+                      "max_nodes = M, the nodes a token may reach)",
+                      cfg_where(cfg, "routing", "node_limit"), o->model.name);
     if (cfg_int(cfg, "placement", "redundant", 0, 0, 1 << 16, &v)) return MS_ERR;
     o->redundant = (int)v;
     if (prior_spec_load(cfg, &o->prior)) return MS_ERR;
@@ -229,11 +242,19 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
                       cfg_where(cfg, "placement", "redundant"), o->model.n_experts, o->redundant,
                       slots, o->cluster.n_devices, o->cluster.n_nodes,
                       o->cluster.devices_per_node, o->cluster.n_devices);
+    gate_spec_t gs;
+    if (run_gate_spec(o, &o->cluster, &gs)) return MS_ERR;
     o->serving = cfg_has_section(cfg, "serving");
     if (o->serving &&
         serve_spec_load(cfg, &o->cluster, &o->model, o->redundant, &o->serve))
         return MS_ERR;
     return MS_OK;
+}
+
+int run_gate_spec(const run_spec_t *sp, const cluster_t *c, gate_spec_t *out) {
+    const moe_model_t *m = &sp->model;
+    return gate_spec_make(m->n_experts, m->top_k, sp->group_limit ? m->n_groups : 1,
+                          m->topk_groups, c->n_nodes, sp->max_nodes, cfg_origin(sp->cfg), out);
 }
 
 place_env_t run_strategy_env(const run_spec_t *sp, const cluster_t *c, int redundant,
@@ -296,6 +317,9 @@ int run_validate(const run_spec_t *sp) {
         const place_ops_t *ops = place_find(sp->strategies[i]);
         char sec[64];
         place_env_t env = run_strategy_env(sp, &sp->cluster, sp->redundant, ops, sec, sizeof sec);
+        gate_spec_t gs;
+        if ((rc = run_gate_spec(sp, &sp->cluster, &gs))) break;
+        env.gate = &gs;
         place_state_t *ps = NULL;
         place_layout_t *lo = NULL;
         rc = ops->init(&env, prior, &ps, &lo);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
+#include "gate.h"
 #include "moe.h"
 #include "phase.h"
 #include "place.h"
@@ -44,6 +45,8 @@ typedef struct run_spec {
                                * 1 + sum_i prod_{j<=i} mtp_accept[j] */
     int redundant;            /* redundant expert slots per layer */
     prior_spec_t prior;       /* [placement] prior: what the strategies plan from */
+    int group_limit;          /* [routing] group_limit: the model's group-limited top-k */
+    int max_nodes;            /* [routing] node_limit on: nodes a token may reach; 0 off */
     int n_strategies;
     char strategies[RUN_MAX_STRATEGIES][32];
     int serving;              /* 1: the config has a [serving] section (serve.h) */
@@ -75,6 +78,10 @@ int run_spec_check(const run_spec_t *spec);
 
 /* The trace matches the model (layers, experts), or an error naming both. */
 int run_spec_check_trace(const run_spec_t *sp, const struct trace *t);
+
+/* The routing replayed on cluster c (group and node limits as the model
+ * and [routing] say), shared by replay and every strategy. */
+int run_gate_spec(const run_spec_t *sp, const cluster_t *c, gate_spec_t *out);
 
 /* What strategy ops is told about an instance of cluster c with `redundant`
  * extra slots; sec receives its config section ("strategy.<name>"). */

@@ -297,7 +297,10 @@ static void inst_step(srv_t *s, inst_t *in, int64_t now, double kv_len, eng_fn d
         si.tokens = in->tokens;
     } else {
         si.route = replay_step_batch(rp, ts, in->tokens);
-        if (router) si.route = route_tokens(router, si.route, ts);
+        if (!si.route) {
+            fail(s);
+            return;
+        }
     }
     if (step_run(in->sim, &si, &in->res)) {
         fail(s);
@@ -574,16 +577,22 @@ static int inst_init(srv_t *s, inst_t *in, const char *name, int prefill, const 
         return ms_err("%s: trace has %d MoE layers x %d experts but model %s has %d x %d (use a "
                       "trace recorded from %s)", tr->path ? tr->path : "trace", tr->n_layers,
                       tr->n_experts, sp->model.name, L, E, sp->model.name);
-    if (replay_new(tr, sp->model.top_k, D, 1, seed, &in->rp)) return MS_ERR;
+    gate_spec_t gs;
+    if (replay_new(tr, sp->model.top_k, D, 1, seed, &in->rp) || run_gate_spec(sp, c, &gs))
+        return MS_ERR;
+    replay_set_gate(in->rp, &gs);
     in->n_ph = n_ph;
-    for (int i = 1; i < n_ph; i++)
+    for (int i = 1; i < n_ph; i++) {
         if (replay_new(ph[i], sp->model.top_k, D, 1, seed + (uint64_t)i, &in->ph_rp[i]))
             return MS_ERR;
+        replay_set_gate(in->ph_rp[i], &gs);
+    }
     const trace_t *scored = mix ? mix : tr;
     in->tr_tot = ms_malloc((size_t)L * E * sizeof *in->tr_tot);
     for (int l = 0; l < L; l++) trace_layer_total(scored, l, in->tr_tot + (size_t)l * E);
     char sec[64];
     place_env_t env = run_strategy_env(sp, c, redundant, s->ops, sec, sizeof sec);
+    env.gate = &gs;
     place_layout_t *lo = NULL;
     /* What the strategy plans from; past warms up on full batches of the
      * instance (the most tokens a batch can hold) before serving starts. */
@@ -596,11 +605,11 @@ static int inst_init(srv_t *s, inst_t *in, const char *name, int prefill, const 
     int irc = s->ops->init(&env, prior, &in->ps, &lo);
     free(prior);
     if (irc) return MS_ERR;
-    if (s->ops->route && route_new(tr, sp->model.top_k, s->ops, in->ps, seed,
+    if (s->ops->route && route_new(in->rp, &gs, s->ops, in->ps, seed,
                                    s->ss->route_samples, s->ss->route_every, &in->router))
         return MS_ERR;
     for (int i = 1; i < n_ph && s->ops->route; i++)
-        if (route_new(ph[i], sp->model.top_k, s->ops, in->ps, seed + (uint64_t)i,
+        if (route_new(in->ph_rp[i], &gs, s->ops, in->ps, seed + (uint64_t)i,
                       s->ss->route_samples, s->ss->route_every, &in->ph_router[i]))
             return MS_ERR;
     if (lo->n_layers != L || lo->n_devices != D) {

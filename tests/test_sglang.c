@@ -96,9 +96,13 @@ Test(replay, samples_distinct_experts_in_proportion) {
         hot += rt->expert[2 * i] == 0 || rt->expert[2 * i + 1] == 0;
         cr_assert_eq(rt->src[i], i / 5000);
     }
-    /* P(expert 0 among 2 drawn without replacement) = 10/19 + 9/19 * 10/18 */
-    double want = 10.0 / 19 + 9.0 / 19 * 10.0 / 18;
-    cr_assert_float_eq((double)hot / rt->n_tokens, want, 0.015);
+    /* Expert 0 holds 10/19 of the pairs, more than one per token (2 x 10/19
+     * > 1): replay gives it to (nearly) every token, the most a token can
+     * hold, and the rest spread evenly over the other nine. Drawing without
+     * replacement in proportion to counts would give it only 10/19 + 9/19 x
+     * 10/18 = 0.80 of the tokens. */
+    cr_assert((double)hot / rt->n_tokens > 0.98, "expert 0 in %g of the tokens",
+              (double)hot / rt->n_tokens);
     replay_free(r);
     trace_free(t);
     unlink(p);

@@ -1,15 +1,15 @@
 /* replay: per-step routing from a trace.
  *
  * Per-token traces are copied, not sampled: only a token that lacks a
- * layer in the recording draws that layer's experts from the layer's
- * whole-trace counts.
+ * layer in the recording takes that layer's experts from scores fitted to
+ * the layer's whole-trace counts.
  *
- * Sampling k distinct experts in proportion to counts is done by drawing
- * from the layer's alias table (gsl_ran_discrete, O(1) a draw) and redrawing
- * on a repeat. Redrawing on repeats is exactly sequential sampling without
- * replacement: given the experts already chosen, each remaining expert is
- * hit with probability count / remaining mass. A draw that keeps repeating
- * (the remaining mass is tiny) falls back to an explicit scan. */
+ * Count traces route every token through fitted scores and the limited
+ * top-k. Drawing k distinct experts one after the other in proportion to
+ * the counts, as replay did before, flattens the hottest experts (gate.c
+ * says why); the fit does not. The fit is made (or read from its cache) on
+ * the first token-mode step, so count mode, which draws its multinomials
+ * straight from the counts, never pays for it. */
 #include "replay.h"
 
 #include <gsl/gsl_randist.h>
@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "scores.h"
 #include "util.h"
 
 struct replay {
@@ -27,9 +28,12 @@ struct replay {
     const trace_t *t;
     int top_k, n_devices, tokens_per_device;
     gsl_rng *rng;
-    int table_step;               /* trace step whose tables are built, -1 none */
-    int n_rows;                   /* tables per layer: the trace's sources, or 1 */
-    gsl_ran_discrete_t **table;   /* [n_layers][n_rows] */
+    uint64_t seed;
+    int n_rows;                   /* score rows per layer: the trace's sources, or 1 */
+    gate_spec_t spec;             /* the routing replayed */
+    scores_t *sc;                 /* fitted scores, made on first use */
+    replay_route_fn route;        /* a strategy's choice, or NULL */
+    void *route_ctx;
     route_step_t rt;
     int cap;                      /* tokens the routing buffers hold */
     double *probs;                /* [n_experts] scratch for count mode */
@@ -37,7 +41,6 @@ struct replay {
     /* per-token traces */
     int *step_first;              /* [n_steps + 1] first token of each trace step */
     double *fill_c;               /* [n_layers][n_experts] whole-trace counts */
-    gsl_ran_discrete_t **fill;    /* [n_layers] tables of fill_c, for missing layers */
 };
 
 int replay_new(const trace_t *t, int top_k, int n_devices, int tokens_per_device, uint64_t seed,
@@ -61,9 +64,12 @@ int replay_new(const trace_t *t, int top_k, int n_devices, int tokens_per_device
     r->tokens_per_device = tokens_per_device;
     r->rng = gsl_rng_alloc(gsl_rng_mt19937);
     gsl_rng_set(r->rng, (unsigned long)seed);
-    r->table_step = -1;
+    r->seed = seed;
     r->n_rows = t->kind == TRACE_COUNTS && t->src_counts && t->n_src > 0 ? t->n_src : 1;
-    r->table = ms_calloc((size_t)t->n_layers * r->n_rows, sizeof *r->table);
+    if (gate_spec_make(t->n_experts, top_k, 1, 1, 1, 0, t->path ? t->path : "trace", &r->spec)) {
+        replay_free(r);
+        return MS_ERR;
+    }
     r->rt = (route_step_t){.n_layers = t->n_layers, .top_k = top_k, .n_devices = n_devices};
     r->probs = ms_malloc((size_t)t->n_experts * sizeof *r->probs);
     r->draw = ms_malloc((size_t)t->n_experts * sizeof *r->draw);
@@ -76,13 +82,7 @@ int replay_new(const trace_t *t, int top_k, int n_devices, int tokens_per_device
             r->step_first[s] = i;
         }
         r->fill_c = ms_malloc((size_t)L * E * sizeof *r->fill_c);
-        r->fill = ms_calloc((size_t)L, sizeof *r->fill);
-        for (int l = 0; l < L; l++) {
-            double *c = r->fill_c + (size_t)l * E, sum = 0;
-            trace_layer_total(t, l, c);
-            for (int e = 0; e < E; e++) sum += c[e];
-            r->fill[l] = sum > 0 ? gsl_ran_discrete_preproc((size_t)E, c) : NULL;
-        }
+        for (int l = 0; l < L; l++) trace_layer_total(t, l, r->fill_c + (size_t)l * E);
     }
     *out = r;
     return MS_OK;
@@ -90,13 +90,7 @@ int replay_new(const trace_t *t, int top_k, int n_devices, int tokens_per_device
 
 void replay_free(replay_t *r) {
     if (!r) return;
-    for (int i = 0; i < r->t->n_layers * r->n_rows; i++)
-        if (r->table[i]) gsl_ran_discrete_free(r->table[i]);
-    free(r->table);
-    if (r->fill)
-        for (int l = 0; l < r->t->n_layers; l++)
-            if (r->fill[l]) gsl_ran_discrete_free(r->fill[l]);
-    free(r->fill);
+    scores_free(r->sc);
     free(r->fill_c);
     free(r->step_first);
     gsl_rng_free(r->rng);
@@ -108,64 +102,52 @@ void replay_free(replay_t *r) {
     free(r);
 }
 
-/* Counts row q of layer l at trace step ts: by source when the trace has
- * sources, else the layer's counts. */
-static const double *row_counts(const replay_t *r, int ts, int l, int q) {
-    const trace_t *t = r->t;
-    if (r->n_rows == 1) return trace_counts(t, ts, l);
-    return t->src_counts + (((size_t)ts * t->n_layers + l) * r->n_rows + q) * t->n_experts;
-}
-
-static void build_tables(replay_t *r, int ts) {
-    for (int l = 0; l < r->t->n_layers; l++)
-        for (int q = 0; q < r->n_rows; q++) {
-            gsl_ran_discrete_t **tab = &r->table[l * r->n_rows + q];
-            if (*tab) gsl_ran_discrete_free(*tab);
-            const double *c = row_counts(r, ts, l, q);
-            double sum = 0;
-            for (int e = 0; e < r->t->n_experts; e++) sum += c[e];
-            *tab = sum > 0 ? gsl_ran_discrete_preproc((size_t)r->t->n_experts, c) : NULL;
-        }
-    r->table_step = ts;
-}
-
-static int chosen(const int16_t *v, int n, int e) {
-    for (int i = 0; i < n; i++)
-        if (v[i] == e) return 1;
-    return 0;
-}
-
-/* One token's k distinct experts drawn from table tab (counts c); with no
- * table, an explicit draw over c (uniform when c is all zero). */
-static void sample_token(replay_t *r, const gsl_ran_discrete_t *tab, const double *c, int16_t *v) {
-    int E = r->t->n_experts, k = r->top_k;
-    for (int j = 0; j < k; j++) {
-        int e = -1;
-        if (tab)
-            for (int tries = 0; tries < 64; tries++) {
-                int x = (int)gsl_ran_discrete(r->rng, tab);
-                if (!chosen(v, j, x)) {
-                    e = x;
-                    break;
-                }
-            }
-        if (e < 0) { /* explicit draw over the experts not yet chosen */
-            double rest = 0;
-            for (int x = 0; x < E; x++)
-                if (!chosen(v, j, x)) rest += c[x];
-            double u = gsl_rng_uniform(r->rng) * rest;
-            int uniform = rest <= 0;
-            int n_left = E - j, pick = (int)(gsl_rng_uniform(r->rng) * n_left);
-            for (int x = 0; x < E && e < 0; x++) {
-                if (chosen(v, j, x)) continue;
-                if (uniform ? pick-- == 0 : (u -= c[x]) < 0) e = x;
-            }
-            if (e < 0) /* rounding left u just above zero: take the last free one */
-                for (int x = E - 1; x >= 0 && e < 0; x--)
-                    if (!chosen(v, j, x)) e = x;
-        }
-        v[j] = (int16_t)e;
+void replay_set_gate(replay_t *r, const gate_spec_t *spec) {
+    if (r->sc) { /* a new routing needs a new fit */
+        scores_free(r->sc);
+        r->sc = NULL;
     }
+    r->spec = *spec;
+}
+
+void replay_set_route(replay_t *r, replay_route_fn fn, void *ctx) {
+    r->route = fn;
+    r->route_ctx = ctx;
+}
+
+/* The scores, fitting them on first use. Per-token traces fit their
+ * whole-trace counts (one step), for the layers a token lacks and as the
+ * law of the experts it did not choose. */
+static scores_t *get_scores(replay_t *r) {
+    if (r->sc) return r->sc;
+    const trace_t *t = r->t;
+    gate_fit_t *g = NULL;
+    int rc;
+    if (t->kind == TRACE_TOKENS) {
+        trace_t one = {.path = t->path, .format = t->format, .kind = TRACE_COUNTS,
+                       .n_layers = t->n_layers, .n_experts = t->n_experts, .top_k = t->top_k,
+                       .n_steps = 1, .counts = r->fill_c};
+        rc = gate_fit_trace(&one, &r->spec, &g);
+    } else {
+        rc = gate_fit_trace(t, &r->spec, &g);
+    }
+    /* seeds differ from the count-mode stream, which stays as it was */
+    if (rc || scores_new_fit(g, r->seed ^ 0x7265706c6179ULL /* "replay" */, &r->sc)) return NULL;
+    return r->sc;
+}
+
+const gate_fit_t *replay_fit(replay_t *r) {
+    scores_t *sc = get_scores(r);
+    return sc ? scores_fit(sc) : NULL;
+}
+
+/* A token's experts from its scores v: the strategy's choice, or the
+ * limited top-k. */
+static void choose(replay_t *r, int l, const float *v, int16_t *dst) {
+    int out[TRACE_MAX_TOP_K];
+    if (r->route) r->route(r->route_ctx, l, v, out);
+    else gate_select(&r->spec, v, out);
+    for (int j = 0; j < r->top_k; j++) dst[j] = (int16_t)out[j];
 }
 
 const route_step_t *replay_step(replay_t *r, int step) {
@@ -177,18 +159,28 @@ const route_step_t *replay_step(replay_t *r, int step) {
 }
 
 /* The recorded tokens from the first token of trace step ts on, n of
- * them, wrapping at the end of the trace. */
-static void copy_tokens(replay_t *r, int ts, int n) {
+ * them, wrapping at the end of the trace. Every recorded token draws its
+ * scores, steering strategy or not, so every run consumes the same draws. */
+static int copy_tokens(replay_t *r, int ts, int n) {
     const trace_t *t = r->t;
-    int L = t->n_layers, k = r->top_k, E = t->n_experts, first = r->step_first[ts];
+    int L = t->n_layers, k = r->top_k, first = r->step_first[ts];
+    scores_t *sc = get_scores(r);
+    if (!sc) return MS_ERR;
+    scores_step(sc, 0);
     for (int l = 0; l < L; l++)
         for (int i = 0; i < n; i++) {
             int tok = (int)(((int64_t)first + i) % t->n_tokens);
             const int16_t *src = t->tok_experts + ((size_t)tok * L + l) * k;
             int16_t *dst = r->rt.expert + ((size_t)l * n + i) * k;
-            if (src[0] >= 0) memcpy(dst, src, (size_t)k * sizeof *dst);
-            else sample_token(r, r->fill[l], r->fill_c + (size_t)l * E, dst);
+            if (src[0] >= 0) {
+                const float *v = scores_token_rec(sc, l, src, k);
+                if (r->route) choose(r, l, v, dst);
+                else memcpy(dst, src, (size_t)k * sizeof *dst);
+            } else {
+                choose(r, l, scores_token(sc, l), dst);
+            }
         }
+    return MS_OK;
 }
 
 const route_step_t *replay_step_batch(replay_t *r, int step, const int *tokens) {
@@ -204,22 +196,17 @@ const route_step_t *replay_step_batch(replay_t *r, int step, const int *tokens) 
     r->rt.n_tokens = n;
     for (int d = 0, i = 0; d < r->n_devices; d++)
         for (int j = 0; j < tokens[d]; j++) r->rt.src[i++] = d;
-    if (t->kind == TRACE_TOKENS) {
-        copy_tokens(r, ts, n);
-        return &r->rt;
-    }
-    if (ts != r->table_step) build_tables(r, ts);
-    for (int l = 0; l < t->n_layers; l++) {
+    if (t->kind == TRACE_TOKENS) return copy_tokens(r, ts, n) ? NULL : &r->rt;
+    scores_t *sc = get_scores(r);
+    if (!sc) return NULL;
+    scores_step(sc, ts);
+    for (int l = 0; l < t->n_layers; l++)
         for (int i = 0; i < n; i++) {
-            /* A token samples its source device's counts; a source with no
-             * counts in this layer falls back to the layer's counts. */
+            /* a token routes by its source device's counts (the fit falls
+             * back to the layer's for a source without any) */
             int q = r->n_rows > 1 ? r->rt.src[i] % r->n_rows : 0;
-            const gsl_ran_discrete_t *tab = r->table[l * r->n_rows + q];
-            const double *c = row_counts(r, ts, l, q);
-            if (!tab && r->n_rows > 1) c = trace_counts(t, ts, l);
-            sample_token(r, tab, c, r->rt.expert + ((size_t)l * n + i) * k);
+            choose(r, l, scores_token_row(sc, l, q), r->rt.expert + ((size_t)l * n + i) * k);
         }
-    }
     return &r->rt;
 }
 
@@ -262,6 +249,18 @@ void replay_multinomial(gsl_rng *rng, int k, unsigned int n, const double *q, un
 }
 
 void replay_counts(replay_t *r, int step, double n_tokens, double *out) {
+    replay_counts_delta(r, step, n_tokens, NULL, out);
+}
+
+static int zero_row(const double *d, int E) {
+    if (!d) return 1;
+    for (int e = 0; e < E; e++)
+        if (d[e] != 0) return 0;
+    return 1;
+}
+
+void replay_counts_delta(replay_t *r, int step, double n_tokens, const double *delta,
+                         double *out) {
     const trace_t *t = r->t;
     int ts = step % t->n_steps, E = t->n_experts, L = t->n_layers, k = r->top_k;
     if (t->kind == TRACE_TOKENS) {
@@ -278,6 +277,12 @@ void replay_counts(replay_t *r, int step, double n_tokens, double *out) {
                 else /* a missing layer counts as its expected share */
                     for (int e = 0; e < E; e++) o[e] += fsum > 0 ? k * fc[e] / fsum : (double)k / E;
             }
+            const double *d = delta ? delta + (size_t)l * E : NULL;
+            if (zero_row(d, E)) continue;
+            /* the recorded pairs moved by the steering, kept >= 0, same total */
+            double pairs = (double)n * k, sum = 0;
+            for (int e = 0; e < E; e++) sum += o[e] = ms_dmax(0, o[e] + d[e] * pairs);
+            for (int e = 0; e < E && sum > 0; e++) o[e] *= pairs / sum;
         }
         return;
     }
@@ -287,6 +292,7 @@ void replay_counts(replay_t *r, int step, double n_tokens, double *out) {
         for (int l = 0; l < L; l++) replay_cond_probs(E, trace_counts(t, ts, l), r->cond + (size_t)l * E);
         r->cond_step = ts;
     }
+    double *moved = NULL;
     for (int l = 0; l < L; l++) {
         const double *q = r->cond + (size_t)l * E;
         double *o = out + (size_t)l * E;
@@ -296,7 +302,18 @@ void replay_counts(replay_t *r, int step, double n_tokens, double *out) {
             for (int e = 0; e < E; e++) o[e] = (double)pairs / E;
             continue;
         }
+        const double *d = delta ? delta + (size_t)l * E : NULL;
+        if (!zero_row(d, E)) { /* the trace's law moved by the steering */
+            if (!moved) moved = ms_malloc(2 * (size_t)E * sizeof *moved);
+            const double *c = trace_counts(t, ts, l);
+            double sum = 0;
+            for (int e = 0; e < E; e++) sum += c[e];
+            for (int e = 0; e < E; e++) moved[E + e] = ms_dmax(0, c[e] / sum + d[e]);
+            replay_cond_probs(E, moved + E, moved);
+            q = moved;
+        }
         replay_multinomial(r->rng, E, pairs, q, r->draw);
         for (int e = 0; e < E; e++) o[e] = r->draw[e];
     }
+    free(moved);
 }

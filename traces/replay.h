@@ -3,10 +3,13 @@
  * Simulated step s uses trace step s mod n_steps, so a trace with a time
  * axis replays its shifts in order.
  *
- * Count traces are sampled (each token's top-k distinct experts drawn in
- * proportion to the layer's counts, by its source device's counts when the
- * trace has them; seeded GSL generator). Per-token traces replay as
- * recorded: the batch takes the recorded tokens from the first token of
+ * Count traces are sampled: each token gets router scores (scores.h) from
+ * logits fitted to the layer's counts (by its source device's counts when
+ * the trace has them) and takes their limited top-k (gate.h), so the
+ * replayed per-expert frequencies are the trace's. A strategy that steers
+ * routing gets the same scores through a route hook and chooses instead, so
+ * with nothing to steer it routes exactly as replay. Per-token traces replay
+ * as recorded: the batch takes the recorded tokens from the first token of
  * trace step s mod n_steps on, as many as it holds, running on into later
  * steps (and round to the start) when it holds more; docs/traces.md has the
  * details. */
@@ -16,6 +19,7 @@
 #include <gsl/gsl_rng.h>
 #include <stdint.h>
 
+#include "gate.h"
 #include "trace.h"
 
 /* Routing of one step. Token t sits on device src[t]; its experts in layer
@@ -34,6 +38,16 @@ typedef struct replay replay_t;
 int replay_new(const trace_t *t, int top_k, int n_devices, int tokens_per_device, uint64_t seed,
                replay_t **out);
 void replay_free(replay_t *r);
+/* The routing to replay (default: plain top-k); call before the first step. */
+void replay_set_gate(replay_t *r, const gate_spec_t *spec);
+/* A strategy's choice of a token's top_k experts from its scores[E]. */
+typedef void (*replay_route_fn)(void *ctx, int layer, const float *scores, int *out);
+/* Every token's experts are then chosen by fn on the token's scores
+ * (per-token traces: scores whose plain top-k is the recording). */
+void replay_set_route(replay_t *r, replay_route_fn fn, void *ctx);
+/* The fitted logits replay uses (fitting them now if not yet done); NULL
+ * on error. */
+const gate_fit_t *replay_fit(replay_t *r);
 /* Fills the routing of simulated step `step` into r's buffer and returns it
  * (valid until the next call): tokens_per_device tokens on every device. */
 const route_step_t *replay_step(replay_t *r, int step);
@@ -53,5 +67,10 @@ void replay_cond_probs(int k, const double *p, double *q);
  * recorded tokens replay_step_batch would route (no randomness). out is
  * [n_layers][n_experts]. */
 void replay_counts(replay_t *r, int step, double n_tokens, double *out);
+/* The same with the per-pair probabilities moved by delta[n_layers][n_experts]
+ * (a strategy's steering: each row sums to 0); a row of zeros draws exactly
+ * as replay_counts. */
+void replay_counts_delta(replay_t *r, int step, double n_tokens, const double *delta,
+                         double *out);
 
 #endif

@@ -9,7 +9,7 @@
  * offers only for the Gaussian: one 32-bit draw and a table lookup in about
  * 99% of cases.
  *
- * x_e = log(c_e / mean c) + log(-log(1 - k/E)): the shift puts the k-th
+ * x_e comes from the fit (gate.c), whose start and shift put the k-th
  * largest score of a uniform layer near 0.5, so scores spread over (0, 1)
  * like a sigmoid router's and a bias of 1e-3 moves choices near the edge. */
 #define HAVE_INLINE /* gsl_rng_get inline (C99 inline: no extra definition) */
@@ -26,11 +26,11 @@
 #define ZIG_V 3.949659822581572e-3 /* area of each layer */
 
 struct scores {
-    const trace_t *t;
-    int top_k;
+    gate_fit_t *fit;
+    int L, E, rows;
     gsl_rng *rng;
     int step;        /* trace step whose factors are built, -1 none */
-    float *factor;   /* [n_layers][n_experts] r_e = exp(-x_e) */
+    float *factor;   /* [n_layers][rows][n_experts] r_e = exp(-x_e) */
     float *out;      /* [n_experts] the last token's scores */
     uint32_t ke[256];
     double we[256], fe[256];
@@ -76,22 +76,30 @@ static inline double zig_exp(scores_t *s) {
 double scores_exp(scores_t *s) { return zig_exp(s); }
 
 int scores_new(const trace_t *t, int top_k, uint64_t seed, scores_t **out) {
-    if (top_k < 1 || top_k > t->n_experts)
-        return ms_err("%s: top-k %d does not fit %d experts", t->path ? t->path : "trace", top_k,
-                      t->n_experts);
+    gate_spec_t spec;
+    gate_fit_t *g;
+    if (gate_spec_make(t->n_experts, top_k, 1, 1, 1, 0, t->path ? t->path : "trace", &spec) ||
+        gate_fit_trace(t, &spec, &g))
+        return MS_ERR;
+    return scores_new_fit(g, seed, out);
+}
+
+int scores_new_fit(gate_fit_t *g, uint64_t seed, scores_t **out) {
     scores_t *s = ms_calloc(1, sizeof *s);
-    s->t = t;
-    s->top_k = top_k;
+    s->fit = g;
+    s->L = g->n_layers;
+    s->E = g->n_experts;
+    s->rows = g->n_rows;
     /* taus2 (L'Ecuyer's maximally equidistributed Tausworthe, period 2^88)
      * gives the ziggurat its 32 bits about three times faster than
      * mt19937, and a token needs one draw per expert. Its own stream,
-     * derived from the run seed, keeps replay's draws as they were. */
+     * derived from the run seed. */
     s->rng = gsl_rng_alloc(gsl_rng_taus2);
     uint64_t h = ms_hash64(&seed, sizeof seed) ^ 0x73636f726573ULL; /* "scores" */
     gsl_rng_set(s->rng, (unsigned long)((h ^ (h >> 32)) & 0xffffffffUL));
     s->step = -1;
-    s->factor = ms_malloc((size_t)t->n_layers * t->n_experts * sizeof *s->factor);
-    s->out = ms_malloc((size_t)t->n_experts * sizeof *s->out);
+    s->factor = ms_malloc((size_t)s->L * s->rows * s->E * sizeof *s->factor);
+    s->out = ms_malloc((size_t)s->E * sizeof *s->out);
     zig_init(s);
     scores_step(s, 0);
     *out = s;
@@ -101,37 +109,52 @@ int scores_new(const trace_t *t, int top_k, uint64_t seed, scores_t **out) {
 void scores_free(scores_t *s) {
     if (!s) return;
     gsl_rng_free(s->rng);
+    gate_fit_free(s->fit);
     free(s->factor);
     free(s->out);
     free(s);
 }
 
+const gate_fit_t *scores_fit(const scores_t *s) { return s->fit; }
+
 void scores_step(scores_t *s, int step) {
-    const trace_t *t = s->t;
-    int ts = step % t->n_steps, E = t->n_experts;
+    int ts = step % s->fit->n_steps;
     if (ts == s->step) return;
-    double k = s->top_k;
-    /* -log(1 - k/E): the Exp(1) quantile the k-th of E equal experts sits at */
-    double g = k < E ? -log1p(-k / E) : 1.0;
-    for (int l = 0; l < t->n_layers; l++) {
-        const double *c = trace_counts(t, ts, l);
-        double mean = 0;
-        for (int e = 0; e < E; e++) mean += c[e] / E;
-        float *f = s->factor + (size_t)l * E;
-        for (int e = 0; e < E; e++) {
-            /* an idle layer routes uniformly: every expert at the mean */
-            double ce = mean > 0 ? ms_dmax(c[e], SCORES_FLOOR * mean) : 1.0;
-            double m = mean > 0 ? mean : 1.0;
-            f[e] = (float)(m / ce / g);
-        }
-    }
+    size_t n = (size_t)s->L * s->rows * s->E;
+    const float *x = gate_logits(s->fit, ts, 0, 0);
+    for (size_t i = 0; i < n; i++) s->factor[i] = expf(-x[i]);
     s->step = ts;
 }
 
-const float *scores_token(scores_t *s, int layer) {
-    int E = s->t->n_experts;
-    const float *f = s->factor + (size_t)layer * E;
+const float *scores_token_row(scores_t *s, int layer, int row) {
+    int E = s->E;
+    const float *f = s->factor + ((size_t)layer * s->rows + row) * E;
     float *o = s->out;
     for (int e = 0; e < E; e++) o[e] = 1.0f / (1.0f + (float)zig_exp(s) * f[e]);
+    return o;
+}
+
+const float *scores_token(scores_t *s, int layer) { return scores_token_row(s, layer, 0); }
+
+/* With X = exp(-G): a recorded expert scores 1 / (1 + X f); an other one's
+ * perturbed logit z is drawn below m, the lowest recorded one, by the
+ * Gumbel truncation exp(-z) = exp(-m) + X f (exact for a Gumbel truncated
+ * at m), i.e. a score 1 / (1 + exp(-m) + X f). */
+const float *scores_token_rec(scores_t *s, int layer, const int16_t *rec, int k) {
+    int E = s->E;
+    const float *f = s->factor + (size_t)layer * s->rows * E;
+    float *o = s->out;
+    float em = 0; /* exp(-m) = the largest X f among the recorded */
+    for (int j = 0; j < k; j++) {
+        int e = rec[j];
+        float v = (float)zig_exp(s) * f[e];
+        o[e] = 1.0f / (1.0f + v);
+        if (v > em) em = v;
+    }
+    for (int e = 0; e < E; e++) {
+        int r = 0;
+        for (int j = 0; j < k; j++) r |= rec[j] == e;
+        if (!r) o[e] = 1.0f / (1.0f + em + (float)zig_exp(s) * f[e]);
+    }
     return o;
 }
