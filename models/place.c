@@ -14,6 +14,7 @@ extern const place_ops_t place_eplb_ops;
 extern const place_ops_t place_omni_ops;
 extern const place_ops_t place_bias_ops;
 extern const place_ops_t place_layout_ops;
+extern const place_ops_t place_capacity_ops;
 
 static const place_ops_t *const registry[] = {
     &place_static_ops,
@@ -21,6 +22,7 @@ static const place_ops_t *const registry[] = {
     &place_omni_ops,
     &place_bias_ops,
     &place_layout_ops,
+    &place_capacity_ops,
 };
 
 #define N_REG ((int)(sizeof registry / sizeof *registry))

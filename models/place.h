@@ -121,9 +121,14 @@ typedef struct place_ops {
     int (*replan)(place_state_t *st, int64_t now_ns, const place_layout_t *cur,
                   place_layout_t **out);
     /* Optional: may change a token's experts. scores[n_experts] are the
-     * router's unbiased scores; writes top_k experts to out. NULL: plain
-     * top-k of the scores. */
+     * router's unbiased scores; writes top_k experts to out, or -1 for a
+     * choice it drops (the token skips that expert). NULL: the run's
+     * routing (env->gate) on the scores. */
     void (*route)(place_state_t *st, int layer, const float *scores, int *out);
+    /* Optional, with route: told before a step's tokens are routed. n_tokens
+     * tokens, token i on device src[i] (NULL: unknown); route is then called
+     * for tokens 0..n_tokens-1 of the first layer, then of the next, ... */
+    void (*begin_step)(place_state_t *st, int step, int n_tokens, const int *src);
     /* Optional: which slot serves a token of src_device for expert e.
      * NULL: place_pick_default. */
     int (*pick_replica)(place_state_t *st, const place_layout_t *lo, int layer, int expert,

@@ -32,6 +32,11 @@ static void hook(void *ctx, int layer, const float *scores, int *out) {
     else gate_select(&r->spec, scores, out);
 }
 
+static void begin(void *ctx, int step, int n_tokens, const int *src) {
+    route_t *r = ctx;
+    if (r->ops->begin_step) r->ops->begin_step(r->ps, step, n_tokens, src);
+}
+
 int route_new(replay_t *rp, const gate_spec_t *spec, const place_ops_t *ops, place_state_t *ps,
               uint64_t seed, int samples, int every, route_t **out) {
     const gate_fit_t *fit = replay_fit(rp);
@@ -54,7 +59,7 @@ int route_new(replay_t *rp, const gate_spec_t *spec, const place_ops_t *ops, pla
     r->n_steps = fit->n_steps;
     r->delta = ms_calloc((size_t)r->L * r->E, sizeof *r->delta);
     r->diff = ms_malloc((size_t)r->E * sizeof *r->diff);
-    replay_set_route(rp, hook, r);
+    replay_set_route(rp, hook, begin, r);
     *out = r;
     return MS_OK;
 }
@@ -76,6 +81,8 @@ static void estimate(route_t *r, int trace_step, int step) {
     double keep = r->est_step >= 0 && trace_step == r->est_trace ? 0.5 : 0;
     double w = (1 - keep) / ((double)r->samples * r->k);
     scores_step(r->sc, trace_step);
+    /* the sample stands for a batch of `samples` tokens, sources unknown */
+    begin(r, step, r->samples, NULL);
     for (int l = 0; l < r->L; l++) {
         double *d = r->delta + (size_t)l * r->E;
         memset(r->diff, 0, (size_t)r->E * sizeof *r->diff);
@@ -84,7 +91,7 @@ static void estimate(route_t *r, int trace_step, int step) {
             hook(r, l, v, out);
             gate_select(&r->spec, v, ref);
             for (int j = 0; j < r->k; j++) {
-                r->diff[out[j]]++;
+                if (out[j] >= 0) r->diff[out[j]]++; /* a dropped choice only leaves */
                 r->diff[ref[j]]--;
             }
         }

@@ -438,6 +438,7 @@ static void build_tokens(step_sim_t *s, const step_in_t *in) {
             const int *tab = tabs + (size_t)src * E;
             for (int j = 0; j < k; j++) {
                 int e = ex[j];
+                if (e < 0) continue; /* dropped by the strategy (capacity) */
                 int slot = pick ? pick(pick_ctx, lo, ls, e, src) : tab[e];
                 int d = sdev[slot];
                 sc[slot]++;

@@ -33,6 +33,7 @@ struct replay {
     gate_spec_t spec;             /* the routing replayed */
     scores_t *sc;                 /* fitted scores, made on first use */
     replay_route_fn route;        /* a strategy's choice, or NULL */
+    replay_begin_fn begin;
     void *route_ctx;
     route_step_t rt;
     int cap;                      /* tokens the routing buffers hold */
@@ -110,8 +111,9 @@ void replay_set_gate(replay_t *r, const gate_spec_t *spec) {
     r->spec = *spec;
 }
 
-void replay_set_route(replay_t *r, replay_route_fn fn, void *ctx) {
+void replay_set_route(replay_t *r, replay_route_fn fn, replay_begin_fn begin, void *ctx) {
     r->route = fn;
+    r->begin = begin;
     r->route_ctx = ctx;
 }
 
@@ -196,6 +198,7 @@ const route_step_t *replay_step_batch(replay_t *r, int step, const int *tokens) 
     r->rt.n_tokens = n;
     for (int d = 0, i = 0; d < r->n_devices; d++)
         for (int j = 0; j < tokens[d]; j++) r->rt.src[i++] = d;
+    if (r->route && r->begin) r->begin(r->route_ctx, step, n, r->rt.src);
     if (t->kind == TRACE_TOKENS) return copy_tokens(r, ts, n) ? NULL : &r->rt;
     scores_t *sc = get_scores(r);
     if (!sc) return NULL;
@@ -279,10 +282,13 @@ void replay_counts_delta(replay_t *r, int step, double n_tokens, const double *d
             }
             const double *d = delta ? delta + (size_t)l * E : NULL;
             if (zero_row(d, E)) continue;
-            /* the recorded pairs moved by the steering, kept >= 0, same total */
-            double pairs = (double)n * k, sum = 0;
+            /* the recorded pairs moved by the steering, kept >= 0; the total
+             * shrinks by what the steering drops (a row summing below 0) */
+            double pairs = (double)n * k, sum = 0, moved = 0;
+            for (int e = 0; e < E; e++) moved += d[e];
+            double want = pairs * ms_dmin(1, ms_dmax(0, 1 + moved));
             for (int e = 0; e < E; e++) sum += o[e] = ms_dmax(0, o[e] + d[e] * pairs);
-            for (int e = 0; e < E && sum > 0; e++) o[e] *= pairs / sum;
+            for (int e = 0; e < E && sum > 0; e++) o[e] *= want / sum;
         }
         return;
     }
@@ -303,16 +309,19 @@ void replay_counts_delta(replay_t *r, int step, double n_tokens, const double *d
             continue;
         }
         const double *d = delta ? delta + (size_t)l * E : NULL;
+        unsigned int n_pairs = pairs;
         if (!zero_row(d, E)) { /* the trace's law moved by the steering */
             if (!moved) moved = ms_malloc(2 * (size_t)E * sizeof *moved);
             const double *c = trace_counts(t, ts, l);
-            double sum = 0;
-            for (int e = 0; e < E; e++) sum += c[e];
+            double sum = 0, dsum = 0;
+            for (int e = 0; e < E; e++) sum += c[e], dsum += d[e];
             for (int e = 0; e < E; e++) moved[E + e] = ms_dmax(0, c[e] / sum + d[e]);
             replay_cond_probs(E, moved + E, moved);
             q = moved;
+            /* dropped pairs (a row summing below 0) leave the step */
+            if (dsum < 0) n_pairs = (unsigned int)(pairs * ms_dmax(0, 1 + dsum) + 0.5);
         }
-        replay_multinomial(r->rng, E, pairs, q, r->draw);
+        replay_multinomial(r->rng, E, n_pairs, q, r->draw);
         for (int e = 0; e < E; e++) o[e] = r->draw[e];
     }
     free(moved);

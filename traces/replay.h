@@ -40,11 +40,15 @@ int replay_new(const trace_t *t, int top_k, int n_devices, int tokens_per_device
 void replay_free(replay_t *r);
 /* The routing to replay (default: plain top-k); call before the first step. */
 void replay_set_gate(replay_t *r, const gate_spec_t *spec);
-/* A strategy's choice of a token's top_k experts from its scores[E]. */
+/* A strategy's choice of a token's top_k experts from its scores[E] (-1:
+ * the choice is dropped), and its notice that a step's n tokens (token i on
+ * device src[i]) are about to be routed, layer by layer, in token order. */
 typedef void (*replay_route_fn)(void *ctx, int layer, const float *scores, int *out);
+typedef void (*replay_begin_fn)(void *ctx, int step, int n_tokens, const int *src);
 /* Every token's experts are then chosen by fn on the token's scores
- * (per-token traces: scores whose plain top-k is the recording). */
-void replay_set_route(replay_t *r, replay_route_fn fn, void *ctx);
+ * (per-token traces: scores whose plain top-k is the recording); begin
+ * (may be NULL) is called first in every step. */
+void replay_set_route(replay_t *r, replay_route_fn fn, replay_begin_fn begin, void *ctx);
 /* The fitted logits replay uses (fitting them now if not yet done); NULL
  * on error. */
 const gate_fit_t *replay_fit(replay_t *r);
