@@ -95,7 +95,15 @@ struct sqlite3;
     X(PREFILL_PAR_MEAN, "prefill_par_mean", "", "prefill's par_mean")                            \
     X(PREFILL_PAR_MAX, "prefill_par_max", "", "prefill's par_max")                               \
     X(PREFILL_GAP_TO_BOUND, "prefill_gap_to_bound", "", "prefill's gap_to_bound")                \
-    X(PREFILL_MIGRATED_GB, "prefill_migrated_gb", "GB", "prefill's migrated_gb")
+    X(PREFILL_MIGRATED_GB, "prefill_migrated_gb", "GB", "prefill's migrated_gb")               \
+    X(CROSS_NODE_GB, "cross_node_gb", "GB",                                                      \
+      "dispatch and combine bytes crossing nodes, all layers and steps (token mode)")             \
+    X(CROSS_NODE_SHARE, "cross_node_share", "",                                                  \
+      "share of the bytes between distinct devices that cross nodes (token mode)")               \
+    X(NODES_PER_TOKEN, "nodes_per_token_mean", "nodes",                                          \
+      "nodes holding a token's chosen replicas, mean over tokens and layers (token mode)")       \
+    X(DEVICES_PER_TOKEN, "devices_per_token_mean", "devices",                                    \
+      "devices holding a token's chosen replicas, mean over tokens and layers (token mode)")
 
 enum metrics_id {
 #define METRICS_ENUM(id, name, unit, what) METRIC_##id,

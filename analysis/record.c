@@ -58,6 +58,20 @@ int record_migration(record_t *r, const store_migration_t *m) {
     return store_migration(r->st, r->run_id, m);
 }
 
+int record_layer_locality(record_t *r, int layer, double cross_node_bytes, double bytes,
+                          double nodes_mean, double devices_mean) {
+    return store_layer_locality(r->st, r->run_id, layer, cross_node_bytes, bytes, nodes_mean,
+                                devices_mean);
+}
+
+int record_locality_hist(record_t *r, int layer, const char *kind, int touched, double tokens) {
+    return store_locality_hist(r->st, r->run_id, layer, kind, touched, tokens);
+}
+
+int record_traffic(record_t *r, int src, int dst, double bytes) {
+    return store_traffic(r->st, r->run_id, src, dst, bytes);
+}
+
 int record_requests(record_t *r, const store_request_t *rows, int64_t n) {
     for (int64_t i = 0; i < n; i++)
         if (store_request(r->st, r->run_id, &rows[i])) return MS_ERR;

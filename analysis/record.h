@@ -42,6 +42,11 @@ int record_layer_steps(record_t *r, int step, const int64_t *layer_ns, const met
 int record_replan(record_t *r, int64_t time_ns, int step, int layers_changed, double bytes);
 int record_migration(record_t *r, const store_migration_t *m);
 int record_requests(record_t *r, const store_request_t *rows, int64_t n);
+/* Communication locality (sim/locality.h; rows as store.h describes). */
+int record_layer_locality(record_t *r, int layer, double cross_node_bytes, double bytes,
+                          double nodes_mean, double devices_mean);
+int record_locality_hist(record_t *r, int layer, const char *kind, int touched, double tokens);
+int record_traffic(record_t *r, int src, int dst, double bytes);
 /* Per-layer rows of the finished run: device loads, layer bounds, the final
  * layout's replica counts and the [L][E] trace counts. */
 int record_layers(record_t *r, const place_layout_t *lo, const double *trace_cnt,

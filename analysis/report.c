@@ -15,7 +15,7 @@
 #include "util.h"
 
 const char *const report_figure_names[] = {
-    "layer_max", "device_heat", "replica_heat", "trace_heat", "par_time",
+    "layer_max", "device_heat", "replica_heat", "traffic_heat", "trace_heat", "par_time",
     "bars",      "cdf",         "par_budget",   NULL,
 };
 
@@ -225,7 +225,8 @@ static void experiments(report_ctx_t *c, int *failed) {
                                   : "");
         struct { const char *name; int (*fn)(report_ctx_t *, const report_exp_t *); } figs[] = {
             {"layer_max", report_fig_layer_max}, {"device_heat", report_fig_device_heat},
-            {"replica_heat", report_fig_replica_heat}, {"par_time", report_fig_par_time},
+            {"replica_heat", report_fig_replica_heat}, {"traffic_heat", report_fig_traffic_heat},
+            {"par_time", report_fig_par_time},
             {"bars", report_fig_bars}, {"cdf", report_fig_cdf},
         };
         for (size_t i = 0; i < sizeof figs / sizeof *figs; i++)

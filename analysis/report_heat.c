@@ -1,6 +1,8 @@
 /* report_heat: heatmaps over layers: device load per (layer, device) and
- * replicas per (layer, expert) of each strategy (figure b), and the trace's
- * activations per (layer, expert): hot and cold experts (figure c). */
+ * replicas per (layer, expert) of each strategy (figure b), the device x
+ * device traffic of each strategy (figure b, communication locality), and
+ * the trace's activations per (layer, expert): hot and cold experts
+ * (figure c). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,6 +247,100 @@ int report_fig_replica_heat(report_ctx_t *c, const report_exp_t *e) {
                   "rows are MoE layers, columns experts, colour the number of copies. Redundant "
                   "slots go to the hot experts; a strategy with per-layer budgets spends them "
                   "unevenly across layers. Runs with one copy per expert are left out. Runs: ");
+    report_run_list(&f.caption, e, use);
+    report_printf(&f.caption, ".");
+    for (int i = 0; i < e->n; i++) free(h[i].v);
+    return report_render(c, &f);
+}
+
+int report_fig_traffic_heat(report_ctx_t *c, const report_exp_t *e) {
+    if (report_value(c, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+                        "name = 'traffic' AND ?1 = ?1", 0, 0) < 1)
+        return report_skip(c, "figure b (device traffic heatmap) for experiment '%s': the "
+                              "database has no traffic table (run it again: moesim compare "
+                              "CONFIG)", e->name);
+    heat_t h[REPORT_MAX_RUNS];
+    int use[REPORT_MAX_RUNS] = {0}, n = 0, rc = MS_OK;
+    double top = 2, bottom = 0.5;
+    for (int i = 0; i < e->n; i++) {
+        int r = read_heat(c,
+                          "SELECT devices, devices FROM runs WHERE run_id = ?1 AND EXISTS "
+                          "(SELECT 1 FROM traffic WHERE run_id = ?1)",
+                          "SELECT src_device, dst_device, bytes FROM traffic WHERE run_id = ?1",
+                          e->run[i].id, &h[i]);
+        if (r == MS_ERR) rc = MS_ERR;
+        use[i] = r == MS_OK;
+        if (!use[i]) continue;
+        n++;
+        /* relative to the mean over the pairs that exchanged anything */
+        double sum = 0;
+        int cnt = 0;
+        for (size_t k = 0; k < (size_t)h[i].rows * h[i].cols; k++)
+            if (!isnan(h[i].v[k]) && h[i].v[k] > 0) sum += h[i].v[k], cnt++;
+        for (size_t k = 0; k < (size_t)h[i].rows * h[i].cols; k++) {
+            if (isnan(h[i].v[k]) || !(h[i].v[k] > 0)) continue;
+            h[i].v[k] /= sum / cnt;
+            if (h[i].v[k] > top) top = h[i].v[k];
+            if (h[i].v[k] < bottom) bottom = h[i].v[k];
+        }
+    }
+    if (rc || !n) {
+        for (int i = 0; i < e->n; i++) free(h[i].v);
+        if (rc) return rc;
+        return report_skip(c, "figure b (device traffic heatmap) for experiment '%s': no "
+                              "traffic rows (token-mode runs store them: moesim compare CONFIG)",
+                           e->name);
+    }
+    double hi = pow(2, ceil(log2(top))), lo = pow(2, floor(log2(bottom)));
+    if (lo < 1.0 / 1024) lo = 1.0 / 1024;
+    char stem[160];
+    snprintf(stem, sizeof stem, "traffic_heat-%s", e->slug);
+    report_fig_t f = {.stem = stem, .title = "b. Device traffic (communication locality)",
+                      .width = n > 3 ? 300 * n + 200 : 1100, .height = 620};
+    multiplot_title(&f, "Bytes from device to device, relative to the mean pair: experiment %s",
+                    e->name);
+    report_printf(&f.body, "  set palette defined (0 '#000004', 0.25 '#51127c', 0.5 '#b73779', "
+                           "0.75 '#fc8961', 1 '#fcfdbf')\n"
+                           "  set logscale cb 2\n  set cbrange [%g:%g]\n"
+                           "  set cblabel 'bytes / mean over device pairs (log scale)'\n"
+                           "  unset key\n  set tics out\n  set grid noytics\n",
+                  lo, hi);
+    log2_cbtics(&f.body, lo, hi);
+    int k = 0;
+    for (int i = 0; i < e->n; i++) {
+        if (!use[i]) continue;
+        char name[16];
+        snprintf(name, sizeof name, "h%d", i);
+        heat_block(&f.data, name, &h[i], lo);
+        int D = h[i].cols, nodes = e->run[i].nodes;
+        int dpn = nodes > 0 && D % nodes == 0 ? D / nodes : D;
+        panel_margins(&f.body, k++, n);
+        /* panel_margins labels rows as layers; here they are source devices */
+        report_printf(&f.body, "  unset arrow\n  set ylabel %s\n  set title ",
+                      k == 1 ? "'source device'" : "''");
+        report_label(&f.body, e, i);
+        int step = dpn < D ? dpn * ((D / dpn + 7) / 8) : (int)tic_step(D);
+        report_printf(&f.body, "\n  set xrange [-0.5:%d.5]\n  set yrange [-0.5:%d.5]\n"
+                               "  set xtics %d\n  set ytics %d\n  set xlabel 'destination device'\n",
+                      D - 1, D - 1, step, step);
+        /* node blocks: traffic inside them stays on NVLink */
+        if (dpn < D && D / dpn <= 16)
+            for (int b = dpn; b < D; b += dpn)
+                report_printf(&f.body,
+                              "  set arrow from %g, graph 0 to %g, graph 1 nohead lc rgb '#a0a0a0' "
+                              "lw 0.8 front\n  set arrow from graph 0, first %g to graph 1, "
+                              "first %g nohead lc rgb '#a0a0a0' lw 0.8 front\n",
+                              b - 0.5, b - 0.5, b - 0.5, b - 0.5);
+        report_printf(&f.body, "  plot $%s using 1:2:3 with image\n", name);
+    }
+    report_printf(&f.caption,
+                  "Each panel is one strategy: rows are source devices, columns destination "
+                  "devices, colour the dispatch and combine bytes between them summed over the "
+                  "run's layers and steps (traffic), divided by the mean over the pairs that "
+                  "exchanged any; grey lines separate nodes, so bytes off the diagonal blocks "
+                  "cross nodes. The diagonal (a token's own device) carries nothing. Per-layer "
+                  "cross-node bytes and the nodes and devices each token touches are in the "
+                  "layer_locality and locality_hist tables. Runs: ");
     report_run_list(&f.caption, e, use);
     report_printf(&f.caption, ".");
     for (int i = 0; i < e->n; i++) free(h[i].v);

@@ -139,6 +139,7 @@ void report_lat_free(report_lat_t *l);
 int report_fig_layer_max(report_ctx_t *c, const report_exp_t *e);    /* a */
 int report_fig_device_heat(report_ctx_t *c, const report_exp_t *e);  /* b */
 int report_fig_replica_heat(report_ctx_t *c, const report_exp_t *e); /* b */
+int report_fig_traffic_heat(report_ctx_t *c, const report_exp_t *e); /* b */
 int report_fig_trace_heat(report_ctx_t *c);                          /* c */
 int report_fig_par_time(report_ctx_t *c, const report_exp_t *e);     /* d */
 int report_fig_bars(report_ctx_t *c, const report_exp_t *e);         /* e */

@@ -74,11 +74,24 @@ static const char SCHEMA[] =
     "  arrival_ns INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,"
     "  output_tokens INTEGER NOT NULL, first_token_ns INTEGER NOT NULL,"
     "  done_ns INTEGER NOT NULL, PRIMARY KEY (run_id, request));"
+    "CREATE TABLE IF NOT EXISTS layer_locality ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, layer INTEGER NOT NULL,"
+    "  cross_node_bytes REAL NOT NULL, bytes REAL NOT NULL,"
+    "  nodes_mean REAL NOT NULL, devices_mean REAL NOT NULL,"
+    "  PRIMARY KEY (run_id, layer));"
+    "CREATE TABLE IF NOT EXISTS locality_hist ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, layer INTEGER NOT NULL,"
+    "  kind TEXT NOT NULL, touched INTEGER NOT NULL, tokens REAL NOT NULL,"
+    "  PRIMARY KEY (run_id, layer, kind, touched));"
+    "CREATE TABLE IF NOT EXISTS traffic ("
+    "  run_id INTEGER NOT NULL REFERENCES runs ON DELETE CASCADE, src_device INTEGER NOT NULL,"
+    "  dst_device INTEGER NOT NULL, bytes REAL NOT NULL,"
+    "  PRIMARY KEY (run_id, src_device, dst_device));"
     "CREATE INDEX IF NOT EXISTS replans_run ON replans (run_id);"
     "CREATE INDEX IF NOT EXISTS migrations_run ON migrations (run_id);";
 
 enum { Q_RUN, Q_STEP, Q_LAYER, Q_DEV, Q_METRIC, Q_BOUND, Q_REPL, Q_TRACE, Q_REPLAN, Q_MIGR,
-       Q_REQ, Q_METRIC_CI, NQ };
+       Q_REQ, Q_METRIC_CI, Q_LOC, Q_LOCH, Q_TRAF, NQ };
 
 /* "%s" is the schema written to: "stage", or "main" for a ":memory:" store. */
 static const char *const SQL[NQ] = {
@@ -96,6 +109,9 @@ static const char *const SQL[NQ] = {
     [Q_MIGR] = "INSERT INTO %s.migrations VALUES (?,?,?,?,?,?,?,?)",
     [Q_REQ] = "INSERT INTO %s.requests VALUES (?,?,?,?,?,?,?)",
     [Q_METRIC_CI] = "INSERT OR REPLACE INTO %s.summary_ci VALUES (?,?,?,?,?,?)",
+    [Q_LOC] = "INSERT INTO %s.layer_locality VALUES (?,?,?,?,?,?)",
+    [Q_LOCH] = "INSERT INTO %s.locality_hist VALUES (?,?,?,?,?)",
+    [Q_TRAF] = "INSERT INTO %s.traffic VALUES (?,?,?,?)",
 };
 
 #define MAX_TABLES 32
@@ -823,6 +839,38 @@ int store_trace_count(store_t *st, int64_t run, int layer, int expert, double co
     sqlite3_bind_int(q, 2, layer);
     sqlite3_bind_int(q, 3, expert);
     sqlite3_bind_double(q, 4, count);
+    return step(st, q);
+}
+
+int store_layer_locality(store_t *st, int64_t run, int layer, double cross_node_bytes,
+                         double bytes, double nodes_mean, double devices_mean) {
+    sqlite3_stmt *q = st->q[Q_LOC];
+    sqlite3_bind_int64(q, 1, run);
+    sqlite3_bind_int(q, 2, layer);
+    sqlite3_bind_double(q, 3, cross_node_bytes);
+    sqlite3_bind_double(q, 4, bytes);
+    sqlite3_bind_double(q, 5, nodes_mean);
+    sqlite3_bind_double(q, 6, devices_mean);
+    return step(st, q);
+}
+
+int store_locality_hist(store_t *st, int64_t run, int layer, const char *kind, int touched,
+                        double tokens) {
+    sqlite3_stmt *q = st->q[Q_LOCH];
+    sqlite3_bind_int64(q, 1, run);
+    sqlite3_bind_int(q, 2, layer);
+    bind_text(q, 3, kind);
+    sqlite3_bind_int(q, 4, touched);
+    sqlite3_bind_double(q, 5, tokens);
+    return step(st, q);
+}
+
+int store_traffic(store_t *st, int64_t run, int src, int dst, double bytes) {
+    sqlite3_stmt *q = st->q[Q_TRAF];
+    sqlite3_bind_int64(q, 1, run);
+    sqlite3_bind_int(q, 2, src);
+    sqlite3_bind_int(q, 3, dst);
+    sqlite3_bind_double(q, 4, bytes);
     return step(st, q);
 }
 

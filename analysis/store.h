@@ -82,6 +82,15 @@ int store_metric(store_t *st, int64_t run, const char *metric, double value, con
  * group's last run, which holds the row (metrics_store_ci). */
 int store_metric_ci(store_t *st, int64_t run, const char *metric, int n, double mean,
                     double half_width, const char *unit);
+/* Communication locality (sim/locality.h): per layer the bytes crossing
+ * nodes and between distinct devices and the mean nodes and devices a token
+ * touches; tokens by the number touched (kind "nodes" or "devices"); bytes
+ * from device src to dst summed over layers and steps. */
+int store_layer_locality(store_t *st, int64_t run, int layer, double cross_node_bytes,
+                         double bytes, double nodes_mean, double devices_mean);
+int store_locality_hist(store_t *st, int64_t run, int layer, const char *kind, int touched,
+                        double tokens);
+int store_traffic(store_t *st, int64_t run, int src, int dst, double bytes);
 
 /* Per layer over the whole run: mean device load (BestEP), the lower bound
  * any placement with the same slots could reach, and the realised maximum. */

@@ -11,6 +11,7 @@
 #include "calib.h"
 #include "cost.h"
 #include "eng.h"
+#include "locality.h"
 #include "place.h"
 #include "record.h"
 #include "replay.h"
@@ -66,6 +67,7 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     double *prior = NULL, *tr_tot = NULL;
     metrics_layer_bound_t *lb = NULL;
     metrics_loads_t acc = {0};
+    loc_t *loc = NULL;
     char *text = NULL;
     record_t rec = {0};
     int rc = MS_ERR;
@@ -129,6 +131,8 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
 
     sim = step_new(c, &sp->model);
     metrics_loads_init(&acc, L, D, E);
+    /* fixed batches are decode steps: normal kernels only when asked for */
+    loc = loc_new(c, &sp->model, c->a2a == STEP_A2A_NORMAL);
     pick_ctx_t pc = {ops, ps};
     timeline_view_t tv = {tl, 0};
     step_observer_t tobs = timeline_observer(&tv);
@@ -144,6 +148,7 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
                         .prefill = sp->prefill, .pick = ops->pick_replica ? pick_via : NULL,
                         .pick_ctx = &pc, .obs = tl ? &tobs : NULL};
         if (step_run(sim, &in, &r)) goto out;
+        loc_step(loc, rt, lo, in.pick, in.pick_ctx);
         now_ns = r.end_ns;
         /* decode: output tokens in expectation, each sequence making mtp_tokens a
          * step; prefill: input tokens, each computed one standing for
@@ -186,7 +191,7 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     metrics_set(m, METRIC_PRIOR_WARMUP_STEPS, skip);
     metrics_set(m, METRIC_LAYOUT_PAR_MEAN, layout_par);
     metrics_from_loads(&acc, lb, 0, m);
-    if (record_metrics(&rec, m) || record_strategy_metrics(&rec, ops, ps, "") ||
+    if (loc_store(loc, &rec, m) || record_metrics(&rec, m) || record_strategy_metrics(&rec, ops, ps, "") ||
         record_commit(&rec))
         goto out;
     sum->run_id = rec.run_id;
@@ -198,6 +203,7 @@ out:
     free(tr_tot);
     free(lb);
     metrics_loads_free(&acc);
+    loc_free(loc);
     step_free(sim);
     place_layout_free(lo);
     if (ps && ops->destroy) ops->destroy(ps);

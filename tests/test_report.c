@@ -90,10 +90,16 @@ static void add_run(store_t *st, const char *name, const char *s, int redundant,
                      MS_OK);
         for (int e = 0; e < E_; e++) {
             int copies = (what & DB_DYNAMIC) && strcmp(s, "static") && e < 2 ? 2 : 1;
+
             cr_assert_eq(store_replicas(st, id, l, e, copies), MS_OK);
             cr_assert_eq(store_trace_count(st, id, l, e, e == 3 ? 0 : 1000.0 / (e + 1)), MS_OK);
         }
     }
+    /* device traffic: static sends more across nodes (devices 0-1 | 2-3) */
+    for (int a = 0; a < D_; a++)
+        for (int b = 0; b < D_; b++)
+            if (a != b)
+                cr_assert_eq(store_traffic(st, id, a, b, (a / 2 != b / 2 ? skew : 1) * 1e6), MS_OK);
     if ((what & DB_DYNAMIC) && strcmp(s, "static")) {
         cr_assert_eq(store_replan(st, id, 120000000, 2, 3, 4e8), MS_OK);
         for (int m = 0; m < 3; m++) {
@@ -237,6 +243,16 @@ Test(report, device_heat_png) {
     cr_assert(block_has(gp, "h0", "0 0 3.5"), "%s", gp);
     cr_assert(block_has(gp, "h1", "0 0 1.24"));
     cr_assert(!block_has(gp, "h1", "0 0 3.5"));
+    free(gp);
+}
+Test(report, traffic_heat_png) {
+    draw_one("traffic_heat", "traffic_heat-t", DB_SERVING | DB_DYNAMIC);
+    /* static's bytes: 3.5e6 across nodes (8 pairs), 1e6 inside (4 pairs),
+     * mean 2.667e6: 1.3125 and 0.375 of it (add_run's traffic rows) */
+    char *gp = slurp("out/traffic_heat-t.gp");
+    cr_assert_not_null(strstr(gp, "destination device"));
+    cr_assert(block_has(gp, "h0", "2 0 1.3125"), "%s", gp);
+    cr_assert(block_has(gp, "h0", "1 0 0.375"));
     free(gp);
 }
 Test(report, replica_heat_png) {
