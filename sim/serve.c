@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "eng.h"
+#include "locality.h"
 #include "metrics.h"
 #include "replay.h"
 #include "route.h"
@@ -77,6 +78,7 @@ typedef struct inst {
     step_sim_t *sim;
     replay_t *rp;
     route_t *router;           /* the strategy's route hook, NULL when it has none */
+    loc_t *loc;                /* communication locality (token mode) */
     step_result_t res;         /* of the running (or last) step */
     int busy;                  /* a step is running */
     int64_t paused_until;      /* blocking rebalance: no step before this time */
@@ -306,6 +308,7 @@ static void inst_step(srv_t *s, inst_t *in, int64_t now, double kv_len, eng_fn d
         fail(s);
         return;
     }
+    if (si.route) loc_step(in->loc, si.route, si.layout, si.pick, si.pick_ctx);
     in->busy = 1;
     in->start_ns = now;
     eng_schedule(s->eng, in->res.end_ns, done_fn, s, 0);
@@ -620,6 +623,9 @@ static int inst_init(srv_t *s, inst_t *in, const char *name, int prefill, const 
     in->mg = migr_new(s->ss->rebalance, c, moe_expert_bytes(&sp->model),
                       s->ss->rebalance_fixed_ns, lo);
     in->sim = step_new(c, &sp->model);
+    /* the kernels step.c times: normal for prefill and when asked for */
+    in->loc = loc_new(c, &sp->model,
+                      c->a2a == STEP_A2A_NORMAL || (c->a2a == STEP_A2A_AUTO && prefill));
     in->tokens = ms_calloc((size_t)D, sizeof *in->tokens);
     in->counts = ms_calloc((size_t)L * E, sizeof *in->counts);
     metrics_loads_init(&in->loads, L, D, E);
@@ -630,6 +636,7 @@ static void inst_free(srv_t *s, inst_t *in) {
     if (in->ps && s->ops->destroy) s->ops->destroy(in->ps);
     migr_free(in->mg);
     step_free(in->sim);
+    loc_free(in->loc);
     replay_free(in->rp);
     route_free(in->router);
     for (int i = 1; i < in->n_ph; i++) {
@@ -736,7 +743,7 @@ static int record_results(srv_t *s, metrics_t *m, int64_t end) {
         metrics_set(m, METRIC_PREFILL_BUSY, p->busy_ns / 1e9 / t);
         metrics_set(m, METRIC_PREFILL_MIGRATED_GB, p->mg->total_bytes / 1e9);
     }
-    if (record_metrics(s->rec, m)) return MS_ERR;
+    if (loc_store(pr->loc, s->rec, m) || record_metrics(s->rec, m)) return MS_ERR;
     for (int k = 0; k < 2; k++) {
         const inst_t *in = k ? &s->pf : &s->dc;
         if ((k ? s->has_pf : s->has_dc) &&

@@ -410,6 +410,12 @@ static void conservation(const char *ini, double hit, int decode_only) {
     double decoded = decode_only ? out : out - n;
     cr_assert_eq(q1(st, "SELECT sum(tokens) FROM steps WHERE run_id = ?", run), decoded);
     cr_assert_eq(metric(st, run, "decode_tokens"), decoded);
+    /* locality counts every decoded token once per layer, by nodes and by devices */
+    cr_assert_eq(q1(st, "SELECT sum(tokens) FROM locality_hist WHERE run_id = ? AND layer = 0 "
+                        "AND kind = 'nodes'", run), decoded);
+    cr_assert_eq(q1(st, "SELECT sum(tokens) FROM locality_hist WHERE run_id = ? AND layer = 0 "
+                        "AND kind = 'devices'", run), decoded);
+    cr_assert(metric(st, run, "nodes_per_token_mean") >= 1);
     if (!decode_only) {
         char sql[200];
         snprintf(sql, sizeof sql, "SELECT sum(prompt_tokens - CAST(prompt_tokens * %g AS INTEGER)) "
