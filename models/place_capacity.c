@@ -156,6 +156,8 @@ const place_ops_t place_capacity_ops = {
     .summary = "capacity factor: pairs beyond C x a device's mean load dropped or re-routed "
                "(static placement)",
     .algo_version = 1,
+    .color = "#9467bd",
+    .point = 11,
     .init = cap_init,
     .route = cap_route,
     .begin_step = cap_begin,

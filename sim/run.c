@@ -131,8 +131,9 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
 
     sim = step_new(c, &sp->model);
     metrics_loads_init(&acc, L, D, E);
-    /* fixed batches are decode steps: normal kernels only when asked for */
-    loc = loc_new(c, &sp->model, c->a2a == STEP_A2A_NORMAL);
+    /* the kernels step.c times: normal for prefill and when asked for */
+    loc = loc_new(c, &sp->model,
+                  c->a2a == STEP_A2A_NORMAL || (c->a2a == STEP_A2A_AUTO && sp->prefill));
     pick_ctx_t pc = {ops, ps};
     timeline_view_t tv = {tl, 0};
     step_observer_t tobs = timeline_observer(&tv);
