@@ -192,8 +192,8 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     metrics_set(m, METRIC_PRIOR_WARMUP_STEPS, skip);
     metrics_set(m, METRIC_LAYOUT_PAR_MEAN, layout_par);
     metrics_from_loads(&acc, lb, 0, m);
-    if (loc_store(loc, &rec, m) || record_metrics(&rec, m) || record_strategy_metrics(&rec, ops, ps, "") ||
-        record_commit(&rec))
+    if (loc_store(loc, &rec, m) || record_metrics(&rec, m) ||
+        record_strategy_metrics(&rec, ops, ps, "") || record_commit(&rec))
         goto out;
     sum->run_id = rec.run_id;
     rc = MS_OK;
