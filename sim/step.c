@@ -842,7 +842,11 @@ static void try_advance(step_sim_t *s, int m, int l, int d) {
     if (s->comb_wait[i] || !(s->flags[i] & F_SHARED) || (s->flags[i] & F_ADVANCED)) return;
     s->flags[i] |= F_ADVANCED;
     int64_t now = eng_now(s->eng);
-    if (s->obs) ob_span(s, STEP_SPAN_COMBINE, d, m, l, *ob_at(s, 2, i), now);
+    /* The combine is drawn from d's experts end to the arrival of its last
+     * result. When d's results are all home before its own expert task has
+     * ended (its tokens went elsewhere), the wait hid behind that compute:
+     * nothing is drawn, so a device's events never overlap. */
+    if (s->obs && *ob_at(s, 2, i) >= 0) ob_span(s, STEP_SPAN_COMBINE, d, m, l, *ob_at(s, 2, i), now);
     if (now > s->layer_end[l]) s->layer_end[l] = now;
     ready(s, m, l + 1, d);
 }
@@ -1211,8 +1215,11 @@ static void run_flow(step_sim_t *s, int64_t t0) {
             s->res->dispatch_bytes += tok * s->hd;
             s->res->combine_bytes += tok * s->hc;
         }
-    if (s->obs) /* inputs already complete (nothing to wait for) count from the start */
-        for (size_t i = 0, n = (size_t)3 * s->M * s->L * D; i < n; i++) s->ob_t[i] = t0;
+    if (s->obs) { /* inputs already complete (nothing to wait for) count from the start */
+        size_t n = (size_t)s->M * s->L * D;
+        for (size_t i = 0; i < 2 * n; i++) s->ob_t[i] = t0;
+        for (size_t i = 2 * n; i < 3 * n; i++) s->ob_t[i] = -1; /* experts not ended yet */
+    }
     eng_reset(s->eng, t0);
     net_clear(s->net);
     s->pre_end = t0;
