@@ -55,6 +55,17 @@ static int n_timed(void) {
     return n;
 }
 
+/* Their names, comma-separated (static storage). */
+static const char *timed_names(void) {
+    static char buf[512];
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; i < place_count(); i++)
+        if (!place_at(i)->requires && k < sizeof buf)
+            k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s", k ? ", " : "", place_at(i)->name);
+    return buf;
+}
+
 /* Runs every registered strategy; returns the wall seconds, or < 0. */
 static double run_all(enum step_mode mode, double sim_s, const char *const *extra,
                       int quiet_fail) {
@@ -99,7 +110,7 @@ static double run_all(enum step_mode mode, double sim_s, const char *const *extr
 
 int main(void) {
     printf("bench_serve: DeepSeek-V3 decode serving at EP144 (%s), %d strategies (%s)\n", CONFIG,
-           n_timed(), place_names());
+           n_timed(), timed_names());
     printf("analytic mode, count-mode routing, %g simulated s of arrivals each:\n", SIM_S);
     fflush(stdout);
     double wall = run_all(STEP_ANALYTIC, SIM_S, NULL, 1);
