@@ -58,12 +58,16 @@ static void per_row_relative(heat_t *h) {
     }
 }
 
-/* Writes "col row value" lines (blank line per row), values below min_v raised to it. */
+/* Writes "col row value" lines (blank line per row), values below min_v
+ * raised to it. A missing cell (NaN) is written as min_v too: gnuplot 5.4
+ * drops undefined points from `with image` and then lays the remaining
+ * pixels out on a wrong grid, skewing the whole picture. */
 static void heat_block(report_buf_t *b, const char *name, const heat_t *h, double min_v) {
     report_printf(b, "$%s << EOD\n", name);
     for (int r = 0; r < h->rows; r++) {
         for (int k = 0; k < h->cols; k++) {
             double v = h->v[(size_t)r * h->cols + k];
+            if (isnan(v) && isfinite(min_v)) v = min_v;
             if (!isnan(v) && v < min_v) v = min_v;
             report_printf(b, "%d %d %.5g\n", k, r, v);
         }
@@ -302,7 +306,7 @@ int report_fig_traffic_heat(report_ctx_t *c, const report_exp_t *e) {
     report_printf(&f.body, "  set palette defined (0 '#000004', 0.25 '#51127c', 0.5 '#b73779', "
                            "0.75 '#fc8961', 1 '#fcfdbf')\n"
                            "  set logscale cb 2\n  set cbrange [%g:%g]\n"
-                           "  set cblabel 'bytes / mean over device pairs (log scale)'\n"
+                           "  set cblabel 'bytes / mean over device pairs (log scale; none: lowest colour)'\n"
                            "  unset key\n  set tics out\n  set grid noytics\n",
                   lo, hi);
     log2_cbtics(&f.body, lo, hi);
