@@ -101,11 +101,12 @@ def pct(xs, q):
 class Runner:
     """Weights, probes and timing on GPU 0."""
 
-    def __init__(self, args, pts, meta):
+    def __init__(self, args, pts, meta, device=0):
         import torch
         import torch.nn.functional as F
         self.torch, self.F, self.args, self.meta = torch, F, args, meta
-        self.dev = torch.device("cuda", 0)
+        # measure_overlap.py runs one Runner per GPU (one process each).
+        self.dev = torch.device("cuda", device)
         torch.cuda.set_device(self.dev)
         torch.manual_seed(1)
         self.one = torch.ones((), dtype=torch.float32, device=self.dev)
