@@ -26,6 +26,7 @@ each the median of SAMPLES, the slowest rank's; slowdowns are the ratios.
 NVLink multicast must stay off on shared hosts: refuses unless NCCL_NVLS_ENABLE=0.
 """
 import argparse
+import faulthandler
 import math
 import os
 import sys
@@ -58,6 +59,8 @@ def main():
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--inner-s", type=float, default=0.004, help="seconds of the timed (inner) side")
     ap.add_argument("--budget-s", type=float, default=400)
+    ap.add_argument("--stall-s", type=float, default=60,
+                    help="print every thread's stack after this long without progress, and exit")
     args = ap.parse_args()
     if os.environ.get("NCCL_NVLS_ENABLE") != "0":
         sys.exit("measure_overlap: set NCCL_NVLS_ENABLE=0 (NVLink multicast must stay off)")
@@ -71,6 +74,12 @@ def main():
     dev = torch.device("cuda", local)
     dist.init_process_group("nccl", device_id=dev)
     meta = calibmeta.collect(torch) if rank == 0 else []
+    t_start = time.time()
+
+    def stage(what):
+        """Progress on stderr; a stall past --stall-s dumps the stacks and exits."""
+        print("[rank %d %6.1f s] %s" % (rank, time.time() - t_start, what), file=sys.stderr, flush=True)
+        faulthandler.dump_traceback_later(args.stall_s, exit=True)
     set_co = getattr(torch._C, "_set_sm_carveout_experimental", None)
     carveouts = ints(args.carveouts)
     if set_co is None and any(carveouts):
@@ -144,9 +153,13 @@ def main():
 
     rows = []
     t0 = time.time()
+    partial = open(args.out + ".partial", "w") if rank == 0 else None
+    if partial:
+        partial.write(",".join(HEADER) + "\n")
     a2a = {}
     # The all-to-alls first, alone: buffers, a graph of back-to-back calls, per-call time.
     for nbytes in ints(args.bytes):
+        stage("all-to-all alone, %d B" % nbytes)
         inp = torch.empty(nbytes, dtype=torch.uint8, device=dev).random_(0, 256)
         out = torch.empty_like(inp)
         call = lambda inp=inp, out=out: dist.all_to_all_single(out, inp)  # noqa: E731
@@ -172,6 +185,7 @@ def main():
             if time.time() - t0 > args.budget_s:
                 skipped += 1
                 continue
+            stage("%s E%d n%d carve-out %d" % (p["dtype"], p["experts"], p["tokens_per_expert"], co))
             if set_co is not None:
                 set_co(co)
             err = runner.probe(p)
@@ -192,13 +206,16 @@ def main():
             for nbytes, c in a2a.items():
                 k = c["k"]
                 ain = max(1, math.ceil(args.inner_s / (k * c["est"])))
+                stage("  %d B alone" % nbytes)
                 c_alone = med(slowest([alone(c["graph"], cs, ain, k) for _ in range(args.samples)]))
                 # Inner GEMM covered by all-to-alls lasting twice as long (plus a margin).
                 cin = max(1, math.ceil((2 * gin * r * g_alone + 3e-4) / (k * c_alone)))
+                stage("  GEMM inside %d all-to-all graph replays" % cin)
                 g_ov = med(slowest([overlapped((c["graph"], cs, cin), (gg, gs, gin, r))
                                     for _ in range(args.samples)]))
                 # Inner all-to-alls covered by GEMMs lasting twice as long.
                 gout = max(1, math.ceil((2 * ain * k * c_alone + 3e-4) / (r * g_alone)))
+                stage("  all-to-all inside %d GEMM graph replays" % gout)
                 c_ov = med(slowest([overlapped((gg, gs, gout), (c["graph"], cs, ain, k))
                                     for _ in range(args.samples)]))
                 rows.append(dict(model=p["model"], dtype=p["dtype"], experts=p["experts"],
@@ -211,15 +228,20 @@ def main():
                                  a2a_slowdown="%.4f" % (c_ov / c_alone), samples=args.samples))
                 if rank == 0:
                     r_ = rows[-1]
+                    partial.write(",".join(str(r_[h]) for h in HEADER) + "\n")
+                    partial.flush()
                     print("  %s E%-3d n%-5d %10d B co%-3d gemm %8s -> %8s (x%s)  a2a %8s -> %8s (x%s)" % (
                         p["dtype"], p["experts"], p["tokens_per_expert"], nbytes, co,
                         r_["gemm_alone_ns"], r_["gemm_overlap_ns"], r_["gemm_slowdown"],
                         r_["a2a_alone_ns"], r_["a2a_overlap_ns"], r_["a2a_slowdown"]), flush=True)
             del gg, fn
             torch.cuda.synchronize()
+    faulthandler.cancel_dump_traceback_later()
     if set_co is not None:
         set_co(0)
     if rank == 0:
+        partial.close()
+        os.remove(args.out + ".partial")
         meta.append(("what", "grouped expert GEMM (measure_experts.py 'grouped', %s shape) and "
                              "dist.all_to_all_single (uniform, uint8) over NCCL, one process per "
                              "GPU, alone and on two streams at once" % args.model))
