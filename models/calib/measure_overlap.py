@@ -59,6 +59,8 @@ def main():
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--inner-s", type=float, default=0.004, help="seconds of the timed (inner) side")
     ap.add_argument("--budget-s", type=float, default=400)
+    ap.add_argument("--comm-mode", choices=("graph", "eager"), default="graph",
+                    help="all-to-alls as CUDA-graph replays or plain calls")
     ap.add_argument("--stall-s", type=float, default=60,
                     help="print every thread's stack after this long without progress, and exit")
     args = ap.parse_args()
@@ -173,8 +175,11 @@ def main():
         b.synchronize()
         est = slowest([a.elapsed_time(b) * 1e-3])[0]
         k = max(1, min(200, int(0.002 / max(est, 1e-7))))
-        with torch.cuda.stream(cs):
-            g = capture(call, k)
+        if args.comm_mode == "eager":
+            g = SimpleNamespace(replay=lambda call=call, k=k: [call() for _ in range(k)])
+        else:
+            with torch.cuda.stream(cs):
+                g = capture(call, k)
         g.replay()
         torch.cuda.synchronize()
         est = slowest([alone(g, cs, 1, k)])[0]
@@ -248,6 +253,7 @@ def main():
         meta.append(("timing", "CUDA events around CUDA-graph replays; overlapped: the other side "
                                "started first on its own stream and sized to last about twice as "
                                "long; median of %d samples, the slowest rank's" % args.samples))
+        meta.append(("comm_mode", args.comm_mode))
         meta.append(("a2a_calls_per_graph", " ".join("%d:%d" % (b, c["k"]) for b, c in a2a.items())))
         meta.append(("sm_carveout_api", "torch._C._set_sm_carveout_experimental" if set_co
                      else "unavailable"))

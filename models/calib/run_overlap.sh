@@ -32,5 +32,12 @@ fi
 if [ "$n" -ge 2 ] && [ "${SKIP_OVERLAP:-0}" != 1 ]; then
     timeout ${OVERLAP_TIMEOUT:-300} python3 -m torch.distributed.run --standalone --nproc_per_node=$n \
         "$d/measure_overlap.py" --out "$out/${prefix}_overlap.csv" $overlap >"$out/overlap.log" 2>&1
-    echo "run_overlap: overlap exit $?"; grep -v "^ *File\|^    " "$out/overlap.log" | tail -80
+    rc=$?; echo "run_overlap: overlap exit $rc"; grep -v "^ *File\|^    " "$out/overlap.log" | tail -80
+fi
+if [ "$n" -ge 2 ] && [ -n "${OVERLAP_FALLBACK:-}" ] && [ "${rc:-0}" != 0 ]; then
+    # The same with other arguments (e.g. --comm-mode eager) when the first failed.
+    timeout ${OVERLAP_TIMEOUT:-300} python3 -m torch.distributed.run --standalone --nproc_per_node=$n \
+        "$d/measure_overlap.py" --out "$out/${prefix}_overlap.csv" $overlap $OVERLAP_FALLBACK \
+        >"$out/overlap_fallback.log" 2>&1
+    echo "run_overlap: overlap (fallback) exit $?"; grep -v "^ *File\|^    " "$out/overlap_fallback.log" | tail -60
 fi
