@@ -205,7 +205,10 @@ def main():
             gg.replay()
             torch.cuda.synchronize()
             # GEMM alone: enough replays for inner_s.
-            t1 = alone(gg, gs, 1, r)
+            # Every rank must size its loops alike (the all-to-alls pair up across
+            # ranks; a rank launching more of them than its peer hangs): the
+            # slowest rank's figures throughout.
+            t1 = slowest([alone(gg, gs, 1, r)])[0]
             gin = max(2, math.ceil(args.inner_s / (t1 * r)))
             g_alone = med(slowest([alone(gg, gs, gin, r) for _ in range(args.samples)]))
             for nbytes, c in a2a.items():
