@@ -69,6 +69,19 @@ $(BUILD)/libmoesim.a: $(LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
+# `moesim --version` names the commit it was built from: git describe,
+# captured at build time into $(BUILD)/version.h (rewritten only when it
+# changes, so main.o is rebuilt exactly then); 'unknown' outside git.
+GIT_DESCRIBE := $(shell git describe --always --dirty 2>/dev/null | tr -cd '[:alnum:]._+-' || true)
+$(BUILD)/version.h: FORCE
+	@mkdir -p $(BUILD)
+	@printf '#define MOESIM_GIT "%s"\n' '$(or $(GIT_DESCRIBE),unknown)' >$@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+$(BUILD)/obj/sim/main.o: $(BUILD)/version.h
+$(BUILD)/obj/sim/main.o: CFLAGS += -I$(BUILD)
+.PHONY: FORCE
+FORCE:
+
 $(MOESIM): $(BUILD)/obj/sim/main.o $(BUILD)/libmoesim.a
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 

@@ -438,7 +438,7 @@ int cmd_calib(int argc, char **argv) {
         usage(stderr);
         ms_err("calib: the only subcommand is 'report' (example: moesim calib report -o "
                "report/calib)");
-        return 1;
+        return MS_EXIT_USAGE;
     }
     const char *hw_name = "H200", *out = "report/calib", *csv[MAX_CSV];
     int n_csv = 0, quiet = 0, c;
@@ -449,20 +449,20 @@ int cmd_calib(int argc, char **argv) {
         case 'c':
             if (n_csv == MAX_CSV) {
                 ms_err("calib report: more than %d --csv files", MAX_CSV);
-                return 1;
+                return MS_EXIT_USAGE;
             }
             csv[n_csv++] = optarg;
             break;
         case 'o': out = optarg; break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        default: usage(stderr); return MS_EXIT_USAGE;
         }
     }
     if (optind != argc - 1) {
         usage(stderr);
         ms_err("calib report: unexpected argument '%s'", argv[optind + 1]);
-        return 1;
+        return MS_EXIT_USAGE;
     }
     const hw_t *hw = hw_find(hw_name);
     if (!hw) {

@@ -53,7 +53,6 @@ static int flag_num(const char *flag, const char *s, double lo, double hi, doubl
 /* The preset with its embedded measurements attached, as a spec loader
  * attaches them. */
 static int hardware(const char *name, hw_t *out) {
-    if (!name) return ms_err("cost: --hardware is missing (one of %s)", hw_names());
     const hw_t *h = hw_find(name);
     if (!h) return ms_err("cost: --hardware '%s' is unknown (one of %s)", name, hw_names());
     *out = *h;
@@ -88,22 +87,23 @@ static int cost_expert(int argc, char **argv) {
         case O_DTYPE: dt = optarg; break;
         case O_CSV: csv = 1; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        default: usage(stderr); return MS_EXIT_USAGE;
         }
     }
     if (optind != argc)
         return ms_err("cost expert: unexpected argument '%s' (every value follows its flag)",
-                      argv[optind]), 1;
+                      argv[optind]), MS_EXIT_USAGE;
     hw_t hw;
+    if (!hwn) return ms_err("cost: --hardware is missing (one of %s)", hw_names()), MS_EXIT_USAGE;
     if (hardware(hwn, &hw)) return 1;
-    if (!mn) return ms_err("cost expert: --model is missing (one of %s)", moe_names()), 1;
+    if (!mn) return ms_err("cost expert: --model is missing (one of %s)", moe_names()), MS_EXIT_USAGE;
     const moe_model_t *mp = moe_find(mn);
     if (!mp) return ms_err("cost expert: --model '%s' is unknown (one of %s)", mn, moe_names()), 1;
     if (isnan(experts))
         return ms_err("cost expert: --experts is missing (active experts on the device, e.g. "
-                      "--experts 8)"), 1;
+                      "--experts 8)"), MS_EXIT_USAGE;
     if (isnan(tokens))
-        return ms_err("cost expert: --tokens is missing (tokens per expert, e.g. --tokens 64)"), 1;
+        return ms_err("cost expert: --tokens is missing (tokens per expert, e.g. --tokens 64)"), MS_EXIT_USAGE;
     moe_model_t m = *mp;
     if (dt) {
         if (!strcmp(dt, "fp8")) m.weight_bytes = m.dispatch_bytes = 1;
@@ -148,19 +148,20 @@ static int cost_a2a(int argc, char **argv) {
         case O_PATTERN: pat = optarg; break;
         case O_CSV: csv = 1; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        default: usage(stderr); return MS_EXIT_USAGE;
         }
     }
     if (optind != argc)
         return ms_err("cost a2a: unexpected argument '%s' (every value follows its flag)",
-                      argv[optind]), 1;
+                      argv[optind]), MS_EXIT_USAGE;
     hw_t hw;
+    if (!hwn) return ms_err("cost: --hardware is missing (one of %s)", hw_names()), MS_EXIT_USAGE;
     if (hardware(hwn, &hw)) return 1;
     if (isnan(devices))
-        return ms_err("cost a2a: --devices is missing (GPUs taking part, e.g. --devices 8)"), 1;
+        return ms_err("cost a2a: --devices is missing (GPUs taking part, e.g. --devices 8)"), MS_EXIT_USAGE;
     if (isnan(bytes))
         return ms_err("cost a2a: --bytes-per-rank is missing (each rank's send buffer in "
-                      "bytes, e.g. --bytes-per-rank 1048576)"), 1;
+                      "bytes, e.g. --bytes-per-rank 1048576)"), MS_EXIT_USAGE;
     if (!strncmp(pat, "skew:", 5)) {
         if (flag_num("--pattern skew:F", pat + 5, 1, 1e6, &skew)) return 1;
     } else if (strcmp(pat, "even")) {
@@ -208,5 +209,5 @@ int cmd_cost(int argc, char **argv) {
     usage(stderr);
     ms_err("cost: the subcommands are 'expert' and 'a2a' (example: moesim cost expert "
            "--hardware H200 --model deepseek-v3 --experts 8 --tokens 64)");
-    return 1;
+    return MS_EXIT_USAGE;
 }

@@ -40,7 +40,7 @@ int cmd_list(int argc, char **argv) {
     }
     if (argc != 2) {
         usage(stderr);
-        return 1;
+        return MS_EXIT_USAGE;
     }
     if (!strcmp(argv[1], "strategies")) {
         strategies();
@@ -56,7 +56,7 @@ int cmd_list(int argc, char **argv) {
                    hw_at(i)->source);
     } else {
         ms_err("list: unknown list '%s' (give strategies, models or hardware)", argv[1]);
-        return 1;
+        return MS_EXIT_USAGE;
     }
     return ferror(stdout) ? 1 : 0;
 }

@@ -141,29 +141,39 @@ static int parse(int argc, char **argv, place_args_t *a) {
             break;
         case 'q': a->quiet = 1; break;
         case 'h': usage(stdout); exit(0);
-        case ':': return ms_err("place: %s needs a value (see moesim place --help)", argv[optind - 1]);
+        case ':': ms_err("place: %s needs a value (see moesim place --help)", argv[optind - 1]); return MS_USAGE;
         default:
-            return ms_err("place: unknown option '%s' (see moesim place --help)", argv[optind - 1]);
+            ms_err("place: unknown option '%s' (see moesim place --help)", argv[optind - 1]);
+            return MS_USAGE;
         }
     }
-    if (optind < argc)
-        return ms_err("place: unexpected argument '%s' (options only; see moesim place --help)",
-                      argv[optind]);
-    if (!a->strategy)
-        return ms_err("place: no --strategy (known: %s; example: moesim place --strategy eplb "
-                      "--counts trace.json --out layout.csv)", place_names());
+    /* the command line's own mistakes are usage errors (exit 2) */
+    if (optind < argc) {
+        ms_err("place: unexpected argument '%s' (options only; see moesim place --help)",
+               argv[optind]);
+        return MS_USAGE;
+    }
+    if (!a->strategy) {
+        ms_err("place: no --strategy (known: %s; example: moesim place --strategy eplb "
+               "--counts trace.json --out layout.csv)", place_names());
+        return MS_USAGE;
+    }
     if (!place_find(a->strategy))
         return ms_err("place: unknown strategy '%s' (known: %s)", a->strategy, place_names());
-    if (!a->counts)
-        return ms_err("place: no --counts FILE (example: --counts traces/data/deepseek-v3-sglang/"
-                      "decode_in1000out1000.json)");
+    if (!a->counts) {
+        ms_err("place: no --counts FILE (example: --counts traces/data/deepseek-v3-sglang/"
+               "decode_in1000out1000.json)");
+        return MS_USAGE;
+    }
     if (a->sglang) {
         size_t n = a->out ? strlen(a->out) : 0;
         /* SGLang reads a file only when the name ends in .json; any other
          * argument it parses as inline JSON. */
-        if (n < 5 || strcmp(a->out + n - 5, ".json"))
-            return ms_err("place: --format sglang needs --out FILE.json (SGLang's "
-                          "--init-expert-location reads a file only when its name ends in .json)");
+        if (n < 5 || strcmp(a->out + n - 5, ".json")) {
+            ms_err("place: --format sglang needs --out FILE.json (SGLang's "
+                   "--init-expert-location reads a file only when its name ends in .json)");
+            return MS_USAGE;
+        }
     }
     if (a->devices < 0) a->devices = 32;
     if (a->nodes < 0) a->nodes = a->devices % 8 == 0 ? a->devices / 8 : 1;
@@ -172,9 +182,11 @@ static int parse(int argc, char **argv, place_args_t *a) {
     if (a->devices % a->nodes)
         return ms_err("place: %ld devices do not divide over %ld nodes (give --devices a multiple "
                       "of --nodes)", a->devices, a->nodes);
-    if (a->window && (a->eval || a->prior || a->out || a->db))
-        return ms_err("place: --window plans and scores windows of the --counts trace; it takes "
-                      "no --eval, --prior, --out or --db (drop them, or drop --window)");
+    if (a->window && (a->eval || a->prior || a->out || a->db)) {
+        ms_err("place: --window plans and scores windows of the --counts trace; it takes "
+               "no --eval, --prior, --out or --db (drop them, or drop --window)");
+        return MS_USAGE;
+    }
     return MS_OK;
 }
 
@@ -400,7 +412,11 @@ int cmd_place(int argc, char **argv) {
     char *tmp = NULL;
     int rc = 1;
 
-    if (parse(argc, argv, &a)) goto out;
+    int prc = parse(argc, argv, &a);
+    if (prc) {
+        if (prc == MS_USAGE) rc = MS_EXIT_USAGE;
+        goto out;
+    }
     ops = place_find(a.strategy);
     /* a preset name, or a preset .ini or Hugging Face config.json path */
     moe_model_t model_v;

@@ -33,12 +33,12 @@ int cmd_report(int argc, char **argv) {
         else if (c == 'f') only = optarg;
         else {
             usage(c == 'h' ? stdout : stderr);
-            return c == 'h' ? 0 : 1;
+            return c == 'h' ? MS_EXIT_OK : MS_EXIT_USAGE;
         }
     }
     if (optind != argc - 1) {
         ms_err("report: give one results database (example: moesim report results/demo.db -o report)");
-        return 1;
+        return MS_EXIT_USAGE;
     }
     report_result_t *res = ms_calloc(1, sizeof *res);
     int rc = report_build(argv[optind], out, only, res);

@@ -57,7 +57,7 @@ int cmd_sweep(int argc, char **argv) {
             if (nsets == SWEEP_MAX_SETS) {
                 ms_err("more than %d --set options (put them in the sweep file's [set])",
                        SWEEP_MAX_SETS);
-                return 1;
+                return MS_EXIT_USAGE;
             }
             sets[nsets++] = optarg;
             break;
@@ -76,14 +76,14 @@ int cmd_sweep(int argc, char **argv) {
         case 'p': o.progress = 1; break;
         case 'q': o.progress = 0; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        default: usage(stderr); return MS_EXIT_USAGE;
         }
     }
     if (optind != argc - 1) {
         usage(stderr);
         ms_err("sweep: give exactly one sweep file (example: moesim sweep "
                "configs/sweep_redundancy.ini)");
-        return 1;
+        return MS_EXIT_USAGE;
     }
     const char *path = argv[optind];
 

@@ -122,13 +122,13 @@ static int trace_info(int argc, char **argv) {
             if (opt_int("--top-k", optarg, 1, TRACE_MAX_TOP_K, &top_k)) return 1;
             break;
         case 's': summary = 1; break;
-        default: usage(c == 'h' ? stdout : stderr); return c != 'h';
+        default: usage(c == 'h' ? stdout : stderr); return c == 'h' ? MS_EXIT_OK : MS_EXIT_USAGE;
         }
     }
     if (optind != argc - 1) {
         ms_err("trace info: give one trace file (example: moesim trace info "
                "traces/data/deepseek-v3-sglang/decode_in1000out1000.json)");
-        return 1;
+        return MS_EXIT_USAGE;
     }
     trace_t *t;
     if (trace_read(argv[optind], &t)) return 1;
@@ -151,7 +151,7 @@ static int trace_convert(int argc, char **argv) {
     }
     if (argc != 3) {
         ms_err("trace convert: give IN and OUT (example: moesim trace convert in.json out.csv)");
-        return 1;
+        return MS_EXIT_USAGE;
     }
     trace_t *t;
     if (trace_read(argv[1], &t)) return 1;
@@ -207,14 +207,14 @@ static int trace_gen_cmd(int argc, char **argv) {
         }
         case 'o': out = optarg; break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        default: usage(stderr); return MS_EXIT_USAGE;
         }
     }
     if (bad) return 1;
     if (!out || optind != argc) {
         ms_err("trace gen: give the output file with -o OUT (.csv, .npy or .json) and no other "
                "arguments (example: moesim trace gen --skew 0.8 --drift 0.02 -o drift.npy)");
-        return 1;
+        return MS_EXIT_USAGE;
     }
     trace_t *t;
     if (trace_gen(&p, out, &t)) return 1;
@@ -230,11 +230,11 @@ static int trace_gen_cmd(int argc, char **argv) {
 int cmd_trace(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
-        return argc < 2;
+        return argc < 2 ? MS_EXIT_USAGE : MS_EXIT_OK;
     }
     if (!strcmp(argv[1], "info")) return trace_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "convert")) return trace_convert(argc - 1, argv + 1);
     if (!strcmp(argv[1], "gen")) return trace_gen_cmd(argc - 1, argv + 1);
     ms_err("trace: unknown subcommand '%s' (info, convert or gen)", argv[1]);
-    return 1;
+    return MS_EXIT_USAGE;
 }

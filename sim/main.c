@@ -4,6 +4,7 @@
 
 #include "cmd.h"
 #include "util.h"
+#include "version.h" /* MOESIM_GIT: git describe at build time (Makefile) */
 
 static const struct {
     const char *name;
@@ -19,6 +20,7 @@ static const struct {
     {"calib", cmd_calib, "the cost model against real-GPU measurements (calib report)"},
     {"list", cmd_list, "list strategies, model presets or hardware presets, with their sources"},
     {"cost", cmd_cost, "what the cost model charges for expert compute or an all-to-all (us)"},
+    {"version", NULL, "the version and the git commit it was built from (also --version)"},
 };
 
 static void usage(FILE *f) {
@@ -34,12 +36,16 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? MS_EXIT_USAGE : MS_EXIT_OK;
     }
-    if (!strcmp(argv[1], "--version")) {
-        printf("moesim %s\n", MOESIM_VERSION);
-        return 0;
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        if (argc > 2) {
+            fprintf(stderr, "moesim: %s takes no arguments\n", argv[1]);
+            return MS_EXIT_USAGE;
+        }
+        printf("moesim %s (%s)\n", MOESIM_VERSION, MOESIM_GIT);
+        return ferror(stdout) ? MS_EXIT_INPUT : MS_EXIT_OK;
     }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
-        if (!strcmp(argv[1], COMMANDS[i].name)) {
+        if (COMMANDS[i].fn && !strcmp(argv[1], COMMANDS[i].name)) {
             /* the one place statuses become exit codes (util.h) */
             int rc = COMMANDS[i].fn(argc - 1, argv + 1);
             return rc == MS_EXIT_OK || rc == MS_EXIT_USAGE || rc == MS_EXIT_INTERNAL
