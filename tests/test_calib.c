@@ -552,6 +552,6 @@ Test(calib, report_prints_errors_and_draws_the_figure, .init = quiet) {
     cr_assert_eq(cmd_calib(4, no_data), 1);
     cr_assert(strstr(ms_err_last(), "preset H100 has no measurements built in"));
     char *bad_sub[] = {"calib", "frob", NULL};
-    cr_assert_eq(cmd_calib(2, bad_sub), 1);
+    cr_assert_eq(cmd_calib(2, bad_sub), 2); /* a usage mistake */
     cr_assert(strstr(ms_err_last(), "the only subcommand is 'report'"));
 }

@@ -280,6 +280,6 @@ Test(presets, list_names_everything_with_its_source) {
     free(s);
     ms_err_quiet(1);
     char *bad[] = {"list", "gpus", NULL};
-    cr_expect_eq(cmd_list(2, bad), 1);
+    cr_expect_eq(cmd_list(2, bad), 2); /* a usage mistake */
     cr_expect(strstr(ms_err_last(), "give strategies, models or hardware"));
 }

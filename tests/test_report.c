@@ -607,5 +607,5 @@ Test(report, command_exit_status) {
     char *bad[] = {"report", none, "-o", out, NULL};
     cr_assert_eq(cmd_report(4, bad), 1);
     char *two[] = {"report", db, db, NULL};
-    cr_assert_eq(cmd_report(3, two), 1);
+    cr_assert_eq(cmd_report(3, two), 2); /* a usage mistake */
 }
