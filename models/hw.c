@@ -44,6 +44,7 @@ static const struct {
 static int parse_ini(cfg_t *c, const char *file, hw_t *h) {
     const char *name, *desc, *src, *links;
     memset(h, 0, sizeof *h);
+    cfg_set_kind(c, CFGK_HARDWARE);
     if (cfg_str(c, "hardware", "name", NULL, &name) ||
         cfg_str(c, "hardware", "description", "", &desc) ||
         cfg_str(c, "hardware", "source", file, &src) ||

@@ -75,6 +75,7 @@ static int parse_ini(cfg_t *c, const char *file, moe_model_t *m) {
     static const char *const attns[] = {"gqa", "mla"};
     const char *name, *desc, *src;
     memset(m, 0, sizeof *m);
+    cfg_set_kind(c, CFGK_MODEL);
     if (cfg_str(c, "model", "name", NULL, &name) || cfg_str(c, "model", "description", "", &desc) ||
         cfg_str(c, "model", "source", file, &src))
         return MS_ERR;

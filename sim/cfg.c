@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cfg_keys.h"
 #include "util.h"
 
 typedef struct {
@@ -23,14 +24,18 @@ struct cfg {
     entry_t *e;
     int n, cap;
     char *origin;
+    const char *kind; /* CFGK_ file kind its reads are checked as; NULL: unchecked */
     char where[512];
 };
 
 cfg_t *cfg_new(void) {
     cfg_t *c = ms_calloc(1, sizeof *c);
     c->origin = ms_strdup("-");
+    c->kind = CFGK_EXPERIMENT;
     return c;
 }
+
+void cfg_set_kind(cfg_t *c, const char *kind) { c->kind = kind; }
 
 void cfg_free(cfg_t *c) {
     if (!c) return;
@@ -49,6 +54,7 @@ cfg_t *cfg_copy(const cfg_t *c) {
     cfg_t *d = cfg_new();
     free(d->origin);
     d->origin = ms_strdup(c->origin);
+    d->kind = c->kind;
     for (int i = 0; i < c->n; i++)
         cfg_set(d, c->e[i].section, c->e[i].key, c->e[i].value, c->e[i].origin, c->e[i].line);
     return d;
@@ -245,7 +251,15 @@ int cfg_has_section(const cfg_t *c, const char *sec) {
     return 0;
 }
 
-int cfg_str(cfg_t *c, const char *sec, const char *key, const char *def, const char **out) {
+/* Every typed read is checked against the key table (cfg_keys.c) first,
+ * present or not, so a parser and the table cannot disagree unnoticed. */
+static void check_key(const cfg_t *c, const char *sec, const char *key, cfgk_type_t t,
+                      const char *def, const char *min, const char *max) {
+    if (c->kind) cfg_keys_check(c->kind, sec, key, t, def, min, max, NULL, 0);
+}
+
+static int get_str(cfg_t *c, const char *sec, const char *key, const char *def,
+                   const char **out) {
     entry_t *e = find(c, sec, key);
     if (!e) {
         *out = def;
@@ -256,7 +270,19 @@ int cfg_str(cfg_t *c, const char *sec, const char *key, const char *def, const c
     return MS_OK;
 }
 
+int cfg_str(cfg_t *c, const char *sec, const char *key, const char *def, const char **out) {
+    check_key(c, sec, key, CFGK_STR, def, NULL, NULL);
+    return get_str(c, sec, key, def, out);
+}
+
 int cfg_int(cfg_t *c, const char *sec, const char *key, long def, long min, long max, long *out) {
+    if (c->kind) {
+        char d[32], lo[32], hi[32];
+        snprintf(d, sizeof d, "%ld", def);
+        snprintf(lo, sizeof lo, "%ld", min);
+        snprintf(hi, sizeof hi, "%ld", max);
+        check_key(c, sec, key, CFGK_INT, d, lo, hi);
+    }
     entry_t *e = find(c, sec, key);
     if (!e) {
         *out = def;
@@ -276,6 +302,13 @@ int cfg_int(cfg_t *c, const char *sec, const char *key, long def, long min, long
 
 int cfg_double(cfg_t *c, const char *sec, const char *key, double def, double min, double max,
                double *out) {
+    if (c->kind) {
+        char d[40], lo[40], hi[40];
+        snprintf(d, sizeof d, "%.17g", def);
+        snprintf(lo, sizeof lo, "%.17g", min);
+        snprintf(hi, sizeof hi, "%.17g", max);
+        check_key(c, sec, key, CFGK_DOUBLE, d, lo, hi);
+    }
     entry_t *e = find(c, sec, key);
     if (!e) {
         *out = def;
@@ -294,6 +327,7 @@ int cfg_double(cfg_t *c, const char *sec, const char *key, double def, double mi
 }
 
 int cfg_bool(cfg_t *c, const char *sec, const char *key, int def, int *out) {
+    check_key(c, sec, key, CFGK_BOOL, def ? "true" : "false", NULL, NULL);
     entry_t *e = find(c, sec, key);
     if (!e) {
         *out = def;
@@ -326,7 +360,11 @@ void cfg_entry(const cfg_t *c, int i, const char **sec, const char **key, const 
 int cfg_check_unused(const cfg_t *c) {
     int rc = MS_OK;
     for (int i = 0; i < c->n; i++)
-        if (!c->e[i].used)
+        if (!c->e[i].used && c->kind && cfg_keys_find(c->kind, c->e[i].section, c->e[i].key))
+            rc = ms_err("%s:%d: [%s] %s is a known key, but nothing in this run reads it (is the "
+                        "strategy or mode it belongs to in use? see docs/config.md)",
+                        c->e[i].origin, c->e[i].line, c->e[i].section, c->e[i].key);
+        else if (!c->e[i].used)
             rc = ms_err("%s:%d: unknown key [%s] %s (misspelt? see docs/config.md for the keys)",
                         c->e[i].origin, c->e[i].line, c->e[i].section, c->e[i].key);
     return rc;
@@ -361,7 +399,8 @@ char *cfg_canonical(const cfg_t *c) {
 int cfg_enum(cfg_t *c, const char *sec, const char *key, const char *def,
              const char *const *names, int n, int *out) {
     const char *s;
-    if (cfg_str(c, sec, key, def, &s)) return MS_ERR;
+    if (c->kind) cfg_keys_check(c->kind, sec, key, CFGK_ENUM, def, NULL, NULL, names, n);
+    if (get_str(c, sec, key, def, &s)) return MS_ERR;
     for (int i = 0; i < n; i++)
         if (!strcmp(s, names[i])) {
             *out = i;

@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "cfg_keys.h"
+
 typedef struct cfg cfg_t;
 
 /* Parses an INI file. Syntax errors name file:line. */
@@ -20,6 +22,11 @@ int cfg_parse_mem(const char *text, size_t len, const char *origin, cfg_t **out)
 #define CFG_MAX_LINE 198
 #define CFG_MAX_BYTES (16 << 20)
 cfg_t *cfg_new(void);
+/* What kind of file the config is (CFGK_EXPERIMENT, the default, or
+ * CFGK_MODEL, CFGK_HARDWARE, CFGK_SWEEP of cfg_keys.h): every typed read
+ * is checked against that part of the key table. NULL turns the check off,
+ * for the tests of the getters themselves only. */
+void cfg_set_kind(cfg_t *c, const char *kind);
 cfg_t *cfg_copy(const cfg_t *c);
 void cfg_free(cfg_t *c);
 

@@ -14,6 +14,7 @@ int cmd_trace(int argc, char **argv);
 int cmd_calib(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_cost(int argc, char **argv);
+int cmd_config_keys(int argc, char **argv);
 
 /* Shared by commands that read an experiment config: parses the options
  * --db FILE, --set section.key=value (repeatable), --replace, --strategy S

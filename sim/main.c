@@ -20,6 +20,7 @@ static const struct {
     {"calib", cmd_calib, "the cost model against real-GPU measurements (calib report)"},
     {"list", cmd_list, "list strategies, model presets or hardware presets, with their sources"},
     {"cost", cmd_cost, "what the cost model charges for expert compute or an all-to-all (us)"},
+    {"config-keys", cmd_config_keys, "every config key: type, default, range, unit (docs/config.md)"},
     {"version", NULL, "the version and the git commit it was built from (also --version)"},
 };
 

@@ -117,6 +117,7 @@ static int load_base(const char *path, const char *base, cfg_t **out) {
 static int parse(const char *path, spec_t *s) {
     if (cfg_load(path, &s->file)) return MS_ERR;
     cfg_t *f = s->file;
+    cfg_set_kind(f, CFGK_SWEEP);
     int n = cfg_count(f), first_point_line = 0;
     s->set = ms_calloc((size_t)n, sizeof *s->set);
     s->groups = ms_calloc((size_t)n, sizeof *s->groups);

@@ -22,6 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     cfg_t *c = NULL;
     if (cfg_parse_mem((const char *)data, size, "fuzz.ini", &c) != MS_OK) return 0;
+    cfg_set_kind(c, NULL); /* any key: the reader and getters are fuzzed, not the table */
     int lines = 1;
     for (size_t i = 0; i < size; i++) lines += data[i] == '\n';
     for (int i = 0; i < cfg_count(c); i++) {

@@ -698,7 +698,9 @@ static void dyn_pack(const place_env_t *env, const double *w, int *se) {
 static int dyn_init(const place_env_t *env, const double *prior, place_state_t **st,
                     place_layout_t **out) {
     const place_ops_t *stat = place_find("static");
-    if (stat->init(env, prior, st, out)) return MS_ERR;
+    place_env_t base = *env; /* static reads its own [strategy.static], not [strategy.dyn] */
+    base.cfg_section = NULL;
+    if (stat->init(&base, prior, st, out)) return MS_ERR;
     place_state_t *s = ms_calloc(1, sizeof *s);
     s->env = *env;
     s->seen = ms_calloc((size_t)env->n_layers * env->n_experts, sizeof *s->seen);
