@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "place.h"
+#include "table.h"
 #include "util.h"
 
 static const struct {
@@ -286,12 +287,12 @@ double metrics_per_node(double tokens, double seconds, int nodes) {
 
 /* ---- the CLI's tables ---- */
 
-/* A column: the metric, its header, width and decimals; scale multiplies
- * the value and suffix follows it; a cell whose `need` count is zero
- * prints "-" (no request measured it). */
+/* A column: the metric, its key (CSV, JSON), header, width and decimals;
+ * scale multiplies the value and suffix follows it as text; a cell whose
+ * `need` count is zero is missing (no request measured it). */
 typedef struct col {
     enum metrics_id id;
-    const char *head;
+    const char *key, *head;
     int width, prec;
     double scale;
     const char *suffix;
@@ -299,72 +300,73 @@ typedef struct col {
 } col_t;
 
 static const col_t FIXED[] = {
-    {METRIC_STEP_TIME_MEAN, "step (ms)", 12, 3, 1, "", -1},
-    {METRIC_OUT_TPS_NODE, "tok/s/node", 14, 0, 1, "", -1},
-    {METRIC_PAR_MEAN, "mean PAR", 10, 3, 1, "", -1},
-    {METRIC_PAR_MAX, "max PAR", 10, 3, 1, "", -1},
+    {METRIC_STEP_TIME_MEAN, "step_ms", "step (ms)", 12, 3, 1, "", -1},
+    {METRIC_OUT_TPS_NODE, "tok_s_node", "tok/s/node", 14, 0, 1, "", -1},
+    {METRIC_PAR_MEAN, "par_mean", "mean PAR", 10, 3, 1, "", -1},
+    {METRIC_PAR_MAX, "par_max", "max PAR", 10, 3, 1, "", -1},
 };
 static const col_t SERVE[] = {
-    {METRIC_TPOT_MEAN, "TPOT(ms)", 9, 2, 1, "", METRIC_TPOT_REQUESTS},
-    {METRIC_TPOT_P99, "TPOT p99", 9, 2, 1, "", METRIC_TPOT_REQUESTS},
-    {METRIC_TTFT_P50, "TTFT p50", 9, 1, 1, "", METRIC_LATENCY_REQUESTS},
-    {METRIC_TTFT_P99, "TTFT p99", 9, 1, 1, "", METRIC_LATENCY_REQUESTS},
-    {METRIC_OUT_TPS_NODE, "out tok/s/n", 12, 0, 1, "", -1},
-    {METRIC_IN_TPS_NODE, "in tok/s/n", 12, 0, 1, "", -1},
-    {METRIC_PAR_MEAN, "mean PAR", 8, 3, 1, "", -1},
-    {METRIC_MIGRATED_GB, "GB moved", 8, 2, 1, "", -1},
-    {METRIC_GAP_TO_BOUND, "gap", 7, 1, 100, "%", -1},
+    {METRIC_TPOT_MEAN, "tpot_ms", "TPOT(ms)", 9, 2, 1, "", METRIC_TPOT_REQUESTS},
+    {METRIC_TPOT_P99, "tpot_p99_ms", "TPOT p99", 9, 2, 1, "", METRIC_TPOT_REQUESTS},
+    {METRIC_TTFT_P50, "ttft_p50_ms", "TTFT p50", 9, 1, 1, "", METRIC_LATENCY_REQUESTS},
+    {METRIC_TTFT_P99, "ttft_p99_ms", "TTFT p99", 9, 1, 1, "", METRIC_LATENCY_REQUESTS},
+    {METRIC_OUT_TPS_NODE, "out_tok_s_node", "out tok/s/n", 12, 0, 1, "", -1},
+    {METRIC_IN_TPS_NODE, "in_tok_s_node", "in tok/s/n", 12, 0, 1, "", -1},
+    {METRIC_PAR_MEAN, "par_mean", "mean PAR", 8, 3, 1, "", -1},
+    {METRIC_MIGRATED_GB, "migrated_gb", "GB moved", 8, 2, 1, "", -1},
+    {METRIC_GAP_TO_BOUND, "gap_pct", "gap", 7, 1, 100, "%", -1},
 };
 
-void metrics_print_header(FILE *f, int serving) {
+table_t *metrics_table(table_doc_t *d, int serving, int ci) {
     const col_t *c = serving ? SERVE : FIXED;
     size_t n = serving ? sizeof SERVE / sizeof *SERVE : sizeof FIXED / sizeof *FIXED;
-    fprintf(f, "%-10s %-18s", "strategy", "prior");
-    for (size_t i = 0; i < n; i++) fprintf(f, " %*s", c[i].width, c[i].head);
-    fputc('\n', f);
+    table_t *t = table_new(d, "summary", NULL);
+    table_col(t, "strategy", "strategy", 10, 1);
+    table_col(t, "prior", "prior", 18, 1);
+    for (size_t i = 0; i < n; i++) {
+        table_col(t, c[i].key, c[i].head, ci ? 2 * c[i].width + 4 : c[i].width, 0);
+        if (ci) { /* the half-width: its own column in CSV and JSON, inside the cell as text */
+            char k[64];
+            snprintf(k, sizeof k, "%s_ci95", c[i].key);
+            table_col(t, k, NULL, 0, 0);
+        }
+    }
+    return t;
 }
 
-void metrics_print_row(FILE *f, const char *strategy, const char *prior, const metrics_t *m,
+static void row(table_t *t, const char *strategy, const char *prior, const metrics_t *m,
+                const metrics_t *half, int serving) {
+    const col_t *c = serving ? SERVE : FIXED;
+    size_t n = serving ? sizeof SERVE / sizeof *SERVE : sizeof FIXED / sizeof *FIXED;
+    table_str(t, strategy);
+    table_str(t, prior ? prior : "-");
+    for (size_t i = 0; i < n; i++) {
+        int missing = !m->has[c[i].id] ||
+                      (c[i].need >= 0 && metrics_get(m, (enum metrics_id)c[i].need, 0) <= 0);
+        double v = c[i].scale * m->v[c[i].id], h = half ? c[i].scale * half->v[c[i].id] : 0;
+        char cell[96];
+        if (half) snprintf(cell, sizeof cell, "%.*f%s +- %.*f", c[i].prec, v, c[i].suffix,
+                           c[i].prec, h);
+        else snprintf(cell, sizeof cell, "%.*f%s", c[i].prec, v, c[i].suffix);
+        if (missing) table_null(t);
+        else table_num_text(t, v, cell);
+        if (half) {
+            if (missing) table_null(t);
+            else table_num_text(t, h, "");
+        }
+    }
+}
+
+void metrics_table_row(table_t *t, const char *strategy, const char *prior, const metrics_t *m,
                        int serving) {
-    const col_t *c = serving ? SERVE : FIXED;
-    size_t n = serving ? sizeof SERVE / sizeof *SERVE : sizeof FIXED / sizeof *FIXED;
-    fprintf(f, "%-10s %-18s", strategy, prior ? prior : "-");
-    for (size_t i = 0; i < n; i++) {
-        char cell[64] = "-";
-        int missing = !m->has[c[i].id] ||
-                      (c[i].need >= 0 && metrics_get(m, (enum metrics_id)c[i].need, 0) <= 0);
-        if (!missing)
-            snprintf(cell, sizeof cell, "%.*f%s", c[i].prec, c[i].scale * m->v[c[i].id],
-                     c[i].suffix);
-        fprintf(f, " %*s", c[i].width, cell);
-    }
-    fputc('\n', f);
+    row(t, strategy, prior, m, NULL, serving);
 }
 
-void metrics_print_header_ci(FILE *f, int serving) {
-    const col_t *c = serving ? SERVE : FIXED;
-    size_t n = serving ? sizeof SERVE / sizeof *SERVE : sizeof FIXED / sizeof *FIXED;
-    fprintf(f, "%-10s %-18s", "strategy", "prior");
-    for (size_t i = 0; i < n; i++) fprintf(f, " %*s", 2 * c[i].width + 4, c[i].head);
-    fputc('\n', f);
-}
-
-void metrics_print_row_ci(FILE *f, const char *strategy, const char *prior,
+void metrics_table_row_ci(table_t *t, const char *strategy, const char *prior,
                           const metrics_ci_t *ci, int serving) {
-    const col_t *c = serving ? SERVE : FIXED;
-    size_t n = serving ? sizeof SERVE / sizeof *SERVE : sizeof FIXED / sizeof *FIXED;
-    fprintf(f, "%-10s %-18s", strategy, prior ? prior : "-");
-    for (size_t i = 0; i < n; i++) {
-        char cell[96] = "-";
-        const metrics_t *m = &ci->mean;
-        int missing = !m->has[c[i].id] ||
-                      (c[i].need >= 0 && metrics_get(m, (enum metrics_id)c[i].need, 0) <= 0);
-        if (!missing)
-            snprintf(cell, sizeof cell, "%.*f%s +- %.*f", c[i].prec, c[i].scale * m->v[c[i].id],
-                     c[i].suffix, c[i].prec, c[i].scale * ci->half[c[i].id]);
-        fprintf(f, " %*s", 2 * c[i].width + 4, cell);
-    }
-    fputc('\n', f);
+    metrics_t half = ci->mean;
+    for (int i = 0; i < METRIC_N; i++) half.v[i] = ci->half[i];
+    row(t, strategy, prior, &ci->mean, &half, serving);
 }
 
 void metrics_print_run(FILE *f, int64_t run_id, const char *strategy, const char *prior,

@@ -230,14 +230,18 @@ int metrics_ci_overlap(double m1, double h1, double m2, double h2);
 
 /* ---- the CLI's tables, read from stored metrics ---- */
 
-void metrics_print_header(FILE *f, int serving);
-/* The same header and row as mean +- half-width over seeds. */
-void metrics_print_header_ci(FILE *f, int serving);
-void metrics_print_row_ci(FILE *f, const char *strategy, const char *prior,
-                          const metrics_ci_t *ci, int serving);
+struct table_doc;
+struct table;
+/* The summary table of run and compare (table.h prints it as text, CSV or
+ * JSON): strategy, prior and the fixed-batch or serving columns; with ci,
+ * each value as mean +- half-width over seeds (the half-width a column of
+ * its own, <key>_ci95, in CSV and JSON). */
+struct table *metrics_table(struct table_doc *d, int serving, int ci);
 /* prior: what the strategy planned from, as prior_display() shows it. */
-void metrics_print_row(FILE *f, const char *strategy, const char *prior, const metrics_t *m,
-                       int serving);
+void metrics_table_row(struct table *t, const char *strategy, const char *prior,
+                       const metrics_t *m, int serving);
+void metrics_table_row_ci(struct table *t, const char *strategy, const char *prior,
+                          const metrics_ci_t *ci, int serving);
 /* One sentence for `moesim run`. */
 void metrics_print_run(FILE *f, int64_t run_id, const char *strategy, const char *prior,
                        const metrics_t *m, int serving);

@@ -32,6 +32,7 @@ typedef struct cmd_exp {
     const char *timeline;           /* --timeline FILE.json (run, compare) */
     long timeline_max;              /* --timeline-max-events (0: the default) */
     int seeds;                      /* --seeds N (compare; 0: [experiment] seeds) */
+    int format;                     /* --csv, --json: a table_format_t (table.h) */
     struct cfg *cfg;
 } cmd_exp_t;
 

@@ -11,6 +11,7 @@
 
 #include "calib.h"
 #include "cmd.h"
+#include "table.h"
 #include "hw.h"
 #include "quote.h"
 #include "report.h"
@@ -21,6 +22,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: moesim calib report [--hardware NAME] [--csv FILE ...] [-o DIR]\n"
+            "                           [--table-csv | --json]\n"
             "\n"
             "Prints what the simulator charges beside every measurement of a calibration\n"
             "(expert GEMMs per kernel and dtype, all-to-all per world size and pattern), the\n"
@@ -34,7 +36,7 @@ static void usage(FILE *f) {
             "  --csv FILE        calibration CSV (repeatable; default: the preset's embedded\n"
             "                    measurements, models/calib/)\n"
             "  -o, --out DIR     figures, points.csv and index.md (default report/calib)\n"
-            "  -q, --quiet       summary only, no per-point table\n"
+            "  -q, --quiet       summary only, no per-point table\n"            "  --table-csv, --json  print the tables as CSV or JSON (--csv names the input)\n"
             "  -h, --help        this text\n");
 }
 
@@ -48,11 +50,18 @@ static const char *fmt(char *b, double v) {
     return b;
 }
 
-static void err_row(FILE *f, FILE *md, const char *set, const char *world, const calib_err_t *e,
+static void err_row(table_t *t, FILE *md, const char *set, const char *world, const calib_err_t *e,
                     double fit, const char *note) {
     char b[5][16];
-    fprintf(f, "%-40s %5s %6d %8s %8s %8s %10s %8s  %s\n", set, world, e->n, fmt(b[0], e->before),
-            fmt(b[1], e->after), fmt(b[4], fit), fmt(b[2], e->loo), fmt(b[3], e->cross), note);
+    table_str(t, set);
+    table_str(t, world);
+    table_int(t, e->n);
+    table_num(t, e->before, 1);
+    table_num(t, e->after, 1);
+    table_num(t, fit, 1);
+    table_num(t, e->loo, 1);
+    table_num(t, e->cross, 1);
+    table_str(t, note);
     if (md) { /* set and note hold the CSV's impl and pattern names: Markdown data */
         char *qs = quote_md(set), *qn = quote_md(note);
         fprintf(md, "| %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", qs, world, e->n,
@@ -207,7 +216,20 @@ static int class_of(const char *name, const char **names, int *n, int max) {
 
 #define MIB 1048576.0
 
-static int report(const calib_t *c, const char *dir, int quiet) {
+/* A table with its columns: keys as given, text heads the same but where
+ * heads[i] is not NULL. */
+static table_t *cols(table_doc_t *d, const char *name, const char *title, const char *const *keys,
+                     const char *const *heads, const int *widths, int n) {
+    table_t *t = table_new(d, name, title);
+    for (int i = 0; i < n; i++)
+        table_col(t, keys[i], heads && heads[i] ? heads[i] : keys[i], abs(widths[i]), widths[i] < 0);
+    return t;
+}
+#define NCOLS(a) ((int)(sizeof a / sizeof *a))
+
+static int report(const calib_t *c, const char *dir, int quiet, table_format_t tfmt) {
+    table_doc_t *doc = table_doc_new("calib report", tfmt);
+    char line[1024];
     const hw_t *hw = &c->hw; /* the hardware, without its measured fits */
     hw_t bare = c->hw, cal = c->hw;
     bare.calib = NULL;
@@ -220,42 +242,66 @@ static int report(const calib_t *c, const char *dir, int quiet) {
     FILE *pf = open_memstream(&pfs, &pfl);
     fprintf(pf, "kind,label,world,size,measured_ns,before_ns,charged_ns\n");
 
-    printf("moesim calib report: hardware %s (%s)\nmeasurements: %s\n\n", hw->name, hw->source,
-           c->source);
+    /* Every table goes through the shared printer (text, --csv, --json),
+     * printed once the report's files are in place; the lines between
+     * them are titles and notes. */
+    snprintf(line, sizeof line, "moesim calib report: hardware %s (%s)\nmeasurements: %s",
+             hw->name, hw->source, c->source);
+    table_t *t0 = table_new(doc, "source", line);
+    (void)t0; /* a title alone: no columns, so CSV and JSON leave it out */
     if (c->n_fits) {
-        printf("expert compute = floor + experts x per_expert + smoothmax_p(FLOPs / (eff_flops x "
-               "%.0f/%.0f TFLOP/s bf16/fp8), bytes / (eff_hbm x %.2f TB/s)), fitted per kernel\n"
-               "%-10s %-5s %6s %10s %12s %9s %8s %6s\n",
-               hw->flops_bf16 / 1e12, hw->flops_fp8 / 1e12, hw->hbm_bw / 1e12, "impl", "dtype",
-               "points", "floor_us", "per_expert_us", "eff_flops", "eff_hbm", "p");
+        snprintf(line, sizeof line, "expert compute = floor + experts x per_expert + "
+                 "smoothmax_p(FLOPs / (eff_flops x %.0f/%.0f TFLOP/s bf16/fp8), bytes / (eff_hbm x "
+                 "%.2f TB/s)), fitted per kernel", hw->flops_bf16 / 1e12, hw->flops_fp8 / 1e12,
+                 hw->hbm_bw / 1e12);
+        static const char *const k[] = {"impl", "dtype", "points", "floor_us", "per_expert_us",
+                                        "eff_flops", "eff_hbm", "p", "simulator"};
+        static const char *const h[] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ""};
+        static const int w[] = {-10, -5, 6, 10, 12, 9, 8, 6, -1};
+        table_t *t = cols(doc, "fits", line, k, h, w, NCOLS(k));
         for (int i = 0; i < c->n_fits; i++) {
             const calib_gemm_fit_t *f = &c->fits[i];
-            printf("%-10s %-5s %6d %10.2f %12.3f %9.3f %8.3f %6.2f%s\n", f->impl,
-                   dtype(f->weight_bytes), f->n, f->par.floor_ns / 1e3, f->par.expert_ns / 1e3,
-                   f->par.eff_flops, f->par.eff_hbm, f->par.sharp,
-                   strcmp(f->impl, c->gemm_impl) ? "" : "  <- the simulator's");
+            table_str(t, f->impl);
+            table_str(t, dtype(f->weight_bytes));
+            table_int(t, f->n);
+            table_num(t, f->par.floor_ns / 1e3, 2);
+            table_num(t, f->par.expert_ns / 1e3, 3);
+            table_num(t, f->par.eff_flops, 3);
+            table_num(t, f->par.eff_hbm, 3);
+            table_num(t, f->par.sharp, 2);
+            table_str(t, strcmp(f->impl, c->gemm_impl) ? "" : "<- the simulator's");
         }
-        printf("data-sheet model (before): floor kernel_ns %.1f us, eff_flops %.2f, eff_hbm %.2f, "
-               "hard max\n\n",
-               hw->kernel_ns / 1e3, hw->eff_flops, hw->eff_hbm);
+        table_note(doc, "data_sheet", "data-sheet model (before): floor kernel_ns %.1f us, "
+                   "eff_flops %.2f, eff_hbm %.2f, hard max", hw->kernel_ns / 1e3, hw->eff_flops,
+                   hw->eff_hbm);
     }
     hw_link_t pre = cost_scaleup_link(hw);
     if (c->n_a2a) {
-        printf("all-to-all link model: latency + bytes / (peak x ramp(bytes per peer) x duplex "
-               "when both directions are loaded), ramp(s) = (s + low x half) / (s + half)\n"
-               "%-22s %10s %9s %12s %6s %7s\n", "", "latency_us", "peak_GB/s", "half_MiB",
-               "low", "duplex");
-        printf("%-22s %10.2f %9.1f %12.2f %6.3f %7.3f\n", "preset (charged)", pre.lat_ns / 1e3,
-               pre.bw / 1e9, pre.half_bytes / MIB, pre.low_share, pre.duplex);
+        static const char *const k[] = {"model", "latency_us", "peak_GB_s", "half_MiB", "low",
+                                        "duplex"};
+        static const char *const h[] = {"", NULL, "peak_GB/s", NULL, NULL, NULL};
+        static const int w[] = {-22, 10, 9, 12, 6, 7};
+        table_t *t = cols(doc, "link", "all-to-all link model: latency + bytes / (peak x "
+                          "ramp(bytes per peer) x duplex when both directions are loaded), "
+                          "ramp(s) = (s + low x half) / (s + half)", k, h, w, NCOLS(k));
+        const hw_link_t *ls[2] = {&pre, c->a2a_fitted ? &c->link : NULL};
+        static const char *const names[] = {"preset (charged)", "fitted to these files"};
+        for (int i = 0; i < 2 && ls[i]; i++) {
+            table_str(t, names[i]);
+            table_num(t, ls[i]->lat_ns / 1e3, 2);
+            table_num(t, ls[i]->bw / 1e9, 1);
+            table_num(t, ls[i]->half_bytes / MIB, 2);
+            table_num(t, ls[i]->low_share, 3);
+            table_num(t, ls[i]->duplex, 3);
+        }
         if (c->a2a_fitted) {
             const hw_link_t *l = &c->link;
-            printf("%-22s %10.2f %9.1f %12.2f %6.3f %7.3f\n", "fitted to these files",
-                   l->lat_ns / 1e3, l->bw / 1e9, l->half_bytes / MIB, l->low_share, l->duplex);
-            printf("as [hardware] lines: scaleup_lat_ns = %.0f, eff_scaleup = %.4f, "
-                   "scaleup_half_bytes = %.4e, scaleup_low_share = %.4f, scaleup_duplex = %.4f\n",
-                   l->lat_ns, l->bw / hw->scaleup_bw, l->half_bytes, l->low_share, l->duplex);
+            table_note(doc, "hardware_lines", "as [hardware] lines: scaleup_lat_ns = %.0f, "
+                       "eff_scaleup = %.4f, scaleup_half_bytes = %.4e, scaleup_low_share = %.4f, "
+                       "scaleup_duplex = %.4f", l->lat_ns, l->bw / hw->scaleup_bw, l->half_bytes,
+                       l->low_share, l->duplex);
         }
-        printf("preset source: %s\n\n", hw->link_source);
+        table_note(doc, "link_source", "preset source: %s", hw->link_source);
     }
 
     /* Expert compute, point by point. */
@@ -264,11 +310,17 @@ static int report(const calib_t *c, const char *dir, int quiet) {
     size_t gpl;
     gp = open_memstream(&gps, &gpl);
     fprintf(gp, "$pts << EOD\n");
-    if (c->n_gemm && !quiet)
-        printf("expert compute, per device (charged: the simulator's function, each kernel's "
-               "own fit)\n%-16s %-5s %-8s %4s %6s %12s %11s %7s %11s %7s\n",
-               "model", "dtype", "impl", "E", "n/exp", "measured_us", "before_us", "err%",
-               "charged_us", "err%");
+    table_t *tg = NULL;
+    if (c->n_gemm && !quiet) {
+        static const char *const k[] = {"model", "dtype", "impl", "experts", "tokens_per_expert",
+                                        "measured_us", "before_us", "before_err_pct",
+                                        "charged_us", "charged_err_pct"};
+        static const char *const h[] = {NULL, NULL, NULL, "E", "n/exp", NULL, NULL, "err%", NULL,
+                                        "err%"};
+        static const int w[] = {-16, -5, -8, 4, 6, 12, 11, 7, 11, 7};
+        tg = cols(doc, "gemm", "expert compute, per device (charged: the simulator's function, "
+                  "each kernel's own fit)", k, h, w, NCOLS(k));
+    }
     for (int i = 0; i < c->n_gemm; i++) {
         const calib_gemm_pt_t *p = &c->gemm[i];
         const hw_gemm_t *par = calib_gemm_par(c, p->impl, p->weight_bytes);
@@ -276,10 +328,21 @@ static int report(const calib_t *c, const char *dir, int quiet) {
         double after = !strcmp(p->impl, c->gemm_impl) ? calib_gemm_charged_ns(&cal, p)
                        : par                          ? calib_gemm_par_ns(par, hw, p)
                                                       : NAN;
-        if (!quiet)
-            printf("%-16s %-5s %-8s %4d %6.0f %12.1f %11.1f %+7.1f %11.1f %+7.1f\n", p->model,
-                   dtype(p->weight_bytes), p->impl, p->experts, p->tokens, p->time_ns / 1e3,
-                   before / 1e3, pct(before, p->time_ns), after / 1e3, pct(after, p->time_ns));
+        if (tg) {
+            char b[32];
+            table_str(tg, p->model);
+            table_str(tg, dtype(p->weight_bytes));
+            table_str(tg, p->impl);
+            table_int(tg, p->experts);
+            table_num(tg, p->tokens, 0);
+            table_num(tg, p->time_ns / 1e3, 1);
+            table_num(tg, before / 1e3, 1);
+            snprintf(b, sizeof b, "%+.1f", pct(before, p->time_ns));
+            table_num_text(tg, pct(before, p->time_ns), b);
+            table_num(tg, after / 1e3, 1);
+            snprintf(b, sizeof b, "%+.1f", pct(after, p->time_ns));
+            table_num_text(tg, pct(after, p->time_ns), b);
+        }
         char label[160];
         snprintf(label, sizeof label, "%s/%s/%s/E%d", p->model, dtype(p->weight_bytes), p->impl,
                  p->experts);
@@ -307,25 +370,41 @@ static int report(const calib_t *c, const char *dir, int quiet) {
     ds.scaleup_half_bytes = 0;
     ds.scaleup_duplex = 1;
     hw_link_t base = cost_scaleup_link(&ds);
-    if (c->n_a2a && !quiet)
-        printf("%sall-to-all (flow network; charged: the preset's link model)\n"
-               "%-10s %5s %12s %12s %11s %7s %11s %7s\n",
-               c->n_gemm ? "\n" : "", "pattern", "world", "bytes/gpu", "measured_us",
-               "before_us", "err%", "charged_us", "err%");
+    table_t *ta = NULL;
+    if (c->n_a2a && !quiet) {
+        static const char *const k[] = {"pattern", "world", "bytes_per_gpu", "measured_us",
+                                        "before_us", "before_err_pct", "charged_us",
+                                        "charged_err_pct", "note"};
+        static const char *const h[] = {NULL, NULL, "bytes/gpu", NULL, NULL, "err%", NULL, "err%",
+                                        ""};
+        static const int w[] = {-10, 5, 12, 12, 11, 7, 11, 7, -1};
+        ta = cols(doc, "a2a", "all-to-all (flow network; charged: the preset's link model)", k, h,
+                  w, NCOLS(k));
+    }
     for (int i = 0; i < c->n_a2a; i++) {
         const calib_a2a_pt_t *p = &c->a2a[i];
         double before = calib_a2a_charged_ns(&base, p->pattern, p->world, p->bytes_per_gpu);
         double after = calib_a2a_charged_ns(&pre, p->pattern, p->world, p->bytes_per_gpu);
-        if (after < 0) {
-            if (!quiet)
-                printf("%-10s %5d %12.0f %12.1f  (pattern not modelled: uniform, skewed, "
-                       "oneway)\n", p->pattern, p->world, p->bytes_per_gpu, p->time_ns / 1e3);
-            continue;
+        if (ta) {
+            char b[32];
+            table_str(ta, p->pattern);
+            table_int(ta, p->world);
+            table_num(ta, p->bytes_per_gpu, 0);
+            table_num(ta, p->time_ns / 1e3, 1);
+            if (after < 0) {
+                for (int k = 0; k < 4; k++) table_null(ta);
+                table_str(ta, "pattern not modelled: uniform, skewed, oneway");
+            } else {
+                table_num(ta, before / 1e3, 1);
+                snprintf(b, sizeof b, "%+.1f", pct(before, p->time_ns));
+                table_num_text(ta, pct(before, p->time_ns), b);
+                table_num(ta, after / 1e3, 1);
+                snprintf(b, sizeof b, "%+.1f", pct(after, p->time_ns));
+                table_num_text(ta, pct(after, p->time_ns), b);
+                table_str(ta, "");
+            }
         }
-        if (!quiet)
-            printf("%-10s %5d %12.0f %12.1f %11.1f %+7.1f %11.1f %+7.1f\n", p->pattern, p->world,
-                   p->bytes_per_gpu, p->time_ns / 1e3, before / 1e3, pct(before, p->time_ns),
-                   after / 1e3, pct(after, p->time_ns));
+        if (after < 0) continue;
         char *ql = quote_csv(p->pattern);
         fprintf(pf, "a2a,%s,%d,%.0f,%.0f,%.0f,%.0f\n", ql, p->world, p->bytes_per_gpu,
                 p->time_ns, before, after);
@@ -351,8 +430,12 @@ static int report(const calib_t *c, const char *dir, int quiet) {
             qhw, qsrc);
     free(qhw);
     free(qsrc);
-    printf("\nmean absolute percentage error (MAPE, %%)\n%-40s %5s %6s %8s %8s %8s %10s %8s\n",
-           "set", "world", "points", "before", "charged", "fit", "leave-size", "cross");
+    static const char *const mk[] = {"set", "world", "points", "before", "charged", "fit",
+                                     "leave_size_out", "cross", "note"};
+    static const char *const mh[] = {NULL, NULL, NULL, NULL, NULL, NULL, "leave-size", NULL, ""};
+    static const int mw[] = {-40, 5, 6, 8, 8, 8, 10, 8, -1};
+    table_t *tm = cols(doc, "mape", "mean absolute percentage error (MAPE, %)", mk, mh, mw,
+                       NCOLS(mk));
     calib_err_t e;
     char set[128];
     /* Every (impl, dtype) fitted, the simulator's first. */
@@ -362,7 +445,7 @@ static int report(const calib_t *c, const char *dir, int quiet) {
             if ((pass == 0) != !strcmp(f->impl, c->gemm_impl)) continue;
             calib_eval_gemm(c, f->impl, f->weight_bytes, &e);
             snprintf(set, sizeof set, "expert compute %s %s", f->impl, dtype(f->weight_bytes));
-            err_row(stdout, md, set, "1", &e, e.after,
+            err_row(tm, md, set, "1", &e, e.after,
                     pass ? "" : "the simulator's kernel");
         }
     /* All-to-all by world, pattern and size range. */
@@ -384,12 +467,15 @@ static int report(const calib_t *c, const char *dir, int quiet) {
                 calib_eval_a2a(c, pat, w, R[r].lo, R[r].hi, NULL, &fe);
                 if (!e.n) continue;
                 snprintf(set, sizeof set, "all-to-all %s %s", pat ? pat : "all", R[r].name);
-                err_row(stdout, md, set, ws, &e, fe.after, "");
+                err_row(tm, md, set, ws, &e, fe.after, "");
             }
     }
     if (!c->n_a2a) {
-        printf("%-40s %5s %6d  not measured (needs 2+ GPUs: models/calib/measure_a2a.py)\n",
-               "all-to-all", "-", 0);
+        table_str(tm, "all-to-all");
+        table_null(tm);
+        table_int(tm, 0);
+        for (int k = 0; k < 5; k++) table_null(tm);
+        table_str(tm, "not measured (needs 2+ GPUs: models/calib/measure_a2a.py)");
         fprintf(md, "| all-to-all | - | 0 | - | - | - | - | - | not measured (needs 2+ GPUs) |\n");
     }
 
@@ -418,10 +504,13 @@ static int report(const calib_t *c, const char *dir, int quiet) {
         /* Keep the cause (named by the failing step) as the last message. */
         char why[512];
         snprintf(why, sizeof why, "%s", ms_err_last());
+        table_doc_free(doc);
         return ms_err("calib report: %s; nothing in %s was replaced", why, dir);
     }
-    printf("\nfigures and tables: %s/index.md\n", dir);
-    return MS_OK;
+    table_note(doc, "index", "figures and tables: %s/index.md", dir);
+    rc = table_print(doc, stdout);
+    table_doc_free(doc);
+    return rc;
 }
 
 
@@ -429,7 +518,8 @@ int cmd_calib(int argc, char **argv) {
     static const struct option opts[] = {
         {"hardware", required_argument, 0, 'H'}, {"csv", required_argument, 0, 'c'},
         {"out", required_argument, 0, 'o'},      {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+        {"help", no_argument, 0, 'h'},           {"json", no_argument, 0, 'J'},
+        {"table-csv", no_argument, 0, 'C'},     {0, 0, 0, 0}};
     if (argc < 2 || strcmp(argv[1], "report")) {
         if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
             usage(stdout);
@@ -442,6 +532,7 @@ int cmd_calib(int argc, char **argv) {
     }
     const char *hw_name = "H200", *out = "report/calib", *csv[MAX_CSV];
     int n_csv = 0, quiet = 0, c;
+    table_format_t tfmt = TABLE_TEXT;
     optind = 1;
     while ((c = getopt_long(argc - 1, argv + 1, "o:qh", opts, NULL)) != -1) {
         switch (c) {
@@ -455,6 +546,8 @@ int cmd_calib(int argc, char **argv) {
             break;
         case 'o': out = optarg; break;
         case 'q': quiet = 1; break;
+        case 'C': tfmt = TABLE_CSV; break;
+        case 'J': tfmt = TABLE_JSON; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return MS_EXIT_USAGE;
         }
@@ -478,7 +571,7 @@ int cmd_calib(int argc, char **argv) {
         }
         return 1;
     }
-    int rc = report(own, out, quiet);
+    int rc = report(own, out, quiet, tfmt);
     calib_free(own);
     return rc ? 1 : 0;
 }

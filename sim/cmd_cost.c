@@ -11,6 +11,7 @@
 
 #include "calib.h"
 #include "cmd.h"
+#include "table.h"
 #include "cost.h"
 #include "hw.h"
 #include "moe.h"
@@ -19,9 +20,9 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: moesim cost expert --hardware H --model M --experts E --tokens N\n"
-            "                          [--dtype bf16|fp8] [--csv]\n"
+            "                          [--dtype bf16|fp8] [--csv | --json]\n"
             "       moesim cost a2a --hardware H --devices D --bytes-per-rank B\n"
-            "                       [--pattern even|skew:F] [--csv]\n"
+            "                       [--pattern even|skew:F] [--csv | --json]\n"
             "\n"
             "Prints what the simulator charges, in microseconds:\n"
             "  expert  one device's routed experts: E active experts with N tokens each, one\n"
@@ -32,9 +33,10 @@ static void usage(FILE *f) {
             "          the others' share. Flow network (flow mode) and busiest port's closed\n"
             "          form (analytic mode).\n"
             "\n"
-            "  --csv   one machine-readable line per query:\n"
-            "          expert,HARDWARE,MODEL,DTYPE,EXPERTS,TOKENS,US\n"
-            "          a2a,HARDWARE,DEVICES,BYTES_PER_RANK,PATTERN,FLOW_US,ANALYTIC_US\n"
+            "  --csv   a header and one line per query, the figures exact:\n"
+            "          query,hardware,model,dtype,experts,tokens,us\n"
+            "          query,hardware,devices,bytes_per_rank,pattern,flow_us,analytic_us\n"
+            "  --json  the same as {\"tables\": {\"cost\": [{...}]}}\n"
             "\n"
             "hardware: %s; models: %s\n",
             hw_names(), moe_names());
@@ -60,13 +62,30 @@ static int hardware(const char *name, hw_t *out) {
     return MS_OK;
 }
 
-enum { O_HW = 1, O_MODEL, O_EXPERTS, O_TOKENS, O_DTYPE, O_DEVICES, O_BYTES, O_PATTERN, O_CSV };
+enum { O_HW = 1, O_MODEL, O_EXPERTS, O_TOKENS, O_DTYPE, O_DEVICES, O_BYTES, O_PATTERN, O_CSV,
+       O_JSON };
+
+/* --csv, --json: one row named "cost" through the shared table printer. */
+static int print_row(int fmt, const char *const *keys, int n, const char *const *str,
+                     const double *num) {
+    table_doc_t *d = table_doc_new("cost", (table_format_t)fmt);
+    table_t *t = table_new(d, "cost", NULL);
+    for (int i = 0; i < n; i++) table_col(t, keys[i], keys[i], 0, !!str[i]);
+    for (int i = 0; i < n; i++) {
+        if (str[i]) table_str(t, str[i]);
+        else table_num(t, num[i], 3);
+    }
+    int rc = table_print(d, stdout);
+    table_doc_free(d);
+    return rc ? MS_EXIT_INPUT : MS_EXIT_OK;
+}
 
 static int cost_expert(int argc, char **argv) {
     static const struct option opts[] = {
         {"hardware", required_argument, 0, O_HW}, {"model", required_argument, 0, O_MODEL},
         {"experts", required_argument, 0, O_EXPERTS}, {"tokens", required_argument, 0, O_TOKENS},
         {"dtype", required_argument, 0, O_DTYPE}, {"csv", no_argument, 0, O_CSV},
+        {"json", no_argument, 0, O_JSON},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *hwn = NULL, *mn = NULL, *dt = NULL;
     double experts = NAN, tokens = NAN;
@@ -85,7 +104,8 @@ static int cost_expert(int argc, char **argv) {
             if (flag_num("--tokens", optarg, 0, 1e9, &tokens)) return 1;
             break;
         case O_DTYPE: dt = optarg; break;
-        case O_CSV: csv = 1; break;
+        case O_CSV: csv = TABLE_CSV; break;
+        case O_JSON: csv = TABLE_JSON; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return MS_EXIT_USAGE;
         }
@@ -113,8 +133,10 @@ static int cost_expert(int argc, char **argv) {
     double ns = cost_experts_even_ns(&hw, &m, (int)experts, tokens);
     const char *dts = m.weight_bytes == 1 ? "fp8" : "bf16";
     if (csv) {
-        printf("expert,%s,%s,%s,%.0f,%.17g,%.3f\n", hw.name, m.name, dts, experts, tokens,
-               ns / 1e3);
+        const char *keys[] = {"query", "hardware", "model", "dtype", "experts", "tokens", "us"};
+        const char *str[] = {"expert", hw.name, m.name, dts, NULL, NULL, NULL};
+        double num[] = {0, 0, 0, 0, experts, tokens, ns / 1e3};
+        return print_row(csv, keys, 7, str, num);
     } else {
         const hw_gemm_t *fit = hw.calib ? calib_gemm_par(hw.calib, NULL, m.weight_bytes) : NULL;
         printf("%.3f us: %s on %s, %s weights, %.0f experts x %g tokens (%s)\n", ns / 1e3, m.name,
@@ -129,6 +151,7 @@ static int cost_a2a(int argc, char **argv) {
         {"hardware", required_argument, 0, O_HW}, {"devices", required_argument, 0, O_DEVICES},
         {"bytes-per-rank", required_argument, 0, O_BYTES},
         {"pattern", required_argument, 0, O_PATTERN}, {"csv", no_argument, 0, O_CSV},
+        {"json", no_argument, 0, O_JSON},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *hwn = NULL, *pat = "even";
     double devices = NAN, bytes = NAN, skew = 1;
@@ -146,7 +169,8 @@ static int cost_a2a(int argc, char **argv) {
             if (flag_num("--bytes-per-rank", optarg, 1, 1e13, &bytes)) return 1;
             break;
         case O_PATTERN: pat = optarg; break;
-        case O_CSV: csv = 1; break;
+        case O_CSV: csv = TABLE_CSV; break;
+        case O_JSON: csv = TABLE_JSON; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return MS_EXIT_USAGE;
         }
@@ -189,10 +213,13 @@ static int cost_a2a(int argc, char **argv) {
      * bytes per peer, both directions loaded */
     double analytic = cost_link_ns(&lk, ms_dmax(out0, in0), peer, 1);
     free(send);
-    if (csv)
-        printf("a2a,%s,%d,%.17g,%s,%.3f,%.3f\n", hw.name, D, bytes, pat, flow / 1e3,
-               analytic / 1e3);
-    else
+    if (csv) {
+        const char *keys[] = {"query", "hardware", "devices", "bytes_per_rank", "pattern",
+                              "flow_us", "analytic_us"};
+        const char *str[] = {"a2a", hw.name, NULL, NULL, pat, NULL, NULL};
+        double num[] = {0, 0, D, bytes, 0, flow / 1e3, analytic / 1e3};
+        return print_row(csv, keys, 7, str, num);
+    } else
         printf("%.3f us (flow mode), %.3f us (analytic mode): all-to-all of %g bytes per rank "
                "among %d %s, pattern %s; link: %s\n",
                flow / 1e3, analytic / 1e3, bytes, D, hw.name, pat, hw.link_source);

@@ -18,6 +18,7 @@
 
 #include "cfg.h"
 #include "cmd.h"
+#include "table.h"
 #include "metrics.h"
 #include "record.h"
 #include "moe.h"
@@ -38,6 +39,7 @@ typedef struct place_args {
     long window;              /* steps per window, 0: none */
     long devices, nodes, redundant, groups, seed; /* -1: not given */
     int quiet;
+    int fmt;      /* --csv, --json: a table_format_t */
     int n_sets;
     const char *sets[PLACE_MAX_SETS];
 } place_args_t;
@@ -83,6 +85,8 @@ static void usage(FILE *f) {
             "                         device_loads, trace_counts, summary)\n"
             "  --name NAME            experiment name in the database (default place)\n"
             "  -q, --quiet            print the averages only\n"
+            "  --csv, --json          print the tables (layers, windows, summary) as CSV or\n"
+            "                         JSON on stdout; other lines go to stderr\n"
             "  -h, --help             this text\n",
             place_names());
 }
@@ -105,6 +109,7 @@ static int parse(int argc, char **argv, place_args_t *a) {
         {"format", required_argument, 0, 'f'},
         {"eval", required_argument, 0, 'e'},     {"prior", required_argument, 0, 'P'},
         {"window", required_argument, 0, 'w'},
+        {"csv", no_argument, 0, 'C'},            {"json", no_argument, 0, 'J'},
         {0, 0, 0, 0},
     };
     memset(a, 0, sizeof *a);
@@ -140,6 +145,8 @@ static int parse(int argc, char **argv, place_args_t *a) {
             a->sglang = !strcmp(optarg, "sglang");
             break;
         case 'q': a->quiet = 1; break;
+        case 'C': a->fmt = TABLE_CSV; break;
+        case 'J': a->fmt = TABLE_JSON; break;
         case 'h': usage(stdout); exit(0);
         case ':': ms_err("place: %s needs a value (see moesim place --help)", argv[optind - 1]); return MS_USAGE;
         default:
@@ -352,7 +359,12 @@ static int windows(const place_args_t *a, const place_ops_t *ops, const place_en
     place_layout_t *lo = NULL;
     double *cur = sum_steps(tr, 0, N), *next = NULL;
     int rc = MS_ERR;
-    printf("%6s %10s %10s %10s %10s\n", "window", "PAR in", "PAR out", "hindsight", "bound");
+    table_doc_t *d = table_doc_new("place", (table_format_t)a->fmt);
+    table_t *tw = table_new(d, "windows", NULL);
+    static const char *const wk[] = {"par_in", "par_out", "hindsight", "bound"};
+    static const char *const wh[] = {"PAR in", "PAR out", "hindsight", "bound"};
+    table_col(tw, "window", "window", 6, 0);
+    for (int k = 0; k < 4; k++) table_col(tw, wk[k], wh[k], 10, 0);
     for (int i = 0; i + 1 < W; i++) {
         next = sum_steps(tr, (i + 1) * N, (i + 2) * N);
         if (plan(ops, env, cur, &ps, &lo)) goto out;
@@ -367,7 +379,11 @@ static int windows(const place_args_t *a, const place_ops_t *ops, const place_en
         double ph = layer_pars(lo, next, par);
         for (int l = 0; l < L; l++) lh[l] += par[l];
         drop(ops, &ps, &lo);
-        printf("%6d %10.4f %10.4f %10.4f %10.4f\n", i, pin, pout, ph, pb);
+        table_int(tw, i);
+        table_num(tw, pin, 4);
+        table_num(tw, pout, 4);
+        table_num(tw, ph, 4);
+        table_num(tw, pb, 4);
         m_in += pin;
         m_out += pout;
         m_h += ph;
@@ -377,17 +393,39 @@ static int windows(const place_args_t *a, const place_ops_t *ops, const place_en
         next = NULL;
     }
     if (!a->quiet) {
-        printf("per layer, averaged over %d windows:\n%5s %10s %10s %10s %10s\n", W - 1, "layer",
-               "PAR in", "PAR out", "hindsight", "bound");
-        for (int l = 0; l < L; l++)
-            printf("%5d %10.4f %10.4f %10.4f %10.4f\n", l, lin[l] / (W - 1), lout[l] / (W - 1),
-                   lh[l] / (W - 1), lb[l] / (W - 1));
+        char title[64];
+        snprintf(title, sizeof title, "per layer, averaged over %d windows:", W - 1);
+        table_t *tl = table_new(d, "layers", title);
+        table_col(tl, "layer", "layer", 5, 0);
+        for (int k = 0; k < 4; k++) table_col(tl, wk[k], wh[k], 10, 0);
+        for (int l = 0; l < L; l++) {
+            table_int(tl, l);
+            table_num(tl, lin[l] / (W - 1), 4);
+            table_num(tl, lout[l] / (W - 1), 4);
+            table_num(tl, lh[l] / (W - 1), 4);
+            table_num(tl, lb[l] / (W - 1), 4);
+        }
     }
-    printf("%s on %s, windows of %d steps (%d pairs): mean PAR in-sample %.4f, out-of-sample "
-           "%.4f, hindsight %.4f, bound %.4f\n", ops->name, a->counts, N, W - 1, m_in / (W - 1),
-           m_out / (W - 1), m_h / (W - 1), m_b / (W - 1));
-    rc = MS_OK;
+    if (a->fmt != TABLE_TEXT) {
+        table_t *ts = table_new(d, "summary", NULL);
+        static const char *const sk[] = {"strategy", "counts", "window_steps", "pairs",
+                                         "par_in", "par_out", "hindsight", "bound"};
+        for (int k = 0; k < 8; k++) table_col(ts, sk[k], sk[k], 0, k < 2);
+        table_str(ts, ops->name);
+        table_str(ts, a->counts);
+        table_int(ts, N);
+        table_int(ts, W - 1);
+        table_num(ts, m_in / (W - 1), 4);
+        table_num(ts, m_out / (W - 1), 4);
+        table_num(ts, m_h / (W - 1), 4);
+        table_num(ts, m_b / (W - 1), 4);
+    }
+    table_note(d, "summary", "%s on %s, windows of %d steps (%d pairs): mean PAR in-sample %.4f, "
+               "out-of-sample %.4f, hindsight %.4f, bound %.4f", ops->name, a->counts, N, W - 1,
+               m_in / (W - 1), m_out / (W - 1), m_h / (W - 1), m_b / (W - 1));
+    rc = table_print(d, stdout);
 out:
+    table_doc_free(d);
     drop(ops, &ps, &lo);
     free(cur);
     free(next);
@@ -410,6 +448,7 @@ int cmd_place(int argc, char **argv) {
     metrics_layer_bound_t *row = NULL;
     metrics_loads_t acc = {0};
     char *tmp = NULL;
+    table_doc_t *doc = NULL;
     int rc = 1;
 
     int prc = parse(argc, argv, &a);
@@ -513,33 +552,73 @@ int cmd_place(int argc, char **argv) {
         metrics_set(&m, METRIC_PAR_MEAN_IN_SAMPLE, planw ? par_in : NAN);
         metrics_set(&m, METRIC_PAR_MEAN_HINDSIGHT, par_h);
     }
+    doc = table_doc_new("place", (table_format_t)a.fmt);
     if (!a.quiet) {
-        printf("%5s %8s %8s %14s %14s %8s", "layer", "PAR", "balance", "max load", "bound",
-               "gap %");
-        if (!oracle) printf(" %8s %9s", "PAR in", "hindsight");
-        printf("\n");
+        table_t *t = table_new(doc, "layers", NULL);
+        table_col(t, "layer", "layer", 5, 0);
+        table_col(t, "par", "PAR", 8, 0);
+        table_col(t, "balance", "balance", 8, 0);
+        table_col(t, "max_load", "max load", 14, 0);
+        table_col(t, "bound", "bound", 14, 0);
+        table_col(t, "gap_pct", "gap %", 8, 0);
+        if (!oracle) {
+            table_col(t, "par_in", "PAR in", 8, 0);
+            table_col(t, "hindsight", "hindsight", 9, 0);
+        }
         for (int l = 0; l < L; l++) {
             const metrics_layer_bound_t *r = &row[l];
-            printf("%5d %8.4f %8.4f %14.1f %14.1f %8.2f", l,
-                   metrics_par(dev + (size_t)l * D, D),
-                   r->max_load > 0 ? r->best_ep / r->max_load : 1.0, r->max_load, r->bound,
-                   100 * metrics_gap_to_bound(r, 1));
-            if (!oracle) printf(" %8.4f %9.4f", p_in[l], p_h[l]);
-            printf("\n");
+            table_int(t, l);
+            table_num(t, metrics_par(dev + (size_t)l * D, D), 4);
+            table_num(t, r->max_load > 0 ? r->best_ep / r->max_load : 1.0, 4);
+            table_num(t, r->max_load, 1);
+            table_num(t, r->bound, 1);
+            table_num(t, 100 * metrics_gap_to_bound(r, 1), 2);
+            if (!oracle) {
+                table_num(t, p_in[l], 4);
+                table_num(t, p_h[l], 4);
+            }
         }
     }
-    printf("%s on %s: %d layers, %d experts, %d slots on %d devices / %ld nodes\n", ops->name,
-           sc_path, L, E, lo->layer[0].n_slots, D, a.nodes);
-    printf("prior: %s\n", prior_display(plabel));
 #define G(id) metrics_get(&m, METRIC_##id, 0)
-    printf("mean PAR %.4f (max %.4f), balancedness %.4f (SGLang) %.4f (vLLM), "
-           "bound PAR %.4f, gap to bound %.2f%%\n",
-           G(PAR_MEAN), G(PAR_MAX), G(BALANCEDNESS_SGLANG), G(BALANCEDNESS_VLLM),
-           G(BOUND_PAR_MEAN), 100 * G(GAP_TO_BOUND));
+    if (a.fmt != TABLE_TEXT) {
+        table_t *t = table_new(doc, "summary", NULL);
+        static const char *const k[] = {"strategy", "counts", "prior", "layers", "experts", "slots",
+                                        "devices", "nodes", "par_mean", "par_max",
+                                        "balancedness_sglang", "balancedness_vllm",
+                                        "bound_par_mean", "gap_to_bound_pct", "par_in_sample",
+                                        "par_out_of_sample", "par_hindsight"};
+        for (int i = 0; i < 17; i++) table_col(t, k[i], k[i], 0, i < 3);
+        table_str(t, ops->name);
+        table_str(t, sc_path);
+        table_str(t, prior_display(plabel));
+        table_int(t, L);
+        table_int(t, E);
+        table_int(t, lo->layer[0].n_slots);
+        table_int(t, D);
+        table_int(t, a.nodes);
+        table_num(t, G(PAR_MEAN), 4);
+        table_num(t, G(PAR_MAX), 4);
+        table_num(t, G(BALANCEDNESS_SGLANG), 4);
+        table_num(t, G(BALANCEDNESS_VLLM), 4);
+        table_num(t, G(BOUND_PAR_MEAN), 4);
+        table_num(t, 100 * G(GAP_TO_BOUND), 2);
+        table_num(t, oracle ? NAN : par_in, 4);
+        table_num(t, oracle ? NAN : par_out, 4);
+        table_num(t, oracle ? NAN : par_h, 4);
+    }
+    table_note(doc, "deployment", "%s on %s: %d layers, %d experts, %d slots on %d devices / %ld "
+               "nodes", ops->name, sc_path, L, E, lo->layer[0].n_slots, D, a.nodes);
+    table_note(doc, "prior", "prior: %s", prior_display(plabel));
+    table_note(doc, "mean", "mean PAR %.4f (max %.4f), balancedness %.4f (SGLang) %.4f (vLLM), "
+               "bound PAR %.4f, gap to bound %.2f%%",
+               G(PAR_MEAN), G(PAR_MAX), G(BALANCEDNESS_SGLANG), G(BALANCEDNESS_VLLM),
+               G(BOUND_PAR_MEAN), 100 * G(GAP_TO_BOUND));
     if (!oracle)
-        printf("mean PAR in-sample %.4f, out-of-sample %.4f, hindsight (planned on %s) %.4f, "
-               "bound %.4f\n", par_in, par_out, sc_path, par_h, G(BOUND_PAR_MEAN));
+        table_note(doc, "samples", "mean PAR in-sample %.4f, out-of-sample %.4f, hindsight "
+                   "(planned on %s) %.4f, bound %.4f", par_in, par_out, sc_path, par_h,
+                   G(BOUND_PAR_MEAN));
 #undef G
+    if (table_print(doc, stdout)) goto out;
 
     if (a.out && write_tmp(lo, a.sglang ? model->n_dense : -1, a.out, &tmp)) goto out;
     if (a.db && store_all(&a, cfg, ops, ps, lo, sc_path, plabel, scored, &acc, row, &m))
@@ -550,10 +629,13 @@ int cmd_place(int argc, char **argv) {
     }
     free(tmp);
     tmp = NULL;
-    if (a.out) printf("layout: %s\n", a.out);
-    if (a.db) printf("results: %s\n", a.db);
+    /* as text, after the table; beside CSV or JSON on stdout, on stderr */
+    FILE *said = a.fmt == TABLE_TEXT ? stdout : stderr;
+    if (a.out) fprintf(said, "layout: %s\n", a.out);
+    if (a.db) fprintf(said, "results: %s\n", a.db);
     rc = 0;
 out:
+    table_doc_free(doc);
     if (tmp) {
         unlink(tmp);
         free(tmp);

@@ -14,6 +14,7 @@
 #include "record.h"
 #include "run.h"
 #include "store.h"
+#include "table.h"
 #include "timeline.h"
 #include "util.h"
 
@@ -35,6 +36,8 @@ static void usage(const char *cmd, FILE *f) {
             "                         FILE.<strategy>.json (docs/timeline.md)\n"
             "  --timeline-max-events N  cap on the events of a timeline file (default %ld;\n"
             "                         a last instant event says when it was reached)\n"
+            "  --csv, --json          print the table as CSV or JSON on stdout (other lines go\n"
+            "                         to stderr with --csv, into \"notes\" with --json)\n"
             "  -h, --help             this text\n",
             cmd,
             strcmp(cmd, "run") ? "Runs every strategy listed in [placement] strategies on the same\n"
@@ -57,6 +60,7 @@ static int parse(int argc, char **argv, cmd_exp_t *o) {
         {"help", no_argument, 0, 'h'},          {"wait-s", required_argument, 0, 'w'},
         {"timeline", required_argument, 0, 't'}, {"timeline-max-events", required_argument, 0, 'T'},
         {"seeds", required_argument, 0, 'n'},
+        {"csv", no_argument, 0, 'C'},           {"json", no_argument, 0, 'J'},
         {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -110,6 +114,8 @@ static int parse(int argc, char **argv, cmd_exp_t *o) {
             o->seeds = (int)v;
             break;
         }
+        case 'C': o->format = TABLE_CSV; break;
+        case 'J': o->format = TABLE_JSON; break;
         case 'h': usage(argv[0], stdout); exit(0);
         default: usage(argv[0], stderr); return MS_USAGE;
         }
@@ -210,6 +216,7 @@ static int run_cmd(int argc, char **argv, int all) {
     int64_t ids[RUN_MAX_STRATEGIES];
     timeline_t *tl[RUN_MAX_STRATEGIES] = {0};
     metrics_t *runs = NULL;
+    table_doc_t *doc = NULL;
     int pr = parse(argc, argv, &o);
     if (pr == MS_USAGE) rc = MS_EXIT_USAGE;
     if (pr || run_spec_load(o.cfg, &spec) || select_strategies(&o, &spec, all)) goto out;
@@ -261,27 +268,30 @@ static int run_cmd(int argc, char **argv, int all) {
     }
     char plb[600];
     const char *prior = prior_display(prior_label(&spec.prior, plb, sizeof plb));
-    if (all && seeds > 1) metrics_print_header_ci(stdout, spec.serving);
-    else if (all) metrics_print_header(stdout, spec.serving);
+    /* run prints one sentence as text; compare (and run as CSV or JSON) the table */
+    doc = table_doc_new(argv[0], (table_format_t)o.format);
+    table_t *tb = all || o.format != TABLE_TEXT ? metrics_table(doc, spec.serving, seeds > 1) : NULL;
     for (int i = 0; i < n; i++) {
         metrics_t m;
         int64_t id = store_final_id(st, ids[i]);
         if (seeds > 1) {
             if (metrics_load_ci(store_db(st), id, &ci)) goto out;
-            metrics_print_row_ci(stdout, spec.strategies[i], prior, &ci, spec.serving);
+            metrics_table_row_ci(tb, spec.strategies[i], prior, &ci, spec.serving);
             continue;
         }
         if (metrics_load(store_db(st), id, &m)) goto out;
-        if (all) metrics_print_row(stdout, spec.strategies[i], prior, &m, spec.serving);
+        if (tb) metrics_table_row(tb, spec.strategies[i], prior, &m, spec.serving);
         else metrics_print_run(stdout, id, spec.strategies[i], prior, &m, spec.serving);
     }
     if (seeds > 1)
-        printf("(mean +- half-width of the 95%% confidence interval over %d seeds, %llu to "
-               "%llu)\n", seeds, (unsigned long long)seed0,
-               (unsigned long long)(seed0 + (uint64_t)seeds - 1));
-    printf("results: %s\n", o.db);
+        table_note(doc, "seeds", "(mean +- half-width of the 95%% confidence interval over %d "
+                   "seeds, %llu to %llu)", seeds, (unsigned long long)seed0,
+                   (unsigned long long)(seed0 + (uint64_t)seeds - 1));
+    table_note(doc, "results", "results: %s", o.db);
+    if (table_print(doc, stdout)) goto out;
     rc = 0;
 out:
+    table_doc_free(doc);
     free(runs);
     for (int i = 0; i < RUN_MAX_STRATEGIES; i++) timeline_abort(tl[i]);
     store_close(st); /* unpublished runs are dropped; the database is as it was */

@@ -9,6 +9,7 @@
 
 #include "cmd.h"
 #include "sweep.h"
+#include "table.h"
 #include "util.h"
 
 #define SWEEP_MAX_SETS 256
@@ -35,7 +36,53 @@ static void usage(FILE *f) {
             "  --progress             draw the progress line even when stderr is not a\n"
             "                         terminal (under mpirun it never is)\n"
             "  --no-progress          never draw it\n"
+            "  --csv, --json          print the points (--dry-run) or the summary as a table\n"
             "  -h, --help             this text\n");
+}
+
+/* The points (--dry-run) or the summary, through the shared table printer;
+ * the summary stays a sentence as text. */
+static int print_result(const sweep_t *sw, const sweep_opts_t *o, const sweep_stats_t *st,
+                        table_format_t fmt, int workers, int mpi) {
+    table_doc_t *d = table_doc_new("sweep", fmt);
+    if (o->dry_run) {
+        table_t *t = table_new(d, "points", NULL);
+        table_col(t, "point", "point", 5, 0);
+        table_col(t, "config_hash", "config_hash", 16, 1);
+        table_col(t, "done", "done", 4, 1);
+        table_col(t, "what_varies", "what varies", 0, 1);
+        for (int i = 0; i < sw->n_points; i++) {
+            table_int(t, i + 1);
+            table_str(t, sw->pt[i].hash);
+            table_str(t, sw->pt[i].done ? "yes" : "no");
+            table_str(t, sw->pt[i].label);
+        }
+        table_note(d, "summary", "sweep: %d points, %d already in %s, %d to run", st->points,
+                   st->skipped, o->db, st->points - st->skipped);
+    } else {
+        if (fmt != TABLE_TEXT) {
+            table_t *t = table_new(d, "sweep", NULL);
+            static const char *const k[] = {"points", "ran", "skipped", "failed", "merged",
+                                            "wall_s", "workers", "database"};
+            for (int i = 0; i < 8; i++) table_col(t, k[i], k[i], 0, i == 7);
+            table_int(t, st->points);
+            table_int(t, st->ran);
+            table_int(t, st->skipped);
+            table_int(t, st->failed);
+            table_int(t, st->merged);
+            table_num(t, st->wall_s, 1);
+            table_int(t, workers);
+            table_str(t, o->db);
+        }
+        table_note(d, "summary", "sweep: %d points: %d run, %d already in the database%s, %d "
+                   "failed (%.1f s on %d %s%s); results: %s", st->points, st->ran, st->skipped,
+                   st->merged ? " (some merged from rank files)" : "", st->failed, st->wall_s,
+                   workers, mpi ? "rank" : "process",
+                   workers > 1 ? (mpi ? "s" : "es") : "", o->db);
+    }
+    int rc = table_print(d, stdout);
+    table_doc_free(d);
+    return rc;
 }
 
 int cmd_sweep(int argc, char **argv) {
@@ -44,11 +91,13 @@ int cmd_sweep(int argc, char **argv) {
         {"dry-run", no_argument, 0, 'n'},    {"progress", no_argument, 0, 'p'},
         {"no-progress", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
         {"jobs", required_argument, 0, 'j'},
+        {"csv", no_argument, 0, 'C'},        {"json", no_argument, 0, 'J'},
         {0, 0, 0, 0},
     };
     const char *sets[SWEEP_MAX_SETS];
     sweep_opts_t o = {.progress = -1};
     int nsets = 0, c, jobs = 1;
+    table_format_t fmt = TABLE_TEXT;
     optind = 1;
     while ((c = getopt_long(argc, argv, "hj:", opts, NULL)) != -1) {
         switch (c) {
@@ -75,6 +124,8 @@ int cmd_sweep(int argc, char **argv) {
         case 'n': o.dry_run = 1; break;
         case 'p': o.progress = 1; break;
         case 'q': o.progress = 0; break;
+        case 'C': fmt = TABLE_CSV; break;
+        case 'J': fmt = TABLE_JSON; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return MS_EXIT_USAGE;
         }
@@ -119,17 +170,8 @@ int cmd_sweep(int argc, char **argv) {
                           : sweep_local_run(sw, &o, jobs, &st);
         }
     }
-    if (rc == MS_OK && rank == 0) {
-        if (o.dry_run)
-            printf("sweep: %d points, %d already in %s, %d to run\n", st.points, st.skipped,
-                   o.db, st.points - st.skipped);
-        else
-            printf("sweep: %d points: %d run, %d already in the database%s, %d failed "
-                   "(%.1f s on %d %s%s); results: %s\n",
-                   st.points, st.ran, st.skipped, st.merged ? " (some merged from rank files)" : "",
-                   st.failed, st.wall_s, size > 1 ? size : jobs, size > 1 ? "rank" : "process",
-                   (size > 1 ? size : jobs) > 1 ? (size > 1 ? "s" : "es") : "", o.db);
-    }
+    if (rc == MS_OK && rank == 0) rc = print_result(sw, &o, &st, fmt, size > 1 ? size : jobs,
+                                                    size > 1);
     sweep_free(sw);
     sweep_mpi_end();
     if (rank > 0) ms_err_quiet(was_quiet);

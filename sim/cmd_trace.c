@@ -8,20 +8,22 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "table.h"
 #include "trace.h"
 #include "trace_gen.h"
 #include "util.h"
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: moesim trace info FILE [--ep N] [--top-k K] [--summary]\n"
+            "usage: moesim trace info FILE [--ep N] [--top-k K] [--summary] [--csv | --json]\n"
             "       moesim trace convert IN OUT\n"
             "       moesim trace gen [options] -o OUT\n"
             "\n"
             "info     layers, experts, steps, tokens; hottest/mean and coldest/mean expert load\n"
             "         and the PAR of contiguous placement at EP size N (default 32), per layer\n"
             "         and averaged. --top-k K turns token-expert pairs into tokens when the\n"
-            "         file does not say; --summary leaves out the per-layer table.\n"
+            "         file does not say; --summary leaves out the per-layer table; --csv and\n"
+            "         --json print the figures as tables (\"trace\" and \"layers\").\n"
             "convert  reads IN (.json SGLang, .jsonl per-token, .npy counts, .csv native) and\n"
             "         writes OUT in the format of its extension (.csv, .npy, .json).\n"
             "gen      a seeded synthetic trace (defaults in brackets):\n"
@@ -59,7 +61,67 @@ static const char *fig(double v, int width, char *buf, size_t n) {
     return buf;
 }
 
-static void print_info(const trace_t *t, const trace_stats_t *st, int ep, int summary) {
+/* The per-layer table: text, CSV or JSON alike (NaN: undefined, n/a). */
+static void layer_table(table_doc_t *d, const trace_t *t, const trace_stats_t *st, const char *par) {
+    table_t *tb = table_new(d, "layers", NULL);
+    table_col(tb, "layer", "layer", 5, 0);
+    table_col(tb, "src", "src", 5, 0);
+    table_col(tb, "hottest_mean", "hottest/mean", 13, 0);
+    table_col(tb, "coldest_mean", "coldest/mean", 13, 0);
+    table_col(tb, "par", par, 10, 0);
+    for (int l = 0; l < t->n_layers; l++) {
+        table_int(tb, l);
+        table_int(tb, l + t->first_layer);
+        table_num_or(tb, st->hot[l], 4, "n/a");
+        table_num_or(tb, st->cold[l], 4, "n/a");
+        table_num_or(tb, st->par[l], 4, "n/a");
+    }
+}
+
+/* --csv, --json: the summary as a one-row table "trace", then "layers". */
+static int print_tables(const trace_t *t, const trace_stats_t *st, int ep, int summary,
+                        table_format_t fmt) {
+    table_doc_t *d = table_doc_new("trace info", fmt);
+    table_t *tb = table_new(d, "trace", NULL);
+    static const char *const cols[] = {"path", "format", "kind", "layers", "first_layer",
+                                       "experts", "top_k", "steps", "has_steps", "tokens",
+                                       "pairs_per_layer", "sources", "duplicates",
+                                       "tokens_missing", "ep", "active_layers", "hottest_mean",
+                                       "coldest_mean", "par_mean", "step_par_mean", "drift",
+                                       "drift_noise"};
+    for (size_t i = 0; i < sizeof cols / sizeof *cols; i++) table_col(tb, cols[i], cols[i], 0, 1);
+    table_str(tb, t->path);
+    table_str(tb, t->format);
+    table_str(tb, t->kind == TRACE_COUNTS ? "counts" : "per-token");
+    table_int(tb, t->n_layers);
+    table_int(tb, t->first_layer);
+    table_int(tb, t->n_experts);
+    if (t->top_k) table_int(tb, t->top_k);
+    else table_null(tb);
+    table_int(tb, t->n_steps);
+    table_int(tb, t->has_steps);
+    table_num_or(tb, st->tokens > 0 ? st->tokens : NAN, 0, "-");
+    table_num(tb, st->assignments, 0);
+    table_int(tb, t->n_src);
+    table_int(tb, (long long)t->n_duplicates);
+    table_int(tb, t->n_tokens_missing);
+    table_int(tb, ep);
+    table_int(tb, st->active_layers);
+    table_num_or(tb, st->hot_mean, 4, "n/a");
+    table_num_or(tb, st->cold_mean, 4, "n/a");
+    table_num_or(tb, st->ep ? st->par_mean : NAN, 4, "n/a");
+    table_num_or(tb, st->ep && t->n_steps > 1 ? st->step_par_mean : NAN, 4, "n/a");
+    table_num_or(tb, st->drift, 4, "n/a");
+    table_num_or(tb, st->drift_noise, 4, "n/a");
+    char par[32];
+    snprintf(par, sizeof par, "PAR@EP%d", ep);
+    if (!summary) layer_table(d, t, st, par);
+    int rc = table_print(d, stdout);
+    table_doc_free(d);
+    return rc;
+}
+
+static int print_info(const trace_t *t, const trace_stats_t *st, int ep, int summary) {
     printf("trace      %s\n", t->path);
     printf("format     %s (%s)\n", t->format, t->kind == TRACE_COUNTS ? "counts" : "per-token");
     if (t->first_layer)
@@ -85,10 +147,12 @@ static void print_info(const trace_t *t, const trace_stats_t *st, int ep, int su
     char par[32], a[32], b[32], c[32];
     snprintf(par, sizeof par, "PAR@EP%d", ep);
     if (!summary) {
-        printf("\n%5s %5s %13s %13s %10s\n", "layer", "src", "hottest/mean", "coldest/mean", par);
-        for (int l = 0; l < t->n_layers; l++)
-            printf("%5d %5d %s %s %s\n", l, l + t->first_layer, fig(st->hot[l], 13, a, sizeof a),
-                   fig(st->cold[l], 13, b, sizeof b), fig(st->par[l], 10, c, sizeof c));
+        table_doc_t *d = table_doc_new("trace info", TABLE_TEXT);
+        layer_table(d, t, st, par);
+        printf("\n");
+        int rc = table_print(d, stdout);
+        table_doc_free(d);
+        if (rc) return rc;
         printf("\n");
     }
     printf("mean over %d layers: hottest/mean %s  coldest/mean %s  %s %s\n", st->active_layers,
@@ -103,15 +167,19 @@ static void print_info(const trace_t *t, const trace_stats_t *st, int ep, int su
         printf("drift: L1 first half vs second half %.4f, time axis shuffled %.4f (sampling "
                "noise; mean over layers of per-expert distributions)\n", st->drift,
                st->drift_noise);
+    return MS_OK;
 }
 
 static int trace_info(int argc, char **argv) {
     static const struct option opts[] = {{"ep", required_argument, 0, 'e'},
                                          {"top-k", required_argument, 0, 'k'},
                                          {"summary", no_argument, 0, 's'},
+                                         {"csv", no_argument, 0, 'C'},
+                                         {"json", no_argument, 0, 'J'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int ep = 32, top_k = 0, summary = 0, c;
+    table_format_t fmt = TABLE_TEXT;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -122,6 +190,8 @@ static int trace_info(int argc, char **argv) {
             if (opt_int("--top-k", optarg, 1, TRACE_MAX_TOP_K, &top_k)) return 1;
             break;
         case 's': summary = 1; break;
+        case 'C': fmt = TABLE_CSV; break;
+        case 'J': fmt = TABLE_JSON; break;
         default: usage(c == 'h' ? stdout : stderr); return c == 'h' ? MS_EXIT_OK : MS_EXIT_USAGE;
         }
     }
@@ -138,7 +208,8 @@ static int trace_info(int argc, char **argv) {
         t->top_k = top_k;
     trace_stats_t st;
     int rc = trace_stats(t, ep, &st);
-    if (!rc) print_info(t, &st, ep, summary);
+    if (!rc) rc = fmt == TABLE_TEXT ? print_info(t, &st, ep, summary)
+                                    : print_tables(t, &st, ep, summary, fmt);
     trace_stats_free(&st);
     trace_free(t);
     return rc ? 1 : 0;

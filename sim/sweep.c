@@ -541,9 +541,5 @@ int sweep_list(sweep_t *sw, const sweep_opts_t *o, sweep_stats_t *st) {
         sqlite3_close(db);
         if (rc) return MS_ERR;
     }
-    printf("%5s  %-16s  %-4s  %s\n", "point", "config_hash", "done", "what varies");
-    for (int i = 0; i < sw->n_points; i++)
-        printf("%5d  %-16s  %-4s  %s\n", i + 1, sw->pt[i].hash, sw->pt[i].done ? "yes" : "no",
-               sw->pt[i].label);
     return MS_OK;
 }

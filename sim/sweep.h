@@ -63,7 +63,8 @@ void sweep_free(sweep_t *sw);
  * on; MS_ERR only when the sweep itself cannot go on (database trouble). */
 int sweep_run(sweep_t *sw, const sweep_opts_t *o, sweep_stats_t *st);
 
-/* Prints the points, their hashes and whether each is done (--dry-run). */
+/* Marks which points are done (--dry-run; cmd_sweep prints the list),
+ * reading the database without writing anything. */
 int sweep_list(sweep_t *sw, const sweep_opts_t *o, sweep_stats_t *st);
 
 /* The pieces sweep_run is made of, shared with the MPI driver. */

@@ -1,6 +1,7 @@
 /* The command line's conventions through the real binary: --version and its
  * git commit, machine-readable tables (--csv, --json) and the progress line.
  * Each case runs build/moesim (the binary beside this test binary) in a child. */
+#define _XOPEN_SOURCE 700 /* P_tmpdir: the system's temporary folder, when TMPDIR is unset */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -101,4 +102,173 @@ Test(cli, version_names_the_build_commit) {
     run_free(&r2);
     run_free(&rg);
     run_free(&r3);
+}
+
+/* ---- tables: --csv and --json ---- */
+
+#include <jansson.h>
+
+/* The fields of one CSV line (RFC 4180 quotes), each copied into f[]. */
+static int csv_fields(const char *line, char f[][256], int max) {
+    int n = 0;
+    const char *p = line;
+    for (;;) {
+        char *o = n < max ? f[n] : NULL;
+        size_t k = 0;
+        if (*p == '"') {
+            for (p++; *p && !(*p == '"' && p[1] != '"'); p++) {
+                if (*p == '"') p++;
+                if (o && k < 255) o[k++] = *p;
+            }
+            if (*p == '"') p++;
+        } else {
+            for (; *p && *p != ',' && *p != '\n'; p++)
+                if (o && k < 255) o[k++] = *p;
+        }
+        if (o) o[k] = 0;
+        n++;
+        if (*p != ',') break;
+        p++;
+    }
+    return n;
+}
+
+/* Checks the CSV text of one table: a header with `keys` (n of them, NULL:
+ * any) and `rows` lines each of n fields; returns the number of rows. */
+static int check_csv(const char *csv, const char *const *keys, int n) {
+    char f[64][256];
+    const char *line = csv;
+    int header = csv_fields(line, f, 64);
+    if (keys) {
+        cr_assert_eq(header, n, "header '%.*s'", (int)strcspn(line, "\n"), line);
+        for (int i = 0; i < n; i++) cr_assert_str_eq(f[i], keys[i]);
+    } else {
+        n = header;
+    }
+    int rows = 0;
+    while ((line = strchr(line, '\n')) && *++line && *line != '\n' && *line != '#') {
+        cr_assert_eq(csv_fields(line, f, 64), n, "row %d: '%.*s'", rows,
+                     (int)strcspn(line, "\n"), line);
+        rows++;
+    }
+    return rows;
+}
+
+static json_t *parse_json(const char *text) {
+    json_error_t e;
+    json_t *j = json_loads(text, 0, &e);
+    cr_assert_not_null(j, "not JSON (line %d: %s): %.200s", e.line, e.text, text);
+    return j;
+}
+
+Test(cli, compare_tables_as_csv_and_json_agree) {
+    /* the demo, made small: one step of 4 tokens a device, a 1-step warm-up */
+    char *ac[] = {"moesim", "compare", "configs/demo.ini", "--db", "", "--set",
+                  "experiment.steps=1", "--set", "placement.warmup_steps=1", "--set",
+                  "workload.tokens_per_device=4", "--csv", NULL};
+    /* a database in a fresh temporary folder: nothing else is touched */
+    char tmpl[512];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(tmpl, sizeof tmpl, "%s/moesim-cli-XXXXXX", tmp && *tmp ? tmp : P_tmpdir);
+    cr_assert_not_null(mkdtemp(tmpl));
+    char path[600];
+    snprintf(path, sizeof path, "%s/c.db", tmpl);
+    ac[4] = path;
+    run_t rc = run_prog(NULL, ac);
+    cr_assert_eq(rc.status, 0, "%s", rc.err);
+    static const char *const keys[] = {"strategy", "prior", "step_ms", "tok_s_node", "par_mean",
+                                       "par_max"};
+    cr_assert_eq(check_csv(rc.out, keys, 6), 4, "%s", rc.out); /* the demo's four strategies */
+    cr_assert(strstr(rc.err, "results: "), "the note goes to stderr: %s", rc.err);
+    char *aj[] = {"moesim", "compare", "configs/demo.ini", "--db", path, "--replace", "--set",
+                  "experiment.steps=1", "--set", "placement.warmup_steps=1", "--set",
+                  "workload.tokens_per_device=4", "--json", NULL};
+    run_t rj = run_prog(NULL, aj);
+    cr_assert_eq(rj.status, 0, "%s", rj.err);
+    json_t *j = parse_json(rj.out), *rows = json_object_get(json_object_get(j, "tables"), "summary");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "command")), "compare");
+    cr_assert_eq(json_array_size(rows), 4);
+    /* the same run (same config and seed): the CSV's figures read back to
+     * exactly the JSON's */
+    char f[8][256];
+    const char *line = strchr(rc.out, '\n') + 1;
+    for (size_t i = 0; i < 4; i++, line = strchr(line, '\n') + 1) {
+        json_t *r = json_array_get(rows, i);
+        cr_assert_eq(csv_fields(line, f, 8), 6);
+        cr_assert_str_eq(json_string_value(json_object_get(r, "strategy")), f[0]);
+        for (int k = 2; k < 6; k++) {
+            json_t *v = json_object_get(r, keys[k]);
+            cr_assert(json_is_number(v), "%s", keys[k]);
+            cr_assert_eq(json_number_value(v), strtod(f[k], NULL), "%s of %s", keys[k], f[0]);
+        }
+    }
+    cr_assert(json_is_string(json_object_get(json_object_get(j, "notes"), "results")));
+    json_decref(j);
+    run_free(&rc);
+    run_free(&rj);
+    unlink(path);
+    rmdir(tmpl);
+}
+
+/* Every other command's tables: CSV with a header and rows of its width,
+ * JSON an object of tables with rows as objects. */
+Test(cli, every_table_prints_as_csv_and_json) {
+    const char *T = "traces/data/deepseek-v3-sglang/decode_in1000out1000.json";
+    struct {
+        const char *args[16];
+        const char *table; /* the JSON table checked */
+        int min_rows;
+    } cases[] = {
+        {{"list", "strategies"}, "strategies", 5},
+        {{"list", "models"}, "models", 3},
+        {{"list", "hardware"}, "hardware", 3},
+        {{"config-keys"}, "keys", 100},
+        {{"cost", "expert", "--hardware", "H200", "--model", "deepseek-v3", "--experts", "8",
+          "--tokens", "64"}, "cost", 1},
+        {{"trace", "info", T}, "layers", 58},
+        {{"place", "--strategy", "eplb", "--counts", T}, "layers", 58},
+        {{"sweep", "configs/sweep_redundancy.ini", "--dry-run", "--db", "no/such/dir/x.db"},
+         "points", 2},
+        {{"calib", "report", "-q", "-o", NULL}, "mape", 5},
+    };
+    char tmpl[512];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(tmpl, sizeof tmpl, "%s/moesim-cli-XXXXXX", tmp && *tmp ? tmp : P_tmpdir);
+    cr_assert_not_null(mkdtemp(tmpl));
+    char out[600];
+    snprintf(out, sizeof out, "%s/calib", tmpl);
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        for (int form = 0; form < 2; form++) {
+            char *argv[24] = {"moesim"};
+            int n = 1;
+            /* a NULL after -o is the scratch folder */
+            for (int i = 0; cases[c].args[i] || (i && cases[c].args[i - 1] &&
+                                                  !strcmp(cases[c].args[i - 1], "-o")); i++)
+                argv[n++] = (char *)(cases[c].args[i] ? cases[c].args[i] : out);
+            /* calib report's --csv names its input: its table CSV is --table-csv */
+            argv[n++] = form ? "--json" : !strcmp(argv[1], "calib") ? "--table-csv" : "--csv";
+            argv[n] = NULL;
+            run_t r = run_prog(NULL, argv);
+            cr_assert_eq(r.status, 0, "%s %s: %s", argv[1], argv[n - 1], r.err);
+            if (form) {
+                json_t *j = parse_json(r.out);
+                json_t *rows = json_object_get(json_object_get(j, "tables"), cases[c].table);
+                cr_assert(json_is_array(rows), "%s: no table %s", argv[1], cases[c].table);
+                cr_assert_geq(json_array_size(rows), (size_t)cases[c].min_rows, "%s", argv[1]);
+                cr_assert(json_is_object(json_array_get(rows, 0)));
+                json_decref(j);
+            } else {
+                /* the table named (after its "# name" line when there are several) */
+                char mark[64];
+                snprintf(mark, sizeof mark, "# %s\n", cases[c].table);
+                const char *at = strstr(r.out, mark);
+                at = at ? at + strlen(mark) : r.out;
+                cr_assert_geq(check_csv(at, NULL, 0), cases[c].min_rows, "%s: %s", argv[1], r.out);
+            }
+            run_free(&r);
+        }
+    }
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
+    cr_assert_eq(system(cmd), 0);
 }
