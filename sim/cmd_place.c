@@ -18,6 +18,7 @@
 
 #include "cfg.h"
 #include "cmd.h"
+#include "progress.h"
 #include "table.h"
 #include "metrics.h"
 #include "record.h"
@@ -365,7 +366,14 @@ static int windows(const place_args_t *a, const place_ops_t *ops, const place_en
     static const char *const wh[] = {"PAR in", "PAR out", "hindsight", "bound"};
     table_col(tw, "window", "window", 6, 0);
     for (int k = 0; k < 4; k++) table_col(tw, wk[k], wh[k], 10, 0);
+    progress_t prog;
+    progress_begin(&prog, "place --window");
     for (int i = 0; i + 1 < W; i++) {
+        if (prog.on) {
+            char pd[48];
+            snprintf(pd, sizeof pd, "window %d/%d", i + 1, W - 1);
+            progress_update(&prog, i, W - 1, pd, 0);
+        }
         next = sum_steps(tr, (i + 1) * N, (i + 2) * N);
         if (plan(ops, env, cur, &ps, &lo)) goto out;
         double pin = layer_pars(lo, cur, par);
@@ -423,8 +431,10 @@ static int windows(const place_args_t *a, const place_ops_t *ops, const place_en
     table_note(d, "summary", "%s on %s, windows of %d steps (%d pairs): mean PAR in-sample %.4f, "
                "out-of-sample %.4f, hindsight %.4f, bound %.4f", ops->name, a->counts, N, W - 1,
                m_in / (W - 1), m_out / (W - 1), m_h / (W - 1), m_b / (W - 1));
+    progress_end(&prog);
     rc = table_print(d, stdout);
 out:
+    progress_end(&prog);
     table_doc_free(d);
     drop(ops, &ps, &lo);
     free(cur);

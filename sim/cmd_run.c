@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "place.h"
 #include "prior.h"
+#include "progress.h"
 #include "record.h"
 #include "run.h"
 #include "store.h"
@@ -237,7 +238,7 @@ static int run_cmd(int argc, char **argv, int all) {
     for (int i = 0; i < n; i++) {
         for (int k = 0; k < seeds; k++) {
             run_summary_t sum;
-            serve_progress_runs(i * seeds + k, n * seeds);
+            progress_runs(i * seeds + k, n * seeds); /* the line's share and "run i/n" */
             /* the stored config says which seed ran */
             char sv[32];
             snprintf(sv, sizeof sv, "%llu", (unsigned long long)(seed0 + (uint64_t)k));
@@ -259,6 +260,7 @@ static int run_cmd(int argc, char **argv, int all) {
     /* The runs are published here, together (with --replace, in place of
      * the old): a compare that fails on its last strategy stores nothing.
      * The table shows what the database now holds, read back. */
+    progress_runs(0, 0);
     if (store_finish(st)) goto out;
     /* the timelines too move into place only now, all runs done and stored */
     for (int i = 0; i < n; i++) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "progress.h"
 #include "sweep.h"
 #include "table.h"
 #include "util.h"
@@ -137,6 +138,8 @@ int cmd_sweep(int argc, char **argv) {
         return MS_EXIT_USAGE;
     }
     const char *path = argv[optind];
+    /* the sweep draws its own line; its points' runs (and forked workers) do not */
+    progress_hold(1);
 
     int rank, size;
     if (sweep_mpi_init(&argc, &argv, &rank, &size)) return 1;

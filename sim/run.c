@@ -13,6 +13,7 @@
 #include "eng.h"
 #include "locality.h"
 #include "place.h"
+#include "progress.h"
 #include "record.h"
 #include "replay.h"
 #include "route.h"
@@ -70,6 +71,7 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     loc_t *loc = NULL;
     char *text = NULL;
     record_t rec = {0};
+    progress_t prog = {0}; /* the line: drawn only once begun on a terminal */
     int rc = MS_ERR;
 
     /* decode: tokens_per_device sequences, each verifying 1 + mtp_depth tokens a
@@ -139,7 +141,13 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     step_observer_t tobs = timeline_observer(&tv);
     double tokens = 0;
     int64_t now_ns = 0;
+    progress_begin_run(&prog, ops->name);
     for (int s = 0; s < sp->steps; s++) {
+        if (prog.on) {
+            char d[64];
+            snprintf(d, sizeof d, "step %d/%d", s + 1, sp->steps);
+            progress_update(&prog, s, sp->steps, d, 0);
+        }
         /* The phase is the one serving when the step starts. */
         int p = sp->phases.n ? phase_at(&sp->phases, now_ns) : 0, ts = pstep[p]++;
         const route_step_t *rt = replay_step(rps[p], ts);
@@ -198,6 +206,7 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     sum->run_id = rec.run_id;
     rc = MS_OK;
 out:
+    progress_end(&prog);
     record_abort(&rec);
     free(text);
     free(prior);

@@ -237,9 +237,7 @@ int serve_one_timeline(const run_spec_t *sp, const place_ops_t *ops, const trace
     } else {
         eng_schedule(s.eng, s.r[0].arrival_ns, serve_ev_arrive, &s, 0);
     }
-    s.tty = isatty(STDERR_FILENO);
-    clock_gettime(CLOCK_MONOTONIC, &s.wall0);
-    s.wall_last = s.wall0;
+    progress_begin_run(&s.prog, s.ops->name);
     eng_run_until(s.eng, ENG_NEVER);
     serve_progress(&s, eng_now(s.eng), 1);
     if (s.err) goto out;

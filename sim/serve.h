@@ -33,9 +33,4 @@ int serve_one(const struct run_spec *sp, const place_ops_t *ops, const trace_t *
 int serve_one_timeline(const struct run_spec *sp, const place_ops_t *ops, const trace_t *trace,
                        store_t *st, metrics_run_t *out, timeline_t *tl);
 
-/* Progress lines on a terminal say "run i of n"; the compare command sets
- * it before each run (runs_done of n_runs). Quiet when stderr is not a
- * terminal. */
-void serve_progress_runs(int runs_done, int n_runs);
-
 #endif

@@ -6,6 +6,7 @@
 #ifndef MOESIM_SERVE_INT_H
 #define MOESIM_SERVE_INT_H
 
+#include "progress.h"
 #include <gsl/gsl_rng.h>
 #include <stdint.h>
 #include <time.h>
@@ -103,9 +104,7 @@ typedef struct srv {
     int64_t in_sys, area_t;
     double area;
     gsl_rng *mtp_rng;          /* draft acceptance, [model] mtp_depth > 0 */
-    /* progress */
-    int tty;
-    struct timespec wall0, wall_last;
+    progress_t prog;           /* the progress line (a terminal only) */
 } srv_t;
 
 /* ---- serve_loop.c */

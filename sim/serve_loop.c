@@ -28,15 +28,6 @@
 #include "eng.h"
 #include "util.h"
 
-/* Progress lines at most this often (seconds of wall time). */
-#define PROGRESS_EVERY_S 0.25
-
-static int prog_done, prog_runs;
-
-void serve_progress_runs(int runs_done, int n_runs) {
-    prog_done = runs_done;
-    prog_runs = n_runs;
-}
 
 /* Replica choice through the strategy, when it has its own. */
 static int pick_via(void *ctx, const place_layout_t *lo, int l, int e, int src) {
@@ -44,25 +35,18 @@ static int pick_via(void *ctx, const place_layout_t *lo, int l, int e, int src) 
     return in->ops->pick_replica(in->ps, lo, l, e, src);
 }
 
-static double wall_since(const struct timespec *t0) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
-}
-
+/* The progress line (progress.c): requests done of all, the simulated
+ * time beside them. */
 void serve_progress(srv_t *s, int64_t now, int last) {
-    if (!s->tty) return;
-    if (!last && wall_since(&s->wall_last) < PROGRESS_EVERY_S) return;
-    clock_gettime(CLOCK_MONOTONIC, &s->wall_last);
-    fflush(stdout); /* a table row printed before keeps its place */
     if (last) {
-        fputs("\r\033[K", stderr);
+        progress_end(&s->prog);
         return;
     }
-    fprintf(stderr, "\r\033[Kmoesim: %s  run %d/%d  simulated %.1f s  wall %.1f s  requests "
-                    "%lld/%lld done", s->ops->name, prog_done + 1, prog_runs ? prog_runs : 1,
-            (double)now / 1e9, wall_since(&s->wall0), (long long)s->n_done, (long long)s->n);
-    fflush(stderr);
+    if (!s->prog.on) return;
+    char d[128];
+    snprintf(d, sizeof d, "simulated %.1f s, requests %lld/%lld done", (double)now / 1e9,
+             (long long)s->n_done, (long long)s->n);
+    progress_update(&s->prog, (double)s->n_done, (double)s->n, d, 0);
 }
 
 static void fail(srv_t *s) {

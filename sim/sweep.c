@@ -441,24 +441,14 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static void fmt_time(char *out, size_t n, double s) {
-    if (s < 60) snprintf(out, n, "%.0fs", s);
-    else if (s < 3600) snprintf(out, n, "%dm%02ds", (int)s / 60, (int)s % 60);
-    else snprintf(out, n, "%dh%02dm", (int)s / 3600, (int)s % 3600 / 60);
-}
-
+/* The sweep's line through progress.c: points finished of those to run,
+ * the ETA at the rate so far. */
 static void draw(sweep_track_t *t) {
     if (!t->progress || t->quiet) return;
-    int finished = t->ran + t->failed;
-    char eta[32] = "estimating";
-    if (finished) {
-        char tm[24];
-        fmt_time(tm, sizeof tm, (now_s() - t->t0) / finished * (t->todo - finished));
-        snprintf(eta, sizeof eta, "~%s left", tm);
-    }
-    fprintf(stderr, "\r\033[Ksweep: %d of %d done, %d running, %d failed, %d skipped, %s",
-            t->ran, t->todo, t->running, t->failed, t->sw->n_points - t->todo, eta);
-    fflush(stderr);
+    char d[160];
+    snprintf(d, sizeof d, "%d of %d done, %d running, %d failed, %d skipped", t->ran, t->todo,
+             t->running, t->failed, t->sw->n_points - t->todo);
+    progress_update(&t->line, t->ran + t->failed, t->todo, d, 1);
 }
 
 void sweep_track_begin(sweep_track_t *t, const sweep_t *sw, int progress) {
@@ -468,6 +458,7 @@ void sweep_track_begin(sweep_track_t *t, const sweep_t *sw, int progress) {
     t->quiet = ms_err_quiet(0);
     ms_err_quiet(t->quiet);
     t->t0 = now_s();
+    progress_begin_on(&t->line, stderr, progress && !t->quiet, "sweep");
     for (int i = 0; i < sw->n_points; i++) t->todo += !sw->pt[i].done;
     t->failed_pt = ms_calloc((size_t)t->todo + 1, sizeof *t->failed_pt);
     draw(t);
@@ -496,7 +487,7 @@ void sweep_track_end(sweep_track_t *t, int i, int ok, const char *err) {
 }
 
 void sweep_track_finish(sweep_track_t *t, sweep_stats_t *st) {
-    if (t->progress && !t->quiet) fputs("\r\033[K", stderr);
+    progress_end(&t->line);
     st->ran = t->ran;
     st->failed = t->failed;
     st->wall_s = now_s() - t->t0;

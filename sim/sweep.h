@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "cfg.h"
+#include "progress.h"
 #include "store.h"
 
 #define SWEEP_MAX_POINTS 100000 /* runs in one sweep, strategies counted */
@@ -96,6 +97,7 @@ typedef struct sweep_track {
     int quiet;      /* ms_err_quiet was on: report nothing */
     double t0;      /* monotonic seconds at the start */
     int *failed_pt; /* [failed] point numbers, for the summary */
+    progress_t line; /* the progress line (progress.c), drawn when progress */
 } sweep_track_t;
 
 void sweep_track_begin(sweep_track_t *t, const sweep_t *sw, int progress);

@@ -180,6 +180,7 @@ Test(cli, compare_tables_as_csv_and_json_agree) {
                                        "par_max"};
     cr_assert_eq(check_csv(rc.out, keys, 6), 4, "%s", rc.out); /* the demo's four strategies */
     cr_assert(strstr(rc.err, "results: "), "the note goes to stderr: %s", rc.err);
+    cr_assert_null(strstr(rc.err, "\033[K"), "no progress line off a terminal: %s", rc.err);
     char *aj[] = {"moesim", "compare", "configs/demo.ini", "--db", path, "--replace", "--set",
                   "experiment.steps=1", "--set", "placement.warmup_steps=1", "--set",
                   "workload.tokens_per_device=4", "--json", NULL};

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "progress.h"
 #include "util.h"
 
 #define FIT_TOKENS 2048      /* fixed draws of the final iterations */
@@ -393,9 +394,19 @@ int gate_fit_trace_nocache(const trace_t *t, const gate_spec_t *s, gate_fit_t **
     g->logit = ms_malloc(cells * g->n_experts * sizeof *g->logit);
     float *X = make_draws(FIT_TOKENS, s->n_experts, FIT_SEED);
     double *c = ms_malloc((size_t)t->n_experts * sizeof *c);
+    /* seconds a trace step, hours for long count traces: a line with an ETA */
+    progress_t prog;
+    progress_begin(&prog, "fitting router scores");
     for (int ts = 0; ts < g->n_steps; ts++)
         for (int l = 0; l < g->n_layers; l++)
             for (int q = 0; q < g->n_rows; q++) {
+                if (prog.on) {
+                    char d[96];
+                    snprintf(d, sizeof d, "trace step %d/%d, layer %d/%d", ts + 1, g->n_steps,
+                             l + 1, g->n_layers);
+                    progress_update(&prog, ((double)ts * g->n_layers + l) * g->n_rows + q,
+                                    (double)cells, d, 0);
+                }
                 const double *rc = row_counts(t, ts, l, q, g->n_rows);
                 double sum = 0;
                 for (int e = 0; e < t->n_experts; e++) sum += rc[e];
@@ -403,6 +414,7 @@ int gate_fit_trace_nocache(const trace_t *t, const gate_spec_t *s, gate_fit_t **
                 memcpy(c, sum > 0 ? rc : trace_counts(t, ts, l), (size_t)t->n_experts * sizeof *c);
                 fit_layer(s, c, X, (float *)gate_logits(g, ts, l, q));
             }
+    progress_end(&prog);
     free(c);
     free(X);
     *out = g;
