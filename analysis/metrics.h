@@ -76,6 +76,14 @@ struct sqlite3;
     X(MIGRATED_GB, "migrated_gb", "GB", "expert weights copied by re-plans")                     \
     X(MIGRATIONS, "migrations", "", "expert weight copies")                                      \
     X(REPLANS, "replans", "", "re-plans that changed the layout")                                \
+    X(REPLANS_SKIPPED, "replans_skipped", "",                                                    \
+      "re-plans skipped: predicted gain below replan_min_gain or not paying for its copies")     \
+    X(REPLAN_SKIPPED_GB, "replan_skipped_gb", "GB", "expert weights the skipped re-plans would have copied") \
+    X(REPLAN_KEPT_GB, "replan_kept_gb", "GB",                                                    \
+      "expert weights replan_min_move kept in place (copies it spared)")                         \
+    X(PLAN_TIME, "plan_time_s", "s", "planning time: from each re-plan to its hand-over")        \
+    X(MIGRATION_TIME, "migration_s", "s",                                                        \
+      "time with weight copies pending or moving (blocking: the pauses)")                        \
     X(PRIOR_WARMUP_STEPS, "prior_warmup_steps", "steps",                                         \
       "prior = past: warm-up batches routed before the measured steps (0 for other priors)")     \
     X(LAYOUT_PAR_MEAN, "layout_par_mean", "",                                                    \

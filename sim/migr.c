@@ -221,6 +221,16 @@ void migr_plan(migr_state_t *m, place_layout_t *next, int64_t now_ns, migr_plan_
     maybe_done(m);
 }
 
+void migr_estimate(const migr_state_t *m, const place_layout_t *next, migr_plan_info_t *info) {
+    /* a scratch migration in blocking mode from a copy of the state, so the
+     * estimate is the very model that would move the weights */
+    migr_state_t *t = migr_new(MIGR_BLOCKING, &m->c, m->expert_bytes, 0,
+                               place_layout_copy(m->live));
+    memcpy(t->sent, m->sent, (size_t)m->c.n_devices * sizeof *t->sent);
+    migr_plan(t, place_layout_copy(next), 0, info);
+    migr_free(t);
+}
+
 void migr_finish(migr_state_t *m) {
     if (!m->target) return;
     place_layout_free(m->live);

@@ -73,6 +73,12 @@ void migr_free(migr_state_t *m);
  * that need no copy switch at once, the rest as their copies arrive. A new
  * plan replaces copies of an older one not yet started. */
 void migr_plan(migr_state_t *m, place_layout_t *next, int64_t now_ns, migr_plan_info_t *info);
+/* What migr_plan(next) would amount to from the layout that serves now,
+ * changing nothing: its copies and bytes, and in pause_ns how long they
+ * take moved all at once on the links (the blocking model without the
+ * fixed cost), whatever the mode. What a re-plan's copies cost, for
+ * deciding whether to make it (sim/replan.c). */
+void migr_estimate(const migr_state_t *m, const place_layout_t *next, migr_plan_info_t *info);
 /* Blocking: the pause is over; the new layout serves. */
 void migr_finish(migr_state_t *m);
 

@@ -12,9 +12,11 @@
 #include "cost.h"
 #include "eng.h"
 #include "locality.h"
+#include "migr.h"
 #include "place.h"
 #include "progress.h"
 #include "record.h"
+#include "replan.h"
 #include "replay.h"
 #include "route.h"
 #include "trace.h"
@@ -31,15 +33,21 @@ static int pick_via(void *ctx, const place_layout_t *lo, int l, int e, int src) 
     return p->ops->pick_replica(p->st, lo, l, e, src);
 }
 
-/* Layers whose slot -> expert map a re-plan changed (for the timeline). */
-static int layers_changed(const place_layout_t *a, const place_layout_t *b) {
-    int n = 0;
-    for (int l = 0; l < a->n_layers; l++) {
-        const place_layer_t *x = &a->layer[l], *y = &b->layer[l];
-        n += x->n_slots != y->n_slots ||
-             memcmp(x->slot_expert, y->slot_expert, (size_t)x->n_slots * sizeof *x->slot_expert);
+/* Weight copies finished since the last call: rows of the migrations
+ * table and the timeline's arrows. */
+static int record_copies(record_t *rec, migr_state_t *mg, timeline_t *tl) {
+    int n;
+    const migr_t *m = migr_take_log(mg, &n);
+    for (int i = 0; i < n; i++) {
+        store_migration_t row = {.time_ns = m[i].start_ns, .done_ns = m[i].done_ns,
+                                 .layer = m[i].layer, .expert = m[i].expert, .bytes = m[i].bytes,
+                                 .src_device = m[i].src, .dst_device = m[i].dst};
+        if (record_migration(rec, &row)) return MS_ERR;
+        if (tl)
+            timeline_migration(tl, row.src_device, row.dst_device, row.layer, row.expert,
+                               row.time_ns, row.done_ns);
     }
-    return n;
+    return MS_OK;
 }
 
 int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary_t *sum) {
@@ -64,6 +72,9 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     int pstep[PHASE_MAX] = {0}; /* steps each phase has replayed */
     place_state_t *ps = NULL;
     place_layout_t *lo = NULL;
+    migr_state_t *mg = NULL;
+    replan_t *rpl = NULL;
+    int *dtok = NULL;
     step_sim_t *sim = NULL;
     double *prior = NULL, *tr_tot = NULL;
     metrics_layer_bound_t *lb = NULL;
@@ -131,6 +142,15 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     if (record_begin(&rec, st, &meta, text)) goto out;
     sum->run_id = rec.run_id;
 
+    /* A new layout takes effect after its planning time and its weight
+     * copies, as in serving (replan.h); the migration owns the layout. */
+    replan_spec_t rs;
+    if (replan_spec_load(sp->cfg, ops, &rs)) goto out;
+    mg = migr_new(rs.mode, c, moe_expert_bytes(&sp->model), rs.fixed_ns, lo);
+    lo = NULL;
+    rpl = replan_new(&rs, mg, c, &sp->model, sp->kv_len, sp->prefill);
+    dtok = ms_malloc((size_t)D * sizeof *dtok);
+    for (int d = 0; d < D; d++) dtok[d] = sp->tokens_per_device * verify;
     sim = step_new(c, &sp->model);
     metrics_loads_init(&acc, L, D, E);
     /* the kernels step.c times: normal for prefill and when asked for */
@@ -153,11 +173,12 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
         const route_step_t *rt = replay_step(rps[p], ts);
         if (!rt) goto out;
         step_result_t r;
-        step_in_t in = {.start_ns = now_ns, .layout = lo, .route = rt, .kv_len = sp->kv_len,
-                        .prefill = sp->prefill, .pick = ops->pick_replica ? pick_via : NULL,
-                        .pick_ctx = &pc, .obs = tl ? &tobs : NULL};
+        step_in_t in = {.start_ns = now_ns, .layout = mg->live, .route = rt,
+                        .kv_len = sp->kv_len, .prefill = sp->prefill,
+                        .pick = ops->pick_replica ? pick_via : NULL, .pick_ctx = &pc,
+                        .bg_bytes = migr_batch_begin(mg, now_ns), .obs = tl ? &tobs : NULL};
         if (step_run(sim, &in, &r)) goto out;
-        loc_step(loc, rt, lo, in.pick, in.pick_ctx);
+        loc_step(loc, rt, mg->live, in.pick, in.pick_ctx);
         now_ns = r.end_ns;
         /* decode: output tokens in expectation, each sequence making mtp_tokens a
          * step; prefill: input tokens, each computed one standing for
@@ -168,25 +189,31 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
         if (record_step(&rec, s, r.start_ns, r.end_ns - r.start_ns, rt->n_tokens) ||
             record_layer_steps(&rec, s, r.layer_ns, &acc))
             goto out;
+        replan_batch_end(rpl, r.start_ns, r.end_ns);
+        if (record_copies(&rec, mg, tl)) goto out;
+        replan_observe(rpl, r.expert_load, dtok);
         if (ops->observe) {
             place_obs_t obs = {.now_ns = r.end_ns, .step = s, .expert_load = r.expert_load,
                                .device_load = r.dev_load};
             ops->observe(ps, &obs);
         }
-        if (ops->replan) {
-            place_layout_t *nl = NULL;
-            int w = ops->replan(ps, r.end_ns, lo, &nl);
-            if (w < 0) goto out;
-            if (w > 0) {
-                if (tl) timeline_replan(tl, r.end_ns, s, layers_changed(lo, nl));
-                place_layout_free(lo);
-                lo = nl;
-            }
+        migr_plan_info_t info;
+        int w = replan_poll(rpl, ops, ps, r.end_ns, &info);
+        if (w < 0) goto out;
+        if (w > 0) {
+            if (tl) timeline_replan(tl, r.end_ns, s, info.layers_changed);
+            if (record_replan(&rec, r.end_ns, s, info.layers_changed, info.bytes) ||
+                record_copies(&rec, mg, tl))
+                goto out;
+            /* blocking: the next step waits for every copy */
+            now_ns += info.pause_ns;
+            if (mg->mode == MIGR_BLOCKING) migr_finish(mg);
         }
     }
+    replan_end(rpl, now_ns);
     lb = ms_malloc((size_t)L * sizeof *lb);
-    metrics_layout_bounds(&acc, lo, lb);
-    if (record_layers(&rec, lo, tr_tot, &acc, lb)) goto out;
+    metrics_layout_bounds(&acc, mg->live, lb);
+    if (record_layers(&rec, mg->live, tr_tot, &acc, lb)) goto out;
 
     metrics_t *m = &sum->m;
     double sim_s = (double)now_ns / ENG_NS_PER_S;
@@ -199,6 +226,11 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
                 metrics_per_node(tokens, sim_s, c->n_nodes));
     metrics_set(m, METRIC_PRIOR_WARMUP_STEPS, skip);
     metrics_set(m, METRIC_LAYOUT_PAR_MEAN, layout_par);
+    metrics_set(m, METRIC_MIGRATED_GB, mg->total_bytes / 1e9);
+    metrics_set(m, METRIC_MIGRATIONS, (double)mg->total_copies);
+    metrics_set(m, METRIC_REPLANS, (double)rpl->done);
+    metrics_set(m, METRIC_REBALANCE_PAUSE, (double)mg->pause_ns / 1e9);
+    replan_metrics((const replan_t *const[]){rpl}, 1, m);
     metrics_from_loads(&acc, lb, 0, m);
     if (loc_store(loc, &rec, m) || record_metrics(&rec, m) ||
         record_strategy_metrics(&rec, ops, ps, "") || record_commit(&rec))
@@ -216,6 +248,9 @@ out:
     loc_free(loc);
     step_free(sim);
     place_layout_free(lo);
+    replan_free(rpl);
+    migr_free(mg);
+    free(dtok);
     if (ps && ops->destroy) ops->destroy(ps);
     for (int i = 0; i < NP; i++) {
         route_free(routers[i]);

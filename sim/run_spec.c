@@ -10,6 +10,7 @@
 #include "calib.h"
 #include "presets.h"
 #include "record.h"
+#include "replan.h"
 #include "trace.h"
 #include "util.h"
 
@@ -317,6 +318,9 @@ int run_validate(const run_spec_t *sp) {
         const place_ops_t *ops = place_find(sp->strategies[i]);
         char sec[64];
         place_env_t env = run_strategy_env(sp, &sp->cluster, sp->redundant, ops, sec, sizeof sec);
+        /* the re-planning keys, [strategy.NAME] plan_ms among them */
+        replan_spec_t rs;
+        if ((rc = replan_spec_load(sp->cfg, ops, &rs))) break;
         gate_spec_t gs;
         if ((rc = run_gate_spec(sp, &sp->cluster, &gs))) break;
         env.gate = &gs;
