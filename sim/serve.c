@@ -82,6 +82,9 @@ static int inst_init(srv_t *s, inst_t *in, const char *name, int prefill, const 
     }
     in->mg = migr_new(s->ss->rebalance, c, moe_expert_bytes(&sp->model),
                       s->ss->rebalance_fixed_ns, lo);
+    replan_spec_t rs;
+    if (replan_spec_load(sp->cfg, s->ops, &rs)) return MS_ERR;
+    in->rpl = replan_new(&rs, in->mg, c, &sp->model, sp->kv_len, prefill);
     in->sim = step_new(c, &sp->model);
     /* the kernels step.c times: normal for prefill and when asked for */
     in->loc = loc_new(c, &sp->model,
@@ -94,6 +97,7 @@ static int inst_init(srv_t *s, inst_t *in, const char *name, int prefill, const 
 
 static void inst_free(srv_t *s, inst_t *in) {
     if (in->ps && s->ops->destroy) s->ops->destroy(in->ps);
+    replan_free(in->rpl);
     migr_free(in->mg);
     step_free(in->sim);
     loc_free(in->loc);

@@ -14,6 +14,7 @@
 #include "locality.h"
 #include "metrics.h"
 #include "record.h"
+#include "replan.h"
 #include "replay.h"
 #include "route.h"
 #include "serve.h"
@@ -40,6 +41,7 @@ typedef struct inst {
     const trace_t *tr;
     place_state_t *ps;
     migr_state_t *mg;          /* owns the live layout */
+    replan_t *rpl;             /* planning time, gating and hand-over to mg */
     step_sim_t *sim;
     replay_t *rp;
     route_t *router;           /* the strategy's route hook, NULL when it has none */

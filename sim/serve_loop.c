@@ -210,8 +210,9 @@ static void inst_step_end(srv_t *s, inst_t *in, int64_t now) {
     }
     in->bal_ns += maxes > 0 ? (double)dur * means / maxes : (double)dur;
 
-    migr_batch_end(in->mg, in->start_ns, now);
+    replan_batch_end(in->rpl, in->start_ns, now);
     if (serve_record_migrations(s, in)) goto bad;
+    replan_observe(in->rpl, r->expert_load, in->tokens);
     if (s->ops->observe) {
         place_obs_t obs = {.now_ns = now, .step = (int)step, .expert_load = r->expert_load,
                            .device_load = r->dev_load};
@@ -219,13 +220,11 @@ static void inst_step_end(srv_t *s, inst_t *in, int64_t now) {
     }
     in->steps++;
     in->busy = 0;
-    if (s->ops->replan) {
-        place_layout_t *nl = NULL;
-        int w = s->ops->replan(in->ps, now, in->mg->live, &nl);
+    {
+        migr_plan_info_t info;
+        int w = replan_poll(in->rpl, s->ops, in->ps, now, &info);
         if (w < 0) goto bad;
         if (w > 0) {
-            migr_plan_info_t info;
-            migr_plan(in->mg, nl, now, &info);
             in->replans++;
             if (s->tl) timeline_replan(s->tl, now, (int)step, info.layers_changed);
             if (record_replan(s->rec, now, (int)step, info.layers_changed, info.bytes) ||

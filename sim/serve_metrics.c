@@ -83,6 +83,10 @@ void serve_metrics(srv_t *s, const store_request_t *rows, int64_t end, metrics_t
          s->has_dc ? ss->max_batch_per_device : ss->prefill_tokens_per_device},
     };
     for (size_t i = 0; i < sizeof v / sizeof *v; i++) metrics_set(m, v[i].id, v[i].v);
+    replan_t *rp[2] = {s->has_dc ? s->dc.rpl : NULL, s->has_pf ? s->pf.rpl : NULL};
+    for (int k = 0; k < 2; k++)
+        if (rp[k]) replan_end(rp[k], end);
+    replan_metrics((const replan_t *const *)rp, 2, m);
     *pr_lb = NULL;
     for (int k = 0; k < 2; k++) {
         const inst_t *in = k ? &s->pf : &s->dc;

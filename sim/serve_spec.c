@@ -80,13 +80,22 @@ int serve_spec_load(cfg_t *cfg, const cluster_t *decode, const moe_model_t *mode
     o->kv_cache_bytes = x * 1e9;
     o->kv_capacity_tokens = floor(o->kv_cache_bytes / o->kv_bytes_per_token);
 
-    if (cfg_str(cfg, SEC, "rebalance", "pipelined", &s)) return MS_ERR;
+    /* [placement] rebalance (fixed-batch runs too) is the default here */
+    const char *pdef;
+    if (cfg_str(cfg, "placement", "rebalance", "pipelined", &pdef)) return MS_ERR;
+    if (strcasecmp(pdef, "pipelined") && strcasecmp(pdef, "blocking"))
+        return ms_err("%s: [placement] rebalance = '%s' (give blocking or pipelined)",
+                      cfg_where(cfg, "placement", "rebalance"), pdef);
+    if (cfg_str(cfg, SEC, "rebalance", pdef, &s)) return MS_ERR;
     if (!strcasecmp(s, "pipelined")) o->rebalance = MIGR_PIPELINED;
     else if (!strcasecmp(s, "blocking")) o->rebalance = MIGR_BLOCKING;
     else
         return ms_err("%s: [serving] rebalance = '%s' (give blocking or pipelined)",
                       cfg_where(cfg, SEC, "rebalance"), s);
-    if (cfg_double(cfg, SEC, "rebalance_fixed_s", 0, 0, 3600, &x)) return MS_ERR;
+    double pfix;
+    if (cfg_double(cfg, "placement", "rebalance_fixed_s", 0, 0, 3600, &pfix) ||
+        cfg_double(cfg, SEC, "rebalance_fixed_s", pfix, 0, 3600, &x))
+        return MS_ERR;
     o->rebalance_fixed_ns = llround(x * 1e9);
     if (cfg_int(cfg, SEC, "store_every", 1, 1, 1 << 30, &v)) return MS_ERR;
     o->store_every = (int)v;
