@@ -125,6 +125,25 @@ const cfg_key_t cfg_keys[] = {
       "what each strategy plans its first layout from (docs/placement.md#priors)"),
     I(EXP, "placement", "warmup_steps", "100", "1", "100000000", "steps",
       "prior = past: batches in the warm-up window, left out of every figure"),
+    S(EXP, "placement", "plan_ms", "0", "milliseconds >= 0, or measured", "ms",
+      "planning time of each re-plan: its layout is handed to the weight copies at the first "
+      "step end this long after it was made (measured: the replan call's wall time, not "
+      "deterministic; docs/placement.md#re-planning-costs)"),
+    S(EXP, "placement", "rebalance", "pipelined", "blocking, pipelined", "",
+      "how a re-plan's weight copies move in fixed-batch runs (and [serving] rebalance's "
+      "default): a few per step alongside it, or all at once with no step meanwhile"),
+    D(EXP, "placement", "rebalance_fixed_s", "0", "0", "3600", "s",
+      "fixed pause added to every blocking re-plan ([serving] rebalance_fixed_s's default)"),
+    B(EXP, "placement", "replan_min_move", "false",
+      "permute each new layout (whole nodes' and devices' contents) so the fewest weights move; "
+      "PAR unchanged"),
+    D(EXP, "placement", "replan_min_gain", "0", "0", "1", "fraction",
+      "skip a re-plan whose predicted step-time gain is below this share of the step (0: off)"),
+    I(EXP, "placement", "replan_horizon_steps", "0", "0", "1099511627776", "steps",
+      "skip a re-plan unless its predicted gain per step x this pays for its copies' time "
+      "(0: off)"),
+    I(EXP, "placement", "replan_window_steps", "100", "1", "1073741824", "steps",
+      "recent loads for those predictions: each step weighted 1 / this, exponentially"),
 
     S(EXP, "strategy.static", "order", "contiguous", "contiguous, round-robin", "",
       "how experts are dealt to devices"),
@@ -170,6 +189,8 @@ const cfg_key_t cfg_keys[] = {
       "exec:NAME: loads handed over cover this many recent steps"),
     I(EXP, "strategy.NAME", "interval_steps", "1000", "0", "100000000", "steps",
       "exec:NAME: steps between re-plans (0: never re-plan)"),
+    S(EXP, "strategy.NAME", "plan_ms", "0", "milliseconds >= 0, or measured", "ms",
+      "any strategy: its planning time, overriding [placement] plan_ms"),
 
     S(EXP, "serving", "instances", "both", "both, decode, prefill", "",
       "which instances are simulated (prefill and decode disaggregated)"),
@@ -195,9 +216,9 @@ const cfg_key_t cfg_keys[] = {
       "weights besides routed experts on every device"),
     D(EXP, "serving", "kv_cache_gb", "(the HBM left)", "1e-6", "1e5", "GB",
       "KV cache per decode device"),
-    S(EXP, "serving", "rebalance", "pipelined", "blocking, pipelined", "",
+    S(EXP, "serving", "rebalance", "([placement] rebalance)", "blocking, pipelined", "",
       "how weight copies of a re-plan meet serving: stop the batch, or overlap it"),
-    D(EXP, "serving", "rebalance_fixed_s", "0", "0", "3600", "s",
+    D(EXP, "serving", "rebalance_fixed_s", "([placement] rebalance_fixed_s)", "0", "3600", "s",
       "fixed pause added to every re-plan"),
     I(EXP, "serving", "store_every", "1", "1", "1073741824", "steps",
       "store every Nth step's figures"),

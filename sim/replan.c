@@ -13,7 +13,8 @@
 
 #define SEC "placement"
 
-/* plan_ms of one section: a number of ms, or "measured". */
+/* plan_ms of one section: a number of ms, or "measured" (one key of
+ * two forms, so read as text and parsed here). */
 static int read_plan_ms(cfg_t *cfg, const char *sec, replan_spec_t *o) {
     const char *s;
     if (!cfg_has(cfg, sec, "plan_ms")) return MS_OK;
@@ -23,8 +24,12 @@ static int read_plan_ms(cfg_t *cfg, const char *sec, replan_spec_t *o) {
         o->plan_ns = 0;
         return MS_OK;
     }
-    double x;
-    if (cfg_double(cfg, sec, "plan_ms", 0, 0, 3.6e6, &x)) return MS_ERR;
+    char *end;
+    double x = strtod(s, &end);
+    while (*end == ' ' || *end == '\t') end++;
+    if (end == s || *end || !(x >= 0 && x <= 3.6e6))
+        return ms_err("%s: [%s] plan_ms = '%s' (give milliseconds from 0 to 3600000, e.g. 20, "
+                      "or measured)", cfg_where(cfg, sec, "plan_ms"), sec, s);
     o->plan_measured = 0;
     o->plan_ns = llround(x * 1e6);
     return MS_OK;
