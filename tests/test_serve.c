@@ -802,6 +802,51 @@ Test(serve, hot_expert_shift_static_degrades_dynamic_recovers) {
     store_close(st);
 }
 
+/* Serving takes the road fixed batches take (sim/replan.c): a plan waits
+ * for its planning time, the old layout serving meanwhile, and is handed
+ * over at the first batch end after it; the gate skips plans and records
+ * them, and then nothing moves and nothing recovers. */
+Test(serve, replans_wait_for_planning_time_and_the_gate_skips) {
+    store_t *st = mem_store();
+    trace_t *t = shift_trace();
+    int64_t now = serve(SHIFT "rebalance = blocking\n", &DYN, t, st, NULL);
+    int64_t slow = serve(SHIFT "rebalance = blocking\n[placement]\nplan_ms = 40\n", &DYN, t, st,
+                         NULL);
+    int64_t gated = serve(SHIFT "rebalance = blocking\n[placement]\nreplan_min_gain = 1\n", &DYN,
+                          t, st, NULL);
+    /* the first plan is made at the same batch end in both runs */
+    double t0 = q1(st, "SELECT min(time_ns) FROM replans WHERE run_id = ?", now);
+    double t1 = q1(st, "SELECT min(time_ns) FROM replans WHERE run_id = ?", slow);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT min(start_ns + duration_ns) FROM steps WHERE run_id = ? AND "
+                              "start_ns + duration_ns >= %.0f", t0 + 40e6);
+    cr_assert_eq(t1, q1(st, sql, slow), "handed over at the first batch end 40 ms after the plan");
+    cr_assert_gt(t1, t0);
+    cr_assert_geq(metric(st, slow, "plan_time_s"), 0.04);
+    cr_assert_eq(metric(st, now, "plan_time_s"), 0);
+    /* no batch starts while the blocking copies move */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM steps WHERE run_id = ? AND start_ns > %.0f AND "
+                              "start_ns < (SELECT max(done_ns) FROM migrations WHERE run_id = ? "
+                              "AND time_ns = %.0f)", t1, t1);
+    sqlite3_stmt *q;
+    cr_assert_eq(sqlite3_prepare_v2(store_db(st), sql, -1, &q, NULL), SQLITE_OK);
+    sqlite3_bind_int64(q, 1, slow);
+    sqlite3_bind_int64(q, 2, slow);
+    cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
+    cr_assert_eq(sqlite3_column_int(q, 0), 0);
+    sqlite3_finalize(q);
+    /* the gate: every plan skipped and counted, no copy, no recovery */
+    cr_assert_eq(metric(st, gated, "replans"), 0);
+    cr_assert_geq(metric(st, gated, "replans_skipped"), 2);
+    cr_assert_eq(metric(st, gated, "migrated_gb"), 0);
+    cr_assert_gt(metric(st, gated, "replan_skipped_gb"), 0);
+    cr_assert_eq(q1(st, "SELECT count(*) FROM migrations WHERE run_id = ?", gated), 0);
+    cr_assert_gt(par(st, gated, 400, 600), 2.5, "skipped plans leave static's layout");
+    cr_assert_lt(par(st, now, 400, 600), 1.8);
+    trace_free(t);
+    store_close(st);
+}
+
 /* ---- the command path ---- */
 
 Test(serve, run_one_dispatches_to_serving_and_keeps_fixed_batches) {
