@@ -3,7 +3,8 @@
  * 1.5x the sampling floor of the trace's, in token and count mode, with the
  * group limit on and off; bias balancing at zero bias routes exactly as
  * static; per-token traces give each token its own experts; the node limit
- * holds; and the fit cache is used, refitted when stale or corrupt, and
+ * holds; the group-limited selection is the plain definition's, ties
+ * included; and the fit cache is used, refitted when stale or corrupt, and
  * falls back when it cannot be written beside the trace. */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -423,4 +424,69 @@ Test(gate, unwritable_folder_falls_back_to_the_user_cache) {
     trace_free(t);
     trace_free(full);
     rm_tree();
+}
+
+/* The straightforward group-limited top-k: groups ranked by the sum of
+ * their best two scores (ties to the lower group), then the top k of the
+ * kept groups' experts (ties to the lower expert), all by insertion. */
+static void group_select_ref(int E, int K, int G, int TG, const float *v, int *out) {
+    float gsum[64];
+    for (int g = 0; g < G; g++) {
+        float b1 = -HUGE_VALF, b2 = -HUGE_VALF;
+        for (int e = g * E / G; e < (g + 1) * E / G; e++) {
+            if (v[e] > b1) {
+                b2 = b1;
+                b1 = v[e];
+            } else if (v[e] > b2) {
+                b2 = v[e];
+            }
+        }
+        float s = 0;
+        s += b1;
+        s += b2;
+        gsum[g] = s;
+    }
+    unsigned char keep[64] = {0};
+    for (int j = 0; j < TG; j++) {
+        int best = -1;
+        for (int g = 0; g < G; g++)
+            if (!keep[g] && (best < 0 || gsum[g] > gsum[best])) best = g;
+        keep[best] = 1;
+    }
+    unsigned char used[1024] = {0};
+    for (int j = 0; j < K; j++) {
+        int best = -1;
+        for (int e = 0; e < E; e++)
+            if (keep[e * G / E] && !used[e] && (best < 0 || v[e] > v[best])) best = e;
+        used[best] = 1;
+        out[j] = best;
+    }
+}
+
+/* gate_select's group-limit path (the fast path of DeepSeek-V3 routing)
+ * chooses exactly what the plain definition chooses, ties included:
+ * scores are drawn from 16 levels so that equal scores and equal group
+ * sums are frequent. */
+Test(gate, group_limit_selects_as_the_plain_definition_ties_included) {
+    enum { E = 256, K = 8, G = 8, TG = 4 };
+    gate_spec_t spec;
+    cr_assert_eq(gate_spec_make(E, K, G, TG, 1, 0, "t", &spec), MS_OK);
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    float v[E];
+    int ties = 0;
+    for (int t = 0; t < 3000; t++) {
+        int coarse = t % 2;
+        for (int e = 0; e < E; e++)
+            v[e] = coarse ? (float)gsl_rng_uniform_int(rng, 16) / 16.0f : (float)gsl_rng_uniform(rng);
+        int out[K], ref[K];
+        gate_select(&spec, v, out);
+        group_select_ref(E, K, G, TG, v, ref);
+        for (int j = 0; j < K; j++) {
+            cr_assert_eq(out[j], ref[j], "token %d, choice %d: %d, by definition %d", t, j, out[j],
+                         ref[j]);
+            ties += j && v[out[j]] == v[out[j - 1]];
+        }
+    }
+    cr_assert(ties > 100, "only %d tied choices: the ties were not exercised", ties);
+    gsl_rng_free(rng);
 }

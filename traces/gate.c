@@ -89,8 +89,30 @@ static int keep_segments(const gate_limit_t *lim, const float *v, int E,
         int a = (int)((int64_t)i * E / lim->n), b = (int)((int64_t)(i + 1) * E / lim->n);
         float tv[TRACE_MAX_TOP_K];
         int ti[TRACE_MAX_TOP_K], nt = 0;
-        for (int e = a; e < b; e++)
-            if (!allow || allow[e]) nt = top_push(tv, ti, nt, lim->top, v[e], e);
+        if (!allow && lim->top == 2 && b - a >= 2) {
+            /* DeepSeek's groups (the best two of each): top_push's values
+             * for k = 2 without the indices the sum does not need */
+            float t0 = v[a], t1 = v[a + 1];
+            if (t1 > t0) {
+                t1 = t0;
+                t0 = v[a + 1];
+            }
+            for (int e = a + 2; e < b; e++) {
+                float x = v[e];
+                if (!(x > t1)) continue;
+                if (x > t0) {
+                    t1 = t0;
+                    t0 = x;
+                } else {
+                    t1 = x;
+                }
+            }
+            tv[0] = t0;
+            tv[1] = t1;
+            nt = 2;
+        } else
+            for (int e = a; e < b; e++)
+                if (!allow || allow[e]) nt = top_push(tv, ti, nt, lim->top, v[e], e);
         keep[i] = 0;
         if (!nt) continue;
         float sum = 0;
@@ -109,8 +131,19 @@ void gate_select(const gate_spec_t *s, const float *v, int *out) {
         for (int e = 0; e < E; e++) n = top_push(val, out, n, k, v[e], e);
         return;
     }
-    unsigned char allow_buf[1024], *allow = E <= 1024 ? allow_buf : ms_malloc((size_t)E);
     unsigned char keep[GATE_MAX_SEG];
+    if (s->node.n <= 1) {
+        /* group limit alone: the kept groups' experts, in ascending order as
+         * the scan below would visit them, without the allow mask */
+        keep_segments(&s->group, v, E, NULL, keep);
+        for (int i = 0; i < s->group.n; i++) {
+            if (!keep[i]) continue;
+            int a = (int)((int64_t)i * E / s->group.n), b = (int)((int64_t)(i + 1) * E / s->group.n);
+            for (int e = a; e < b; e++) n = top_push(val, out, n, k, v[e], e);
+        }
+        return;
+    }
+    unsigned char allow_buf[1024], *allow = E <= 1024 ? allow_buf : ms_malloc((size_t)E);
     memset(allow, 1, (size_t)E);
     if (s->group.n > 1) {
         keep_segments(&s->group, v, E, NULL, keep);
