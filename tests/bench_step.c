@@ -10,13 +10,24 @@
  * replica, replicas packed heaviest first onto the least-loaded device),
  * so the simulated step is the deployment's, not a badly skewed one.
  *
+ * A last line runs the count-mode flow at EP384 (8 nodes x 48 devices of
+ * H800, 384 slots = 256 experts + 128 redundant, one a device, 128 tokens a
+ * device), the scale of issue 18's CloudMatrix384 target: at least 1x.
+ *
+ * Each case runs in a child process, which prints its own peak resident
+ * memory (getrusage ru_maxrss: the trace and layouts the parent loaded
+ * included).
+ *
  * Usage: bench_step [--quick] [--normal] [--case N]   (--normal: DeepEP
  * normal mode; --case: only the N-th line, for profiling)
  * It also prints the documented step of docs/cost-model.md. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "net.h"
 #include "place.h"
@@ -89,7 +100,61 @@ typedef struct {
     int overlap;
     int steps;
     double target;
+    int big;     /* 1: the EP384 cluster */
 } case_t;
+
+/* Peak resident memory of this process so far, MiB. */
+static double peak_mib(void) {
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) ? -1 : ru.ru_maxrss / 1024.0;
+}
+
+/* One case, timed; prints its line. Returns 0, or 1 on a failed step. */
+static int run_case(const case_t *k, const cluster_t *c, const moe_model_t *m,
+                    const place_layout_t *lo, replay_t *rp, enum step_a2a a2a) {
+    int D = c->n_devices, L = moe_n_moe_layers(m), E = m->n_experts, T = 128;
+    int *tokens = ms_malloc((size_t)D * sizeof *tokens);
+    for (int d = 0; d < D; d++) tokens[d] = T;
+    double *load = ms_malloc((size_t)L * E * sizeof *load);
+    cluster_t cc = *c;
+    cc.mode = k->mode;
+    cc.overlap = k->overlap;
+    cc.a2a = a2a;
+    step_sim_t *sim = step_new(&cc, m);
+    double sim_s = 0, wall = 0, wall_replay = 0, solves = 0;
+    int64_t t = 0;
+    for (int s = 0; s < k->steps; s++) {
+        double t0 = now_s();
+        step_in_t in = {.start_ns = t, .layout = lo, .kv_len = 4989};
+        if (k->count) {
+            replay_counts(rp, s, (double)T * D, load);
+            in.expert_load = load;
+            in.tokens = tokens;
+        } else {
+            in.route = replay_step(rp, s);
+        }
+        double t1 = now_s();
+        step_result_t r;
+        if (step_run(sim, &in, &r)) return 1;
+        double t2 = now_s();
+        wall += t2 - t1;
+        wall_replay += t2 - t0;
+        sim_s += (r.end_ns - r.start_ns) * 1e-9;
+        solves += r.net_solves;
+        t = r.end_ns;
+    }
+    double ratio = sim_s / wall;
+    char tg[32] = "";
+    if (k->target > 0)
+        snprintf(tg, sizeof tg, ">= %g %s", k->target, ratio >= k->target ? "ok" : "MISSED");
+    printf("%-26s %6d %10.3f %11.3f %11.1f %10.2f %7.0f %8.0f  %s\n", k->name, k->steps,
+           sim_s * 1e3 / k->steps, wall * 1e3 / k->steps, ratio, sim_s / wall_replay,
+           solves / k->steps, peak_mib(), tg);
+    step_free(sim);
+    free(tokens);
+    free(load);
+    return 0;
+}
 
 int main(int argc, char **argv) {
     int quick = 0, only = -1;
@@ -105,65 +170,53 @@ int main(int argc, char **argv) {
     }
     const moe_model_t *m = moe_find("deepseek-v3");
     cluster_t c = {.n_nodes = 18, .devices_per_node = 8, .n_devices = 144, .hw = *hw_find("H800")};
+    cluster_t big = {.n_nodes = 8, .devices_per_node = 48, .n_devices = 384, .hw = c.hw};
     int D = c.n_devices, L = moe_n_moe_layers(m), E = m->n_experts, T = 128;
     trace_t *tr = NULL;
-    replay_t *rp = NULL;
-    if (trace_read(TRACE, &tr) || replay_new(tr, m->top_k, D, T, 1, &rp)) return 1;
+    replay_t *rp = NULL, *rp_big = NULL;
+    if (trace_read(TRACE, &tr) || replay_new(tr, m->top_k, D, T, 1, &rp) ||
+        replay_new(tr, m->top_k, big.n_devices, T, 1, &rp_big))
+        return 1;
     place_layout_t *lo = balanced(tr, L, E, D, 8, 32);
+    place_layout_t *lo_big = balanced(tr, L, E, big.n_devices, big.devices_per_node, 128);
     int *tokens = ms_malloc((size_t)D * sizeof *tokens);
     for (int d = 0; d < D; d++) tokens[d] = T;
     double *load = ms_malloc((size_t)L * E * sizeof *load);
 
     case_t cases[] = {
-        {"flow, token routing", STEP_FLOW, 0, 0, quick ? 1 : 4, 1},
-        {"flow, count mode", STEP_FLOW, 1, 0, quick ? 2 : 10, 1},
-        {"flow, count, overlap", STEP_FLOW, 1, 1, quick ? 2 : 10, 1},
-        {"analytic, count mode", STEP_ANALYTIC, 1, 0, quick ? 200 : 2000, 100},
-        {"analytic, count, overlap", STEP_ANALYTIC, 1, 1, quick ? 200 : 2000, 100},
-        {"analytic, token routing", STEP_ANALYTIC, 0, 0, quick ? 1 : 4, 0},
+        {"flow, token routing", STEP_FLOW, 0, 0, quick ? 1 : 4, 1, 0},
+        {"flow, count mode", STEP_FLOW, 1, 0, quick ? 2 : 10, 1, 0},
+        {"flow, count, overlap", STEP_FLOW, 1, 1, quick ? 2 : 10, 1, 0},
+        {"analytic, count mode", STEP_ANALYTIC, 1, 0, quick ? 200 : 2000, 100, 0},
+        {"analytic, count, overlap", STEP_ANALYTIC, 1, 1, quick ? 200 : 2000, 100, 0},
+        {"analytic, token routing", STEP_ANALYTIC, 0, 0, quick ? 1 : 4, 0, 0},
+        {"EP384 flow, count mode", STEP_FLOW, 1, 0, quick ? 1 : 5, 1, 1},
     };
     printf("EP144 DeepSeek-V3 decode on H800 (18 x 8), 32 redundant, 128 tokens/device, KV 4989\n");
-    printf("%-26s %6s %10s %11s %11s %10s %7s  %s\n", "case", "steps", "step ms", "wall ms/st",
-           "sim/wall", "+replay", "solves", "target");
+    printf("(EP384: 8 x 48 H800, 128 redundant; peak MiB: the case's process, trace included)\n");
+    printf("%-26s %6s %10s %11s %11s %10s %7s %8s  %s\n", "case", "steps", "step ms", "wall ms/st",
+           "sim/wall", "+replay", "solves", "peak MiB", "target");
+    fflush(stdout);
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         case_t *k = &cases[i];
         if (only >= 0 && (size_t)only != i) continue;
-        cluster_t cc = c;
-        cc.mode = k->mode;
-        cc.overlap = k->overlap;
-        cc.a2a = a2a;
-        step_sim_t *sim = step_new(&cc, m);
-        double sim_s = 0, wall = 0, wall_replay = 0, solves = 0;
-        int64_t t = 0;
-        for (int s = 0; s < k->steps; s++) {
-            double t0 = now_s();
-            step_in_t in = {.start_ns = t, .layout = lo, .kv_len = 4989};
-            if (k->count) {
-                replay_counts(rp, s, (double)T * D, load);
-                in.expert_load = load;
-                in.tokens = tokens;
-            } else {
-                in.route = replay_step(rp, s);
-            }
-            double t1 = now_s();
-            step_result_t r;
-            if (step_run(sim, &in, &r)) return 1;
-            double t2 = now_s();
-            wall += t2 - t1;
-            wall_replay += t2 - t0;
-            sim_s += (r.end_ns - r.start_ns) * 1e-9;
-            solves += r.net_solves;
-            t = r.end_ns;
+        /* a child per case, so that its peak memory is its own */
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("bench_step: fork");
+            return 1;
         }
-        double ratio = sim_s / wall;
-        char tg[32] = "";
-        if (k->target > 0) {
-            snprintf(tg, sizeof tg, ">= %g %s", k->target, ratio >= k->target ? "ok" : "MISSED");
+        if (pid == 0) {
+            int rc = k->big ? run_case(k, &big, m, lo_big, rp_big, a2a)
+                            : run_case(k, &c, m, lo, rp, a2a);
+            fflush(stdout);
+            _exit(rc);
         }
-        printf("%-26s %6d %10.3f %11.3f %11.1f %10.1f %7.0f  %s\n", k->name, k->steps,
-               sim_s * 1e3 / k->steps, wall * 1e3 / k->steps, ratio, sim_s / wall_replay,
-               solves / k->steps, tg);
-        step_free(sim);
+        int st = 0;
+        if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st)) {
+            fprintf(stderr, "bench_step: case '%s' failed\n", k->name);
+            return 1;
+        }
     }
     /* the documented step: every slot serves 512 pairs */
     place_layout_t *doc = place_layout_new(L, E, D, 8);
@@ -188,7 +241,9 @@ int main(int argc, char **argv) {
     free(tokens);
     free(load);
     place_layout_free(lo);
+    place_layout_free(lo_big);
     replay_free(rp);
+    replay_free(rp_big);
     trace_free(tr);
     return 0; /* a missed target is printed, not fatal: timings on a shared machine vary */
 }
