@@ -87,6 +87,7 @@ struct net {
     size_t lhn, lhcap;
     int *done;
     size_t nd, capd;
+    size_t unfixed;    /* solve: flows of the component not fixed yet */
     net_stats_t st;
 };
 
@@ -576,6 +577,7 @@ static void fix(net_t *n, int id, double lv, int li, uint32_t s) {
     f->rate = lv;
     f->bneck = li;
     f->fixed = 1;
+    n->unfixed--;
     n->lk[li].nb++;
     for (int i = 0; i < f->n_inc; i++) {
         link_t *l = &n->lk[f->inc[i].link];
@@ -597,15 +599,6 @@ static int solve(net_t *n, int full, int first, int64_t now, size_t *ncf_out) {
     uint32_t s = n->stamp;
     n->st.solves++;
     n->st.solve_flows += ncf;
-    for (size_t i = 0; i < ncf; i++) {
-        flow_t *f = &n->fl[n->cf[i]];
-        settle(f, now);
-        if (first) f->prev = f->rate;
-        for (int j = 0; j < f->n_inc; j++) n->lk[f->inc[j].link].load -= f->inc[j].w * f->rate;
-        if (f->bneck >= 0) n->lk[f->bneck].nb--;
-        f->bneck = -1;
-        f->fixed = 0;
-    }
     for (size_t i = 0; i < ncl; i++) {
         link_t *l = &n->lk[n->cl[i]];
         l->rcap = lcap(n, l);
@@ -613,14 +606,25 @@ static int solve(net_t *n, int full, int first, int64_t now, size_t *ncf_out) {
         l->unf = 0;
         l->load = 0; /* every flow on it is in the component */
     }
+    /* one pass over the incidences: a component link gathers its unfixed
+     * weights; a link outside (a hub) loses the flow's use, to be added
+     * back at its new rate by fix() */
     for (size_t i = 0; i < ncf; i++) {
         flow_t *f = &n->fl[n->cf[i]];
+        settle(f, now);
+        if (first) f->prev = f->rate;
         for (int j = 0; j < f->n_inc; j++) {
             link_t *l = &n->lk[f->inc[j].link];
-            if (l->stamp != s) continue;
+            if (l->stamp != s) {
+                l->load -= f->inc[j].w * f->rate;
+                continue;
+            }
             l->wsum += f->inc[j].w;
             l->unf++;
         }
+        if (f->bneck >= 0) n->lk[f->bneck].nb--;
+        f->bneck = -1;
+        f->fixed = 0;
     }
     n->lhn = 0;
     for (size_t i = 0; i < ncl; i++) {
@@ -628,7 +632,10 @@ static int solve(net_t *n, int full, int first, int64_t now, size_t *ncf_out) {
         if (l->unf) lpush(n, (lent_t){.lv = level(l), .l = n->cl[i], .unf = l->unf});
     }
     double last = 0;
-    while (n->lhn) {
+    /* once every flow is fixed the entries left have no unfixed flow and
+     * would only be popped and skipped */
+    n->unfixed = ncf;
+    while (n->lhn && n->unfixed) {
         lent_t e = lpop(n);
         link_t *l = &n->lk[e.l];
         if (!l->unf) continue;
