@@ -132,6 +132,8 @@ void step_free(step_sim_t *s) {
     free(s->dev_node);
     free(s->q);
     free(s->qn);
+    free(s->cq_buf);
+    free(s->cqn_buf);
     free(s->st);
     free(s->disp_wait);
     free(s->ob_t);
@@ -235,6 +237,7 @@ int step_run(step_sim_t *s, const step_in_t *in, step_result_t *out) {
     s->count_mode = !rt;
     s->lo = lo;
     s->tables = 0;
+    s->cq = s->cqn = NULL;
     enum step_a2a a2a = s->c.a2a == STEP_A2A_AUTO
                             ? (in->prefill ? STEP_A2A_NORMAL : STEP_A2A_LOW_LATENCY)
                             : s->c.a2a;

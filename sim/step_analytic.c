@@ -9,6 +9,7 @@
  * max(sum of compute, sum of communication) over both micro-batches. */
 #include "step_int.h"
 
+#include <assert.h>
 #include <math.h>
 
 /* ---- ports (analytic mode, and the byte counters of both modes) */
@@ -16,6 +17,7 @@
 /* Port token counts of one (micro-batch, layer) from the traffic tables. */
 static ports_t ports_from_tables(step_sim_t *s, int m, int l, double *disp_tok) {
     int D = s->D, N = s->N, dpn = s->dpn;
+    assert(!s->cq); /* count mode takes ports_from_counts */
     const float *T = Tm(s, m, l), *TN = TNm(s, m, l), *FW = s->normal ? FWm(s, m, l) : NULL;
     ports_t p = {0};
     double *up = s->nodes, tot = 0;

@@ -94,13 +94,13 @@ static void on_flow(eng_t *eng, void *ctx, int64_t tag);
  * streams never need the list for their path (token_side_caps). */
 static int counterparts(step_sim_t *s, int m, int l, int k, int d) {
     int n = 0, D = s->D, dpn = s->dpn, B = node_of(s, d), j = idx_of(s, d);
-    const float *Tc = Tm(s, m, l) + d; /* column d, stride D */
+    tvec_t col = Tcol(s, m, l, d);
     if (k == NVL) {
         const float *fw = s->normal ? FWm(s, m, l) + j : NULL;
         for (int i = 0; i < dpn; i++) {
             int x = B * dpn + i;
             if (x == d) continue;
-            double v = Tc[(size_t)x * D] + (fw ? fw[(size_t)x * dpn] : 0);
+            double v = tv_at(&col, x) + (fw ? fw[(size_t)x * dpn] : 0);
             if (v > 0) {
                 s->seen[n] = x;
                 s->q[n++] = v;
@@ -108,17 +108,16 @@ static int counterparts(step_sim_t *s, int m, int l, int k, int d) {
         }
     } else if (!s->normal) {
         for (int x = 0; x < D; x++) {
-            double v = Tc[(size_t)x * D];
+            double v = tv_at(&col, x);
             if (v > 0 && node_of(s, x) != B) {
                 s->seen[n] = x;
                 s->q[n++] = v;
             }
         }
     } else {
-        const float *tn = TNm(s, m, l) + B;
         for (int A = 0; A < s->N; A++) {
             int x = A * dpn + j;
-            double v = tn[(size_t)x * s->N];
+            double v = TNat(s, m, l, x, B);
             if (A != B && v > 0) {
                 s->seen[n] = x;
                 s->q[n++] = v;
@@ -224,13 +223,13 @@ static void on_flow(eng_t *eng, void *ctx, int64_t tag) {
         return;
     }
     /* combine: the stream out of d reached its counterparts */
-    const float *Tc = Tm(s, m, l) + d; /* column d: x's tokens on d */
-    if (!s->normal) { /* every token owner of the stream's kind waits on it */
+    if (!s->normal) { /* column d of T: x's tokens on d */ /* every token owner of the stream's kind waits on it */
         int *cw = s->comb_wait + mld(s, m, l, 0), B = node_of(s, d);
+        tvec_t col = Tcol(s, m, l, d);
         for (int A = 0; A < s->N; A++) {
             if ((A == B) != (k == NVL)) continue;
             for (int x = A * dpn; x < (A + 1) * dpn; x++)
-                if (x != d && Tc[(size_t)x * D] > 0 && --cw[x] == 0) try_advance(s, m, l, x);
+                if (x != d && tv_at(&col, x) > 0 && --cw[x] == 0) try_advance(s, m, l, x);
         }
         return;
     }
@@ -238,14 +237,14 @@ static void on_flow(eng_t *eng, void *ctx, int64_t tag) {
      * s->seen) */
     int nc = counterparts(s, m, l, k, d);
     memcpy(s->cps, s->seen, (size_t)nc * sizeof *s->cps);
-    const float *T = Tm(s, m, l), *FW = s->normal ? FWm(s, m, l) : NULL;
+    const float *FW = s->normal ? FWm(s, m, l) : NULL;
     for (int i = 0; i < nc; i++) {
         int x = s->cps[i];
         if (!s->normal || k == NIC) {
             comb_dec(s, m, l, x);
             continue;
         }
-        if (T[(size_t)x * D + d] > 0) comb_dec(s, m, l, x);
+        if (Tat(s, m, l, x, d) > 0) comb_dec(s, m, l, x);
         if (FW[(size_t)x * dpn + idx_of(s, d)] > 0) fwd_dec(s, m, l, x);
     }
 }
@@ -253,29 +252,31 @@ static void on_flow(eng_t *eng, void *ctx, int64_t tag) {
 /* Device a's dispatch leaves after its attention: its piece of every
  * stream it feeds (node by node, so the link kind needs no division). */
 static void send_dispatch(step_sim_t *s, int m, int l, int a) {
-    int D = s->D, A = node_of(s, a), dpn = s->dpn;
-    const float *row = Tm(s, m, l) + (size_t)a * D;
+    int A = node_of(s, a), dpn = s->dpn;
     double hd = s->hd;
+    tvec_t row = Trow(s, m, l, a);
     for (int B = 0; B < s->N; B++) {
         if (s->normal && B != A) continue;
         int k = B == A ? NVL : NIC;
         stream_t *st = stream(s, m, l, DISP, k, 0);
         for (int d = B * dpn; d < (B + 1) * dpn; d++) {
-            if (d == a || row[d] <= 0) continue;
-            st[d].bytes += row[d] * hd;
+            float v = tv_at(&row, d);
+            if (d == a || v <= 0) continue;
+            st[d].bytes += v * hd;
             if (--st[d].pieces == 0) start_stream(s, m, l, DISP, k, d);
         }
     }
     if (!s->normal) return;
-    const float *tn = TNm(s, m, l) + (size_t)a * s->N;
-    for (int b = 0; b < s->N; b++)
-        if (tn[b] > 0) join(s, m, l, DISP, NIC, b * dpn + idx_of(s, a), tn[b] * hd);
+    for (int b = 0; b < s->N; b++) {
+        float v = TNat(s, m, l, a, b);
+        if (v > 0) join(s, m, l, DISP, NIC, b * dpn + idx_of(s, a), v * hd);
+    }
 }
 
 /* Device d's experts are done: results leave (combine streams' bytes were
  * totalled in init_phase). */
 static void send_combine(step_sim_t *s, int m, int l, int d) {
-    if (Tm(s, m, l)[(size_t)d * s->D + d] > 0) comb_dec(s, m, l, d);
+    if (Tat(s, m, l, d, d) > 0) comb_dec(s, m, l, d);
     for (int k = 0; k < 2; k++) {
         if (s->normal && k == NIC) continue; /* IB leaves from the forwarders */
         if (stream(s, m, l, COMB, k, d)->pieces) join(s, m, l, COMB, k, d, 0);
@@ -338,7 +339,6 @@ static void ev_task(eng_t *eng, void *ctx, int64_t arg) {
  * expert-side ports still contend). */
 static double init_phase(step_sim_t *s, int m, int l) {
     int D = s->D, N = s->N, dpn = s->dpn;
-    const float *T = Tm(s, m, l);
     size_t base = mld(s, m, l, 0);
     int *dw = s->disp_wait + base, *cw = s->comb_wait + base, *fwt = s->fwd_wait + base;
     memset(dw, 0, (size_t)D * sizeof *dw);
@@ -354,15 +354,15 @@ static double init_phase(step_sim_t *s, int m, int l) {
     for (int b = 0; b < N; b++) node[b] = 0;
     for (int A = 0; A < N; A++)
         for (int a = A * dpn; a < (A + 1) * dpn; a++) {
-            const float *row = T + (size_t)a * D;
             int cnt = 0;
             double remote = 0;
+            tvec_t row = Trow(s, m, l, a);
             for (int B = 0; B < N; B++) {
                 int local = B == A;
                 if (s->normal && !local) continue;
                 stream_t *sd = local ? dn : di, *sc = local ? cn : ci;
                 for (int d = B * dpn; d < (B + 1) * dpn; d++) {
-                    double v = row[d];
+                    double v = tv_at(&row, d);
                     if (v <= 0) continue;
                     cnt++;
                     if (d == a) continue;
@@ -380,15 +380,15 @@ static double init_phase(step_sim_t *s, int m, int l) {
                 worst = ms_dmax(worst, remote);
                 continue;
             }
-            const float *tn = TNm(s, m, l) + (size_t)a * N;
             for (int b = 0; b < N; b++) {
-                if (tn[b] <= 0) continue;
+                double v = TNat(s, m, l, a, b);
+                if (v <= 0) continue;
                 int f = b * dpn + idx_of(s, a);
                 di[f].pieces++;
                 ci[f].pieces = 1;
-                ci[f].bytes += tn[b] * hc;
+                ci[f].bytes += v * hc;
                 cw[a]++;
-                moved += tn[b];
+                moved += v;
             }
             const float *fw = FWm(s, m, l) + (size_t)a * dpn;
             for (int j = 0; j < dpn; j++) {

@@ -102,6 +102,9 @@ struct step_sim {
     int *icnt;         /* token-mode slot counters of one layer [M][maxs] */
     int *dev_node;     /* [D] */
     double *q, *qn;    /* [D], [N] count mode: chance a token meets a device / node */
+    double *cq, *cqn;  /* count-mode flow: q and qn of every [M][L], which stand for T and
+                        * TN (Tat, TNat); NULL when the tables are materialized */
+    double *cq_buf, *cqn_buf;
 };
 
 /* ---- indexing */
@@ -118,6 +121,42 @@ static inline float *FWm(step_sim_t *s, int m, int l) {
 }
 static inline size_t mld(const step_sim_t *s, int m, int l, int d) {
     return ml(s, m, l) * s->D + d;
+}
+static inline int node_of(const step_sim_t *s, int d);
+/* T[m][l][a][d]: the table's entry, or in count mode the same float made
+ * from the meeting chances (t_a q_d, as the table would hold it): count
+ * mode never stores the [M][L][D][D] tables, so its memory is O(L D). */
+static inline float Tat(const step_sim_t *s, int m, int l, int a, int d) {
+    if (s->cq) return (float)(s->tok[(size_t)m * s->D + a] * s->cq[mld(s, m, l, d)]);
+    return s->T[(ml(s, m, l) * s->D + a) * s->D + d];
+}
+/* Row a and column d of T[m][l], for loops over one of them: the same
+ * floats as Tat, with the table or the chances looked up once. */
+typedef struct {
+    const float *v;     /* the table's row (stride 1) or column (stride D), or NULL */
+    size_t stride;
+    const double *mul;  /* count mode: q of the row's columns, or t of the column's rows */
+    double by;          /* count mode: t_a of the row, or q_d of the column */
+} tvec_t;
+static inline tvec_t Trow(const step_sim_t *s, int m, int l, int a) {
+    if (s->cq)
+        return (tvec_t){NULL, 1, s->cq + mld(s, m, l, 0), s->tok[(size_t)m * s->D + a]};
+    return (tvec_t){s->T + (ml(s, m, l) * s->D + a) * s->D, 1, NULL, 0};
+}
+static inline tvec_t Tcol(const step_sim_t *s, int m, int l, int d) {
+    if (s->cq) return (tvec_t){NULL, 1, s->tok + (size_t)m * s->D, s->cq[mld(s, m, l, d)]};
+    return (tvec_t){s->T + ml(s, m, l) * s->D * s->D + d, (size_t)s->D, NULL, 0};
+}
+static inline float tv_at(const tvec_t *t, int i) {
+    return t->v ? t->v[(size_t)i * t->stride] : (float)(t->by * t->mul[i]);
+}
+/* TN[m][l][a][b] likewise. */
+static inline float TNat(const step_sim_t *s, int m, int l, int a, int b) {
+    if (s->cq)
+        return b == node_of(s, a) ? 0
+                                  : (float)(s->tok[(size_t)m * s->D + a] *
+                                            s->cqn[ml(s, m, l) * s->N + b]);
+    return s->TN[(ml(s, m, l) * s->D + a) * s->N + b];
 }
 static inline stream_t *stream(step_sim_t *s, int m, int l, int ph, int k, int d) {
     return s->st + ((ml(s, m, l) * 2 + ph) * 2 + k) * s->D + d;
@@ -167,7 +206,8 @@ void step_build_counts(step_sim_t *s, const step_in_t *in);
 /* Count mode, per micro-batch and layer: s->q and s->qn, the chance that a
  * token meets each device and node. */
 void step_meet_probs(step_sim_t *s, int m, int l);
-/* Count mode, flow: the expected traffic tables. */
+/* Count mode, flow: the meeting chances of every (micro-batch, layer), which
+ * give the expected traffic (Tat, TNat). */
 void step_counts_to_traffic(step_sim_t *s);
 /* Normal mode: the NVLink forwards of each (micro-batch, layer). */
 void step_build_forwards(step_sim_t *s);

@@ -19,11 +19,11 @@
  * never needs them (O(D) a layer instead of O(D^2)). */
 static void alloc_traffic(step_sim_t *s) {
     s->tables = 1;
-    if (s->T) return;
     size_t ML = (size_t)s->M * s->Lmax, D = (size_t)s->D;
+    if (!s->FW) s->FW = ms_malloc(ML * D * (size_t)s->dpn * sizeof *s->FW);
+    if (s->T) return;
     s->T = ms_malloc(ML * D * D * sizeof *s->T);
     s->TN = ms_malloc(ML * D * (size_t)s->N * sizeof *s->TN);
-    s->FW = ms_malloc(ML * D * (size_t)s->dpn * sizeof *s->FW);
 }
 
 void step_alloc_slots(step_sim_t *s, const place_layout_t *lo) {
@@ -238,21 +238,26 @@ void step_meet_probs(step_sim_t *s, int m, int l) {
     for (int b = 0; b < s->N; b++) s->qn[b] = 1 - powk(1 - ms_dmin(s->qn[b], 1), k);
 }
 
-/* Count mode, flow: the expected traffic tables. */
+/* Count mode, flow: the expected traffic tables, as the meeting chances
+ * they are made of (O(L D), not O(L D^2): Tat and TNat form an entry when
+ * it is read). Only the normal mode's forwards are stored. */
 void step_counts_to_traffic(step_sim_t *s) {
     int D = s->D, N = s->N;
-    alloc_traffic(s);
+    size_t ML = (size_t)s->M * s->Lmax;
+    s->tables = 1;
+    if (!s->cq_buf) {
+        s->cq_buf = ms_malloc(ML * D * sizeof *s->cq_buf);
+        s->cqn_buf = ms_malloc(ML * N * sizeof *s->cqn_buf);
+    }
+    if (s->normal && !s->FW) s->FW = ms_malloc(ML * D * (size_t)s->dpn * sizeof *s->FW);
     for (int m = 0; m < s->M; m++)
         for (int l = 0; l < s->L; l++) {
             step_meet_probs(s, m, l);
-            float *T = Tm(s, m, l), *TN = TNm(s, m, l);
-            for (int a = 0; a < D; a++) {
-                double t = s->tok[(size_t)m * D + a];
-                for (int d = 0; d < D; d++) T[(size_t)a * D + d] = (float)(t * s->q[d]);
-                for (int b = 0; b < N; b++)
-                    TN[(size_t)a * N + b] = b == node_of(s, a) ? 0 : (float)(t * s->qn[b]);
-            }
+            memcpy(s->cq_buf + mld(s, m, l, 0), s->q, (size_t)D * sizeof *s->q);
+            memcpy(s->cqn_buf + ml(s, m, l) * N, s->qn, (size_t)N * sizeof *s->qn);
         }
+    s->cq = s->cq_buf;
+    s->cqn = s->cqn_buf;
 }
 
 /* Normal mode: the NVLink forwards of each (micro-batch, layer). */
@@ -260,7 +265,6 @@ void step_build_forwards(step_sim_t *s) {
     int D = s->D, dpn = s->dpn, N = s->N;
     for (int m = 0; m < s->M; m++)
         for (int l = 0; l < s->L; l++) {
-            const float *T = Tm(s, m, l);
             float *FW = FWm(s, m, l);
             for (int x = 0; x < D; x++) {
                 int B = node_of(s, x), i = idx_of(s, x);
@@ -268,7 +272,7 @@ void step_build_forwards(step_sim_t *s) {
                     int d = B * dpn + j;
                     double v = 0;
                     for (int A = 0; A < N; A++)
-                        if (A != B) v += T[(size_t)(A * dpn + i) * D + d];
+                        if (A != B) v += Tat(s, m, l, A * dpn + i, d);
                     FW[(size_t)x * dpn + j] = (float)v;
                 }
             }
