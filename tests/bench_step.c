@@ -3,8 +3,9 @@
  * device, KV length 4,989), in flow and analytic mode, token-level routing
  * and count mode. Prints simulated seconds / wall seconds against the
  * targets: the flow mode at least 1 (faster than real time), the analytic
- * mode at least 100. Routing is replayed from the SGLang DeepSeek-V3 trace;
- * its sampling time is shown apart ("+replay"), since it belongs to the
+ * mode at least 100, per-token flow with its replay at least 10 (issue 18).
+ * Routing is replayed from the SGLang DeepSeek-V3 trace; its sampling time
+ * is shown apart ("+replay", in CPU seconds), since it belongs to the
  * trace replay, not to the cluster model. The layout is balanced the way
  * DeepSeek's EPLB does it (the 32 hottest experts of each layer get a second
  * replica, replicas packed heaviest first onto the least-loaded device),
@@ -109,6 +110,7 @@ typedef struct {
     int steps;
     double target;
     int big;     /* 1: the EP384 cluster */
+    double replay_target; /* issue 18: per-token flow with its replay, > 0 */
 } case_t;
 
 /* Peak resident memory of this process so far, MiB. */
@@ -129,10 +131,10 @@ static int run_case(const case_t *k, const cluster_t *c, const moe_model_t *m,
     cc.overlap = k->overlap;
     cc.a2a = a2a;
     step_sim_t *sim = step_new(&cc, m);
-    double sim_s = 0, wall = 0, wall_replay = 0, solves = 0, cpu = 0;
+    double sim_s = 0, wall = 0, cpu_replay = 0, solves = 0, cpu = 0;
     int64_t t = 0;
     for (int s = 0; s < k->steps; s++) {
-        double t0 = now_s();
+        double c0 = cpu_s();
         step_in_t in = {.start_ns = t, .layout = lo, .kv_len = 4989};
         if (k->count) {
             replay_counts(rp, s, (double)T * D, load);
@@ -145,20 +147,25 @@ static int run_case(const case_t *k, const cluster_t *c, const moe_model_t *m,
         step_result_t r;
         if (step_run(sim, &in, &r)) return 1;
         double t2 = now_s();
-        cpu += cpu_s() - c1;
+        double c2 = cpu_s();
+        cpu += c2 - c1;
+        cpu_replay += c2 - c0;
         wall += t2 - t1;
-        wall_replay += t2 - t0;
         sim_s += (r.end_ns - r.start_ns) * 1e-9;
         solves += r.net_solves;
         t = r.end_ns;
     }
     double ratio = sim_s / wall;
-    char tg[32] = "";
+    char tg[80] = "";
+    int n = 0;
     if (k->target > 0)
-        snprintf(tg, sizeof tg, ">= %g %s", k->target, ratio >= k->target ? "ok" : "MISSED");
+        n = snprintf(tg, sizeof tg, ">= %g %s", k->target, ratio >= k->target ? "ok" : "MISSED");
+    if (k->replay_target > 0) /* on the CPU clock: the wall one counts other processes */
+        snprintf(tg + n, sizeof tg - (size_t)n, "; +replay >= %g %s", k->replay_target,
+                 sim_s / cpu_replay >= k->replay_target ? "ok" : "MISSED");
     printf("%-26s %6d %10.3f %11.3f %9.1f %9.1f %8.2f %7.0f %8.0f  %s\n", k->name, k->steps,
            sim_s * 1e3 / k->steps, wall * 1e3 / k->steps, ratio, sim_s / cpu,
-           sim_s / wall_replay, solves / k->steps, peak_mib(), tg);
+           sim_s / cpu_replay, solves / k->steps, peak_mib(), tg);
     step_free(sim);
     free(tokens);
     free(load);
@@ -193,17 +200,18 @@ int main(int argc, char **argv) {
     double *load = ms_malloc((size_t)L * E * sizeof *load);
 
     case_t cases[] = {
-        {"flow, token routing", STEP_FLOW, 0, 0, quick ? 1 : 4, 1, 0},
-        {"flow, count mode", STEP_FLOW, 1, 0, quick ? 2 : 10, 1, 0},
-        {"flow, count, overlap", STEP_FLOW, 1, 1, quick ? 2 : 10, 1, 0},
-        {"analytic, count mode", STEP_ANALYTIC, 1, 0, quick ? 200 : 2000, 100, 0},
-        {"analytic, count, overlap", STEP_ANALYTIC, 1, 1, quick ? 200 : 2000, 100, 0},
-        {"analytic, token routing", STEP_ANALYTIC, 0, 0, quick ? 1 : 4, 0, 0},
-        {"EP384 flow, count mode", STEP_FLOW, 1, 0, quick ? 1 : 5, 1, 1},
+        {"flow, token routing", STEP_FLOW, 0, 0, quick ? 1 : 4, 1, 0, 10},
+        {"flow, count mode", STEP_FLOW, 1, 0, quick ? 2 : 10, 1, 0, 0},
+        {"flow, count, overlap", STEP_FLOW, 1, 1, quick ? 2 : 10, 1, 0, 0},
+        {"analytic, count mode", STEP_ANALYTIC, 1, 0, quick ? 200 : 2000, 100, 0, 0},
+        {"analytic, count, overlap", STEP_ANALYTIC, 1, 1, quick ? 200 : 2000, 100, 0, 0},
+        {"analytic, token routing", STEP_ANALYTIC, 0, 0, quick ? 1 : 4, 0, 0, 0},
+        {"EP384 flow, count mode", STEP_FLOW, 1, 0, quick ? 1 : 5, 1, 1, 0},
     };
     printf("EP144 DeepSeek-V3 decode on H800 (18 x 8), 32 redundant, 128 tokens/device, KV 4989\n");
     printf("(EP384: 8 x 48 H800, 128 redundant; peak MiB: the case's process, trace included)\n");
-    printf("(sim/cpu: simulated over CPU seconds, what the wall ratio would be on an idle core)\n");
+    printf("(sim/cpu: simulated over CPU seconds, what the wall ratio would be on an idle core;\n"
+           " +replay: the same with the routing's sampling from the trace counted in)\n");
     printf("%-26s %6s %10s %11s %9s %9s %8s %7s %8s  %s\n", "case", "steps", "step ms", "wall ms/st",
            "sim/wall", "sim/cpu", "+replay", "solves", "peak MiB", "target");
     fflush(stdout);
