@@ -7,7 +7,10 @@
  * (one IB copy per token per node in normal mode); FW[x][j] the tokens that
  * x=(B,i) forwards over NVLink to (B,j) in normal mode: those of the
  * sources (A,i), A != B, bound for (B,j). With two micro-batches each has
- * its own tables (first half of a device's tokens, second half). */
+ * its own tables (first half of a device's tokens, second half). Count
+ * mode stores no T or TN: their entries are t_s q_d and t_s qn_B, formed
+ * when read (step_int.h, Tat), so its memory grows with devices, not
+ * devices squared. */
 #include "step_int.h"
 
 #include <stdlib.h>
