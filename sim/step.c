@@ -157,13 +157,16 @@ double step_compute_ns(const cluster_t *c, const moe_model_t *m, double pairs, i
  * (cost_experts_ns) over its slots' loads, as `moesim calib report`
  * evaluates it. */
 static void expert_times(step_sim_t *s, const place_layout_t *lo) {
+    /* the kernel's fitted figures once a step, not once a device and layer
+     * (cost_experts_ns looks them up in the calibration each call) */
+    hw_gemm_t par = cost_gemm_par_of(&s->c.hw, s->m.weight_bytes);
     for (int mb = 0; mb < s->M; mb++)
         for (int l = 0; l < s->L; l++) {
             int spd = lo->layer[lsrc(s, l)].slots_per_device;
             const double *sl = s->slot_load + ml(s, mb, l) * s->maxs;
             double *out = s->exp_ns + ml(s, mb, l) * s->D;
             for (int d = 0; d < s->D; d++)
-                out[d] = cost_experts_ns(&s->c.hw, &s->m, sl + (size_t)d * spd, spd);
+                out[d] = cost_experts_par_ns(&par, &s->c.hw, &s->m, sl + (size_t)d * spd, spd);
         }
 }
 
