@@ -15,6 +15,7 @@ extern const place_ops_t place_omni_ops;
 extern const place_ops_t place_bias_ops;
 extern const place_ops_t place_layout_ops;
 extern const place_ops_t place_capacity_ops;
+extern const place_ops_t place_predictive_ops;
 
 static const place_ops_t *const registry[] = {
     &place_static_ops,
@@ -23,6 +24,7 @@ static const place_ops_t *const registry[] = {
     &place_bias_ops,
     &place_layout_ops,
     &place_capacity_ops,
+    &place_predictive_ops,
 };
 
 #define N_REG ((int)(sizeof registry / sizeof *registry))
