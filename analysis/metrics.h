@@ -91,7 +91,9 @@ struct sqlite3;
     X(PAR_MEAN_IN_SAMPLE, "par_mean_in_sample", "",                                              \
       "place --eval: the layout's mean PAR on the counts it was planned on")                     \
     X(PAR_MEAN_HINDSIGHT, "par_mean_hindsight", "",                                              \
-      "place --eval: the same strategy planned on the scored counts, its mean PAR there")       \
+      "the hindsight bound: the same strategy planned on the scored counts, its mean PAR there") \
+    X(REGRET, "regret", "",                                                                      \
+      "the first layout's mean PAR on the scored counts minus the hindsight bound's")            \
     X(REBALANCE_PAUSE, "rebalance_pause_s", "s", "serving paused by blocking rebalances")        \
     X(IN_SYSTEM_MEAN, "in_system_mean", "requests", "time-average requests in the system")      \
     X(LAMBDA_W, "lambda_w", "requests", "arrival rate x mean time in system (Little's law)")     \

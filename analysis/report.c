@@ -98,7 +98,10 @@ static void run_table(report_ctx_t *c) {
                      "Every run in the database. Step time is the mean simulated decode step; "
                      "tokens/s per node counts output tokens; mean PAR is the per-layer maximum "
                      "over mean device load, averaged over layers and steps (1 = perfect "
-                     "balance); gap to bound is the busiest devices' load summed over layers "
+                     "balance); layout PAR is the first layout's on the scored trace's "
+                     "summed counts, hindsight PAR the same strategy's layout planned on those "
+                     "counts themselves (the best it could have done), regret their "
+                     "difference; gap to bound is the busiest devices' load summed over layers "
                      "against the lower bound any placement with the same slots could reach; TTFT and TPOT "
                      "count requests arriving after the warm-up. Every value is the run's "
                      "stored summary metric (docs/schema.md); a dash: the run has none. "
@@ -108,8 +111,9 @@ static void run_table(report_ctx_t *c) {
                      "reaches).\n\n");
     report_printf(b,
                   "| run | experiment | strategy | prior | EP | redundant | step time (ms) |%s "
-                  "tokens/s per node | mean PAR | GB migrated | gap to bound |\n"
-                  "|---:|---|---|---|---:|---:|---:|%s---:|---:|---:|---:|\n",
+                  "tokens/s per node | mean PAR | layout PAR | hindsight PAR | regret | "
+                  "GB migrated | gap to bound |\n"
+                  "|---:|---|---|---|---:|---:|---:|%s---:|---:|---:|---:|---:|---:|---:|\n",
                   serving ? " TPOT mean (ms) | TPOT p99 (ms) | TTFT p50 (ms) | TTFT p99 (ms) |"
                           : "",
                   serving ? "---:|---:|---:|---:|" : "");
@@ -144,6 +148,9 @@ static void run_table(report_ctx_t *c) {
         }
         cell(b, &m, METRIC_OUT_TPS_NODE, "%.0f", 1, -1);
         cell(b, &m, METRIC_PAR_MEAN, "%.3f", 1, -1);
+        cell(b, &m, METRIC_LAYOUT_PAR_MEAN, "%.3f", 1, -1);
+        cell(b, &m, METRIC_PAR_MEAN_HINDSIGHT, "%.3f", 1, -1);
+        cell(b, &m, METRIC_REGRET, "%+.3f", 1, -1);
         cell(b, &m, METRIC_MIGRATED_GB, "%.2f", 1, -1);
         cell(b, &m, METRIC_GAP_TO_BOUND, "%+.1f%%", 100, -1);
         report_printf(b, " |\n");

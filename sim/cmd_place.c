@@ -561,6 +561,7 @@ int cmd_place(int argc, char **argv) {
         par_h = layer_pars(lo_h, scored, p_h);
         metrics_set(&m, METRIC_PAR_MEAN_IN_SAMPLE, planw ? par_in : NAN);
         metrics_set(&m, METRIC_PAR_MEAN_HINDSIGHT, par_h);
+        metrics_set(&m, METRIC_REGRET, par_out - par_h);
     }
     doc = table_doc_new("place", (table_format_t)a.fmt);
     if (!a.quiet) {

@@ -4,6 +4,7 @@
 #include "prior.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,4 +108,17 @@ int prior_build(const prior_spec_t *p, const trace_t *scored, replay_t *rp, doub
     }
     *out = pr;
     return MS_OK;
+}
+
+int prior_hindsight(const place_ops_t *ops, const place_env_t *env, const double *scored,
+                    double *par) {
+    *par = NAN;
+    if (ops->requires) return MS_OK;
+    place_state_t *st = NULL;
+    place_layout_t *lo = NULL;
+    int rc = ops->init(env, scored, &st, &lo);
+    if (rc == MS_OK) *par = place_par_mean(lo, scored);
+    if (st && ops->destroy) ops->destroy(st);
+    place_layout_free(lo);
+    return rc;
 }

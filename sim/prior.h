@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #include "cfg.h"
+#include "place.h"
 #include "replay.h"
 #include "trace.h"
 
@@ -52,6 +53,14 @@ const char *prior_display(const char *label);
  * run then measures from batch warmup_steps on. */
 int prior_build(const prior_spec_t *p, const trace_t *scored, replay_t *rp, double n_tokens,
                 int step_div, double **out);
+/* The hindsight bound beside a result: strategy ops planned (its init) on
+ * the scored counts themselves ([n_layers][n_experts]), the mean PAR of
+ * that layout on them into *par. A strategy that needs an input of its own
+ * (ops->requires: a layout file, an external program) gets none: *par is
+ * NaN, not a figure. */
+int prior_hindsight(const place_ops_t *ops, const place_env_t *env, const double *scored,
+                    double *par);
+
 /* Batches the run replays before its measured ones (past: warmup_steps). */
 int prior_skip(const prior_spec_t *p);
 

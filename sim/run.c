@@ -118,7 +118,9 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
      * `moesim place --eval` prints for the same prior. */
     tr_tot = ms_malloc((size_t)L * E * sizeof *tr_tot);
     for (int l = 0; l < L; l++) trace_layer_total(tr, l, tr_tot + (size_t)l * E);
-    double layout_par = place_par_mean(lo, tr_tot);
+    double layout_par = place_par_mean(lo, tr_tot), hindsight;
+    /* The hindsight bound beside it: the same strategy planned on them. */
+    if (prior_hindsight(ops, &env, tr_tot, &hindsight)) goto out;
     /* A strategy that steers routing chooses every token's experts from the
      * fitted router scores each phase's replay draws for that token. */
     for (int i = 0; i < NP && ops->route; i++)
@@ -231,6 +233,10 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     metrics_set(m, METRIC_REPLANS, (double)rpl->done);
     metrics_set(m, METRIC_REBALANCE_PAUSE, (double)mg->pause_ns / 1e9);
     replan_metrics((const replan_t *const[]){rpl}, 1, m);
+    if (!isnan(hindsight)) {
+        metrics_set(m, METRIC_PAR_MEAN_HINDSIGHT, hindsight);
+        metrics_set(m, METRIC_REGRET, layout_par - hindsight);
+    }
     metrics_from_loads(&acc, lb, 0, m);
     if (loc_store(loc, &rec, m) || record_metrics(&rec, m) ||
         record_strategy_metrics(&rec, ops, ps, "") || record_commit(&rec))

@@ -1,7 +1,8 @@
 /* bench_place: how long a full EPLB re-plan takes (58 layers x 256 experts
  * -> 288 slots) at EP32 (4 nodes, hierarchical) and EP144 (18 nodes,
  * global), on the DeepSeek-V3 statistics and on random loads, with the
- * targets beside them; the lower bound over 58 layers; and a whole
+ * targets beside them; a full plan of the predictive strategy at EP144
+ * (target 10 ms); the lower bound over 58 layers; and a whole
  * `moesim place --eval` (read both traces, plan, plan in hindsight, score)
  * at EP144. Medians of many repetitions; prints, never fails. */
 #include <stdio.h>
@@ -46,6 +47,35 @@ static double time_eplb(const double *w, int nodes, int gpus, int reps) {
     free(p);
     free(c);
     free(t);
+    return m;
+}
+
+static double cpu_s(void);
+
+/* One full predictive plan (its init from the prior w: forecast, EPLB's
+ * replica counts, drift-aware packing of every layer) at EP144: median
+ * wall time, and median CPU time into *cpu_ms. */
+static double time_predictive(const double *w, int reps, double *cpu_ms) {
+    const place_ops_t *ops = place_find("predictive");
+    place_env_t env = {.n_layers = L, .n_experts = E, .n_devices = 144, .devices_per_node = 8,
+                       .n_nodes = 18, .redundant = P - E, .top_k = 8, .n_groups = 8,
+                       .topk_groups = 4, .seed = 1};
+    double *t = ms_malloc(sizeof(double) * reps), *c = ms_malloc(sizeof(double) * reps);
+    int ok = ops != NULL;
+    for (int i = 0; i < reps && ok; i++) {
+        place_state_t *st = NULL;
+        place_layout_t *lo = NULL;
+        double t0 = now_s(), c0 = cpu_s();
+        ok = ops->init(&env, w, &st, &lo) == MS_OK;
+        t[i] = now_s() - t0;
+        c[i] = cpu_s() - c0;
+        if (ok) ops->destroy(st);
+        place_layout_free(lo);
+    }
+    double m = ok ? median_ms(t, reps) : -1;
+    *cpu_ms = ok ? median_ms(c, reps) : -1;
+    free(t);
+    free(c);
     return m;
 }
 
@@ -118,6 +148,14 @@ int main(void) {
                    time_eplb(wt, cases[k].nodes, cases[k].gpus, 500), cases[k].target_ms);
         printf("  %-30s random %8.3f ms   (target <= %.0f ms)\n", cases[k].what,
                time_eplb(wr, cases[k].nodes, cases[k].gpus, 500), cases[k].target_ms);
+    }
+    printf("predictive plan, %d layers x %d experts -> %d slots, EP144 (18 nodes; median of 50)\n",
+           L, E, P);
+    {
+        double cpu, ms = time_predictive(have_trace ? wt : wr, 50, &cpu);
+        if (ms < 0) printf("  failed: %s\n", ms_err_last());
+        else printf("  %-30s %s %8.3f ms wall, %8.3f ms CPU   (target <= 10 ms)\n",
+                    "EP144, 18 nodes", have_trace ? "trace " : "random", ms, cpu);
     }
     printf("lower bound, %d layers (median of 100)\n", L);
     for (int k = 0; k < 2; k++)

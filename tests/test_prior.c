@@ -222,8 +222,8 @@ static int place(const char *first, ...) {
 /* place --counts A --eval B scores the layout a run with prior = trace:A
  * starts from on trace B: the same PAR. */
 Test(prior, place_eval_matches_a_run_planned_from_the_file, .init = setup, .fini = teardown) {
-    const char *strategies[] = {"eplb", "omni"};
-    for (int i = 0; i < 2; i++) {
+    const char *strategies[] = {"eplb", "omni", "predictive"};
+    for (int i = 0; i < 3; i++) {
         char db[128], pdb[128], extra[4200], cwd[1024], q[256];
         snprintf(db, sizeof db, "%s/r%d.db", dir, i);
         snprintf(pdb, sizeof pdb, "%s/p%d.db", dir, i);
@@ -242,6 +242,14 @@ Test(prior, place_eval_matches_a_run_planned_from_the_file, .init = setup, .fini
         cr_expect_float_eq(run, out, 1e-12, "%s: run %.12g place %.12g", strategies[i], run, out);
         cr_expect_lt(in, out, "%s: in-sample %g out %g", strategies[i], in, out);
         cr_expect_leq(hind, out, "%s: hindsight %g out %g", strategies[i], hind, out);
+        /* The run stores the same hindsight bound beside its result, and
+         * the regret to it. */
+        double rh = query(db, "SELECT value FROM summary WHERE metric = 'par_mean_hindsight'");
+        double rg = query(db, "SELECT value FROM summary WHERE metric = 'regret'");
+        cr_expect_float_eq(rh, hind, 1e-12, "%s: run hindsight %.12g place %.12g", strategies[i],
+                           rh, hind);
+        cr_expect_float_eq(rg, run - rh, 1e-12, "%s: regret %g", strategies[i], rg);
+        cr_expect_gt(rg, 0, "%s: planned on another file, some regret", strategies[i]);
         snprintf(q, sizeof q, "SELECT count(*) FROM runs WHERE prior = 'trace:%s'",
                  DS "prefill_in512.json");
         cr_expect_eq(query(pdb, q), 1);

@@ -352,6 +352,7 @@ Test(report, full_report_has_every_figure_and_the_run_table) {
     /* Serving columns appear once requests exist; static has no migrations. */
     cr_assert_not_null(strstr(idx, "| TPOT mean (ms) |"));
     cr_assert_not_null(strstr(idx, "| gap to bound |"));
+    cr_assert_not_null(strstr(idx, "| hindsight PAR | regret |"));
     cr_assert_not_null(strstr(idx, "## Experiment t\n"));
     cr_assert_not_null(strstr(idx, "## Experiment sweep\n"));
     /* The sweep served no requests: its CDFs are skipped, said in the index. */
