@@ -23,6 +23,7 @@
 
 #include "cfg.h"
 #include "place.h"
+#include "progress.h"
 #include "run.h"
 #include "serve.h"
 #include "store.h"
@@ -97,7 +98,7 @@ static double serve_timed(int i, enum step_mode mode, double sim_s, const char *
         store_close(st);
         return -1;
     }
-    serve_progress_runs(i, n_timed());
+    progress_runs(i, n_timed());
     double t0 = now_s(), c0 = cpu_s();
     int rc = serve_one(&sp, ops, NULL, st, &sum);
     double dt = now_s() - t0, dc = cpu_s() - c0;
