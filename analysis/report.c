@@ -11,8 +11,13 @@
 
 #include "metrics.h"
 #include "prior.h"
+#include "progress.h"
 #include "report_int.h"
 #include "util.h"
+
+/* The report's progress line (a terminal only): figures of the experiment
+ * being drawn. */
+static progress_t prog;
 
 const char *const report_figure_names[] = {
     "layer_max", "device_heat", "replica_heat", "traffic_heat", "trace_heat", "par_time",
@@ -236,8 +241,16 @@ static void experiments(report_ctx_t *c, int *failed) {
             {"par_time", report_fig_par_time},
             {"bars", report_fig_bars}, {"cdf", report_fig_cdf},
         };
-        for (size_t i = 0; i < sizeof figs / sizeof *figs; i++)
-            if (report_wanted(c, figs[i].name)) tally(figs[i].fn(c, &e), failed);
+        size_t nf = sizeof figs / sizeof *figs;
+        for (size_t i = 0; i < nf; i++) {
+            if (!report_wanted(c, figs[i].name)) continue;
+            if (prog.on) { /* gnuplot takes seconds a figure: a line with an ETA */
+                char d[160];
+                snprintf(d, sizeof d, "experiment %.80s, figure %s", e.name, figs[i].name);
+                progress_update(&prog, (double)i, (double)nf, d, 1);
+            }
+            tally(figs[i].fn(c, &e), failed);
+        }
     }
     sqlite3_finalize(q);
     if (older)
@@ -247,7 +260,16 @@ static void experiments(report_ctx_t *c, int *failed) {
                       older > 1 ? "their" : "its", REPORT_MAX_EXPERIMENTS);
 }
 
+static int build(const char *db_path, const char *dir, const char *only, report_result_t *res);
+
 int report_build(const char *db_path, const char *dir, const char *only, report_result_t *res) {
+    progress_begin(&prog, "report");
+    int rc = build(db_path, dir, only, res);
+    progress_end(&prog);
+    return rc;
+}
+
+static int build(const char *db_path, const char *dir, const char *only, report_result_t *res) {
     report_result_t local;
     if (!res) res = &local;
     memset(res, 0, sizeof *res);

@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
+
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -66,6 +68,16 @@ void progress_line(char *out, size_t n, const char *what, double done, double to
              detail && *detail ? detail : "", detail && *detail ? ")" : "", el, left);
 }
 
+/* The stream a line is on now: cleared before any message (util.c). */
+static FILE *on_screen;
+
+static void clear_line(void) {
+    if (!on_screen) return;
+    fputs("\r\033[K", on_screen);
+    fflush(on_screen);
+    on_screen = NULL;
+}
+
 void progress_begin_on(progress_t *p, FILE *f, int on, const char *what) {
     memset(p, 0, sizeof *p);
     p->f = f;
@@ -110,12 +122,15 @@ void progress_update(progress_t *p, double done, double total, const char *detai
     fprintf(p->f, "\r\033[K%s", line);
     fflush(p->f);
     p->drawn = 1;
+    on_screen = p->f;
+    ms_before_message(clear_line);
 }
 
 void progress_end(progress_t *p) {
     if (p->on && p->drawn) {
         fputs("\r\033[K", p->f);
         fflush(p->f);
+        if (on_screen == p->f) on_screen = NULL;
     }
     p->drawn = 0;
 }

@@ -15,17 +15,23 @@
 static char err_last[1024];
 static int err_quiet;
 
+static void (*before_message)(void);
+
+void ms_before_message(void (*fn)(void)) { before_message = fn; }
+
 int ms_err(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err_last, sizeof err_last, fmt, ap);
     va_end(ap);
+    if (!err_quiet && before_message) before_message();
     if (!err_quiet) fprintf(stderr, "moesim: %s\n", err_last);
     return MS_ERR;
 }
 
 void ms_warn(const char *fmt, ...) {
     if (err_quiet) return;
+    if (before_message) before_message();
     va_list ap;
     va_start(ap, fmt);
     fputs("moesim: warning: ", stderr);

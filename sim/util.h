@@ -27,6 +27,9 @@ enum { MS_EXIT_OK = 0, MS_EXIT_INPUT = 1, MS_EXIT_USAGE = 2, MS_EXIT_INTERNAL = 
 int ms_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A warning: printed, never fatal. */
 void ms_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A function called before a message is printed (progress.c clears its
+ * line, so the message starts on a clean one); NULL for none. */
+void ms_before_message(void (*fn)(void));
 /* The text of the last ms_err() call ("" if none). */
 const char *ms_err_last(void);
 /* Quiet mode keeps messages out of stderr (the tests use it, and sweeps

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "progress.h"
+#include "util.h"
 
 Test(progress, eta_is_the_rate_so_far) {
     cr_assert_float_eq(progress_eta_s(5, 20, 10), 30, 1e-12); /* 2 s a unit, 15 left */
@@ -104,4 +105,29 @@ Test(progress, drawn_on_a_terminal_and_cleared) {
     cr_assert(!strncmp(o, "\r\033[Kplace --window: 25% (window 2/4), ", 38), "%s", o);
     cr_assert(strstr(o, "left\r\033[K"), "%s", o);
     fclose(f);
+}
+
+/* A message (error or warning) starts on a clean line: the progress line
+ * is cleared first. */
+Test(progress, a_message_clears_the_line_first) {
+    FILE *f = tmpfile(), *g = tmpfile();
+    cr_assert(f && g);
+    progress_t p;
+    progress_begin_on(&p, f, 1, "compare");
+    progress_update(&p, 1, 2, NULL, 1);
+    fflush(stderr);
+    int keep = dup(2);
+    dup2(fileno(g), 2);
+    ms_err_quiet(0);
+    ms_warn("something to say");
+    fflush(stderr);
+    dup2(keep, 2);
+    close(keep);
+    const char *o = slurp(f);
+    size_t n = strlen(o);
+    cr_assert(n > 4 && !strcmp(o + n - 4, "\r\033[K"), "the line is cleared: '%s'", o);
+    cr_assert_str_eq(slurp(g), "moesim: warning: something to say\n");
+    progress_end(&p);
+    fclose(f);
+    fclose(g);
 }
