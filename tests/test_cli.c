@@ -273,3 +273,39 @@ Test(cli, every_table_prints_as_csv_and_json) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
     cr_assert_eq(system(cmd), 0);
 }
+
+/* The serving summary (a config with [serving]) through the same printer:
+ * its own columns, latencies as numbers or null. */
+Test(cli, serving_summary_as_csv_and_json) {
+    char tmpl[512];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(tmpl, sizeof tmpl, "%s/moesim-cli-XXXXXX", tmp && *tmp ? tmp : P_tmpdir);
+    cr_assert_not_null(mkdtemp(tmpl));
+    char db[600];
+    snprintf(db, sizeof db, "%s/s.db", tmpl);
+    static const char *const keys[] = {"strategy", "prior", "tpot_ms", "tpot_p99_ms",
+                                       "ttft_p50_ms", "ttft_p99_ms", "out_tok_s_node",
+                                       "in_tok_s_node", "par_mean", "migrated_gb", "gap_pct"};
+    for (int form = 0; form < 2; form++) {
+        char *a[] = {"moesim", "compare", "configs/serving.ini", "--db", db, "--replace",
+                     "--strategy", "static", "--set", "serving.duration_s=1", "--set",
+                     "placement.warmup_steps=1", form ? "--json" : "--csv", NULL};
+        run_t r = run_prog(NULL, a);
+        cr_assert_eq(r.status, 0, "%s", r.err);
+        if (!form) {
+            cr_assert_eq(check_csv(r.out, keys, 11), 1, "%s", r.out);
+        } else {
+            json_t *j = parse_json(r.out);
+            json_t *row = json_array_get(json_object_get(json_object_get(j, "tables"), "summary"), 0);
+            cr_assert(json_is_object(row));
+            for (int k = 2; k < 11; k++)
+                cr_assert(json_is_number(json_object_get(row, keys[k])) ||
+                              json_is_null(json_object_get(row, keys[k])), "%s", keys[k]);
+            cr_assert_gt(json_number_value(json_object_get(row, "out_tok_s_node")), 0);
+            json_decref(j);
+        }
+        run_free(&r);
+    }
+    unlink(db);
+    rmdir(tmpl);
+}
