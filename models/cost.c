@@ -115,17 +115,31 @@ double cost_link_ns(const hw_link_t *l, double bytes, double bytes_per_peer, int
     return l->lat_ns + 1e9 * bytes / bw;
 }
 
-double cost_attn_q_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len,
-                      int prefill, double q) {
+double cost_kv_bytes_per_token_tp(const moe_model_t *m, int tp) {
+    if (m->attn != MOE_ATTN_GQA || tp <= 1) return moe_kv_bytes_per_token(m);
+    /* KV heads split over the group; fewer heads than ranks are replicated */
+    int heads = (m->n_kv_heads + tp - 1) / tp;
+    return 2.0 * heads * m->head_dim * m->kv_bytes;
+}
+
+double cost_attn_tp_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len,
+                       int prefill, double q, int tp) {
     if (t <= 0) return 0;
-    double P = moe_attn_params(m), h = m->hidden, bw = cost_hbm_bw(hw);
-    double proj = cost_roofline_ns(2.0 * P * t, cost_peak(hw, m->dense_bytes),
-                                   P * m->dense_bytes + 4.0 * h * t, bw);
-    double kv = moe_kv_bytes_per_token(m);
+    double P = moe_attn_params(m), h = m->hidden, bw = cost_hbm_bw(hw), n = tp > 1 ? tp : 1;
+    /* each rank reads the group's whole input and writes a partial sum of
+     * the whole output: the activations do not shrink with tp */
+    double proj = cost_roofline_ns(2.0 * P * t / n, cost_peak(hw, m->dense_bytes),
+                                   P * m->dense_bytes / n + 4.0 * h * t, bw);
+    double kv = cost_kv_bytes_per_token_tp(m, tp);
     /* decode reads each sequence's cache once for its q query tokens */
-    double core = cost_roofline_ns(t * kv_len * moe_attn_core_flops(m, prefill),
+    double core = cost_roofline_ns(t * kv_len * moe_attn_core_flops(m, prefill) / n,
                                    cost_peak(hw, 2), t * kv * (prefill ? 1.0 : kv_len / q), bw);
     return proj + core + hw->kernel_ns;
+}
+
+double cost_attn_q_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len,
+                      int prefill, double q) {
+    return cost_attn_tp_ns(hw, m, t, kv_len, prefill, q, 1);
 }
 
 double cost_attn_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len, int prefill) {
@@ -146,17 +160,26 @@ double cost_shared_ns(const hw_t *hw, const moe_model_t *m, double t) {
     return m->n_shared * ffn_ns(hw, m, m->shared_inter, t) + hw->kernel_ns;
 }
 
-double cost_dense_ffn_ns(const hw_t *hw, const moe_model_t *m, double t) {
+double cost_dense_ffn_tp_ns(const hw_t *hw, const moe_model_t *m, double t, int tp) {
     if (t <= 0) return 0;
-    return ffn_ns(hw, m, m->dense_inter, t) + hw->kernel_ns;
+    return ffn_ns(hw, m, m->dense_inter / (double)(tp > 1 ? tp : 1), t) + hw->kernel_ns;
+}
+
+double cost_dense_ffn_ns(const hw_t *hw, const moe_model_t *m, double t) {
+    return cost_dense_ffn_tp_ns(hw, m, t, 1);
+}
+
+double cost_head_tp_ns(const hw_t *hw, const moe_model_t *m, double t, int tp) {
+    if (t <= 0) return 0;
+    /* vocabulary-parallel: each rank holds vocab / tp rows of the head */
+    double v = m->vocab / (double)(tp > 1 ? tp : 1), hv = (double)m->hidden * v;
+    return cost_roofline_ns(2.0 * hv * t, cost_peak(hw, m->embed_bytes),
+                            hv * m->embed_bytes + 4.0 * v * t, cost_hbm_bw(hw)) +
+           hw->kernel_ns;
 }
 
 double cost_head_ns(const hw_t *hw, const moe_model_t *m, double t) {
-    if (t <= 0) return 0;
-    double hv = (double)m->hidden * m->vocab;
-    return cost_roofline_ns(2.0 * hv * t, cost_peak(hw, m->embed_bytes),
-                            hv * m->embed_bytes + 4.0 * m->vocab * t, cost_hbm_bw(hw)) +
-           hw->kernel_ns;
+    return cost_head_tp_ns(hw, m, t, 1);
 }
 
 double cost_pre_q_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len,
@@ -164,6 +187,14 @@ double cost_pre_q_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_l
     if (t <= 0) return 0;
     return m->n_dense *
            (cost_attn_q_ns(hw, m, t, kv_len, prefill, q) + cost_dense_ffn_ns(hw, m, t));
+}
+
+double cost_pre_tp_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len,
+                      int prefill, double q, int tp, const hw_link_t *ar) {
+    if (t <= 0) return 0;
+    double red = tp > 1 && ar ? cost_allreduce_ns(ar, t * m->hidden * 2.0, tp) : 0;
+    return m->n_dense * (cost_attn_tp_ns(hw, m, t, kv_len, prefill, q, tp) + red +
+                         cost_dense_ffn_tp_ns(hw, m, t, tp) + red);
 }
 
 double cost_pre_ns(const hw_t *hw, const moe_model_t *m, double t, double kv_len, int prefill) {
@@ -213,4 +244,98 @@ int cost_check_memory(const hw_t *hw, const moe_model_t *m, const place_layout_t
                   where ? where : "", where ? ": " : "", (dense + routed) / 1e9, dense / 1e9,
                   routed / 1e9, slots, moe_expert_bytes(m) / 1e6, kv_bytes / 1e9,
                   hw->mem_reserve / 1e9, need / 1e9, hw->hbm_bytes / 1e9, hw->name);
+}
+
+/* ---- attention parallelism */
+
+void cost_stage_layers(const moe_model_t *m, int pp, int stage, int *lo, int *hi) {
+    int L = moe_n_moe_layers(m), n = pp > 1 ? pp : 1, base = L / n, rem = L % n;
+    *lo = stage * base + (stage < rem ? stage : rem);
+    *hi = *lo + base + (stage < rem);
+}
+
+moe_model_t cost_stage_model(const moe_model_t *m, int pp, int stage) {
+    moe_model_t s = *m;
+    int lo, hi;
+    cost_stage_layers(m, pp, stage, &lo, &hi);
+    s.n_dense = stage == 0 ? m->n_dense : 0;
+    s.n_layers = s.n_dense + hi - lo;
+    if (stage != (pp > 1 ? pp : 1) - 1) s.mtp_depth = 0; /* the MTP module sits by the head */
+    return s;
+}
+
+double cost_allreduce_ns(const hw_link_t *l, double bytes, int n) {
+    if (n <= 1 || bytes <= 0) return 0;
+    double chunk = bytes / n;
+    return 2.0 * (n - 1) * cost_link_ns(l, chunk, chunk, 1);
+}
+
+double cost_pipeline_ns(const double *t, int pp, int mb, double send_ns) {
+    if (pp < 1 || mb < 1) return 0;
+    /* fin[j]: when stage s (the row being filled) finished micro-batch j */
+    double *fin = ms_malloc((size_t)mb * sizeof *fin), end = 0;
+    for (int s = 0; s < pp; s++) {
+        double prev = 0; /* stage s finished j - 1 */
+        for (int j = 0; j < mb; j++) {
+            double arrive = s ? fin[j] + send_ns : 0;
+            fin[j] = ms_dmax(prev, arrive) + t[(size_t)s * mb + j];
+            prev = fin[j];
+        }
+        end = prev;
+    }
+    free(fin);
+    return end;
+}
+
+double cost_kv_bytes_sh(const moe_model_t *m, double tokens, double kv_len,
+                        const cost_shard_t *sh) {
+    moe_model_t s = cost_stage_model(m, sh->pp, sh->stage);
+    double tp = sh->tp > 1 ? sh->tp : 1;
+    return tp * tokens * kv_len * cost_kv_bytes_per_token_tp(m, sh->tp) * moe_kv_layers(&s);
+}
+
+double cost_dense_bytes_sh(const moe_model_t *m, const cost_shard_t *sh) {
+    moe_model_t s = cost_stage_model(m, sh->pp, sh->stage);
+    double h = m->hidden, tp = sh->tp > 1 ? sh->tp : 1, db = m->dense_bytes;
+    int first = sh->stage == 0, last = sh->stage == (sh->pp > 1 ? sh->pp : 1) - 1;
+    double embed = (first + last) * (double)m->vocab * h * m->embed_bytes / tp;
+    double attn = s.n_layers * moe_attn_params(m) * db / tp;
+    double dense = s.n_dense * 3.0 * h * m->dense_inter * db / tp;
+    double shared = moe_n_moe_layers(&s) * (double)m->n_shared * 3.0 * h * m->shared_inter * db;
+    double mtp = moe_mtp_held(&s) * (2.0 * h * h + moe_attn_params(m) / tp +
+                                     (double)m->n_shared * 3.0 * h * m->shared_inter) * db;
+    return embed + attn + dense + shared + mtp;
+}
+
+int cost_check_memory_sh(const hw_t *hw, const moe_model_t *m, const place_layout_t *lo,
+                         double tokens, double kv_len, const cost_shard_t *sh,
+                         const char *where) {
+    int pp = sh->pp > 1 ? sh->pp : 1, tp = sh->tp > 1 ? sh->tp : 1;
+    if (pp == 1 && tp == 1)
+        return cost_check_memory(hw, m, lo, cost_kv_bytes(m, tokens, kv_len), where);
+    for (int st = 0; st < pp; st++) {
+        cost_shard_t one = {tp, pp, st};
+        moe_model_t s = cost_stage_model(m, pp, st);
+        int l0, l1;
+        cost_stage_layers(m, pp, st, &l0, &l1);
+        double slots = 0;
+        for (int l = l0; l < l1; l++) slots += lo->layer[l].slots_per_device;
+        slots += mtp_slots(&s, lo);
+        double dense = cost_dense_bytes_sh(m, &one), routed = slots * moe_expert_bytes(m);
+        double kv = cost_kv_bytes_sh(m, tokens, kv_len, &one);
+        double need = dense + routed + kv + hw->mem_reserve;
+        if (need <= hw->hbm_bytes) continue;
+        char on[64] = "";
+        if (pp > 1) snprintf(on, sizeof on, " on pipeline stage %d of %d", st, pp);
+        return ms_err("%s%sdevice memory does not fit%s (attention tensor-parallel %d): %.2f GB "
+                      "weights (%.2f GB attention, dense layers, "
+                      "shared experts and embeddings + %.2f GB for %.0f routed expert slots of "
+                      "%.1f MB) + %.2f GB KV cache + %.2f GB reserve = %.2f GB > %.2f GB HBM of "
+                      "%s (use fewer redundant experts, a smaller batch or KV length, more "
+                      "devices or pipeline stages, or a device with more memory)",
+                      where ? where : "", where ? ": " : "", on, tp, (dense + routed) / 1e9,
+                      dense / 1e9, routed / 1e9, slots, moe_expert_bytes(m) / 1e6, kv / 1e9,
+                      hw->mem_reserve / 1e9, need / 1e9, hw->hbm_bytes / 1e9, hw->name);
+    }
+    return MS_OK;
 }

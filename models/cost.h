@@ -105,6 +105,78 @@ double cost_pre_q_ns(const hw_t *hw, const moe_model_t *m, double tokens, double
  * hidden state and next-token embedding concatenated) over tokens tokens. */
 double cost_mtp_proj_ns(const hw_t *hw, const moe_model_t *m, double tokens);
 
+/* ---- attention parallelism (docs/cost-model.md section 13)
+ *
+ * How a deployment shards what is not a routed expert. tp devices (one
+ * attention group, inside one scale-up domain) run attention, the dense
+ * FFNs and the output head together over the group's batch, each with 1/tp
+ * of the heads and weights, and all-reduce the hidden states after each
+ * attention and dense FFN; tp = 1 is data-parallel attention, every device
+ * on its own batch. pp stages each hold a slice of the layers on their own
+ * devices (the first the dense layers and the embedding, the last the head
+ * and the MTP module); the MoE layers of a stage run expert-parallel over
+ * its devices. Shared experts stay on each device's own tokens. */
+typedef struct cost_shard {
+    int tp;    /* attention tensor-parallel degree; 1: data-parallel attention */
+    int pp;    /* pipeline stages; 1: none */
+    int stage; /* which stage a figure is for, 0 .. pp - 1 */
+} cost_shard_t;
+
+/* MoE layers of stage of pp: [*lo, *hi), the model's MoE layers split as
+ * evenly as they go, earlier stages taking the remainder. */
+void cost_stage_layers(const moe_model_t *m, int pp, int stage, int *lo, int *hi);
+/* The model a stage runs: its dense layers (stage 0 only), its MoE layers,
+ * and the MTP module on the last stage only. The output head is the last
+ * stage's too, which the step charges (the model has no field for it). */
+moe_model_t cost_stage_model(const moe_model_t *m, int pp, int stage);
+/* A ring all-reduce of bytes (each member's whole buffer) over n devices
+ * on one class of ports: 2 (n - 1) steps, each sending bytes / n to the
+ * next device while receiving from the previous (both directions loaded),
+ * each paying the link's latency and ramp. 0 for n <= 1. */
+double cost_allreduce_ns(const hw_link_t *l, double bytes, int n);
+/* Attention of one device of a tp-wide group over the group's batch of
+ * group_tokens: projections and core split by heads (FLOPs / tp, weights
+ * / tp); the KV cache read is the group's, per device: MLA's latent is
+ * shared by all heads, so every rank reads all of it; GQA's KV heads split
+ * (moe_kv_bytes_per_token_tp). tp = 1: cost_attn_q_ns. No all-reduce. */
+double cost_attn_tp_ns(const hw_t *hw, const moe_model_t *m, double group_tokens,
+                       double kv_len, int prefill, double q, int tp);
+/* KV bytes per token and layer one rank of a tp group keeps: MLA's latent
+ * whole, GQA's KV heads split (ceil(kv_heads / tp) each). */
+double cost_kv_bytes_per_token_tp(const moe_model_t *m, int tp);
+/* A dense FFN layer and the output head split tp ways over group_tokens. */
+double cost_dense_ffn_tp_ns(const hw_t *hw, const moe_model_t *m, double group_tokens, int tp);
+double cost_head_tp_ns(const hw_t *hw, const moe_model_t *m, double group_tokens, int tp);
+/* The dense layers before the first MoE layer on one device of a tp group:
+ * per layer attention + all-reduce + FFN + all-reduce (the all-reduces on
+ * ar, the group's links; none when tp = 1). */
+double cost_pre_tp_ns(const hw_t *hw, const moe_model_t *m, double group_tokens, double kv_len,
+                      int prefill, double q, int tp, const hw_link_t *ar);
+/* A pipeline of pp stages and mb micro-batches: stage_ns[s * mb + j] is
+ * micro-batch j's time on stage s, send_ns the hand-over between stages.
+ * Stage s starts j when it has finished j - 1 and j has arrived from s - 1
+ * (GPipe's schedule, from an empty pipeline): the time the last
+ * micro-batch leaves the last stage. Uniform stages of t take
+ * (mb + pp - 1) t + (pp - 1) send: a bubble of (pp - 1) (t + send). */
+double cost_pipeline_ns(const double *stage_ns, int pp, int mb, double send_ns);
+/* KV bytes one device of stage sh->stage keeps for tokens sequences a
+ * device of kv_len positions: its stage's layers (the MTP block's on the
+ * last), tp x tokens sequences of its group at cost_kv_bytes_per_token_tp. */
+double cost_kv_bytes_sh(const moe_model_t *m, double tokens, double kv_len,
+                        const cost_shard_t *sh);
+/* Weights one device of stage sh->stage holds besides its routed experts:
+ * embedding (first stage) and head (last) and its layers' attention and
+ * dense FFNs, each / tp; its MoE layers' shared experts whole; the MTP
+ * module's projection, attention / tp and shared experts (last stage). */
+double cost_dense_bytes_sh(const moe_model_t *m, const cost_shard_t *sh);
+/* cost_check_memory for every stage of sh->pp (sh->stage ignored): stage
+ * s holds lo's routed slots of its MoE layers (lo spans all MoE layers over
+ * one stage's devices), the weights above and cost_kv_bytes_sh(tokens,
+ * kv_len). tp = pp = 1 is cost_check_memory with cost_kv_bytes. */
+int cost_check_memory_sh(const hw_t *hw, const moe_model_t *m, const place_layout_t *lo,
+                         double tokens, double kv_len, const cost_shard_t *sh,
+                         const char *where);
+
 /* KV-cache bytes per device: tokens sequences' worth of kv_len positions
  * each, over every layer (the held MTP block's included). */
 double cost_kv_bytes(const moe_model_t *m, double tokens, double kv_len);

@@ -64,7 +64,7 @@ static int parse_ini(cfg_t *c, const char *file, hw_t *h) {
             return MS_ERR;
     }
     long dph;
-    if (cfg_int(c, "hardware", "devices_per_host", 8, 1, 64, &dph) || cfg_check_unused(c))
+    if (cfg_int(c, "hardware", "devices_per_host", 8, 1, HW_MAX_PER_HOST, &dph) || cfg_check_unused(c))
         return MS_ERR;
     h->devices_per_host = (int)dph;
     h->name = preset_intern(name);

@@ -31,6 +31,10 @@ typedef struct hw_link {
     double duplex;     /* share of bw kept while both directions are loaded, (0, 1] */
 } hw_link_t;
 
+/* The most devices one host (node) may hold: scale-up domains larger
+ * than a host are [cluster] scaleup_domain, not bigger hosts. */
+#define HW_MAX_PER_HOST 1024
+
 typedef struct hw {
     const char *name;
     const char *description; /* one line for `moesim list hardware` */

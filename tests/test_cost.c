@@ -278,3 +278,132 @@ Test(cost, memory_capacity) {
     ms_err_quiet(0);
     place_layout_free(lo);
 }
+
+/* ---- attention parallelism (docs/cost-model.md section 13) */
+
+/* A ring all-reduce of a TP8 group's hidden states, 1,024 tokens x 7,168 x
+ * 2 B = 14,680,064 B: 14 steps of 1,835,008 B to the next device. H800
+ * NVLink (no ramp, no derating): 2,000 + 1,835,008 / 160e9 s = 13,468.8 ns
+ * a step, 188,563.2 ns. H200 (fitted link): ramp (1,835,008 + 0.2571 x
+ * 1.5488e7) / (1,835,008 + 1.5488e7) = 0.335795, rate 450e9 x 0.873 x
+ * 0.335795 x 0.7821 = 103.17 GB/s, step 17,316 + 17,785.4 ns: 491,426.2 ns.
+ * Alone (n = 1) it costs nothing. */
+Test(cost, tp_allreduce_by_hand) {
+    hw_link_t nv = cost_scaleup_link(h800());
+    cr_assert_float_eq(cost_allreduce_ns(&nv, 1024 * 7168 * 2.0, 8), 188563.2, 1e-6);
+    hw_link_t h2 = cost_scaleup_link(hw_find("H200"));
+    cr_assert_float_eq(cost_allreduce_ns(&h2, 1024 * 7168 * 2.0, 8), 491426.2246, 1e-3);
+    cr_assert_eq(cost_allreduce_ns(&nv, 1e6, 1), 0);
+    /* two devices: 2 steps of half the buffer */
+    cr_assert_float_eq(cost_allreduce_ns(&nv, 3.2e6, 2), 2 * (2000 + 1.6e6 / 160e9 * 1e9), 1e-6);
+}
+
+/* TP8 attention over a group batch of 128 sequences (16 a device), KV
+ * 4,989, on H800: projections 2 x 187,105,280 x 128 / 8 FLOPs = 8,648.52
+ * ns against 23,388,160 + 4 x 7168 x 128 = 27,058,176 B = 9,502.43 ns;
+ * core 22,233,219,072 FLOPs = 32,115.01 ns against MLA's latent cache of
+ * all 128 sequences, 735,657,984 B = 258,352.23 ns (every rank reads it:
+ * the heads split, the latent does not); + 4,000: 271,854.67 ns. tp = 1 is
+ * the data-parallel formula. */
+Test(cost, tp_attention_by_hand) {
+    cr_assert_float_eq(cost_attn_tp_ns(h800(), dsv3(), 128, 4989, 0, 1, 8), 271854.6655, 1e-2);
+    cr_assert_eq(cost_attn_tp_ns(h800(), dsv3(), 128, 4989, 0, 1, 1),
+                 cost_attn_ns(h800(), dsv3(), 128, 4989, 0));
+    /* GQA splits its KV heads: Qwen3-235B's 4 over TP2 keep 2 each, over
+     * TP8 one each (replicated) */
+    const moe_model_t *q = moe_find("qwen3-235b-a22b");
+    cr_assert_eq(cost_kv_bytes_per_token_tp(q, 1), 2.0 * 4 * 128 * 2);
+    cr_assert_eq(cost_kv_bytes_per_token_tp(q, 2), 2.0 * 2 * 128 * 2);
+    cr_assert_eq(cost_kv_bytes_per_token_tp(q, 8), 2.0 * 1 * 128 * 2);
+    cr_assert_eq(cost_kv_bytes_per_token_tp(dsv3(), 8), 1152);
+    /* head and dense FFN split: the head's weights are an eighth */
+    cr_assert(cost_head_tp_ns(h800(), dsv3(), 128, 8) < cost_head_ns(h800(), dsv3(), 128) / 7);
+    cr_assert_eq(cost_head_tp_ns(h800(), dsv3(), 128, 1), cost_head_ns(h800(), dsv3(), 128));
+    cr_assert_eq(cost_dense_ffn_tp_ns(h800(), dsv3(), 128, 1),
+                 cost_dense_ffn_ns(h800(), dsv3(), 128));
+    /* the dense layers: attention + all-reduce + FFN + all-reduce, three times */
+    hw_link_t nv = cost_scaleup_link(h800());
+    double ar = cost_allreduce_ns(&nv, 128 * 7168 * 2.0, 8);
+    cr_assert_float_eq(cost_pre_tp_ns(h800(), dsv3(), 128, 4989, 0, 1, 8, &nv),
+                       3 * (271854.6655 + 2 * ar + cost_dense_ffn_tp_ns(h800(), dsv3(), 128, 8)),
+                       1e-1);
+}
+
+/* GPipe from an empty pipeline. Uniform: 2 stages, 4 micro-batches of 10
+ * ms, hand-over 0.5 ms: (4 + 2 - 1) x 10 + 1 x 0.5 = 50.5 ms, of which the
+ * bubble is 1 x (10 + 0.5) ms. Uneven, by hand: stage 0 takes 3 and 5,
+ * stage 1 takes 4 and 1, hand-over 1: stage 0 ends its micro-batches at 3
+ * and 8; stage 1 starts the first at 3 + 1 = 4 and ends it at 8, starts
+ * the second at max(8, 8 + 1) = 9 and ends at 10. */
+Test(cost, pp_bubble_by_hand) {
+    double u[8];
+    for (int i = 0; i < 8; i++) u[i] = 10e6;
+    cr_assert_float_eq(cost_pipeline_ns(u, 2, 4, 0.5e6), 50.5e6, 1e-6);
+    double bubble = cost_pipeline_ns(u, 2, 4, 0.5e6) - 4 * 10e6;
+    cr_assert_float_eq(bubble, 10.5e6, 1e-6);
+    double t[4] = {3, 5, 4, 1};
+    cr_assert_float_eq(cost_pipeline_ns(t, 2, 2, 1), 10, 1e-12);
+    /* one stage is the sum of its micro-batches */
+    cr_assert_float_eq(cost_pipeline_ns(t, 1, 2, 1), 8, 1e-12);
+    /* 4 stages, one micro-batch: stages and hand-overs in a row */
+    cr_assert_float_eq(cost_pipeline_ns(u, 4, 1, 1e6), 43e6, 1e-6);
+}
+
+/* The layers of a stage: DeepSeek-V3's 58 MoE layers over PP2 are 29 and
+ * 29; the first stage also holds the 3 dense layers, the last the MTP
+ * module. Over PP4: 15, 15, 14, 14. */
+Test(cost, pipeline_stages) {
+    int lo, hi;
+    cost_stage_layers(dsv3(), 2, 1, &lo, &hi);
+    cr_assert(lo == 29 && hi == 58);
+    cost_stage_layers(dsv3(), 4, 2, &lo, &hi);
+    cr_assert(lo == 30 && hi == 44, "%d %d", lo, hi);
+    moe_model_t m = *dsv3();
+    m.mtp_depth = 1;
+    moe_model_t s0 = cost_stage_model(&m, 2, 0), s1 = cost_stage_model(&m, 2, 1);
+    cr_assert(s0.n_dense == 3 && s0.n_layers == 32 && s0.mtp_depth == 0);
+    cr_assert(s1.n_dense == 0 && s1.n_layers == 29 && s1.mtp_depth == 1);
+    cr_assert_eq(moe_n_moe_layers(&s0) + moe_n_moe_layers(&s1), 58);
+}
+
+/* 16 H20 as TP8 x PP2, no MTP. Stage 0: embedding 129,280 x 7168 x 2 / 8
+ * = 231,669,760; attention 32 layers x 187,105,280 / 8 = 748,421,120; dense
+ * FFNs 3 x 3 x 7168 x 18432 / 8 = 148,635,648; shared experts (whole) 29 x
+ * 44,040,192 = 1,277,165,568: 2,405,892,096 B. Stage 1: head 231,669,760 +
+ * 29 x 23,388,160 + 1,277,165,568 = 2,187,091,968 B. KV: MLA's latent is
+ * kept by every rank for the group's 8 x t sequences, on the stage's layers
+ * (32 and 29). Routed: 256 experts over 8 devices, 32 slots a layer x 29
+ * layers x 44,040,192 = 40.87 GB. Stage 0 at 16 sequences a device and KV
+ * 4,096: 2.41 + 40.87 + 8 x 16 x 4096 x 1152 x 32 = 19.33 GB + 4 = 66.61
+ * GB: fits 96 GB; at 40 a device 48.32 GB of KV: 95.60, fits; at 41
+ * (49.53) it does not, and the message names the stage. */
+Test(cost, memory_sharded) {
+    const moe_model_t *m = dsv3();
+    const hw_t *h20 = hw_find("H20");
+    cost_shard_t s0 = {8, 2, 0}, s1 = {8, 2, 1};
+    cr_assert_eq(cost_dense_bytes_sh(m, &s0), 2405892096.0);
+    cr_assert_eq(cost_dense_bytes_sh(m, &s1), 2187091968.0);
+    cr_assert_eq(cost_kv_bytes_sh(m, 16, 4096, &s0), 8.0 * 16 * 4096 * 1152 * 32);
+    cr_assert_eq(cost_kv_bytes_sh(m, 16, 4096, &s1), 8.0 * 16 * 4096 * 1152 * 29);
+    /* unsharded it is the old arithmetic */
+    cost_shard_t one = {1, 1, 0};
+    cr_assert_float_eq(cost_dense_bytes_sh(m, &one), moe_dense_weight_bytes(m), 1);
+    cr_assert_eq(cost_kv_bytes_sh(m, 128, 4989, &one), cost_kv_bytes(m, 128, 4989));
+    place_layout_t *lo = layout(58, 256, 8, 8, 32);
+    cr_assert_eq(cost_check_memory_sh(h20, m, lo, 16, 4096, &s0, "h20.ini"), MS_OK);
+    cr_assert_eq(cost_check_memory_sh(h20, m, lo, 40, 4096, &s0, "h20.ini"), MS_OK);
+    ms_err_quiet(1);
+    cr_assert_eq(cost_check_memory_sh(h20, m, lo, 41, 4096, &s0, "h20.ini"), MS_ERR);
+    const char *e = ms_err_last();
+    cr_assert(strstr(e, "h20.ini: device memory does not fit on pipeline stage 0 of 2"), "%s", e);
+    cr_assert(strstr(e, "attention tensor-parallel 8"), "%s", e);
+    cr_assert(strstr(e, "49.53 GB KV cache"), "%s", e);
+    /* without the pipeline one device holds all 58 layers' experts (81.74
+     * GB): 4 sequences a device (9.21 GB of KV on 61 layers) no longer fit */
+    cost_shard_t tp8 = {8, 1, 0};
+    cr_assert_eq(cost_check_memory_sh(h20, m, lo, 4, 4096, &tp8, NULL), MS_ERR);
+    cr_assert(strstr(ms_err_last(), "does not fit (attention tensor-parallel 8)"), "%s",
+              ms_err_last());
+    ms_err_quiet(0);
+    place_layout_free(lo);
+}
