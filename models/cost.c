@@ -287,6 +287,22 @@ double cost_pipeline_ns(const double *t, int pp, int mb, double send_ns) {
     return end;
 }
 
+double cost_pipeline_steady_ns(const double *t, int pp, int mb, double send_ns) {
+    if (pp < 1 || mb < 1) return 0;
+    double period = 0;
+    for (int s = 0; s < pp; s++) { /* the busiest stage */
+        double w = 0;
+        for (int j = 0; j < mb; j++) w += t[(size_t)s * mb + j];
+        period = ms_dmax(period, w);
+    }
+    for (int j = 0; j < mb; j++) { /* the slowest round */
+        double r = pp * send_ns;
+        for (int s = 0; s < pp; s++) r += t[(size_t)s * mb + j];
+        period = ms_dmax(period, r);
+    }
+    return period;
+}
+
 double cost_kv_bytes_sh(const moe_model_t *m, double tokens, double kv_len,
                         const cost_shard_t *sh) {
     moe_model_t s = cost_stage_model(m, sh->pp, sh->stage);

@@ -159,6 +159,15 @@ double cost_pre_tp_ns(const hw_t *hw, const moe_model_t *m, double group_tokens,
  * micro-batch leaves the last stage. Uniform stages of t take
  * (mb + pp - 1) t + (pp - 1) send: a bubble of (pp - 1) (t + send). */
 double cost_pipeline_ns(const double *stage_ns, int pp, int mb, double send_ns);
+/* The same pipeline kept full, as decode runs it: every micro-batch goes
+ * round again (its next token) as soon as it leaves the last stage and its
+ * sampled token is back at the first (one more hand-over). The period is
+ * the larger of the busiest stage's work, sum over j of stage_ns[s][j],
+ * and the slowest micro-batch's round, sum over s of stage_ns[s][j] + pp
+ * hand-overs: exact for uniform stages, where it is max(mb t, pp (t +
+ * send)); no bubble once mb >= pp (t + send) / t, a bubble of pp (t +
+ * send) - mb t below. */
+double cost_pipeline_steady_ns(const double *stage_ns, int pp, int mb, double send_ns);
 /* KV bytes one device of stage sh->stage keeps for tokens sequences a
  * device of kv_len positions: its stage's layers (the MTP block's on the
  * last), tp x tokens sequences of its group at cost_kv_bytes_per_token_tp. */

@@ -233,6 +233,13 @@ static const char blob6[] =
     "; CANN exposes each die as one device (16 per Atlas A3 host: 8 HiAM modules of\012"
     "; 2 dies, Ascend MindCluster docs), and EP ranks are dies, so the preset is\012"
     "; one die: half of each package figure.\012"
+    "; The UB plane is one non-blocking two-tier Clos over the whole supernode:\012"
+    "; 48 nodes of 8 NPUs (768 dies) in 16 racks, all-to-all without\012"
+    "; oversubscription (paper sec. 3), so a scale-up domain spans hosts: set\012"
+    "; [cluster] scaleup_domain (configs/ep320_cm384.ini, configs/ep384_cm384.ini).\012"
+    "; Summaries of the paper quote under 1 us inter-node latency on UB (not\012"
+    "; checked against its text here); scaleup_lat_ns below is the assumed 2 us\012"
+    "; software floor of a transfer, as on the other presets, not a UB figure.\012"
     "; 8-bit on Ascend: no FP8 unit on 910B/910C: 8-bit weights run as INT8 (W8A8,\012"
     "; as CloudMatrix-Infer serves DeepSeek), whose cube rate is twice FP16\012"
     "; (Huawei, Hot Chips 2019: Ascend 910 256 TFLOPS FP16, 512 TOPS INT8).\012"
@@ -258,8 +265,40 @@ static const char blob6[] =
     "mem_reserve = 4e9\012"
     "devices_per_host = 16\012";
 
-/* configs/hardware/H100.ini */
+/* configs/hardware/GB200.ini */
 static const char blob7[] =
+    "; NVIDIA GB200 NVL72 (nvidia.com GB200 NVL72 specifications, rack of 72\012"
+    "; Blackwell GPUs and 36 Grace CPUs): FP8 720 PFLOPS and BF16 360 PFLOPS with\012"
+    "; sparsity, 13.4 TB HBM3e at 576 TB/s, NVLink Switch System 130 TB/s. Per\012"
+    "; GPU, dense (half the sparse figures): FP8 5,000 and BF16 2,500 TFLOPS,\012"
+    "; 186 GB at 8 TB/s, fifth-generation NVLink 1.8 TB/s both ways (900 GB/s each\012"
+    "; way, 18 links). One ConnectX-7 400 Gb/s NIC per GPU (50 GB/s). A compute\012"
+    "; tray (a host) holds 2 GB200 superchips: 4 GPUs. The 72 GPUs of a rack are\012"
+    "; one NVLink domain: set [cluster] scaleup_domain = 72 (configs/ep72_gb200.ini).\012"
+    "; Efficiency defaults: the Hopper shares, not measured on Blackwell.\012"
+    "; Units: FLOP/s, bytes, bytes/s per device and direction, ns.\012"
+    "[hardware]\012"
+    "name = GB200\012"
+    "description = NVIDIA GB200 (NVL72): 2.5 PFLOPS BF16, 186 GB HBM3e at 8 TB/s, NVLink 900 GB/s each way, 4 per tray\012"
+    "source = NVIDIA GB200 NVL72 specifications (rack totals / 72, dense = sparse / 2); data sheet, uncalibrated\012"
+    "flops_bf16 = 2500e12\012"
+    "flops_fp8 = 5000e12\012"
+    "hbm_bytes = 186e9\012"
+    "hbm_bw = 8e12\012"
+    "scaleup_bw = 900e9\012"
+    "nic_bw = 50e9\012"
+    "eff_flops = 0.7\012"
+    "eff_hbm = 0.85\012"
+    "eff_scaleup = 0.8\012"
+    "eff_nic = 0.8\012"
+    "scaleup_lat_ns = 2000\012"
+    "nic_lat_ns = 4000\012"
+    "kernel_ns = 4000\012"
+    "mem_reserve = 4e9\012"
+    "devices_per_host = 4\012";
+
+/* configs/hardware/H100.ini */
+static const char blob8[] =
     "; NVIDIA H100 Tensor Core GPU datasheet, SXM5 column: BF16 989.5 TFLOPS, FP8\012"
     "; 1,979 TFLOPS (dense = half the \042with sparsity\042 figures), 80 GB HBM3,\012"
     "; 3.35 TB/s, NVLink 900 GB/s (both directions: 450 GB/s each way). NIC: one\012"
@@ -291,7 +330,7 @@ static const char blob7[] =
     "devices_per_host = 8\012";
 
 /* configs/hardware/H20.ini */
-static const char blob8[] =
+static const char blob9[] =
     "; NVIDIA H20 product brief: BF16 148 TFLOPS, FP8 296 TFLOPS, 96 GB HBM3,\012"
     "; 4.0 TB/s, NVLink 900 GB/s.\012"
     "; Efficiency defaults (Hopper): eff_scaleup 0.8 and eff_nic 0.8 are DeepSeek's\012"
@@ -321,7 +360,7 @@ static const char blob8[] =
     "devices_per_host = 8\012";
 
 /* configs/hardware/H200.ini */
-static const char blob9[] =
+static const char blob10[] =
     "; NVIDIA H200 Tensor Core GPU datasheet (SXM): same compute as H100, 141 GB\012"
     "; HBM3e, 4.8 TB/s, NVLink 900 GB/s. Carries the measured calibration curve of\012"
     "; models/calib/ (embedded; [hardware] calibration = none turns it off).\012"
@@ -361,7 +400,7 @@ static const char blob9[] =
     "link_source = NVLink: fitted to models/calib/h200_a2a.csv (NCCL all-to-all, 2 x H200, 2026-11-30); NIC: datasheet x eff_nic, not measured\012";
 
 /* configs/hardware/H800.ini */
-static const char blob10[] =
+static const char blob11[] =
     "; The H100 SXM5 die with NVLink cut to 400 GB/s (both ways); DeepSeek-V3\012"
     "; report sec. 3.1: NVLink 160 GB/s and IB 50 GB/s per GPU, 8 GPUs per node.\012"
     "; Efficiency defaults (Hopper): eff_scaleup 0.8 and eff_nic 0.8 are DeepSeek's\012"
@@ -398,9 +437,10 @@ const preset_blob_t preset_blobs[] = {
     {"models", "configs/models/qwen3-30b-a3b.ini", blob4, sizeof blob4 - 1},
     {"hardware", "configs/hardware/910B.ini", blob5, sizeof blob5 - 1},
     {"hardware", "configs/hardware/910C.ini", blob6, sizeof blob6 - 1},
-    {"hardware", "configs/hardware/H100.ini", blob7, sizeof blob7 - 1},
-    {"hardware", "configs/hardware/H20.ini", blob8, sizeof blob8 - 1},
-    {"hardware", "configs/hardware/H200.ini", blob9, sizeof blob9 - 1},
-    {"hardware", "configs/hardware/H800.ini", blob10, sizeof blob10 - 1},
+    {"hardware", "configs/hardware/GB200.ini", blob7, sizeof blob7 - 1},
+    {"hardware", "configs/hardware/H100.ini", blob8, sizeof blob8 - 1},
+    {"hardware", "configs/hardware/H20.ini", blob9, sizeof blob9 - 1},
+    {"hardware", "configs/hardware/H200.ini", blob10, sizeof blob10 - 1},
+    {"hardware", "configs/hardware/H800.ini", blob11, sizeof blob11 - 1},
 };
-const int preset_n_blobs = 11;
+const int preset_n_blobs = 12;

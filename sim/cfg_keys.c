@@ -43,8 +43,20 @@ const cfg_key_t cfg_keys[] = {
     S(EXP, "cluster", "hardware", "H800", "a preset name (moesim list hardware) or a preset file path",
       "", "hardware preset"),
     I(EXP, "cluster", "nodes", "1", "1", "4096", "nodes", "nodes"),
-    I(EXP, "cluster", "devices_per_node", "(the preset's devices_per_host)", "1", "64", "devices",
-      "devices (GPUs/NPUs) per node; NVLink inside, NIC between"),
+    I(EXP, "cluster", "devices_per_node", "(the preset's devices_per_host)", "1", "1024",
+      "devices", "devices (GPUs/NPUs) per node (host)"),
+    I(EXP, "cluster", "scaleup_domain", "(devices_per_node)", "1", "4194304", "devices",
+      "devices in one scale-up domain (NVLink/UB inside, NICs between): whole nodes, dividing "
+      "the cluster; e.g. 72 for an NVL72 rack, 384 for CloudMatrix384 dies"),
+    I(EXP, "cluster", "attn_tp", "1", "1", "1024", "devices",
+      "attention tensor-parallel degree: this many devices of one scale-up domain run "
+      "attention, dense FFNs and head together and all-reduce (1: data-parallel attention)"),
+    I(EXP, "cluster", "pp", "1", "1", "4096", "stages",
+      "pipeline-parallel stages, each whole nodes and domains holding a slice of the layers; "
+      "the MoE layers of a stage run expert-parallel over its devices (fixed-batch runs only)"),
+    I(EXP, "cluster", "micro_batches", "(pp)", "1", "1048576", "micro-batches",
+      "micro-batches a step's batch is cut into through the pipeline (pp > 1 only; at most "
+      "[workload] tokens_per_device)"),
     E(EXP, "cluster", "mode", "flow", "flow, analytic",
       "flow: max-min fair flows over the links; analytic: closed-form per-port times (faster)"),
     E(EXP, "cluster", "a2a", "auto", "auto, normal, low_latency",
@@ -217,7 +229,7 @@ const cfg_key_t cfg_keys[] = {
     S(EXP, "serving", "instances", "both", "both, decode, prefill", "",
       "which instances are simulated (prefill and decode disaggregated)"),
     I(EXP, "serving", "prefill_nodes", "4", "1", "4096", "nodes", "nodes of the prefill instance"),
-    I(EXP, "serving", "prefill_devices_per_node", "([cluster] devices_per_node)", "1", "64",
+    I(EXP, "serving", "prefill_devices_per_node", "([cluster] devices_per_node)", "1", "1024",
       "devices", "devices per prefill node"),
     I(EXP, "serving", "prefill_redundant", "([placement] redundant)", "0", "65536", "slots",
       "redundant expert slots per layer on the prefill instance"),
@@ -359,7 +371,7 @@ const cfg_key_t cfg_keys[] = {
       "NIC ramp: share of the peak for the smallest transfers"),
     D(HWF, "hardware", "nic_duplex", "1", "1e-3", "1", "fraction",
       "NIC bandwidth kept with both directions loaded"),
-    I(HWF, "hardware", "devices_per_host", "8", "1", "64", "devices", "devices in one host"),
+    I(HWF, "hardware", "devices_per_host", "8", "1", "1024", "devices", "devices in one host"),
 
     /* ---- sweep file ---- */
     S(SWP, "sweep", "base", "(required)", "a config path, beside the sweep file", "",

@@ -128,18 +128,21 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
             goto out;
     /* decode holds each sequence's kv_len positions; prefill the batch's
      * prompts, cached prefixes included */
-    double kv = sp->prefill ? cost_kv_bytes(&sp->model, 1,
-                                            sp->tokens_per_device / (1 - sp->prefix_hit_rate))
-                            : cost_kv_bytes(&sp->model, sp->tokens_per_device, sp->kv_len);
-    if (cost_check_memory(&c->hw, &sp->model, lo, kv, cfg_origin(sp->cfg)))
-        goto out;
+    cost_shard_t sh = {cluster_tp(c), cluster_pp(c), 0};
+    int ok = sp->prefill ? cost_check_memory_sh(&c->hw, &sp->model, lo, 1,
+                                                sp->tokens_per_device / (1 - sp->prefix_hit_rate),
+                                                &sh, cfg_origin(sp->cfg))
+                         : cost_check_memory_sh(&c->hw, &sp->model, lo, sp->tokens_per_device,
+                                                sp->kv_len, &sh, cfg_origin(sp->cfg));
+    if (ok != MS_OK) goto out;
 
     char hash[17], plabel[600];
     text = run_config_text(sp->cfg, ops->name, hash);
     store_run_t meta = {.name = sp->name, .strategy = ops->name,
                         .strategy_version = ops->algo_version, .trace = sp->trace_name,
-                        .model = sp->model.name, .hardware = c->hw.name, .nodes = c->n_nodes,
-                        .devices = D, .seed = sp->seed,
+                        .model = sp->model.name, .hardware = c->hw.name,
+                        .nodes = cluster_total_nodes(c), .devices = D * cluster_pp(c),
+                        .seed = sp->seed,
                         .prior = prior_label(&sp->prior, plabel, sizeof plabel)};
     if (record_begin(&rec, st, &meta, text)) goto out;
     sum->run_id = rec.run_id;
@@ -225,7 +228,7 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     metrics_set(m, METRIC_SIM_TIME, sim_s);
     metrics_set(m, METRIC_STEP_TIME_MEAN, sim_s * 1e3 / sp->steps);
     metrics_set(m, sp->prefill ? METRIC_IN_TPS_NODE : METRIC_OUT_TPS_NODE,
-                metrics_per_node(tokens, sim_s, c->n_nodes));
+                metrics_per_node(tokens, sim_s, cluster_total_nodes(c)));
     metrics_set(m, METRIC_PRIOR_WARMUP_STEPS, skip);
     metrics_set(m, METRIC_LAYOUT_PAR_MEAN, layout_par);
     metrics_set(m, METRIC_MIGRATED_GB, mg->total_bytes / 1e9);

@@ -64,6 +64,54 @@ int run_cluster_load(cfg_t *cfg, cluster_t *c) {
     return MS_OK;
 }
 
+int run_parallel_load(cfg_t *cfg, cluster_t *c, int tokens_per_device) {
+    long v;
+    int dpn = c->devices_per_node, D = c->n_devices;
+    /* the scale-up domain: whole nodes, and the cluster whole domains */
+    if (cfg_int(cfg, "cluster", "scaleup_domain", dpn, 1, 1 << 22, &v)) return MS_ERR;
+    if (v % dpn || D % v)
+        return ms_err("%s: scaleup_domain = %ld devices: a scale-up domain holds whole nodes and "
+                      "the cluster whole domains (devices_per_node = %d, %d devices: use a "
+                      "multiple of %d that divides %d)", cfg_where(cfg, "cluster", "scaleup_domain"),
+                      v, dpn, D, dpn, D);
+    c->domain = (int)v;
+    if (cfg_int(cfg, "cluster", "attn_tp", 1, 1, HW_MAX_PER_HOST, &v)) return MS_ERR;
+    if (c->domain % v)
+        return ms_err("%s: attn_tp = %ld does not divide the scale-up domain of %d devices (an "
+                      "attention group's all-reduce stays inside one domain: use a divisor of %d, "
+                      "or 1 for data-parallel attention)", cfg_where(cfg, "cluster", "attn_tp"), v,
+                      c->domain, c->domain);
+    c->attn_tp = (int)v;
+    if (cfg_int(cfg, "cluster", "pp", 1, 1, 4096, &v)) return MS_ERR;
+    int pp = (int)v;
+    if (c->n_nodes % pp || (D / pp) % c->domain)
+        return ms_err("%s: pp = %d stages do not split %d nodes (%d devices) into equal stages of "
+                      "whole nodes and whole scale-up domains of %d devices (use a divisor of %d "
+                      "that leaves each stage a multiple of %d devices)",
+                      cfg_where(cfg, "cluster", "pp"), pp, c->n_nodes, D, c->domain, c->n_nodes,
+                      c->domain);
+    c->pp = pp;
+    if (pp == 1 && cfg_has(cfg, "cluster", "micro_batches"))
+        return ms_err("%s: micro_batches splits the batch of a pipeline (set [cluster] pp > 1, "
+                      "or remove the key)", cfg_where(cfg, "cluster", "micro_batches"));
+    if (cfg_int(cfg, "cluster", "micro_batches", pp, 1, 1 << 20, &v)) return MS_ERR;
+    if (v > tokens_per_device)
+        return ms_err("%s: micro_batches = %ld is more than the %d tokens a device holds (each "
+                      "micro-batch needs one: use at most %d, or more [workload] "
+                      "tokens_per_device)", cfg_where(cfg, "cluster", "micro_batches"), v,
+                      tokens_per_device, tokens_per_device);
+    c->micro_batches = (int)v;
+    if (pp > 1 && c->overlap)
+        return ms_err("%s: overlap (two micro-batches) and pp = %d (micro_batches) both split "
+                      "the batch: keep one (set overlap = false)",
+                      cfg_where(cfg, "cluster", "overlap"), pp);
+    if (pp > 1) { /* from here on the cluster is one stage: the expert-parallel group */
+        c->n_nodes /= pp;
+        c->n_devices /= pp;
+    }
+    return MS_OK;
+}
+
 int run_model_load(cfg_t *cfg, moe_model_t *m) {
     static const char *const dtypes[] = {"fp8", "bf16"};
     int i;
@@ -160,7 +208,8 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
         return MS_ERR;
     if (cfg_int(cfg, "cluster", "nodes", 1, 1, 4096, &v)) return MS_ERR;
     o->cluster.n_nodes = (int)v;
-    if (cfg_int(cfg, "cluster", "devices_per_node", hw->devices_per_host, 1, 64, &v)) return MS_ERR;
+    if (cfg_int(cfg, "cluster", "devices_per_node", hw->devices_per_host, 1, HW_MAX_PER_HOST, &v))
+        return MS_ERR;
     o->cluster.devices_per_node = (int)v;
     o->cluster.n_devices = o->cluster.n_nodes * o->cluster.devices_per_node;
     if (run_cluster_load(cfg, &o->cluster) || run_model_load(cfg, &o->model) || mtp_load(cfg, o))
@@ -196,6 +245,7 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     }
     if (cfg_int(cfg, "workload", "tokens_per_device", 128, 1, 1 << 20, &v)) return MS_ERR;
     o->tokens_per_device = (int)v;
+    if (run_parallel_load(cfg, &o->cluster, o->tokens_per_device)) return MS_ERR;
     if (cfg_double(cfg, "workload", "kv_len", 1024, 0, 1e8, &o->kv_len)) return MS_ERR;
     {
         static const char *const phases[] = {"decode", "prefill"};
@@ -246,6 +296,12 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     gate_spec_t gs;
     if (run_gate_spec(o, &o->cluster, &gs)) return MS_ERR;
     o->serving = cfg_has_section(cfg, "serving");
+    if (o->serving && (cluster_pp(&o->cluster) > 1 || cluster_tp(&o->cluster) > 1))
+        return ms_err("%s: [cluster] %s = %d is simulated in fixed-batch runs only, not in "
+                      "serving (remove the [serving] section, or set it to 1)",
+                      cfg_where(cfg, "cluster", cluster_pp(&o->cluster) > 1 ? "pp" : "attn_tp"),
+                      cluster_pp(&o->cluster) > 1 ? "pp" : "attn_tp",
+                      cluster_pp(&o->cluster) > 1 ? o->cluster.pp : o->cluster.attn_tp);
     if (o->serving &&
         serve_spec_load(cfg, &o->cluster, &o->model, o->redundant, &o->serve))
         return MS_ERR;

@@ -60,6 +60,11 @@ int run_spec_load(cfg_t *cfg, run_spec_t *out);
  * other commands that build a cluster from a config. */
 int run_cluster_load(cfg_t *cfg, cluster_t *c);
 int run_model_load(cfg_t *cfg, moe_model_t *m);
+/* The [cluster] parallelism keys (scaleup_domain, attn_tp, pp,
+ * micro_batches) into c, checked against its nodes and devices (c's nodes
+ * and devices set first) and the batch; with pp > 1, c becomes one stage
+ * (step.h). */
+int run_parallel_load(cfg_t *cfg, cluster_t *c, int tokens_per_device);
 
 /* The canonical config text of one strategy's run (the config with
  * [placement] strategies set to just that strategy) and its hash as 16 hex

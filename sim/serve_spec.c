@@ -27,10 +27,15 @@ int serve_spec_load(cfg_t *cfg, const cluster_t *decode, const moe_model_t *mode
     o->prefill = (*decode);
     if (cfg_int(cfg, SEC, "prefill_nodes", 4, 1, 4096, &v)) return MS_ERR;
     o->prefill.n_nodes = (int)v;
-    if (cfg_int(cfg, SEC, "prefill_devices_per_node", (*decode).devices_per_node, 1, 64, &v))
+    if (cfg_int(cfg, SEC, "prefill_devices_per_node", (*decode).devices_per_node, 1,
+                HW_MAX_PER_HOST, &v))
         return MS_ERR;
     o->prefill.devices_per_node = (int)v;
     o->prefill.n_devices = o->prefill.n_nodes * o->prefill.devices_per_node;
+    /* the decode cluster's scale-up domain where the prefill one has whole
+     * ones of it, else one node */
+    int dom = cluster_domain(decode);
+    if (dom % o->prefill.devices_per_node || o->prefill.n_devices % dom) o->prefill.domain = 0;
     if (cfg_int(cfg, SEC, "prefill_redundant", redundant, 0, 1 << 16, &v)) return MS_ERR;
     o->prefill_redundant = (int)v;
     int E = model->n_experts;

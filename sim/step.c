@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "step_pipe.h"
+
 const char *step_mode_name(enum step_mode m) { return m == STEP_ANALYTIC ? "analytic" : "flow"; }
 
 const char *step_a2a_name(enum step_a2a a) {
@@ -19,9 +21,15 @@ step_sim_t *step_new(const cluster_t *c, const moe_model_t *m) {
     step_sim_t *s = ms_calloc(1, sizeof *s);
     s->c = *c;
     s->m = *m;
+    if (cluster_pp(c) > 1) {
+        s->pipe = step_pipe_new(c, m);
+        return s;
+    }
     s->D = c->n_devices;
-    s->dpn = c->devices_per_node;
-    s->N = c->n_nodes;
+    /* links: NVLink/UB inside a scale-up domain, NICs between domains; the
+     * step's "node" is the domain */
+    s->dpn = cluster_domain(c);
+    s->N = s->D / s->dpn;
     s->Lm = moe_n_moe_layers(m);
     s->Lmax = s->L = s->Lm + ms_imax(moe_mtp_passes(m, 0), moe_mtp_passes(m, 1));
     s->E = m->n_experts;
@@ -98,6 +106,7 @@ step_sim_t *step_new(const cluster_t *c, const moe_model_t *m) {
 
 void step_free(step_sim_t *s) {
     if (!s) return;
+    step_pipe_free(s->pipe);
     free(s->T);
     free(s->TN);
     free(s->FW);
@@ -176,23 +185,46 @@ static void expert_times(step_sim_t *s, const place_layout_t *lo) {
  * (lsrc) on the same tokens; each pass also runs eh_proj on them and the
  * shared head on one token a sequence (its draft), charged after the main
  * head, as the main model's head must finish before a draft starts. */
+/*
+ * Tensor-parallel attention (attn_tp = tp > 1): the tp devices of a group
+ * run attention, dense FFNs and head together over the group's tokens
+ * (models/cost.h, cost_attn_tp_ns) and all-reduce the hidden states over
+ * their scale-up links after each attention and dense FFN; a device then
+ * dispatches its own share (the all-reduce's reduce-scatter half before
+ * the MoE layer, its all-gather half after the combine). */
+static double group_tokens(const double *tok, int d, int tp) {
+    double g = 0;
+    for (int x = d - d % tp; x < d - d % tp + tp; x++) g += tok[x];
+    return g;
+}
+
 static void device_times(step_sim_t *s, const step_in_t *in) {
     const hw_t *hw = &s->c.hw;
     const moe_model_t *m = &s->m;
-    int passes = s->L - s->Lm;
+    int passes = s->L - s->Lm, tp = cluster_tp(&s->c);
     double q = in->prefill ? 1 : 1 + m->mtp_depth;
-    for (int i = 0; i < s->M * s->D; i++) {
-        double t = s->tok[i];
-        s->attn_ns[i] = cost_attn_q_ns(hw, m, t, in->kv_len, in->prefill, q);
-        s->shared_ns[i] = cost_shared_ns(hw, m, t);
-    }
+    const hw_link_t *ar = &s->lk[NVL];
+    for (int mb = 0; mb < s->M; mb++)
+        for (int d = 0; d < s->D; d++) {
+            size_t i = (size_t)mb * s->D + d;
+            double t = s->tok[i], g = tp > 1 ? group_tokens(s->tok + (size_t)mb * s->D, d, tp) : t;
+            s->attn_ns[i] = cost_attn_tp_ns(hw, m, g, in->kv_len, in->prefill, q, tp) +
+                            cost_allreduce_ns(ar, g * m->hidden * 2.0, tp);
+            s->shared_ns[i] = cost_shared_ns(hw, m, t);
+        }
     /* dense layers and head run once on the whole batch: the micro-batches
      * split only the MoE layers (as SGLang's two-batch overlap does) */
     for (int d = 0; d < s->D; d++) {
-        double t = s->tok[d] + (s->M == 2 ? s->tok[s->D + d] : 0);
-        s->pre_ns[d] = cost_pre_q_ns(hw, m, t, in->kv_len, in->prefill, q);
-        s->post_ns[d] = cost_head_ns(hw, m, t) +
-                        passes * (cost_mtp_proj_ns(hw, m, t) + cost_head_ns(hw, m, t / q));
+        double t = s->tok[d] + (s->M == 2 ? s->tok[s->D + d] : 0), g = t;
+        if (tp > 1) {
+            g = group_tokens(s->tok, d, tp);
+            if (s->M == 2) g += group_tokens(s->tok + s->D, d, tp);
+        }
+        s->pre_ns[d] = cost_pre_tp_ns(hw, m, g, in->kv_len, in->prefill, q, tp, ar);
+        s->post_ns[d] = in->skip_head ? 0
+                                      : cost_head_tp_ns(hw, m, g, tp) +
+                                            passes * (cost_mtp_proj_ns(hw, m, t) +
+                                                      cost_head_tp_ns(hw, m, g / q, tp));
     }
 }
 
@@ -219,6 +251,7 @@ static void add_background(step_sim_t *s, const step_in_t *in, step_result_t *ou
 /* ---- entry */
 
 int step_run(step_sim_t *s, const step_in_t *in, step_result_t *out) {
+    if (s->pipe) return step_pipe_run(s->pipe, in, out);
     s->L = s->Lm + moe_mtp_passes(&s->m, in->prefill);
     int D = s->D, L = s->L;
     const place_layout_t *lo = in->layout;

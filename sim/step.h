@@ -44,7 +44,26 @@ typedef struct cluster {
                            * compute (DeepSeek's decode/prefill overlap) */
     double spine_oversub; /* > 1: each node's uplink to the spine carries
                            * devices_per_node * nic_bw / spine_oversub; <= 1: full bisection */
+    /* Scale-up domain: devices joined by NVLink/UB, a multiple of
+     * devices_per_node (an NVL72 rack, a CloudMatrix384 supernode); links
+     * between domains are NICs. 0: one node. */
+    int domain;
+    /* Attention parallelism (models/cost.h, cost_shard_t): attn_tp devices
+     * of one domain run attention together (1: data-parallel attention).
+     * With pp > 1 stages the cluster here is ONE stage (n_nodes and
+     * n_devices are a stage's: the expert-parallel group), the step runs
+     * every stage on a copy of it and micro_batches micro-batches through
+     * the pipeline. 0 means 1 for each. */
+    int attn_tp, pp, micro_batches;
 } cluster_t;
+
+static inline int cluster_domain(const cluster_t *c) {
+    return c->domain > 0 ? c->domain : c->devices_per_node;
+}
+static inline int cluster_pp(const cluster_t *c) { return c->pp > 1 ? c->pp : 1; }
+static inline int cluster_tp(const cluster_t *c) { return c->attn_tp > 1 ? c->attn_tp : 1; }
+/* Nodes of the whole deployment (every pipeline stage's). */
+static inline int cluster_total_nodes(const cluster_t *c) { return c->n_nodes * cluster_pp(c); }
 
 static inline int cluster_node(const cluster_t *c, int dev) { return dev / c->devices_per_node; }
 
@@ -107,6 +126,7 @@ typedef struct step_in {
                                    * as the busiest port's time to carry them, spread over
                                    * the layers (an upper bound). NULL: none */
     const step_observer_t *obs;   /* NULL: nobody watches (the fast path) */
+    int skip_head;                /* 1: no output head (a pipeline stage before the last) */
 } step_in_t;
 
 typedef struct step_sim step_sim_t;

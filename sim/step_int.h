@@ -44,6 +44,7 @@ typedef struct {
 struct step_sim {
     cluster_t c;
     moe_model_t m;
+    struct step_pipe *pipe; /* pp > 1: the pipeline runs the step (step_pipe.c) */
     int D, L, E, N, dpn, M;
     int Lm, Lmax;      /* the model's MoE layers (the layout's); L = Lm + this call's MTP
                         * passes, each one more MoE layer (lsrc) */

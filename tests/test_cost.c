@@ -16,7 +16,7 @@ static const hw_t *h800(void) { return hw_find("H800"); }
 static const moe_model_t *dsv3(void) { return moe_find("deepseek-v3"); }
 
 Test(presets, hardware) {
-    const char *names[] = {"H100", "H800", "H200", "H20", "910B", "910C"};
+    const char *names[] = {"H100", "H800", "H200", "H20", "910B", "910C", "GB200"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         const hw_t *h = hw_find(names[i]);
         cr_assert_not_null(h, "%s", names[i]);
@@ -329,7 +329,7 @@ Test(cost, tp_attention_by_hand) {
                        1e-1);
 }
 
-/* GPipe from an empty pipeline. Uniform: 2 stages, 4 micro-batches of 10
+/* GPipe from an empty pipeline (prefill). Uniform: 2 stages, 4 micro-batches of 10
  * ms, hand-over 0.5 ms: (4 + 2 - 1) x 10 + 1 x 0.5 = 50.5 ms, of which the
  * bubble is 1 x (10 + 0.5) ms. Uneven, by hand: stage 0 takes 3 and 5,
  * stage 1 takes 4 and 1, hand-over 1: stage 0 ends its micro-batches at 3
@@ -347,6 +347,16 @@ Test(cost, pp_bubble_by_hand) {
     cr_assert_float_eq(cost_pipeline_ns(t, 1, 2, 1), 8, 1e-12);
     /* 4 stages, one micro-batch: stages and hand-overs in a row */
     cr_assert_float_eq(cost_pipeline_ns(u, 4, 1, 1e6), 43e6, 1e-6);
+    /* Kept full (decode). One micro-batch of 10 ms on 2 stages, hand-over
+     * 0.5: its round is 2 x (10 + 0.5) = 21 ms, each stage busy 10 of
+     * them: a bubble of 11 ms. Two micro-batches: max(2 x 10, 21) = 21,
+     * bubble 1 ms. Four: max(40, 21) = 40, none. Uneven (3, 5 / 4, 1,
+     * hand-over 1): stage 0 works 8, stage 1 5; rounds 3 + 4 + 2 = 9 and
+     * 5 + 1 + 2 = 8: period 9. */
+    cr_assert_float_eq(cost_pipeline_steady_ns(u, 2, 1, 0.5e6), 21e6, 1e-6);
+    cr_assert_float_eq(cost_pipeline_steady_ns(u, 2, 2, 0.5e6), 21e6, 1e-6);
+    cr_assert_float_eq(cost_pipeline_steady_ns(u, 2, 4, 0.5e6), 40e6, 1e-6);
+    cr_assert_float_eq(cost_pipeline_steady_ns(t, 2, 2, 1), 9, 1e-12);
 }
 
 /* The layers of a stage: DeepSeek-V3's 58 MoE layers over PP2 are 29 and

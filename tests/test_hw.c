@@ -35,6 +35,16 @@ static const sheet_t SHEETS[] = {
     /* NVIDIA H200 Tensor Core GPU datasheet, SXM: H100 compute, 141 GB HBM3e
      * at 4.8 TB/s, NVLink 900 GB/s. */
     {"H200", 989 * T, 1979 * T, 141 * G, 4.8 * T, 450 * G, 50 * G, 8, "H200 datasheet"},
+    /* NVIDIA GB200 NVL72 specifications, rack of 72 GPUs: FP8 720 and BF16
+     * 360 PFLOPS with sparsity, 13.4 TB HBM3e at 576 TB/s, NVLink 130 TB/s;
+     * per GPU dense: 5,000 and 2,500 TFLOPS, 186 GB at 8 TB/s, NVLink 1.8
+     * TB/s both ways (900 each way); a tray holds 4 GPUs. */
+    {"GB200", 2500 * T, 5000 * T, 186 * G, 8 * T, 900 * G, 50 * G, 4, "GB200 NVL72"},
+    /* Zuo et al., CloudMatrix384 (arXiv 2506.12708) sec. 3: a 910C package
+     * of two dies has 752 TFLOPS BF16, 128 GB HBM at 3.2 TB/s, UB 392 GB/s
+     * and RDMA 400 Gb/s per direction; one die is half of each (INT8 at
+     * twice BF16: no FP8 unit); 16 dies a host. */
+    {"910C", 376 * T, 752 * T, 64 * G, 1.6 * T, 196 * G, 25 * G, 16, "2506.12708"},
 };
 
 Test(hw, presets_match_their_sources) {

@@ -314,3 +314,42 @@ Test(net, random_against_reference) {
     }
     gsl_rng_free(r);
 }
+
+/* Max-min sharing inside one 384-device scale-up domain (CloudMatrix384's
+ * UB, 910C dies: 196 GB/s x 0.8 = 156.8 GB/s a port and direction), with
+ * each device's out and in ports as the step builds them. Four flows of
+ * B = 1.568 MB (10 us at a full port): A 1 -> 383 (3B), P 1 -> 200 (B),
+ * C 2 -> 383 (2B), Q 5 -> 6 (B). Out-port 1 carries A and P, in-port 383
+ * carries A and C: both saturate at half a port, so A = P = C = c/2; Q is
+ * alone at c. After 2 us of latency: Q ends at 10 us; P (B at c/2) at 20
+ * us; then A still shares in-port 383 with C, so nothing changes until C
+ * (2B at c/2) ends at 40 us, A having sent 2B; A's last B alone at c: 50
+ * us. */
+Test(net, maxmin_in_a_384_device_domain) {
+    eng_t *e = eng_new();
+    net_t *n = net_new(e);
+    double c = 196e9 * 0.8, B = 1.568e6;
+    int out0 = net_n_links(n);
+    for (int d = 0; d < 384; d++) net_add_link(n, c);
+    int in0 = net_n_links(n);
+    for (int d = 0; d < 384; d++) net_add_link(n, c);
+    for (int d = 0; d < 384; d++) net_pair_links(n, out0 + d, in0 + d, 1);
+    log_t lg = {0};
+    int A = net_start(n, 2, (int[]){out0 + 1, in0 + 383}, NULL, 3 * B, 2000, on_done, &lg, 0);
+    int P = net_start(n, 2, (int[]){out0 + 1, in0 + 200}, NULL, B, 2000, on_done, &lg, 1);
+    int C = net_start(n, 2, (int[]){out0 + 2, in0 + 383}, NULL, 2 * B, 2000, on_done, &lg, 2);
+    int Q = net_start(n, 2, (int[]){out0 + 5, in0 + 6}, NULL, B, 2000, on_done, &lg, 3);
+    eng_run_until(e, 2001);
+    cr_assert_float_eq(net_rate(n, A), c / 2, 1);
+    cr_assert_float_eq(net_rate(n, P), c / 2, 1);
+    cr_assert_float_eq(net_rate(n, C), c / 2, 1);
+    cr_assert_float_eq(net_rate(n, Q), c, 1);
+    eng_run_until(e, ENG_NEVER);
+    cr_assert_eq(lg.n, 4);
+    cr_assert(llabs(lg.done[3] - 12000) <= 1, "Q %lld", (long long)lg.done[3]);
+    cr_assert(llabs(lg.done[1] - 22000) <= 1, "P %lld", (long long)lg.done[1]);
+    cr_assert(llabs(lg.done[2] - 42000) <= 1, "C %lld", (long long)lg.done[2]);
+    cr_assert(llabs(lg.done[0] - 52000) <= 1, "A %lld", (long long)lg.done[0]);
+    net_free(n);
+    eng_free(e);
+}

@@ -90,6 +90,49 @@ Test(run, impossible_experiments_fail_clearly, .init = setup, .fini = teardown) 
     expect_fail("[cluster]\nmode2 = 1\n", "unknown key");
 }
 
+/* The parallelism keys (2 nodes x 8, 8 tokens a device in the base config):
+ * a domain of whole nodes dividing the cluster, a TP group inside one
+ * domain, stages of whole nodes and domains, micro-batches only with a
+ * pipeline and at most a device's tokens, no overlap beside a pipeline, and
+ * neither in serving. */
+Test(run, parallelism_keys_fail_clearly, .init = setup, .fini = teardown) {
+    expect_fail("[cluster]\nscaleup_domain = 12\n", "a scale-up domain holds whole nodes");
+    expect_fail("[cluster]\nscaleup_domain = 32\n", "scaleup_domain");
+    expect_fail("[cluster]\nattn_tp = 3\n", "does not divide the scale-up domain of 8");
+    expect_fail("[cluster]\nattn_tp = 16\n", "attn_tp");
+    expect_fail("[cluster]\npp = 3\n", "pp");
+    expect_fail("[cluster]\nscaleup_domain = 16\npp = 2\n", "whole scale-up domains of 16");
+    expect_fail("[cluster]\nmicro_batches = 2\n", "splits the batch of a pipeline");
+    expect_fail("[cluster]\npp = 2\nmicro_batches = 9\n", "micro_batches");
+    expect_fail("[cluster]\npp = 2\noverlap = true\n", "keep one");
+    expect_fail("[cluster]\npp = 2\n[serving]\nduration_s = 1\n", "fixed-batch runs only");
+    expect_fail("[cluster]\nattn_tp = 2\n[serving]\nduration_s = 1\n", "attn_tp = 2");
+}
+
+/* TP8 x PP2 on the base cluster runs end to end, deterministic, and its
+ * runs row counts both stages' nodes and devices. */
+Test(run, tensor_and_pipeline_parallel_runs, .init = setup, .fini = teardown) {
+    char a[128], b[128];
+    snprintf(a, sizeof a, "%s/a.db", dir);
+    snprintf(b, sizeof b, "%s/b.db", dir);
+    const char *cfg = write_cfg("tp", "[cluster]\nattn_tp = 8\npp = 2\nmicro_batches = 2\n");
+    cr_assert_eq(moesim("compare", cfg, a), 0, "%s", ms_err_last());
+    cr_assert_eq(moesim("compare", cfg, b), 0, "%s", ms_err_last());
+    char *x = dump(a), *y = dump(b);
+    cr_assert_str_eq(x, y);
+    free(x);
+    free(y);
+    sqlite3 *h;
+    cr_assert_eq(sqlite3_open(a, &h), SQLITE_OK);
+    sqlite3_stmt *q;
+    sqlite3_prepare_v2(h, "SELECT nodes, devices FROM runs", -1, &q, NULL);
+    cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
+    cr_assert_eq(sqlite3_column_int(q, 0), 2);
+    cr_assert_eq(sqlite3_column_int(q, 1), 16);
+    sqlite3_finalize(q);
+    sqlite3_close(h);
+}
+
 /* MTP keys: rates in [0, 1], one per draft; depth 1 defaults to 0.85. */
 Test(run, mtp_keys_fail_clearly, .init = setup, .fini = teardown) {
     expect_fail("[model]\nmtp_depth = 2\n", "needs mtp_accept");
