@@ -191,6 +191,9 @@ static int open_timeline(const cmd_exp_t *o, const run_spec_t *sp, int all, cons
         snprintf(path, sizeof path, "%s", o->timeline);
     }
     const cluster_t *c = &sp->cluster;
+    if (cluster_pp(c) > 1) /* the pipeline's stages run as separate sub-steps (step_pipe.c) */
+        return ms_err("--timeline: a pipeline-parallel run (pp = %d) is not drawn; drop "
+                      "--timeline or set [cluster] pp = 1", cluster_pp(c));
     int nodes = c->n_nodes, mb = c->overlap ? 2 : 1;
     if (sp->serving) {
         const cluster_t *p = &sp->serve.prefill;

@@ -235,6 +235,11 @@ Test(timeline, bad_options_fail_and_write_nothing, .init = setup, .fini = teardo
     cr_assert(strstr(ms_err_last(), "--timeline-max-events"), "%s", ms_err_last());
     cr_assert_neq(compare(write_cfg(""), tl, "1.5"), 0);
     cr_assert_neq(access(db, F_OK), 0, "nothing stored after a refused option");
+    /* a pipeline's stages are not drawn: refused, nothing written */
+    cr_assert_neq(compare(write_cfg("pp = 2"), tl, NULL), 0);
+    cr_assert(strstr(ms_err_last(), "pipeline-parallel run (pp = 2) is not drawn"), "%s",
+              ms_err_last());
+    cr_assert_neq(access(db, F_OK), 0, "nothing stored after a refused pipeline timeline");
     snprintf(tl, sizeof tl, "%s/no/such/folder/t.json", dir);
     cr_assert_neq(compare(write_cfg(""), tl, NULL), 0);
     cr_assert(strstr(ms_err_last(), "t.static.json"), "%s", ms_err_last());
