@@ -72,15 +72,51 @@ int64_t place_move_copies(const place_layout_t *cur, const place_layout_t *next)
     return sum;
 }
 
+/* Scratch of assign_max for matrices up to n x n. */
+typedef struct {
+    int64_t *u, *v, *minv;
+    int *p, *way;
+    unsigned char *used;
+} hung_t;
+
+static void hung_init(hung_t *h, int n) {
+    size_t m = (size_t)n + 1;
+    h->u = ms_malloc(m * sizeof *h->u);
+    h->v = ms_malloc(m * sizeof *h->v);
+    h->minv = ms_malloc(m * sizeof *h->minv);
+    h->p = ms_malloc(m * sizeof *h->p);
+    h->way = ms_malloc(m * sizeof *h->way);
+    h->used = ms_malloc(m);
+}
+
+static void hung_free(hung_t *h) {
+    free(h->u);
+    free(h->v);
+    free(h->minv);
+    free(h->p);
+    free(h->way);
+    free(h->used);
+}
+
 /* Maximum-weight perfect assignment of rows to columns of the n x n matrix
  * w (row-major): col[i] gets row i's column; returns the total weight. The
- * Hungarian method on costs -w, O(n^3), with 1-based potentials. */
-static int64_t assign_max(const int64_t *w, int n, int *col) {
+ * Hungarian method on costs -w, O(n^3), with 1-based potentials. A matrix
+ * of zeros (devices that share no expert) is the identity at once. */
+static int64_t assign_max(hung_t *h, const int64_t *w, int n, int *col) {
+    int any = 0;
+    for (size_t i = 0; i < (size_t)n * n && !any; i++) any = w[i] != 0;
+    if (!any) {
+        for (int i = 0; i < n; i++) col[i] = i;
+        return 0;
+    }
     size_t m = (size_t)n + 1;
-    int64_t *u = ms_calloc(m, sizeof *u), *v = ms_calloc(m, sizeof *v);
-    int64_t *minv = ms_malloc(m * sizeof *minv);
-    int *p = ms_calloc(m, sizeof *p), *way = ms_calloc(m, sizeof *way);
-    unsigned char *used = ms_malloc(m);
+    int64_t *u = h->u, *v = h->v, *minv = h->minv;
+    int *p = h->p, *way = h->way;
+    unsigned char *used = h->used;
+    memset(u, 0, m * sizeof *u);
+    memset(v, 0, m * sizeof *v);
+    memset(p, 0, m * sizeof *p);
+    memset(way, 0, m * sizeof *way);
     const int64_t INF = INT64_MAX / 4;
     for (int i = 1; i <= n; i++) {
         p[0] = i;
@@ -124,12 +160,6 @@ static int64_t assign_max(const int64_t *w, int n, int *col) {
         col[p[j] - 1] = j - 1;
         total += w[(size_t)(p[j] - 1) * n + (j - 1)];
     }
-    free(u);
-    free(v);
-    free(minv);
-    free(p);
-    free(way);
-    free(used);
     return total;
 }
 
@@ -140,7 +170,35 @@ static int64_t keep_layer(const place_layout_t *cur, place_layout_t *next, int l
     int dpn = cur->devices_per_node > 0 && D % cur->devices_per_node == 0
                   ? cur->devices_per_node : D;
     int N = D / dpn;
-    int *x = sorted_devices(a, D), *y = sorted_devices(b, D);
+    if (!memcmp(a->slot_expert, b->slot_expert, (size_t)D * spd * sizeof(int))) return 0;
+    int *y = sorted_devices(b, D);
+    hung_t h;
+    hung_init(&h, N > dpn ? N : dpn);
+    /* ov[d][o]: replicas new device d and old device o share, found from
+     * each expert's holders (few per expert), not from all D x D pairs;
+     * nz[A][B]: nodes A (new) and B (old) share any. */
+    int *ov = ms_calloc((size_t)D * D, sizeof *ov);
+    unsigned char *nz = ms_calloc((size_t)N * N, 1);
+    for (int d = 0; d < D; d++) {
+        const int *yd = y + (size_t)d * spd;
+        for (int i = 0; i < spd;) {
+            int e = yd[i], cn = 0;
+            while (i < spd && yd[i] == e) {
+                cn++;
+                i++;
+            }
+            const int *rs = a->rep_slot + a->rep_start[e];
+            for (int k = 0; k < a->replicas[e];) {
+                int o = place_slot_device(a, rs[k]), co = 0;
+                while (k < a->replicas[e] && place_slot_device(a, rs[k]) == o) {
+                    co++;
+                    k++;
+                }
+                ov[(size_t)d * D + o] += cn < co ? cn : co;
+                nz[(size_t)(d / dpn) * N + o / dpn] = 1;
+            }
+        }
+    }
     /* best[A][B]: replicas kept when next's node A takes old node B's
      * place, its devices assigned optimally; dev[A][B][i]: where A's i-th
      * device goes inside B. */
@@ -149,16 +207,22 @@ static int64_t keep_layer(const place_layout_t *cur, place_layout_t *next, int l
     int64_t *w = ms_malloc((size_t)dpn * dpn * sizeof *w);
     for (int A = 0; A < N; A++)
         for (int B = 0; B < N; B++) {
+            int *to = dev + ((size_t)A * N + B) * dpn;
+            if (!nz[(size_t)A * N + B]) {
+                best[(size_t)A * N + B] = 0;
+                for (int i = 0; i < dpn; i++) to[i] = i;
+                continue;
+            }
             for (int i = 0; i < dpn; i++)
                 for (int j = 0; j < dpn; j++)
-                    w[(size_t)i * dpn + j] = overlap(y + (size_t)(A * dpn + i) * spd,
-                                                     x + (size_t)(B * dpn + j) * spd, spd);
-            best[(size_t)A * N + B] = assign_max(w, dpn, dev + ((size_t)A * N + B) * dpn);
+                    w[(size_t)i * dpn + j] = ov[(size_t)(A * dpn + i) * D + B * dpn + j];
+            best[(size_t)A * N + B] = assign_max(&h, w, dpn, to);
         }
     int *node = ms_malloc((size_t)N * sizeof *node);
-    int64_t kept = assign_max(best, N, node), kept0 = 0;
-    for (int d = 0; d < D; d++)
-        kept0 += overlap(y + (size_t)d * spd, x + (size_t)d * spd, spd);
+    int64_t kept = assign_max(&h, best, N, node), kept0 = 0;
+    for (int d = 0; d < D; d++) kept0 += ov[(size_t)d * D + d];
+    free(ov);
+    free(nz);
     int64_t saved = 0;
     if (kept > kept0) {
         int *map = ms_malloc((size_t)D * spd * sizeof *map);
@@ -192,7 +256,7 @@ static int64_t keep_layer(const place_layout_t *cur, place_layout_t *next, int l
         free(map);
         free(left);
     }
-    free(x);
+    hung_free(&h);
     free(y);
     free(best);
     free(dev);

@@ -14,6 +14,11 @@
  *     int i = place_move_pick(cur, cands, n, loads, 0.01);  // within 1% of the
  *                                                          // best, fewest copies
  *
+ * place_move_keep costs about 1 ms of CPU at EP32 and 6 ms at EP144 for
+ * 58 layers (bench_place), so a strategy with a tight planning budget may
+ * leave it to the run loop ([placement] replan_min_move), which applies it
+ * outside the strategy's planning time.
+ *
  * place_move_gain() predicts, from loads the strategy trusts, how much the
  * busiest devices' load (summed over layers) drops. Whether a re-plan pays
  * for its copies in time is judged by the run loop for every strategy

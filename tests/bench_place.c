@@ -4,7 +4,8 @@
  * targets beside them; a full plan of the predictive strategy at EP144
  * (target 10 ms); the lower bound over 58 layers; and a whole
  * `moesim place --eval` (read both traces, plan, plan in hindsight, score)
- * at EP144. Medians of many repetitions; prints, never fails. */
+ * at EP144; and the keep-in-place pass (place_move_keep) between two EPLB
+ * layouts. Medians of many repetitions; prints, never fails. */
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "cmd.h"
 #include "place.h"
 #include "place_eplb.h"
+#include "place_move.h"
 #include "trace.h"
 #include "util.h"
 
@@ -124,6 +126,43 @@ static double time_place_eval(const char *strategy, int reps, double *cpu_ms) {
     return m;
 }
 
+/* An EPLB layout of loads w on gpus devices of `nodes` nodes. */
+static place_layout_t *eplb_layout(const double *w, int nodes, int gpus) {
+    int *p = ms_malloc(sizeof(int) * L * P), *c = ms_malloc(sizeof(int) * L * E);
+    place_layout_t *lo = place_layout_new(L, E, gpus, gpus / nodes);
+    if (place_eplb(w, L, E, P, 8, nodes, gpus, p, c)) abort();
+    for (int l = 0; l < L; l++)
+        if (place_layer_set(lo, l, P / gpus, p + (size_t)l * P)) abort();
+    free(p);
+    free(c);
+    return lo;
+}
+
+/* place_move_keep from EPLB on loads a to EPLB on loads b: median wall ms,
+ * median CPU ms into *cpu_ms, and the copies before and after. */
+static double time_keep(const double *a, const double *b, int nodes, int gpus, int reps,
+                        double *cpu_ms, int64_t *before, int64_t *after) {
+    place_layout_t *cur = eplb_layout(a, nodes, gpus), *next = eplb_layout(b, nodes, gpus);
+    double *t = ms_malloc(sizeof(double) * reps), *c = ms_malloc(sizeof(double) * reps);
+    *before = place_move_copies(cur, next);
+    for (int i = 0; i < reps; i++) {
+        place_layout_t *x = place_layout_copy(next);
+        double t0 = now_s(), c0 = cpu_s();
+        place_move_keep(cur, x);
+        t[i] = now_s() - t0;
+        c[i] = cpu_s() - c0;
+        *after = place_move_copies(cur, x);
+        place_layout_free(x);
+    }
+    double m = median_ms(t, reps);
+    *cpu_ms = median_ms(c, reps);
+    free(t);
+    free(c);
+    place_layout_free(cur);
+    place_layout_free(next);
+    return m;
+}
+
 int main(void) {
     double *wt = ms_malloc(sizeof(double) * L * E), *wr = ms_malloc(sizeof(double) * L * E);
     trace_t *tr = NULL;
@@ -170,6 +209,18 @@ int main(void) {
         else printf("  %-8s %8.1f ms wall, %8.1f ms CPU   (target <= 100 ms)\n", strats[k], ms,
                     cpu);
     }
+    printf("keep-in-place pass (place_move_keep), EPLB on random loads -> EPLB on %s, "
+           "%d layers (median of 50)\n", have_trace ? "the trace" : "other random loads", L);
+    double *wb = have_trace ? wt : ms_malloc(sizeof(double) * L * E);
+    if (!have_trace)
+        for (int i = 0; i < L * E; i++) wb[i] = wr[(i * 7 + 3) % (L * E)];
+    for (int k = 0; k < 2; k++) {
+        int64_t c0 = 0, c1 = 0;
+        double cpu, ms = time_keep(wr, wb, cases[k].nodes, cases[k].gpus, 50, &cpu, &c0, &c1);
+        printf("  %-30s %8.3f ms wall, %8.3f ms CPU   copies %lld -> %lld\n", cases[k].what, ms,
+               cpu, (long long)c0, (long long)c1);
+    }
+    if (!have_trace) free(wb);
     free(wt);
     free(wr);
     return 0;

@@ -404,6 +404,23 @@ Test(replan, costs_and_gating_are_deterministic, .init = setup, .fini = teardown
     free(y);
 }
 
+/* plan_ms = measured charges the replan call's wall time: more than 0, so
+ * the plan waits for a step end after the one it was made at; a strategy's
+ * own plan_ms overrides [placement]'s. */
+Test(replan, measured_and_per_strategy_planning_time, .init = setup, .fini = teardown) {
+    char a[128], b[128];
+    snprintf(a, sizeof a, "%s/a.db", dir);
+    snprintf(b, sizeof b, "%s/b.db", dir);
+    cr_assert_eq(run(write_cfg("measured", "plan_ms = measured"), a), 0, "%s", ms_err_last());
+    cr_assert_gt(metric(a, "plan_time_s"), 0);
+    cr_assert_gt(q1(a, "SELECT min(step) FROM replans"), 1, "handed over after step 1's end");
+    /* [placement] says measured, [strategy.eplb] says 0: planning is free */
+    const char *cfg = write_cfg("own", "plan_ms = measured\n[strategy.eplb]\nplan_ms = 0");
+    cr_assert_eq(run(cfg, b), 0, "%s", ms_err_last());
+    cr_assert_eq(metric(b, "plan_time_s"), 0);
+    cr_assert_eq(q1(b, "SELECT min(step) FROM replans"), 1);
+}
+
 Test(replan, bad_keys_name_the_line, .init = setup, .fini = teardown) {
     char a[128];
     snprintf(a, sizeof a, "%s/a.db", dir);
