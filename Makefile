@@ -6,10 +6,10 @@
 #   make bench       benchmarks (engine, placement, trace reading, serving)
 #   make fuzz        each reader (traces, config, request CSV) under libFuzzer for FUZZ_SECONDS
 #   make coverage    the suite built with gcov (build-cov/), then line coverage
-#                    of sim/ models/ traces/ analysis/ per file and in total
+#                    of sim/base/ sim/ models/ traces/ analysis/ per file and in total
 #
 # Sources are found by wildcard: a new module is a new .c file in its room
-# (sim/ models/ traces/ analysis/), a new test a tests/test_*.c file, a new
+# (sim/base/ sim/ models/ traces/ analysis/), a new test a tests/test_*.c file, a new
 # benchmark a tests/bench_*.c file. Nothing here needs editing for that.
 
 PKGS      := gsl sqlite3 inih jansson
@@ -17,7 +17,15 @@ CC        ?= cc
 CSTD      := -std=c11 -D_POSIX_C_SOURCE=200809L
 WARN      := -Wall -Wextra -Werror
 OPT       ?= -O2 -g
-INCS      := -Isim -Imodels -Itraces -Ianalysis
+# Layers (README, "Layers: who may include whom"): each room compiles with
+# the include paths of its own layer and those below it, so an include that
+# points back up does not compile. sim/base (errors, allocation, files, INI,
+# the event engine) sees only itself; models/ and traces/ see base and each
+# other; sim/ and analysis/ see everything, and tests/test_layers.c checks
+# their finer order (engine, results, specs, loops, CLI).
+BASE_INCS  := -Isim/base
+MODEL_INCS := $(BASE_INCS) -Imodels -Itraces
+INCS      := $(MODEL_INCS) -Isim -Ianalysis
 
 ifeq ($(SAN),1)
 BUILD     := build-san
@@ -44,7 +52,7 @@ $(BUILD)/obj/sim/sweep_mpi.o: CFLAGS += -DMOESIM_MPI -pthread $(shell mpicc --sh
 LDLIBS    += -pthread $(shell mpicc --showme:link)
 endif
 
-LIB_SRC   := $(filter-out sim/main.c,$(wildcard sim/*.c models/*.c traces/*.c analysis/*.c))
+LIB_SRC   := $(filter-out sim/main.c,$(wildcard sim/base/*.c sim/*.c models/*.c traces/*.c analysis/*.c))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC  := $(wildcard tests/test_*.c)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
@@ -64,6 +72,9 @@ deps:
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/sim/base/%.o: INCS := $(BASE_INCS)
+$(BUILD)/obj/models/%.o $(BUILD)/obj/traces/%.o: INCS := $(MODEL_INCS)
 
 $(BUILD)/libmoesim.a: $(LIB_OBJ)
 	@rm -f $@
@@ -101,7 +112,7 @@ demo: deps
 	@echo "moesim: results in results/demo.db, figures in report/ (open report/index.md)"
 
 # docs/config.md's key reference, regenerated from the key table the
-# parsers check against (sim/cfg_keys.c); tests/test_cfg_keys.c fails
+# parsers check against (sim/base/cfg_keys.c); tests/test_cfg_keys.c fails
 # while the two differ.
 config-doc: $(MOESIM)
 	$(MOESIM) config-keys --update docs/config.md
@@ -144,11 +155,11 @@ fuzz: deps
 # Line coverage of the library by the test suite: gcov counts, summed by
 # awk from gcov's own "Lines executed" lines (no other tool needed).
 coverage: deps
-	@rm -f build-cov/obj/*/*.gcda
+	@rm -f build-cov/obj/*/*.gcda build-cov/obj/*/*/*.gcda
 	$(MAKE) BUILD=build-cov OPT="-O0 -g --coverage" LDFLAGS=--coverage \
 	  build-cov/test_moesim build-cov/moesim
 	build-cov/test_moesim --jobs 2 >build-cov/test.log 2>&1 || { tail -20 build-cov/test.log; exit 1; }
-	@for d in sim models traces analysis; do \
+	@for d in sim/base sim models traces analysis; do \
 	  gcov -n -o build-cov/obj/$$d $(filter-out sim/main.c,$(wildcard $$d/*.c)) 2>/dev/null; \
 	done | awk '/^File /{f=$$2; gsub("\047","",f)} /^Lines executed:/{split($$2,a,":"); \
 	  p=a[2]+0; n=$$4; if (f ~ /\.c$$/ && !seen[f]++) {hit+=p*n/100; tot+=n; \

@@ -1,5 +1,5 @@
 /* cmd_config_keys: `moesim config-keys`, every configuration key from the
- * table the parsers check against (sim/cfg_keys.c); --markdown writes the
+ * table the parsers check against (sim/base/cfg_keys.c); --markdown writes the
  * reference of docs/config.md and --update rewrites it in place. */
 #include <getopt.h>
 #include <stdio.h>
@@ -14,7 +14,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: moesim config-keys [--csv | --json | --markdown | --update FILE.md]\n\n"
                "Every key of experiment configs, model and hardware preset files and sweep\n"
                "files: section, key, type, default, range, unit and meaning, from the table\n"
-               "the config parsers check every read against (sim/cfg_keys.c).\n\n"
+               "the config parsers check every read against (sim/base/cfg_keys.c).\n\n"
                "  --csv, --json     the table for machines (default: aligned text)\n"
                "  --markdown        the reference part of docs/config.md, as Markdown\n"
                "  --update FILE.md  rewrite the generated part of FILE.md in place (between its\n"

@@ -1,4 +1,4 @@
-/* The key table (sim/cfg_keys.c) against docs/config.md and the parsers:
+/* The key table (sim/base/cfg_keys.c) against docs/config.md and the parsers:
  * the page's reference is exactly what the table generates, the table is
  * consistent with itself, every shipped config reads only keys in it, and a
  * read of a key without a row (or with another range or default) stops the
@@ -29,7 +29,8 @@ Test(cfg_keys, docs_config_md_is_the_generated_reference) {
     /* the page holds the generated text whole, markers included: a row
      * added, removed or changed on either side fails here */
     cr_assert_eq(strncmp(b, gen, glen), 0,
-                 "docs/config.md's key reference differs from sim/cfg_keys.c: run make config-doc");
+                 "docs/config.md's key reference differs from sim/base/cfg_keys.c: run make "
+                 "config-doc");
     cr_assert_null(strstr(b + glen, CFG_KEYS_BEGIN), "two generated parts in docs/config.md");
     free(gen);
     free(doc);

@@ -1,4 +1,4 @@
-/* The progress line (sim/progress.c): its ETA arithmetic and text, the
+/* The progress line (sim/base/progress.c): its ETA arithmetic and text, the
  * share of a command of several runs, and that it draws on a terminal only
  * (a file or pipe, as in every test and log, gets nothing). */
 #define _XOPEN_SOURCE 700 /* posix_openpt: a pseudo-terminal to stand for one */

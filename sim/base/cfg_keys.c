@@ -414,19 +414,19 @@ int cfg_keys_verify(const char *file, const char *section, const char *key, cfgk
                     const char *const *names, int n_names, char *why, size_t n_why) {
     const cfg_key_t *k = cfg_keys_find(file, section, key);
     if (!k) {
-        snprintf(why, n_why, "the %s key [%s] %s is read but has no row in sim/cfg_keys.c", file,
-                 section, key);
+        snprintf(why, n_why, "the %s key [%s] %s is read but has no row in "
+                 "sim/base/cfg_keys.c", file, section, key);
         return MS_ERR;
     }
     if (k->type != type) {
-        snprintf(why, n_why, "[%s] %s is read as a %s but sim/cfg_keys.c says %s", section, key,
-                 TYPE_NAMES[type], TYPE_NAMES[k->type]);
+        snprintf(why, n_why, "[%s] %s is read as a %s but sim/base/cfg_keys.c says %s", section,
+                 key, TYPE_NAMES[type], TYPE_NAMES[k->type]);
         return MS_ERR;
     }
     if (type == CFGK_INT || type == CFGK_DOUBLE) {
         if (!same_number(k->min, min, type == CFGK_INT) ||
             !same_number(k->max, max, type == CFGK_INT)) {
-            snprintf(why, n_why, "[%s] %s is read with the range %s to %s but sim/cfg_keys.c "
+            snprintf(why, n_why, "[%s] %s is read with the range %s to %s but sim/base/cfg_keys.c "
                      "says %s to %s", section, key, min, max, k->min, k->max);
             return MS_ERR;
         }
@@ -438,7 +438,7 @@ int cfg_keys_verify(const char *file, const char *section, const char *key, cfgk
             snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", names[i]);
         }
         if (strcmp(list, k->values)) {
-            snprintf(why, n_why, "[%s] %s is read as one of '%s' but sim/cfg_keys.c says '%s'",
+            snprintf(why, n_why, "[%s] %s is read as one of '%s' but sim/base/cfg_keys.c says '%s'",
                      section, key, list, k->values);
             return MS_ERR;
         }
@@ -451,8 +451,8 @@ int cfg_keys_verify(const char *file, const char *section, const char *key, cfgk
             same = same_number(k->def, def, type == CFGK_INT);
         else same = !strcmp(k->def, def);
         if (!same) {
-            snprintf(why, n_why, "[%s] %s is read with the default '%s' but sim/cfg_keys.c says "
-                     "'%s'", section, key, def ? def : "(none)", k->def);
+            snprintf(why, n_why, "[%s] %s is read with the default '%s' but sim/base/cfg_keys.c "
+                     "says '%s'", section, key, def ? def : "(none)", k->def);
             return MS_ERR;
         }
     }
