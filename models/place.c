@@ -1,4 +1,6 @@
-/* place: layouts, the strategy registry and the shared replica choice. */
+/* place: layouts, the strategy registry and the shared replica choice, and
+ * the helpers every strategy's init and re-plan use (parameters, the slot
+ * check, the prior, the sliding load window). */
 #include "place.h"
 
 #include <stdio.h>
@@ -206,4 +208,125 @@ double place_par(const double *v, int n) {
     double sum = 0;
     for (int i = 0; i < n; i++) sum += v[i];
     return sum > 0 ? place_max(v, n) * n / sum : 1.0;
+}
+
+/* ---- helpers for strategy authors */
+
+int place_layout_same(const place_layout_t *a, const place_layout_t *b) {
+    if (a->n_layers != b->n_layers) return 0;
+    for (int l = 0; l < a->n_layers; l++)
+        if (a->layer[l].n_slots != b->layer[l].n_slots ||
+            memcmp(a->layer[l].slot_expert, b->layer[l].slot_expert,
+                   (size_t)a->layer[l].n_slots * sizeof *a->layer[l].slot_expert))
+            return 0;
+    return 1;
+}
+
+const char *place_param_section(const place_env_t *env, const char *fallback) {
+    return env->cfg_section ? env->cfg_section : fallback;
+}
+
+int place_param_int(const place_env_t *env, const char *sec, const char *key, long def, long lo,
+                    long hi, long *out) {
+    if (!env->cfg) {
+        *out = def;
+        return MS_OK;
+    }
+    return cfg_int(env->cfg, sec, key, def, lo, hi, out);
+}
+
+int place_param_double(const place_env_t *env, const char *sec, const char *key, double def,
+                       double lo, double hi, double *out) {
+    if (!env->cfg) {
+        *out = def;
+        return MS_OK;
+    }
+    return cfg_double(env->cfg, sec, key, def, lo, hi, out);
+}
+
+int place_param_bool(const place_env_t *env, const char *sec, const char *key, int def, int *out) {
+    if (!env->cfg) {
+        *out = def;
+        return MS_OK;
+    }
+    return cfg_bool(env->cfg, sec, key, def, out);
+}
+
+int place_param_str(const place_env_t *env, const char *sec, const char *key, const char *def,
+                    const char **out) {
+    if (!env->cfg) {
+        *out = def;
+        return MS_OK;
+    }
+    return cfg_str(env->cfg, sec, key, def, out);
+}
+
+int place_check_slots(const place_env_t *env, const char *who) {
+    int E = env->n_experts, D = env->n_devices, S = E + env->redundant;
+    if (D > 0 && S % D == 0) return MS_OK;
+    return ms_err("%s%d experts + %d redundant = %d slots do not divide over %d devices (make "
+                  "experts + redundant a multiple of the device count)",
+                  who, E, env->redundant, S, D);
+}
+
+const double *place_prior_or_zero(const place_env_t *env, const double *prior, double **zeros) {
+    *zeros = NULL;
+    if (prior) return prior;
+    *zeros = ms_calloc((size_t)env->n_layers * env->n_experts, sizeof **zeros);
+    return *zeros;
+}
+
+static long gcd_l(long a, long b) {
+    while (b) {
+        long t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+void place_window_init(place_window_t *w, long window, long interval, size_t n) {
+    memset(w, 0, sizeof *w);
+    w->window = (int)window, w->interval = (int)interval, w->n = n;
+    if (interval > 0) {
+        w->bucket_steps = (int)gcd_l(window, interval);
+        w->n_buckets = (int)(window / w->bucket_steps);
+        w->ring = ms_calloc((size_t)w->n_buckets * n, sizeof *w->ring);
+        w->cur = ms_calloc(n, sizeof *w->cur);
+        w->sum = ms_calloc(n, sizeof *w->sum);
+    }
+}
+
+void place_window_free(place_window_t *w) {
+    free(w->ring);
+    free(w->cur);
+    free(w->sum);
+    memset(w, 0, sizeof *w);
+}
+
+void place_window_add(place_window_t *w, const double *load) {
+    if (!w->interval) return;
+    size_t n = w->n;
+    for (size_t i = 0; i < n; i++) w->cur[i] += load[i];
+    w->since++;
+    if (++w->cur_steps < w->bucket_steps) return;
+    memcpy(w->ring + (size_t)w->ring_next * n, w->cur, n * sizeof *w->cur);
+    memset(w->cur, 0, n * sizeof *w->cur);
+    w->cur_steps = 0;
+    w->ring_next = (w->ring_next + 1) % w->n_buckets;
+    if (w->ring_used < w->n_buckets) w->ring_used++;
+}
+
+int place_window_due(place_window_t *w) {
+    if (!w->interval || w->since < w->interval) return 0;
+    w->since = 0;
+    size_t n = w->n;
+    memset(w->sum, 0, n * sizeof *w->sum);
+    double total = 0;
+    for (int b = 0; b < w->ring_used; b++) {
+        const double *r = w->ring + (size_t)b * n;
+        for (size_t i = 0; i < n; i++) w->sum[i] += r[i];
+    }
+    for (size_t i = 0; i < n; i++) total += w->sum[i];
+    return total > 0;
 }

@@ -174,4 +174,61 @@ double place_par_mean(const place_layout_t *lo, const double *w);
 double place_par(const double *dev_load, int n);          /* max / mean */
 double place_max(const double *v, int n);
 
+/* ---- helpers for strategy authors (place.c) */
+
+/* 1 when layouts a and b put the same experts in the same slots of every
+ * layer (a re-plan that changes nothing is no re-plan). */
+int place_layout_same(const place_layout_t *a, const place_layout_t *b);
+
+/* The section a strategy's parameters live in: env->cfg_section, or
+ * fallback ("strategy.<name>") when the caller named none. */
+const char *place_param_section(const place_env_t *env, const char *fallback);
+/* A parameter [sec] key of env->cfg, checked by cfg.h (type, range, the
+ * key table; a bad value names its file and line); def when the strategy
+ * runs without a config (tests, `moesim place` without one). */
+int place_param_int(const place_env_t *env, const char *sec, const char *key, long def, long lo,
+                    long hi, long *out);
+int place_param_double(const place_env_t *env, const char *sec, const char *key, double def,
+                       double lo, double hi, double *out);
+int place_param_bool(const place_env_t *env, const char *sec, const char *key, int def, int *out);
+int place_param_str(const place_env_t *env, const char *sec, const char *key, const char *def,
+                    const char **out);
+
+/* The slot check every layout needs: n_experts + redundant slots must
+ * split evenly over the devices. MS_OK, or says why, the message opened by
+ * who (e.g. "eplb: "; "" for none). */
+int place_check_slots(const place_env_t *env, const char *who);
+
+/* The prior a strategy plans its first layout from: prior itself, or, when
+ * the run gives none, zero loads ([n_layers][n_experts], kept in *zeros for
+ * the caller to free): every strategy then plans from the same kind of
+ * input and none needs a branch of its own for "no prior". */
+const double *place_prior_or_zero(const place_env_t *env, const double *prior, double **zeros);
+
+/* A sliding window of expert loads, for strategies that re-plan every
+ * interval steps from the last window steps. It is kept as a ring of bucket
+ * sums: a bucket holds gcd(window, interval) steps, so every re-plan (a
+ * multiple of interval steps) sees exactly the last window steps without
+ * storing each step. */
+typedef struct place_window {
+    int window, interval;    /* steps; interval 0: never re-plan */
+    int bucket_steps, n_buckets;
+    size_t n;                /* values a step ([n_layers][n_experts]) */
+    double *ring;            /* [n_buckets][n] closed buckets */
+    int ring_next, ring_used;
+    double *cur;             /* [n] the bucket being filled */
+    int cur_steps;
+    int since;               /* steps observed since the last re-plan */
+    double *sum;             /* [n] the window's loads, filled by place_window_due */
+} place_window_t;
+
+void place_window_init(place_window_t *w, long window, long interval, size_t n);
+void place_window_free(place_window_t *w);
+/* One step's loads (n values); nothing when interval is 0. */
+void place_window_add(place_window_t *w, const double *load);
+/* At a re-plan opportunity: 1 with the window's loads in w->sum when
+ * interval steps have passed since the last one and the window holds some
+ * load, else 0 (nothing seen: keep the layout). */
+int place_window_due(place_window_t *w);
+
 #endif

@@ -57,9 +57,9 @@ extern const place_ops_t place_static_ops;
 static int bias_init(const place_env_t *env, const double *prior, place_state_t **out_st,
                      place_layout_t **out) {
     (void)prior;
-    const char *sec = env->cfg_section ? env->cfg_section : "strategy.bias";
-    double u = BIAS_U;
-    if (env->cfg && cfg_double(env->cfg, sec, "u", BIAS_U, 0, 1, &u)) return MS_ERR;
+    const char *sec = place_param_section(env, "strategy.bias");
+    double u;
+    if (place_param_double(env, sec, "u", BIAS_U, 0, 1, &u)) return MS_ERR;
     if (env->cfg && cfg_has(env->cfg, sec, "group_limit"))
         return ms_err("%s: group_limit moved to [routing] group_limit, which every strategy "
                       "and the replay share (move the key there)",

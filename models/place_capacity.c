@@ -51,11 +51,11 @@ static void cap_destroy(place_state_t *st) {
 static int cap_init(const place_env_t *env, const double *prior, place_state_t **out_st,
                     place_layout_t **out) {
     (void)prior;
-    const char *sec = env->cfg_section ? env->cfg_section : "strategy.capacity";
-    double factor = CAP_DEFAULT;
-    int reroute = 0;
-    if (env->cfg && (cfg_double(env->cfg, sec, "factor", CAP_DEFAULT, 1e-3, 1e6, &factor) ||
-                     cfg_bool(env->cfg, sec, "reroute", 0, &reroute)))
+    const char *sec = place_param_section(env, "strategy.capacity");
+    double factor;
+    int reroute;
+    if (place_param_double(env, sec, "factor", CAP_DEFAULT, 1e-3, 1e6, &factor) ||
+        place_param_bool(env, sec, "reroute", 0, &reroute))
         return MS_ERR;
     gate_spec_t spec;
     if (env->gate) spec = *env->gate;

@@ -327,38 +327,17 @@ int place_eplb(const double *weight, int L, int E, int P, int groups, int nodes,
 
 /* ---- the strategy ----------------------------------------------------- */
 
-/* The sliding window is kept as a ring of bucket sums: a bucket holds
- * gcd(window, interval) steps, so every re-plan (a multiple of interval
- * steps) sees exactly the last window steps without storing each step. */
 struct place_state {
     int L, E, D, dpn, P;
     int groups, nodes;       /* as passed to place_eplb (1, 1: global) */
-    int window, interval;    /* steps; interval 0: never re-plan */
-    int bucket_steps, n_buckets;
-    double *ring;            /* [n_buckets][L][E] */
-    int ring_next, ring_used;
-    double *cur;             /* [L][E] the bucket being filled */
-    int cur_steps;
-    int since;               /* steps observed since the last re-plan */
+    place_window_t win;      /* the re-plan window (place.h) */
     int replans;             /* re-plans that changed the layout */
-    double *sum;             /* [L][E] scratch: the window's loads */
     int *phy2log, *logcnt;   /* [L][P], [L][E] scratch */
 };
 
-static long gcd_l(long a, long b) {
-    while (b) {
-        long t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
-}
-
 static void eplb_destroy(place_state_t *s) {
     if (!s) return;
-    free(s->ring);
-    free(s->cur);
-    free(s->sum);
+    place_window_free(&s->win);
     free(s->phy2log);
     free(s->logcnt);
     free(s);
@@ -380,21 +359,18 @@ static int eplb_layout(place_state_t *s, const double *w, place_layout_t **out) 
 
 static int eplb_init(const place_env_t *env, const double *prior, place_state_t **st,
                      place_layout_t **out) {
-    const char *sec = env->cfg_section ? env->cfg_section : "strategy.eplb";
+    const char *sec = place_param_section(env, "strategy.eplb");
     cfg_t *c = env->cfg;
-    long window = 1000, interval = 1000, groups = env->n_groups > 0 ? env->n_groups : 1;
-    const char *policy = "auto";
-    if (c && (cfg_int(c, sec, "window_steps", 1000, 1, 100000000, &window) ||
-              cfg_int(c, sec, "interval_steps", 1000, 0, 100000000, &interval) ||
-              cfg_int(c, sec, "groups", groups, 1, 1 << 20, &groups) ||
-              cfg_str(c, sec, "policy", "auto", &policy)))
+    long window, interval, groups = env->n_groups > 0 ? env->n_groups : 1;
+    const char *policy;
+    if (place_param_int(env, sec, "window_steps", 1000, 1, 100000000, &window) ||
+        place_param_int(env, sec, "interval_steps", 1000, 0, 100000000, &interval) ||
+        place_param_int(env, sec, "groups", groups, 1, 1 << 20, &groups) ||
+        place_param_str(env, sec, "policy", "auto", &policy))
         return MS_ERR;
     const char *where = c ? cfg_where(c, sec, "policy") : sec;
     int E = env->n_experts, D = env->n_devices, N = env->n_nodes, P = E + env->redundant;
-    if (P % D)
-        return ms_err("eplb: %d experts + %d redundant = %d slots do not divide over %d devices "
-                      "(make experts + redundant a multiple of the device count)",
-                      E, env->redundant, P, D);
+    if (place_check_slots(env, "eplb: ")) return MS_ERR;
     int G = (int)groups, hier = (int)groups % N == 0;
     if (!strcmp(policy, "global")) {
         G = N = 1;
@@ -412,19 +388,15 @@ static int eplb_init(const place_env_t *env, const double *prior, place_state_t 
     place_state_t *s = ms_calloc(1, sizeof *s);
     s->L = env->n_layers, s->E = E, s->D = D, s->dpn = env->devices_per_node, s->P = P;
     s->groups = G, s->nodes = N;
-    s->window = (int)window, s->interval = (int)interval;
     size_t le = (size_t)s->L * E;
-    if (interval > 0) {
-        s->bucket_steps = (int)gcd_l(window, interval);
-        s->n_buckets = (int)(window / s->bucket_steps);
-        s->ring = ms_calloc((size_t)s->n_buckets * le, sizeof *s->ring);
-        s->cur = ms_calloc(le, sizeof *s->cur);
-    }
-    s->sum = ms_calloc(le, sizeof *s->sum);
+    place_window_init(&s->win, window, interval, le);
     s->phy2log = ms_malloc((size_t)s->L * P * sizeof *s->phy2log);
     s->logcnt = ms_malloc(le * sizeof *s->logcnt);
     /* No prior: EPLB of zero loads, a valid and deterministic layout. */
-    if (eplb_layout(s, prior ? prior : s->sum, out)) {
+    double *zeros;
+    int rc = eplb_layout(s, place_prior_or_zero(env, prior, &zeros), out);
+    free(zeros);
+    if (rc) {
         eplb_destroy(s);
         return MS_ERR;
     }
@@ -433,40 +405,16 @@ static int eplb_init(const place_env_t *env, const double *prior, place_state_t 
 }
 
 static void eplb_observe(place_state_t *s, const place_obs_t *obs) {
-    if (!s->interval) return;
-    size_t le = (size_t)s->L * s->E;
-    for (size_t i = 0; i < le; i++) s->cur[i] += obs->expert_load[i];
-    s->since++;
-    if (++s->cur_steps < s->bucket_steps) return;
-    memcpy(s->ring + (size_t)s->ring_next * le, s->cur, le * sizeof *s->cur);
-    memset(s->cur, 0, le * sizeof *s->cur);
-    s->cur_steps = 0;
-    s->ring_next = (s->ring_next + 1) % s->n_buckets;
-    if (s->ring_used < s->n_buckets) s->ring_used++;
+    place_window_add(&s->win, obs->expert_load);
 }
 
 static int eplb_replan(place_state_t *s, int64_t now_ns, const place_layout_t *cur,
                        place_layout_t **out) {
     (void)now_ns;
-    if (!s->interval || s->since < s->interval) return 0;
-    s->since = 0;
-    size_t le = (size_t)s->L * s->E;
-    memset(s->sum, 0, le * sizeof *s->sum);
-    double total = 0;
-    for (int b = 0; b < s->ring_used; b++) {
-        const double *r = s->ring + (size_t)b * le;
-        for (size_t i = 0; i < le; i++) s->sum[i] += r[i];
-    }
-    for (size_t i = 0; i < le; i++) total += s->sum[i];
-    if (total <= 0) return 0; /* nothing seen: keep the layout */
+    if (!place_window_due(&s->win)) return 0;
     place_layout_t *lo;
-    if (eplb_layout(s, s->sum, &lo)) return MS_ERR;
-    int same = 1;
-    for (int l = 0; l < s->L && same; l++)
-        same = cur->layer[l].n_slots == lo->layer[l].n_slots &&
-               !memcmp(cur->layer[l].slot_expert, lo->layer[l].slot_expert,
-                       (size_t)s->P * sizeof(int));
-    if (same) {
+    if (eplb_layout(s, s->win.sum, &lo)) return MS_ERR;
+    if (place_layout_same(cur, lo)) {
         place_layout_free(lo);
         return 0;
     }

@@ -51,10 +51,8 @@ struct place_state {
     long npy_above;           /* loads above this many numbers go as .npy */
     int L, E, D, dpn, N, S, R, G, TG, K;
     uint64_t seed;
-    /* the re-plan window: a ring of bucket sums, as the eplb strategy keeps */
-    int window, interval, bucket_steps, n_buckets;
-    double *ring, *cur, *sum;
-    int ring_next, ring_used, cur_steps, since, last_step;
+    place_window_t win;       /* the re-plan window (place.h), as eplb keeps it */
+    int last_step;
     /* what the metrics report; the times are wall clock */
     int calls, replans_changed;
     double init_ms, decide_ms_sum, decide_ms_max;
@@ -442,35 +440,24 @@ static int call(place_state_t *s, const char *event, int step, int64_t now_ns,
 static void exec_destroy(place_state_t *s) {
     if (!s) return;
     free(s->words);
-    free(s->ring);
-    free(s->cur);
-    free(s->sum);
+    place_window_free(&s->win);
     free(s);
-}
-
-static long gcd_l(long a, long b) {
-    while (b) {
-        long t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
 }
 
 static int exec_init(const place_env_t *env, const double *prior, place_state_t **st,
                      place_layout_t **out) {
     place_state_t *s = ms_calloc(1, sizeof *s);
-    const char *sec = env->cfg_section ? env->cfg_section : "strategy.exec";
+    const char *sec = place_param_section(env, "strategy.exec");
     snprintf(s->sec, sizeof s->sec, "%s", sec);
     snprintf(s->name, sizeof s->name, "exec:%s", strncmp(sec, "strategy.", 9) ? sec : sec + 9);
     cfg_t *c = env->cfg;
     const char *cmd = NULL;
-    long window = 1000, interval = 1000;
-    if (c && (cfg_str(c, sec, "command", NULL, &cmd) ||
-              cfg_double(c, sec, "timeout_s", 60, 1e-3, 86400, &s->timeout_s) ||
-              cfg_int(c, sec, "npy_above", 1000000, 0, 1L << 40, &s->npy_above) ||
-              cfg_int(c, sec, "window_steps", 1000, 1, 100000000, &window) ||
-              cfg_int(c, sec, "interval_steps", 1000, 0, 100000000, &interval)))
+    long window, interval;
+    if (place_param_str(env, sec, "command", NULL, &cmd) ||
+        place_param_double(env, sec, "timeout_s", 60, 1e-3, 86400, &s->timeout_s) ||
+        place_param_int(env, sec, "npy_above", 1000000, 0, 1L << 40, &s->npy_above) ||
+        place_param_int(env, sec, "window_steps", 1000, 1, 100000000, &window) ||
+        place_param_int(env, sec, "interval_steps", 1000, 0, 100000000, &interval))
         goto fail;
     if (!cmd) {
         ms_err("%s: %s needs [%s] command (example: command = python3 my_strategy.py; "
@@ -490,21 +477,11 @@ static int exec_init(const place_env_t *env, const double *prior, place_state_t 
     s->dpn = env->devices_per_node, s->N = env->n_nodes, s->R = env->redundant;
     s->S = s->E + s->R, s->G = env->n_groups > 0 ? env->n_groups : 1;
     s->TG = env->topk_groups > 0 ? env->topk_groups : 1, s->K = env->top_k, s->seed = env->seed;
-    if (s->S % s->D) {
-        ms_err("%s: %d experts + %d redundant = %d slots do not divide over %d devices (make "
-               "experts + redundant a multiple of the device count)", s->name, s->E, s->R, s->S,
-               s->D);
-        goto fail;
-    }
-    s->window = (int)window, s->interval = (int)interval, s->last_step = -1;
-    size_t le = (size_t)s->L * s->E;
-    if (interval > 0) {
-        s->bucket_steps = (int)gcd_l(window, interval);
-        s->n_buckets = (int)(window / s->bucket_steps);
-        s->ring = ms_calloc((size_t)s->n_buckets * le, sizeof *s->ring);
-        s->cur = ms_calloc(le, sizeof *s->cur);
-        s->sum = ms_calloc(le, sizeof *s->sum);
-    }
+    char who[64];
+    snprintf(who, sizeof who, "%s: ", s->name);
+    if (place_check_slots(env, who)) goto fail;
+    s->last_step = -1;
+    place_window_init(&s->win, window, interval, (size_t)s->L * s->E);
     if (call(s, "init", 0, 0, prior, NULL, out, &s->init_ms)) goto fail;
     *st = s;
     return MS_OK;
@@ -515,41 +492,18 @@ fail:
 
 static void exec_observe(place_state_t *s, const place_obs_t *obs) {
     s->last_step = obs->step;
-    if (!s->interval) return;
-    size_t le = (size_t)s->L * s->E;
-    for (size_t i = 0; i < le; i++) s->cur[i] += obs->expert_load[i];
-    s->since++;
-    if (++s->cur_steps < s->bucket_steps) return;
-    memcpy(s->ring + (size_t)s->ring_next * le, s->cur, le * sizeof *s->cur);
-    memset(s->cur, 0, le * sizeof *s->cur);
-    s->cur_steps = 0;
-    s->ring_next = (s->ring_next + 1) % s->n_buckets;
-    if (s->ring_used < s->n_buckets) s->ring_used++;
+    place_window_add(&s->win, obs->expert_load);
 }
 
 static int exec_replan(place_state_t *s, int64_t now_ns, const place_layout_t *cur,
                        place_layout_t **out) {
-    if (!s->interval || s->since < s->interval) return 0;
-    s->since = 0;
-    size_t le = (size_t)s->L * s->E;
-    memset(s->sum, 0, le * sizeof *s->sum);
-    double total = 0;
-    for (int b = 0; b < s->ring_used; b++) {
-        const double *r = s->ring + (size_t)b * le;
-        for (size_t i = 0; i < le; i++) s->sum[i] += r[i];
-    }
-    for (size_t i = 0; i < le; i++) total += s->sum[i];
-    if (total <= 0) return 0; /* nothing seen: keep the layout */
+    if (!place_window_due(&s->win)) return 0;
     place_layout_t *lo = NULL;
     double ms;
-    if (call(s, "replan", s->last_step + 1, now_ns, s->sum, cur, &lo, &ms)) return MS_ERR;
+    if (call(s, "replan", s->last_step + 1, now_ns, s->win.sum, cur, &lo, &ms)) return MS_ERR;
     s->decide_ms_sum += ms;
     s->decide_ms_max = ms_dmax(s->decide_ms_max, ms);
-    int same = 1;
-    for (int l = 0; l < s->L && same; l++)
-        same = !memcmp(cur->layer[l].slot_expert, lo->layer[l].slot_expert,
-                       (size_t)s->S * sizeof(int)) && cur->layer[l].n_slots == s->S;
-    if (same) {
+    if (place_layout_same(cur, lo)) {
         place_layout_free(lo);
         return 0;
     }

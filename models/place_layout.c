@@ -20,10 +20,7 @@ static int layout_init(const place_env_t *env, const double *prior, place_state_
     char path[4096];
     ms_path_beside(cfg_origin(env->cfg), file, path, sizeof path);
     int S = env->n_experts + env->redundant;
-    if (S % env->n_devices)
-        return ms_err("%d experts + %d redundant = %d slots do not divide over %d devices (make "
-                      "experts + redundant a multiple of the device count)",
-                      env->n_experts, env->redundant, S, env->n_devices);
+    if (place_check_slots(env, "")) return MS_ERR;
     if (place_layout_read(path, env->n_layers, env->n_experts, env->n_devices,
                           env->devices_per_node, S, out))
         return MS_ERR;

@@ -402,24 +402,6 @@ static void omni_destroy(place_state_t *st) {
     free(st);
 }
 
-static int get_double(const place_env_t *env, const char *sec, const char *key, double def,
-                      double lo, double hi, double *out) {
-    if (!env->cfg) {
-        *out = def;
-        return MS_OK;
-    }
-    return cfg_double(env->cfg, sec, key, def, lo, hi, out);
-}
-
-static int get_long(const place_env_t *env, const char *sec, const char *key, long def, long lo,
-                    long hi, long *out) {
-    if (!env->cfg) {
-        *out = def;
-        return MS_OK;
-    }
-    return cfg_int(env->cfg, sec, key, def, lo, hi, out);
-}
-
 static double spd_mean(const place_layout_t *lo) {
     double s = 0;
     for (int l = 0; l < lo->n_layers; l++) s += lo->layer[l].slots_per_device;
@@ -428,29 +410,26 @@ static double spd_mean(const place_layout_t *lo) {
 
 static int omni_init(const place_env_t *env, const double *prior, place_state_t **out_st,
                      place_layout_t **out) {
-    const char *sec = env->cfg_section ? env->cfg_section : "strategy.omni";
+    const char *sec = place_param_section(env, "strategy.omni");
     int E = env->n_experts, D = env->n_devices, S = E + env->redundant;
-    if (S % D)
-        return ms_err("%d experts + %d redundant = %d slots do not divide over %d devices "
-                      "(make experts + redundant a multiple of the device count)",
-                      E, env->redundant, S, D);
+    if (place_check_slots(env, "")) return MS_ERR;
     place_state_t *st = ms_calloc(1, sizeof *st);
     double interval_s, collect_s, gate, improve, bad;
     long window, copies, dph;
-    if (get_double(env, sec, "interval_s", OMNI_INTERVAL_S, 1e-6, 1e9, &interval_s) ||
-        get_double(env, sec, "collect_interval_s", OMNI_COLLECT_S, 1e-6, 1e9, &collect_s) ||
-        get_long(env, sec, "window", OMNI_WINDOW, 1, 1000, &window) ||
-        get_double(env, sec, "gate", PLACE_OMNI_GATE, 1.0, 1e9, &gate) ||
-        get_double(env, sec, "improve", PLACE_OMNI_IMPROVE, 0, 1e9, &improve) ||
-        get_double(env, sec, "bad", PLACE_OMNI_BAD, 1.0, 1e18, &bad) ||
-        get_long(env, sec, "max_redundant_per_expert", PLACE_OMNI_MAX_COPIES, 1, 1 << 20,
-                 &copies) ||
-        get_long(env, sec, "devices_per_host", env->devices_per_node, 1, 1 << 20, &dph)) {
+    if (place_param_double(env, sec, "interval_s", OMNI_INTERVAL_S, 1e-6, 1e9, &interval_s) ||
+        place_param_double(env, sec, "collect_interval_s", OMNI_COLLECT_S, 1e-6, 1e9, &collect_s) ||
+        place_param_int(env, sec, "window", OMNI_WINDOW, 1, 1000, &window) ||
+        place_param_double(env, sec, "gate", PLACE_OMNI_GATE, 1.0, 1e9, &gate) ||
+        place_param_double(env, sec, "improve", PLACE_OMNI_IMPROVE, 0, 1e9, &improve) ||
+        place_param_double(env, sec, "bad", PLACE_OMNI_BAD, 1.0, 1e18, &bad) ||
+        place_param_int(env, sec, "max_redundant_per_expert", PLACE_OMNI_MAX_COPIES, 1, 1 << 20,
+                        &copies) ||
+        place_param_int(env, sec, "devices_per_host", env->devices_per_node, 1, 1 << 20, &dph)) {
         omni_destroy(st);
         return MS_ERR;
     }
-    int from_prior = 1;
-    if (env->cfg && cfg_bool(env->cfg, sec, "init_from_prior", 1, &from_prior)) {
+    int from_prior;
+    if (place_param_bool(env, sec, "init_from_prior", 1, &from_prior)) {
         omni_destroy(st);
         return MS_ERR;
     }

@@ -12,18 +12,14 @@ static int static_init(const place_env_t *env, const double *prior, place_state_
                        place_layout_t **out) {
     (void)prior;
     const char *order;
-    const char *sec = env->cfg_section ? env->cfg_section : "strategy.static";
-    if (env->cfg && cfg_str(env->cfg, sec, "order", "contiguous", &order)) return MS_ERR;
-    if (!env->cfg) order = "contiguous";
+    const char *sec = place_param_section(env, "strategy.static");
+    if (place_param_str(env, sec, "order", "contiguous", &order)) return MS_ERR;
     int rr = !strcmp(order, "round-robin");
     if (!rr && strcmp(order, "contiguous"))
         return ms_err("%s: [%s] order = '%s' (give contiguous or round-robin)",
                       cfg_where(env->cfg, sec, "order"), sec, order);
     int D = env->n_devices, E = env->n_experts, S = E + env->redundant;
-    if (S % D)
-        return ms_err("%d experts + %d redundant = %d slots do not divide over %d devices "
-                      "(make experts + redundant a multiple of the device count)",
-                      E, env->redundant, S, D);
+    if (place_check_slots(env, "")) return MS_ERR;
     int spd = S / D;
     int *se = ms_malloc((size_t)S * sizeof *se);
     /* Contiguous is SGLang's trivial location: slot p holds expert p mod E,
