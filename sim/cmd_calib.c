@@ -1,20 +1,17 @@
 /* cmd_calib: `moesim calib report`: what the simulator charges beside
  * real-GPU measurements, the errors per kernel and world size, and figures. */
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "calib.h"
 #include "cmd.h"
 #include "table.h"
 #include "hw.h"
 #include "quote.h"
-#include "report.h"
+#include "report_calib.h"
 #include "util.h"
 
 #define MAX_CSV 16
@@ -72,139 +69,6 @@ static void err_row(table_t *t, FILE *md, const char *set, const char *world, co
     }
 }
 
-/* Creates dir and its parents. */
-static int mkdirs(const char *dir) {
-    char *p = ms_strdup(dir);
-    for (char *s = p + 1;; s++) {
-        char c = *s;
-        if (c == '/' || !c) {
-            *s = 0;
-            if (mkdir(p, 0777) && errno != EEXIST) {
-                int e = errno;
-                free(p);
-                return ms_err("%s: cannot create the folder: %s", dir, strerror(e));
-            }
-            *s = c;
-        }
-        if (!c) break;
-    }
-    free(p);
-    return MS_OK;
-}
-
-/* A file written under a temporary name, renamed into place only when
- * every output of the report is whole. */
-typedef struct staged {
-    char tmp[4096], dst[4096];
-} staged_t;
-
-typedef struct outputs {
-    const char *dir;
-    staged_t f[8];
-    int n;
-} outputs_t;
-
-/* Writes text to DIR/.name.PID.tmp (checked and synced) and stages it. */
-static int stage_text(outputs_t *o, const char *name, const char *text, size_t len) {
-    staged_t *f = &o->f[o->n];
-    snprintf(f->tmp, sizeof f->tmp, "%s/.%s.%ld.tmp", o->dir, name, (long)getpid());
-    snprintf(f->dst, sizeof f->dst, "%s/%s", o->dir, name);
-    if (report_write_file(f->tmp, text, len)) return MS_ERR;
-    o->n++;
-    return MS_OK;
-}
-
-/* Renames every staged file into place (after checking that none would
- * land on a folder), or removes them all: the folder keeps its earlier
- * report when anything failed. */
-static int finish(outputs_t *o, int ok) {
-    for (int i = 0; ok && i < o->n; i++) {
-        struct stat sb;
-        if (!lstat(o->f[i].dst, &sb) && !S_ISREG(sb.st_mode))
-            ok = !ms_err("%s: exists and is not a regular file; nothing was replaced (move it "
-                         "away or choose another -o DIR)", o->f[i].dst);
-    }
-    int rc = ok ? MS_OK : MS_ERR;
-    for (int i = 0; i < o->n; i++)
-        if (!rc && rename(o->f[i].tmp, o->f[i].dst))
-            rc = ms_err("%s: cannot rename into place: %s", o->f[i].dst, strerror(errno));
-    for (int i = 0; i < o->n; i++) unlink(o->f[i].tmp);
-    o->n = 0;
-    return rc;
-}
-
-/* Runs a gnuplot script inside the output folder, where it draws name
- * under a temporary name (no path the user chose is gnuplot code), checks
- * the PNG is whole and stages it. */
-static int gnuplot(outputs_t *o, const char *name, const char *script) {
-    char gp[256], log[256], path[4096];
-    snprintf(gp, sizeof gp, ".%s.gp.%ld.tmp", name, (long)getpid());
-    snprintf(log, sizeof log, ".%s.log.%ld.tmp", name, (long)getpid());
-    snprintf(path, sizeof path, "%s/%s", o->dir, gp);
-    int rc = report_write_file(path, script, strlen(script));
-    char said[600];
-    if (!rc) rc = report_gnuplot(o->dir, gp, log, said, sizeof said);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/%s", o->dir, log);
-    unlink(path);
-    staged_t *f = &o->f[o->n];
-    snprintf(f->tmp, sizeof f->tmp, "%s/.%s.%ld.tmp", o->dir, name, (long)getpid());
-    snprintf(f->dst, sizeof f->dst, "%s/%s", o->dir, name);
-    if (!rc) rc = report_check_image(f->tmp);
-    if (rc) {
-        unlink(f->tmp);
-        return MS_ERR; /* said, naming the file */
-    }
-    o->n++;
-    return MS_OK;
-}
-
-static const char STYLE[] =
-    "set terminal pngcairo size 1400,600 font 'DejaVu Sans,11' noenhanced\n"
-    "set border 3\nset tics nomirror\nset grid lc rgb '#dddddd'\n"
-    "set key top left box opaque\n";
-
-/* Left: charged vs measured (log-log), data-sheet model and calibrated;
- * right: charged / measured against size by class. Data block $pts:
- * "measured before charged size class". */
-static int figure(outputs_t *o, const char *name, const char *title, const char *xsize,
-                  const char *xfmt, const char *pts, int n_class, const char *const *classes) {
-    char *sc;
-    size_t len;
-    FILE *f = open_memstream(&sc, &len);
-    char out[256];
-    snprintf(out, sizeof out, ".%s.%ld.tmp", name, (long)getpid());
-    /* Every string goes in as a quoted literal (quote_gp): titles and
-     * classes hold the CSV's impl and pattern names. */
-    char *q_out = quote_gp(out), *q_title = quote_gp(title), *q_xfmt = quote_gp(xfmt),
-         *q_xsize = quote_gp(xsize);
-    fprintf(f, "%sset output %s\n%s", STYLE, q_out, pts);
-    fprintf(f, "set multiplot layout 1,2 title %s\n"
-               "set logscale xy\nset xlabel 'measured (us)'\nset ylabel 'charged (us)'\n"
-               "set title 'what the simulator charges vs measurement'\n"
-               "plot $pts using 1:2 with points pt 6 ps 0.7 lc rgb '#ff7f0e' title 'data-sheet "
-               "model', $pts using 1:3 with points pt 7 ps 0.5 lc rgb '#1f77b4' title "
-               "'calibrated', x with lines dt 2 lc rgb '#000000' title 'exact'\n"
-               "unset logscale y\nset logscale x 2\nset format x %s\nset xlabel %s\n"
-               "set ylabel 'charged / measured'\nset title 'calibrated model, by size'\n"
-               "set key top right\nplot 1 with lines dt 2 lc rgb '#000000' notitle",
-            q_title, q_xfmt, q_xsize);
-    free(q_out), free(q_title), free(q_xfmt), free(q_xsize);
-    static const char *const COL[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"};
-    for (int k = 0; k < n_class; k++) {
-        char *qc = quote_gp(classes[k]);
-        fprintf(f, ", $pts using 4:($5 == %d ? $3/$1 : 1/0) with points pt 7 ps 0.5 lc rgb '%s' "
-                   "title %s",
-                k, COL[k % 5], qc);
-        free(qc);
-    }
-    fprintf(f, "\nunset multiplot\nset output\n");
-    fclose(f);
-    int rc = gnuplot(o, name, sc);
-    free(sc);
-    return rc;
-}
-
 /* Index of name among the first n names, added when new (at most max). */
 static int class_of(const char *name, const char **names, int *n, int max) {
     for (int i = 0; i < *n; i++)
@@ -234,7 +98,8 @@ static int report(const calib_t *c, const char *dir, int quiet, table_format_t t
     hw_t bare = c->hw, cal = c->hw;
     bare.calib = NULL;
     cal.calib = c; /* as a step sees it */
-    if (mkdirs(dir)) return MS_ERR;
+    report_calib_t *o;
+    if (report_calib_open(dir, &o)) return MS_ERR;
     /* points.csv and index.md are built in memory and staged with the
      * figures (finish): all of them land, or none. */
     char *pfs = NULL, *mds = NULL;
@@ -304,12 +169,9 @@ static int report(const calib_t *c, const char *dir, int quiet, table_format_t t
         table_note(doc, "link_source", "preset source: %s", hw->link_source);
     }
 
-    /* Expert compute, point by point. */
-    FILE *gp;
-    char *gps = NULL;
-    size_t gpl;
-    gp = open_memstream(&gps, &gpl);
-    fprintf(gp, "$pts << EOD\n");
+    /* Expert compute, point by point (the figure draws the simulator's kernel). */
+    report_calib_pt_t *gpts = ms_malloc(((size_t)c->n_gemm + 1) * sizeof *gpts);
+    int n_gpts = 0;
     table_t *tg = NULL;
     if (c->n_gemm && !quiet) {
         static const char *const k[] = {"model", "dtype", "impl", "experts", "tokens_per_expert",
@@ -350,18 +212,13 @@ static int report(const calib_t *c, const char *dir, int quiet, table_format_t t
         fprintf(pf, "gemm,%s,1,%.0f,%.0f,%.0f,%.0f\n", ql, p->tokens, p->time_ns, before, after);
         free(ql);
         if (!strcmp(p->impl, c->gemm_impl))
-            fprintf(gp, "%.6g %.6g %.6g %.6g %d\n", p->time_ns / 1e3, before / 1e3, after / 1e3,
-                    p->tokens, p->weight_bytes == 1);
+            gpts[n_gpts++] = (report_calib_pt_t){p->time_ns / 1e3, before / 1e3, after / 1e3,
+                                                 p->tokens, p->weight_bytes == 1};
     }
-    fprintf(gp, "EOD\n");
-    fclose(gp);
 
     /* All-to-all, point by point. */
-    FILE *ap;
-    char *aps = NULL;
-    size_t apl;
-    ap = open_memstream(&aps, &apl);
-    fprintf(ap, "$pts << EOD\n");
+    report_calib_pt_t *apts = ms_malloc(((size_t)c->n_a2a + 1) * sizeof *apts);
+    int n_apts = 0;
     const char *pats[5];
     int n_pats = 0;
     hw_t ds = *hw; /* the data-sheet link model */
@@ -409,11 +266,10 @@ static int report(const calib_t *c, const char *dir, int quiet, table_format_t t
         fprintf(pf, "a2a,%s,%d,%.0f,%.0f,%.0f,%.0f\n", ql, p->world, p->bytes_per_gpu,
                 p->time_ns, before, after);
         free(ql);
-        fprintf(ap, "%.6g %.6g %.6g %.6g %d\n", p->time_ns / 1e3, before / 1e3, after / 1e3,
-                p->bytes_per_gpu, class_of(p->pattern, pats, &n_pats, 5));
+        apts[n_apts++] = (report_calib_pt_t){p->time_ns / 1e3, before / 1e3, after / 1e3,
+                                             p->bytes_per_gpu,
+                                             class_of(p->pattern, pats, &n_pats, 5)};
     }
-    fprintf(ap, "EOD\n");
-    fclose(ap);
     fclose(pf);
 
     /* The error table, on stdout and in index.md. */
@@ -479,28 +335,29 @@ static int report(const calib_t *c, const char *dir, int quiet, table_format_t t
         fprintf(md, "| all-to-all | - | 0 | - | - | - | - | - | not measured (needs 2+ GPUs) |\n");
     }
 
-    outputs_t o = {.dir = dir};
     int rc = MS_OK;
     if (c->n_gemm) {
         char title[256];
         snprintf(title, sizeof title, "%s: routed-expert compute per device (impl %s)", hw->name,
                  c->gemm_impl);
         static const char *const cls[] = {"bf16", "fp8"};
-        rc = figure(&o, "calib_gemm.png", title, "tokens per expert", "%g", gps, 2, cls);
+        rc = report_calib_figure(o, "calib_gemm.png", title, "tokens per expert", "%g", gpts,
+                                 n_gpts, 2, cls);
         if (!rc) fprintf(md, "\n![expert compute](calib_gemm.png)\n");
     }
     if (!rc && c->n_a2a && n_pats) {
         char title[256];
         snprintf(title, sizeof title, "%s: NCCL all-to-all", hw->name);
-        rc = figure(&o, "calib_a2a.png", title, "bytes per GPU", "%.0b %BB", aps, n_pats, pats);
+        rc = report_calib_figure(o, "calib_a2a.png", title, "bytes per GPU", "%.0b %BB", apts,
+                                 n_apts, n_pats, pats);
         if (!rc) fprintf(md, "\n![all-to-all](calib_a2a.png)\n");
     }
     fclose(md);
-    free(gps), free(aps);
-    if (!rc) rc = stage_text(&o, "points.csv", pfs, pfl);
-    if (!rc) rc = stage_text(&o, "index.md", mds, mdl);
+    free(gpts), free(apts);
+    if (!rc) rc = report_calib_text(o, "points.csv", pfs, pfl);
+    if (!rc) rc = report_calib_text(o, "index.md", mds, mdl);
     free(pfs), free(mds);
-    if (finish(&o, !rc)) {
+    if (report_calib_finish(o, !rc)) {
         /* Keep the cause (named by the failing step) as the last message. */
         char why[512];
         snprintf(why, sizeof why, "%s", ms_err_last());
