@@ -91,29 +91,11 @@ static table_t *cols(table_doc_t *d, const char *name, const char *title, const 
 }
 #define NCOLS(a) ((int)(sizeof a / sizeof *a))
 
-static int report(const calib_t *c, const char *dir, int quiet, table_format_t tfmt) {
-    table_doc_t *doc = table_doc_new("calib report", tfmt);
+/* The models a report compares: each kernel's fit beside the data-sheet
+ * model, then the link model of the preset (pre) and the one fitted. */
+static void model_tables(table_doc_t *doc, const calib_t *c, const hw_link_t *pre) {
+    const hw_t *hw = &c->hw;
     char line[1024];
-    const hw_t *hw = &c->hw; /* the hardware, without its measured fits */
-    hw_t bare = c->hw, cal = c->hw;
-    bare.calib = NULL;
-    cal.calib = c; /* as a step sees it */
-    report_calib_t *o;
-    if (report_calib_open(dir, &o)) return MS_ERR;
-    /* points.csv and index.md are built in memory and staged with the
-     * figures (finish): all of them land, or none. */
-    char *pfs = NULL, *mds = NULL;
-    size_t pfl, mdl;
-    FILE *pf = open_memstream(&pfs, &pfl);
-    fprintf(pf, "kind,label,world,size,measured_ns,before_ns,charged_ns\n");
-
-    /* Every table goes through the shared printer (text, --csv, --json),
-     * printed once the report's files are in place; the lines between
-     * them are titles and notes. */
-    snprintf(line, sizeof line, "moesim calib report: hardware %s (%s)\nmeasurements: %s",
-             hw->name, hw->source, c->source);
-    table_t *t0 = table_new(doc, "source", line);
-    (void)t0; /* a title alone: no columns, so CSV and JSON leave it out */
     if (c->n_fits) {
         snprintf(line, sizeof line, "expert compute = floor + experts x per_expert + "
                  "smoothmax_p(FLOPs / (eff_flops x %.0f/%.0f TFLOP/s bf16/fp8), bytes / (eff_hbm x "
@@ -140,7 +122,6 @@ static int report(const calib_t *c, const char *dir, int quiet, table_format_t t
                    "eff_flops %.2f, eff_hbm %.2f, hard max", hw->kernel_ns / 1e3, hw->eff_flops,
                    hw->eff_hbm);
     }
-    hw_link_t pre = cost_scaleup_link(hw);
     if (c->n_a2a) {
         static const char *const k[] = {"model", "latency_us", "peak_GB_s", "half_MiB", "low",
                                         "duplex"};
@@ -149,7 +130,7 @@ static int report(const calib_t *c, const char *dir, int quiet, table_format_t t
         table_t *t = cols(doc, "link", "all-to-all link model: latency + bytes / (peak x "
                           "ramp(bytes per peer) x duplex when both directions are loaded), "
                           "ramp(s) = (s + low x half) / (s + half)", k, h, w, NCOLS(k));
-        const hw_link_t *ls[2] = {&pre, c->a2a_fitted ? &c->link : NULL};
+        const hw_link_t *ls[2] = {pre, c->a2a_fitted ? &c->link : NULL};
         static const char *const names[] = {"preset (charged)", "fitted to these files"};
         for (int i = 0; i < 2 && ls[i]; i++) {
             table_str(t, names[i]);
@@ -168,6 +149,148 @@ static int report(const calib_t *c, const char *dir, int quiet, table_format_t t
         }
         table_note(doc, "link_source", "preset source: %s", hw->link_source);
     }
+
+}
+
+/* The all-to-all points: table rows (unless quiet), points.csv lines into
+ * pf and the figure's points into apts (classes: the patterns, into pats);
+ * returns how many points the figure gets. */
+static int a2a_points(table_doc_t *doc, const calib_t *c, const hw_link_t *pre, int quiet,
+                      FILE *pf, report_calib_pt_t *apts, const char **pats, int *n_pats) {
+    const hw_t *hw = &c->hw;
+    int n_apts = 0;
+    hw_t ds = *hw; /* the data-sheet link model */
+    ds.eff_scaleup = 0.8;
+    ds.scaleup_lat_ns = 2000;
+    ds.scaleup_half_bytes = 0;
+    ds.scaleup_duplex = 1;
+    hw_link_t base = cost_scaleup_link(&ds);
+    table_t *ta = NULL;
+    if (c->n_a2a && !quiet) {
+        static const char *const k[] = {"pattern", "world", "bytes_per_gpu", "measured_us",
+                                        "before_us", "before_err_pct", "charged_us",
+                                        "charged_err_pct", "note"};
+        static const char *const h[] = {NULL, NULL, "bytes/gpu", NULL, NULL, "err%", NULL, "err%",
+                                        ""};
+        static const int w[] = {-10, 5, 12, 12, 11, 7, 11, 7, -1};
+        ta = cols(doc, "a2a", "all-to-all (flow network; charged: the preset's link model)", k, h,
+                  w, NCOLS(k));
+    }
+    for (int i = 0; i < c->n_a2a; i++) {
+        const calib_a2a_pt_t *p = &c->a2a[i];
+        double before = calib_a2a_charged_ns(&base, p->pattern, p->world, p->bytes_per_gpu);
+        double after = calib_a2a_charged_ns(pre, p->pattern, p->world, p->bytes_per_gpu);
+        if (ta) {
+            char b[32];
+            table_str(ta, p->pattern);
+            table_int(ta, p->world);
+            table_num(ta, p->bytes_per_gpu, 0);
+            table_num(ta, p->time_ns / 1e3, 1);
+            if (after < 0) {
+                for (int k = 0; k < 4; k++) table_null(ta);
+                table_str(ta, "pattern not modelled: uniform, skewed, oneway");
+            } else {
+                table_num(ta, before / 1e3, 1);
+                snprintf(b, sizeof b, "%+.1f", pct(before, p->time_ns));
+                table_num_text(ta, pct(before, p->time_ns), b);
+                table_num(ta, after / 1e3, 1);
+                snprintf(b, sizeof b, "%+.1f", pct(after, p->time_ns));
+                table_num_text(ta, pct(after, p->time_ns), b);
+                table_str(ta, "");
+            }
+        }
+        if (after < 0) continue;
+        char *ql = quote_csv(p->pattern);
+        fprintf(pf, "a2a,%s,%d,%.0f,%.0f,%.0f,%.0f\n", ql, p->world, p->bytes_per_gpu,
+                p->time_ns, before, after);
+        free(ql);
+        apts[n_apts++] = (report_calib_pt_t){p->time_ns / 1e3, before / 1e3, after / 1e3,
+                                             p->bytes_per_gpu,
+                                             class_of(p->pattern, pats, n_pats, 5)};
+    }
+    return n_apts;
+}
+
+/* The error table, into doc and md: every fitted (impl, dtype), the
+ * simulator's first, then the all-to-all by world, pattern and size range. */
+static void error_table(table_doc_t *doc, const calib_t *c, const hw_link_t *pre,
+                        const char *const *pats, int n_pats, FILE *md) {
+    static const char *const mk[] = {"set", "world", "points", "before", "charged", "fit",
+                                     "leave_size_out", "cross", "note"};
+    static const char *const mh[] = {NULL, NULL, NULL, NULL, NULL, NULL, "leave-size", NULL, ""};
+    static const int mw[] = {-40, 5, 6, 8, 8, 8, 10, 8, -1};
+    table_t *tm = cols(doc, "mape", "mean absolute percentage error (MAPE, %)", mk, mh, mw,
+                       NCOLS(mk));
+    calib_err_t e;
+    char set[128];
+    /* Every (impl, dtype) fitted, the simulator's first. */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < c->n_fits; i++) {
+            const calib_gemm_fit_t *f = &c->fits[i];
+            if ((pass == 0) != !strcmp(f->impl, c->gemm_impl)) continue;
+            calib_eval_gemm(c, f->impl, f->weight_bytes, &e);
+            snprintf(set, sizeof set, "expert compute %s %s", f->impl, dtype(f->weight_bytes));
+            err_row(tm, md, set, "1", &e, e.after,
+                    pass ? "" : "the simulator's kernel");
+        }
+    /* All-to-all by world, pattern and size range. */
+    static const struct {
+        double lo, hi;
+        const char *name;
+    } R[] = {{MIB, INFINITY, "from 1 MiB/GPU"}, {0, MIB, "below 1 MiB/GPU"}};
+    for (int i = 0; i < c->n_a2a; i++) {
+        int w = c->a2a[i].world, seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = c->a2a[j].world == w;
+        if (seen) continue;
+        char ws[16];
+        snprintf(ws, sizeof ws, "%d", w);
+        for (int r = 0; r < 2; r++)
+            for (int k = -1; k < n_pats; k++) {
+                const char *pat = k < 0 ? NULL : pats[k];
+                calib_err_t fe;
+                calib_eval_a2a(c, pat, w, R[r].lo, R[r].hi, pre, &e);
+                calib_eval_a2a(c, pat, w, R[r].lo, R[r].hi, NULL, &fe);
+                if (!e.n) continue;
+                snprintf(set, sizeof set, "all-to-all %s %s", pat ? pat : "all", R[r].name);
+                err_row(tm, md, set, ws, &e, fe.after, "");
+            }
+    }
+    if (!c->n_a2a) {
+        table_str(tm, "all-to-all");
+        table_null(tm);
+        table_int(tm, 0);
+        for (int k = 0; k < 5; k++) table_null(tm);
+        table_str(tm, "not measured (needs 2+ GPUs: models/calib/measure_a2a.py)");
+        fprintf(md, "| all-to-all | - | 0 | - | - | - | - | - | not measured (needs 2+ GPUs) |\n");
+    }
+
+}
+
+static int report(const calib_t *c, const char *dir, int quiet, table_format_t tfmt) {
+    table_doc_t *doc = table_doc_new("calib report", tfmt);
+    char line[1024];
+    const hw_t *hw = &c->hw; /* the hardware, without its measured fits */
+    hw_t bare = c->hw, cal = c->hw;
+    bare.calib = NULL;
+    cal.calib = c; /* as a step sees it */
+    report_calib_t *o;
+    if (report_calib_open(dir, &o)) return MS_ERR;
+    /* points.csv and index.md are built in memory and staged with the
+     * figures (finish): all of them land, or none. */
+    char *pfs = NULL, *mds = NULL;
+    size_t pfl, mdl;
+    FILE *pf = open_memstream(&pfs, &pfl);
+    fprintf(pf, "kind,label,world,size,measured_ns,before_ns,charged_ns\n");
+
+    /* Every table goes through the shared printer (text, --csv, --json),
+     * printed once the report's files are in place; the lines between
+     * them are titles and notes. */
+    snprintf(line, sizeof line, "moesim calib report: hardware %s (%s)\nmeasurements: %s",
+             hw->name, hw->source, c->source);
+    table_t *t0 = table_new(doc, "source", line);
+    (void)t0; /* a title alone: no columns, so CSV and JSON leave it out */
+    hw_link_t pre = cost_scaleup_link(hw);
+    model_tables(doc, c, &pre);
 
     /* Expert compute, point by point (the figure draws the simulator's kernel). */
     report_calib_pt_t *gpts = ms_malloc(((size_t)c->n_gemm + 1) * sizeof *gpts);
@@ -221,55 +344,7 @@ static int report(const calib_t *c, const char *dir, int quiet, table_format_t t
     int n_apts = 0;
     const char *pats[5];
     int n_pats = 0;
-    hw_t ds = *hw; /* the data-sheet link model */
-    ds.eff_scaleup = 0.8;
-    ds.scaleup_lat_ns = 2000;
-    ds.scaleup_half_bytes = 0;
-    ds.scaleup_duplex = 1;
-    hw_link_t base = cost_scaleup_link(&ds);
-    table_t *ta = NULL;
-    if (c->n_a2a && !quiet) {
-        static const char *const k[] = {"pattern", "world", "bytes_per_gpu", "measured_us",
-                                        "before_us", "before_err_pct", "charged_us",
-                                        "charged_err_pct", "note"};
-        static const char *const h[] = {NULL, NULL, "bytes/gpu", NULL, NULL, "err%", NULL, "err%",
-                                        ""};
-        static const int w[] = {-10, 5, 12, 12, 11, 7, 11, 7, -1};
-        ta = cols(doc, "a2a", "all-to-all (flow network; charged: the preset's link model)", k, h,
-                  w, NCOLS(k));
-    }
-    for (int i = 0; i < c->n_a2a; i++) {
-        const calib_a2a_pt_t *p = &c->a2a[i];
-        double before = calib_a2a_charged_ns(&base, p->pattern, p->world, p->bytes_per_gpu);
-        double after = calib_a2a_charged_ns(&pre, p->pattern, p->world, p->bytes_per_gpu);
-        if (ta) {
-            char b[32];
-            table_str(ta, p->pattern);
-            table_int(ta, p->world);
-            table_num(ta, p->bytes_per_gpu, 0);
-            table_num(ta, p->time_ns / 1e3, 1);
-            if (after < 0) {
-                for (int k = 0; k < 4; k++) table_null(ta);
-                table_str(ta, "pattern not modelled: uniform, skewed, oneway");
-            } else {
-                table_num(ta, before / 1e3, 1);
-                snprintf(b, sizeof b, "%+.1f", pct(before, p->time_ns));
-                table_num_text(ta, pct(before, p->time_ns), b);
-                table_num(ta, after / 1e3, 1);
-                snprintf(b, sizeof b, "%+.1f", pct(after, p->time_ns));
-                table_num_text(ta, pct(after, p->time_ns), b);
-                table_str(ta, "");
-            }
-        }
-        if (after < 0) continue;
-        char *ql = quote_csv(p->pattern);
-        fprintf(pf, "a2a,%s,%d,%.0f,%.0f,%.0f,%.0f\n", ql, p->world, p->bytes_per_gpu,
-                p->time_ns, before, after);
-        free(ql);
-        apts[n_apts++] = (report_calib_pt_t){p->time_ns / 1e3, before / 1e3, after / 1e3,
-                                             p->bytes_per_gpu,
-                                             class_of(p->pattern, pats, &n_pats, 5)};
-    }
+    n_apts = a2a_points(doc, c, &pre, quiet, pf, apts, pats, &n_pats);
     fclose(pf);
 
     /* The error table, on stdout and in index.md. */
@@ -286,54 +361,7 @@ static int report(const calib_t *c, const char *dir, int quiet, table_format_t t
             qhw, qsrc);
     free(qhw);
     free(qsrc);
-    static const char *const mk[] = {"set", "world", "points", "before", "charged", "fit",
-                                     "leave_size_out", "cross", "note"};
-    static const char *const mh[] = {NULL, NULL, NULL, NULL, NULL, NULL, "leave-size", NULL, ""};
-    static const int mw[] = {-40, 5, 6, 8, 8, 8, 10, 8, -1};
-    table_t *tm = cols(doc, "mape", "mean absolute percentage error (MAPE, %)", mk, mh, mw,
-                       NCOLS(mk));
-    calib_err_t e;
-    char set[128];
-    /* Every (impl, dtype) fitted, the simulator's first. */
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < c->n_fits; i++) {
-            const calib_gemm_fit_t *f = &c->fits[i];
-            if ((pass == 0) != !strcmp(f->impl, c->gemm_impl)) continue;
-            calib_eval_gemm(c, f->impl, f->weight_bytes, &e);
-            snprintf(set, sizeof set, "expert compute %s %s", f->impl, dtype(f->weight_bytes));
-            err_row(tm, md, set, "1", &e, e.after,
-                    pass ? "" : "the simulator's kernel");
-        }
-    /* All-to-all by world, pattern and size range. */
-    static const struct {
-        double lo, hi;
-        const char *name;
-    } R[] = {{MIB, INFINITY, "from 1 MiB/GPU"}, {0, MIB, "below 1 MiB/GPU"}};
-    for (int i = 0; i < c->n_a2a; i++) {
-        int w = c->a2a[i].world, seen = 0;
-        for (int j = 0; j < i && !seen; j++) seen = c->a2a[j].world == w;
-        if (seen) continue;
-        char ws[16];
-        snprintf(ws, sizeof ws, "%d", w);
-        for (int r = 0; r < 2; r++)
-            for (int k = -1; k < n_pats; k++) {
-                const char *pat = k < 0 ? NULL : pats[k];
-                calib_err_t fe;
-                calib_eval_a2a(c, pat, w, R[r].lo, R[r].hi, &pre, &e);
-                calib_eval_a2a(c, pat, w, R[r].lo, R[r].hi, NULL, &fe);
-                if (!e.n) continue;
-                snprintf(set, sizeof set, "all-to-all %s %s", pat ? pat : "all", R[r].name);
-                err_row(tm, md, set, ws, &e, fe.after, "");
-            }
-    }
-    if (!c->n_a2a) {
-        table_str(tm, "all-to-all");
-        table_null(tm);
-        table_int(tm, 0);
-        for (int k = 0; k < 5; k++) table_null(tm);
-        table_str(tm, "not measured (needs 2+ GPUs: models/calib/measure_a2a.py)");
-        fprintf(md, "| all-to-all | - | 0 | - | - | - | - | - | not measured (needs 2+ GPUs) |\n");
-    }
+    error_table(doc, c, &pre, pats, n_pats, md);
 
     int rc = MS_OK;
     if (c->n_gemm) {

@@ -447,6 +447,57 @@ out:
     return rc;
 }
 
+/* What the layout is planned from: --prior, else the --counts file
+ * (in-sample when nothing else is scored). */
+static int choose_prior(const place_args_t *a, prior_spec_t *pr) {
+    memset(pr, 0, sizeof *pr);
+    if (a->prior) {
+        if (prior_parse(a->prior, NULL, "place: --prior", pr)) return MS_ERR;
+        if (pr->kind == PRIOR_PAST)
+            return ms_err("place: --prior past needs simulated steps; on a trace with a time "
+                          "axis use --window N (plan on each window, score on the next)");
+    } else if (a->eval) {
+        pr->kind = PRIOR_TRACE;
+        snprintf(pr->arg, sizeof pr->arg, "%s", a->counts);
+        snprintf(pr->path, sizeof pr->path, "%s", a->counts);
+    } else {
+        pr->kind = PRIOR_ORACLE;
+    }
+    return MS_OK;
+}
+
+/* The per-layer table: PAR, balancedness, maximum load, bound and gap of
+ * each layer's device loads dev[L][D]; with p_in (out of sample), the
+ * in-sample and hindsight PAR p_in[L] and p_h[L] too. */
+static void layers_table(table_doc_t *doc, int L, int D, const double *dev,
+                         const metrics_layer_bound_t *row, const double *p_in,
+                         const double *p_h) {
+    table_t *t = table_new(doc, "layers", NULL);
+    table_col(t, "layer", "layer", 5, 0);
+    table_col(t, "par", "PAR", 8, 0);
+    table_col(t, "balance", "balance", 8, 0);
+    table_col(t, "max_load", "max load", 14, 0);
+    table_col(t, "bound", "bound", 14, 0);
+    table_col(t, "gap_pct", "gap %", 8, 0);
+    if (p_in) {
+        table_col(t, "par_in", "PAR in", 8, 0);
+        table_col(t, "hindsight", "hindsight", 9, 0);
+    }
+    for (int l = 0; l < L; l++) {
+        const metrics_layer_bound_t *r = &row[l];
+        table_int(t, l);
+        table_num(t, metrics_par(dev + (size_t)l * D, D), 4);
+        table_num(t, r->max_load > 0 ? r->best_ep / r->max_load : 1.0, 4);
+        table_num(t, r->max_load, 1);
+        table_num(t, r->bound, 1);
+        table_num(t, 100 * metrics_gap_to_bound(r, 1), 2);
+        if (p_in) {
+            table_num(t, p_in[l], 4);
+            table_num(t, p_h[l], 4);
+        }
+    }
+}
+
 int cmd_place(int argc, char **argv) {
     place_args_t a;
     trace_t *tr = NULL, *ev = NULL;
@@ -488,22 +539,9 @@ int cmd_place(int argc, char **argv) {
     }
     /* What the layout is planned from: --prior, else the --counts file
      * (in-sample when nothing else is scored). */
-    prior_spec_t pr = {0};
+    prior_spec_t pr;
     char plabel_buf[600];
-    if (a.prior) {
-        if (prior_parse(a.prior, NULL, "place: --prior", &pr)) goto out;
-        if (pr.kind == PRIOR_PAST) {
-            ms_err("place: --prior past needs simulated steps; on a trace with a time axis use "
-                   "--window N (plan on each window, score on the next)");
-            goto out;
-        }
-    } else if (a.eval) {
-        pr.kind = PRIOR_TRACE;
-        snprintf(pr.arg, sizeof pr.arg, "%s", a.counts);
-        snprintf(pr.path, sizeof pr.path, "%s", a.counts);
-    } else {
-        pr.kind = PRIOR_ORACLE;
-    }
+    if (choose_prior(&a, &pr)) goto out;
     const trace_t *sc = ev ? ev : tr; /* the scored counts */
     const char *sc_path = ev ? a.eval : a.counts;
     if (prior_build(&pr, sc, NULL, 0, 1, &planw)) goto out;
@@ -564,32 +602,7 @@ int cmd_place(int argc, char **argv) {
         metrics_set(&m, METRIC_REGRET, par_out - par_h);
     }
     doc = table_doc_new("place", (table_format_t)a.fmt);
-    if (!a.quiet) {
-        table_t *t = table_new(doc, "layers", NULL);
-        table_col(t, "layer", "layer", 5, 0);
-        table_col(t, "par", "PAR", 8, 0);
-        table_col(t, "balance", "balance", 8, 0);
-        table_col(t, "max_load", "max load", 14, 0);
-        table_col(t, "bound", "bound", 14, 0);
-        table_col(t, "gap_pct", "gap %", 8, 0);
-        if (!oracle) {
-            table_col(t, "par_in", "PAR in", 8, 0);
-            table_col(t, "hindsight", "hindsight", 9, 0);
-        }
-        for (int l = 0; l < L; l++) {
-            const metrics_layer_bound_t *r = &row[l];
-            table_int(t, l);
-            table_num(t, metrics_par(dev + (size_t)l * D, D), 4);
-            table_num(t, r->max_load > 0 ? r->best_ep / r->max_load : 1.0, 4);
-            table_num(t, r->max_load, 1);
-            table_num(t, r->bound, 1);
-            table_num(t, 100 * metrics_gap_to_bound(r, 1), 2);
-            if (!oracle) {
-                table_num(t, p_in[l], 4);
-                table_num(t, p_h[l], 4);
-            }
-        }
-    }
+    if (!a.quiet) layers_table(doc, L, D, dev, row, oracle ? NULL : p_in, p_h);
 #define G(id) metrics_get(&m, METRIC_##id, 0)
     if (a.fmt != TABLE_TEXT) {
         table_t *t = table_new(doc, "summary", NULL);

@@ -54,6 +54,61 @@ int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary
     return run_one_timeline(sp, strategy, st, sum, NULL);
 }
 
+/* One trace and replay per phase (one phase without phases), every phase
+ * replaying the run's routing (group and node limits, into *gs). */
+static int phases_open(const run_spec_t *sp, int NP, int verify, trace_t **trs, replay_t **rps,
+                       gate_spec_t *gs) {
+    for (int i = 0; i < NP; i++) {
+        const char *path = sp->phases.n ? sp->phases.p[i].path : sp->trace_path;
+        if (trace_read(path, &trs[i]) || run_spec_check_trace(sp, trs[i]) ||
+            replay_new(trs[i], sp->model.top_k, sp->cluster.n_devices,
+                       sp->tokens_per_device * verify, sp->seed + (uint64_t)i, &rps[i]))
+            return MS_ERR;
+    }
+    if (run_gate_spec(sp, &sp->cluster, gs)) return MS_ERR;
+    for (int i = 0; i < NP; i++) replay_set_gate(rps[i], gs);
+    return MS_OK;
+}
+
+/* What a fixed-batch run counted beside its loads. */
+typedef struct run_totals {
+    int64_t now_ns;    /* the last step's end */
+    double tokens;     /* output (decode) or input (prefill) tokens made */
+    double layout_par; /* the first layout's PAR on the scored counts */
+    double hindsight;  /* the same strategy planned on the scored counts (NaN: none) */
+    int skip;          /* warm-up steps replayed before the first measured */
+} run_totals_t;
+
+/* The run's metrics (metrics.c defines each). */
+static void run_metrics(const run_spec_t *sp, const run_totals_t *t, const migr_state_t *mg,
+                        const replan_t *rpl, const metrics_loads_t *acc,
+                        const metrics_layer_bound_t *lb, metrics_t *m) {
+    double sim_s = (double)t->now_ns / ENG_NS_PER_S;
+    metrics_set(m, METRIC_STEPS, sp->steps);
+    metrics_set(m, METRIC_REDUNDANT, sp->redundant);
+    metrics_set(m, METRIC_TOKENS_PER_DEVICE, sp->tokens_per_device);
+    metrics_set(m, METRIC_SIM_TIME, sim_s);
+    metrics_set(m, METRIC_STEP_TIME_MEAN, sim_s * 1e3 / sp->steps);
+    metrics_set(m, sp->prefill ? METRIC_IN_TPS_NODE : METRIC_OUT_TPS_NODE,
+                metrics_per_node(t->tokens, sim_s, cluster_total_nodes(&sp->cluster)));
+    metrics_set(m, METRIC_PRIOR_WARMUP_STEPS, t->skip);
+    metrics_set(m, METRIC_LAYOUT_PAR_MEAN, t->layout_par);
+    metrics_set(m, METRIC_MIGRATED_GB, mg->total_bytes / 1e9);
+    metrics_set(m, METRIC_MIGRATIONS, (double)mg->total_copies);
+    metrics_set(m, METRIC_REPLANS, (double)rpl->done);
+    metrics_set(m, METRIC_REBALANCE_PAUSE, (double)mg->pause_ns / 1e9);
+    replan_metrics((const replan_t *const[]){rpl}, 1, m);
+    if (!isnan(t->hindsight)) {
+        metrics_set(m, METRIC_PAR_MEAN_HINDSIGHT, t->hindsight);
+        metrics_set(m, METRIC_REGRET, t->layout_par - t->hindsight);
+    }
+    metrics_from_loads(acc, lb, 0, m);
+}
+
+/* One fixed-batch run from inputs to commit, kept whole on purpose: it
+ * reads top-down as a run's life (inputs, first layout, steps with their
+ * re-plans and copies, results) and its one cleanup path owns every
+ * resource; the pieces that stand alone are phases_open and run_metrics. */
 int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, run_summary_t *sum,
                      timeline_t *tl) {
     const place_ops_t *ops = place_find(strategy);
@@ -88,17 +143,8 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     /* decode: tokens_per_device sequences, each verifying 1 + mtp_depth tokens a
      * step; prefill: tokens_per_device prompt tokens computed a step */
     int verify = sp->prefill ? 1 : 1 + sp->model.mtp_depth;
-    for (int i = 0; i < NP; i++) {
-        const char *path = sp->phases.n ? sp->phases.p[i].path : sp->trace_path;
-        if (trace_read(path, &trs[i]) || run_spec_check_trace(sp, trs[i]) ||
-            replay_new(trs[i], sp->model.top_k, D, sp->tokens_per_device * verify,
-                       sp->seed + (uint64_t)i, &rps[i]))
-            goto out;
-    }
-    /* every phase replays the run's routing (group and node limits) */
     gate_spec_t gs;
-    if (run_gate_spec(sp, c, &gs)) goto out;
-    for (int i = 0; i < NP; i++) replay_set_gate(rps[i], &gs);
+    if (phases_open(sp, NP, verify, trs, rps, &gs)) goto out;
     /* What the run scores on: the trace, or the phases' duration-weighted
      * mixture. */
     if (sp->phases.n) mix = phase_mix(&sp->phases, trs);
@@ -220,27 +266,10 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
     metrics_layout_bounds(&acc, mg->live, lb);
     if (record_layers(&rec, mg->live, tr_tot, &acc, lb)) goto out;
 
+    run_totals_t tot = {.now_ns = now_ns, .tokens = tokens, .layout_par = layout_par,
+                        .hindsight = hindsight, .skip = skip};
     metrics_t *m = &sum->m;
-    double sim_s = (double)now_ns / ENG_NS_PER_S;
-    metrics_set(m, METRIC_STEPS, sp->steps);
-    metrics_set(m, METRIC_REDUNDANT, sp->redundant);
-    metrics_set(m, METRIC_TOKENS_PER_DEVICE, sp->tokens_per_device);
-    metrics_set(m, METRIC_SIM_TIME, sim_s);
-    metrics_set(m, METRIC_STEP_TIME_MEAN, sim_s * 1e3 / sp->steps);
-    metrics_set(m, sp->prefill ? METRIC_IN_TPS_NODE : METRIC_OUT_TPS_NODE,
-                metrics_per_node(tokens, sim_s, cluster_total_nodes(c)));
-    metrics_set(m, METRIC_PRIOR_WARMUP_STEPS, skip);
-    metrics_set(m, METRIC_LAYOUT_PAR_MEAN, layout_par);
-    metrics_set(m, METRIC_MIGRATED_GB, mg->total_bytes / 1e9);
-    metrics_set(m, METRIC_MIGRATIONS, (double)mg->total_copies);
-    metrics_set(m, METRIC_REPLANS, (double)rpl->done);
-    metrics_set(m, METRIC_REBALANCE_PAUSE, (double)mg->pause_ns / 1e9);
-    replan_metrics((const replan_t *const[]){rpl}, 1, m);
-    if (!isnan(hindsight)) {
-        metrics_set(m, METRIC_PAR_MEAN_HINDSIGHT, hindsight);
-        metrics_set(m, METRIC_REGRET, layout_par - hindsight);
-    }
-    metrics_from_loads(&acc, lb, 0, m);
+    run_metrics(sp, &tot, mg, rpl, &acc, lb, m);
     if (loc_store(loc, &rec, m) || record_metrics(&rec, m) ||
         record_strategy_metrics(&rec, ops, ps, "") || record_commit(&rec))
         goto out;

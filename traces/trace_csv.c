@@ -353,6 +353,44 @@ static int tok_cmp(const void *a, const void *b) {
     return (x->line > y->line) - (x->line < y->line);
 }
 
+/* A row's k expert ids (integers in [0, hiE), distinct) into ex[k] and
+ * its ns scores (none: zeros) into sc[k]; raises *mE past the largest id. */
+static int row_experts(const csv_t *c, const double *ids, const double *p, int ns, int k,
+                       int64_t hiE, int16_t *ex, float *sc, int64_t *mE) {
+    for (int j = 0; j < k; j++) {
+        if (ids[j] != floor(ids[j]) || ids[j] < 0 || ids[j] >= hiE)
+            return ms_err("%s:%d: expert id %g is out of range (ids are integers in [0, %lld))",
+                          c->name, c->line, ids[j], (long long)hiE);
+        for (int q = 0; q < j; q++)
+            if (ids[q] == ids[j])
+                return ms_err("%s:%d: expert %g is listed twice (a token's top-k experts are "
+                              "distinct)", c->name, c->line, ids[j]);
+        ex[j] = (int16_t)ids[j];
+        sc[j] = ns ? (float)p[j] : 0.0f;
+        *mE = ids[j] + 1 > *mE ? (int64_t)ids[j] + 1 : *mE;
+    }
+    return MS_OK;
+}
+
+/* The n rows sorted by (step, token, layer): each token-layer appears once
+ * and a token has one src; *n_tok gets the number of tokens. */
+static int count_tokens(const csv_t *c, const tok_row_t *row, int n, int *n_tok) {
+    *n_tok = 0;
+    for (int i = 0; i < n; i++) {
+        int same_tok = i && row[i].step == row[i - 1].step && row[i].token == row[i - 1].token;
+        if (same_tok && row[i].layer == row[i - 1].layer)
+            return ms_err("%s:%d: step %lld token %lld layer %d is also on line %d (each "
+                          "token-layer appears once)", c->name, row[i].line,
+                          (long long)row[i].step, (long long)row[i].token, row[i].layer,
+                          row[i - 1].line);
+        if (same_tok && row[i].src != row[i - 1].src)
+            return ms_err("%s:%d: src %d, but line %d gives the same token src %d", c->name,
+                          row[i].line, row[i].src, row[i - 1].line, row[i - 1].src);
+        *n_tok += !same_tok;
+    }
+    return MS_OK;
+}
+
 static int read_tokens(csv_t *c, trace_t **out) {
     int has_src = c->col[C_SRC] >= 0, has_sc = c->col[C_SCORES] >= 0, r, k = 0, k_line = 0;
     int sc_line = 0, nosc_line = 0;
@@ -411,22 +449,8 @@ static int read_tokens(csv_t *c, trace_t **out) {
             ex = ms_realloc(ex, (size_t)cap * k * sizeof *ex);
             sc = ms_realloc(sc, (size_t)cap * k * sizeof *sc);
         }
-        for (int j = 0; j < k; j++) {
-            if (ids[j] != floor(ids[j]) || ids[j] < 0 || ids[j] >= hiE) {
-                ms_err("%s:%d: expert id %g is out of range (ids are integers in [0, %lld))",
-                       c->name, c->line, ids[j], (long long)hiE);
-                goto done;
-            }
-            for (int q = 0; q < j; q++)
-                if (ids[q] == ids[j]) {
-                    ms_err("%s:%d: expert %g is listed twice (a token's top-k experts are "
-                           "distinct)", c->name, c->line, ids[j]);
-                    goto done;
-                }
-            ex[(size_t)n * k + j] = (int16_t)ids[j];
-            sc[(size_t)n * k + j] = ns ? (float)p[j] : 0.0f;
-            mE = ids[j] + 1 > mE ? (int64_t)ids[j] + 1 : mE;
-        }
+        if (row_experts(c, ids, p, ns, k, hiE, ex + (size_t)n * k, sc + (size_t)n * k, &mE))
+            goto done;
         row[n] = (tok_row_t){v[C_STEP], v[C_TOKEN], (int)v[C_LAYER], (int)v[C_SRC], c->line, n};
         n++;
         mS = v[C_STEP] + 1 > mS ? v[C_STEP] + 1 : mS;
@@ -443,22 +467,8 @@ static int read_tokens(csv_t *c, trace_t **out) {
         goto done;
     }
     qsort(row, (size_t)n, sizeof *row, tok_cmp);
-    int n_tok = 0;
-    for (int i = 0; i < n; i++) {
-        int same_tok = i && row[i].step == row[i - 1].step && row[i].token == row[i - 1].token;
-        if (same_tok && row[i].layer == row[i - 1].layer) {
-            ms_err("%s:%d: step %lld token %lld layer %d is also on line %d (each token-layer "
-                   "appears once)", c->name, row[i].line, (long long)row[i].step,
-                   (long long)row[i].token, row[i].layer, row[i - 1].line);
-            goto done;
-        }
-        if (same_tok && row[i].src != row[i - 1].src) {
-            ms_err("%s:%d: src %d, but line %d gives the same token src %d", c->name, row[i].line,
-                   row[i].src, row[i - 1].line, row[i - 1].src);
-            goto done;
-        }
-        n_tok += !same_tok;
-    }
+    int n_tok;
+    if (count_tokens(c, row, n, &n_tok)) goto done;
     int64_t S = lim(c->m.steps, mS), L = lim(c->m.layers, mL), E = lim(c->m.experts, mE);
     int64_t R = has_src ? lim(c->m.sources, mR) : 1;
     if (trace_dims_ok(c->name, S, L, E) || trace_src_ok(c->name, S, L, E, R) ||
