@@ -58,6 +58,17 @@ static int resolve(const char *from, const char *name, char *out, size_t n) {
     return 0;
 }
 
+/* The next include "name" at or after *p, into name; 0 when none is left. */
+static int next_include(const char **p, char *name, size_t n) {
+    const char *at = strstr(*p, "#include \"");
+    if (!at) return 0;
+    const char *a = at + 10, *b = strchr(a, '"');
+    if (!b) return 0;
+    snprintf(name, n, "%.*s", (int)(b - a), a);
+    *p = b + 1;
+    return 1;
+}
+
 /* Counts the includes of text (the contents of file path) that reach a
  * higher layer, or a file with no layer; says which into msg. */
 static int upward(const char *path, const char *text, char *msg, size_t n) {
@@ -66,11 +77,8 @@ static int upward(const char *path, const char *text, char *msg, size_t n) {
         snprintf(msg, n, "%s has no layer in tests/test_layers.c", path);
         return 1;
     }
-    for (const char *p = text; (p = strstr(p, "#include \"")); p++) {
-        const char *a = p + 10, *b = strchr(a, '"');
-        if (!b) break;
-        char name[256], hit[512];
-        snprintf(name, sizeof name, "%.*s", (int)(b - a), a);
+    char name[256], hit[512];
+    for (const char *p = text; next_include(&p, name, sizeof name);) {
         if (!resolve(path, name, hit, sizeof hit)) continue; /* a system or test header */
         int theirs = layer_of(hit);
         if (theirs < 0 || theirs > mine) {
@@ -99,26 +107,38 @@ static int is_source(const char *name) {
     return n > 2 && name[n - 2] == '.' && (name[n - 1] == 'c' || name[n - 1] == 'h');
 }
 
-Test(layers, no_file_includes_a_higher_layer) {
+/* Calls fn on every source file of the library's folders; returns how many. */
+static int for_each_source(void (*fn)(const char *path, const char *text, void *ctx),
+                           void *ctx) {
     static const char *const ROOMS[] = {"sim/base", "sim", "models", "traces", "analysis"};
-    int files = 0, bad = 0;
+    int files = 0;
     for (size_t r = 0; r < sizeof ROOMS / sizeof *ROOMS; r++) {
         DIR *d = opendir(ROOMS[r]);
         cr_assert_not_null(d, "run the tests from the repository root (%s)", ROOMS[r]);
         struct dirent *e;
         while ((e = readdir(d))) {
             if (!is_source(e->d_name)) continue;
-            char path[512], msg[1024];
+            char path[512];
             snprintf(path, sizeof path, "%s/%s", ROOMS[r], e->d_name);
             char *text = slurp(path);
-            int n = upward(path, text, msg, sizeof msg);
+            fn(path, text, ctx);
             free(text);
-            if (n) cr_log_error("%s", msg);
-            bad += n;
             files++;
         }
         closedir(d);
     }
+    return files;
+}
+
+static void count_upward(const char *path, const char *text, void *ctx) {
+    char msg[1024];
+    int n = upward(path, text, msg, sizeof msg);
+    if (n) cr_log_error("%s", msg);
+    *(int *)ctx += n;
+}
+
+Test(layers, no_file_includes_a_higher_layer) {
+    int bad = 0, files = for_each_source(count_upward, &bad);
     cr_expect_gt(files, 100, "read only %d source files", files);
     cr_expect_eq(bad, 0, "%d includes point up a layer (README, \"Layers\")", bad);
 }
@@ -179,40 +199,34 @@ static int find_cycle(const graph_t *g, char *out, size_t n) {
     return 0;
 }
 
+typedef struct edges {
+    graph_t *g;
+    int n;
+} edges_t;
+
+static void add_edges(const char *path, const char *text, void *ctx) {
+    edges_t *ed = ctx;
+    int from = mod_id(ed->g, path);
+    char name[256], hit[512];
+    for (const char *p = text; next_include(&p, name, sizeof name);) {
+        if (!resolve(path, name, hit, sizeof hit)) continue;
+        int to = mod_id(ed->g, hit);
+        if (to != from && !ed->g->edge[from][to]) {
+            ed->g->edge[from][to] = 1;
+            ed->n++;
+        }
+    }
+}
+
 Test(layers, no_include_cycle_between_modules) {
-    static const char *const ROOMS[] = {"sim/base", "sim", "models", "traces", "analysis"};
     static graph_t g;
     memset(&g, 0, sizeof g);
-    int edges = 0;
-    for (size_t r = 0; r < sizeof ROOMS / sizeof *ROOMS; r++) {
-        DIR *d = opendir(ROOMS[r]);
-        cr_assert_not_null(d, "run the tests from the repository root (%s)", ROOMS[r]);
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!is_source(e->d_name)) continue;
-            char path[512];
-            snprintf(path, sizeof path, "%s/%s", ROOMS[r], e->d_name);
-            int from = mod_id(&g, path);
-            char *text = slurp(path);
-            for (const char *p = text; (p = strstr(p, "#include \"")); p++) {
-                const char *a = p + 10, *b = strchr(a, '"');
-                if (!b) break;
-                char name[256], hit[512];
-                snprintf(name, sizeof name, "%.*s", (int)(b - a), a);
-                if (!resolve(path, name, hit, sizeof hit)) continue;
-                int to = mod_id(&g, hit);
-                if (to != from && !g.edge[from][to]) {
-                    g.edge[from][to] = 1;
-                    edges++;
-                }
-            }
-            free(text);
-        }
-        closedir(d);
-    }
+    edges_t ed = {&g, 0};
+    for_each_source(add_edges, &ed);
     char cyc[1024] = "";
-    cr_expect_gt(edges, 100, "found only %d include edges", edges);
-    cr_expect_not(find_cycle(&g, cyc, sizeof cyc), "include cycle (a <- b: b includes a): %s", cyc);
+    cr_expect_gt(ed.n, 100, "found only %d include edges", ed.n);
+    cr_expect_not(find_cycle(&g, cyc, sizeof cyc), "include cycle (a <- b: b includes a): %s",
+                  cyc);
 }
 
 /* The cycle search itself: a -> b -> c -> a is found, a -> b -> c is not. */
