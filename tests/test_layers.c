@@ -79,6 +79,11 @@ static int upward(const char *path, const char *text, char *msg, size_t n) {
     }
     char name[256], hit[512];
     for (const char *p = text; next_include(&p, name, sizeof name);) {
+        if (strchr(name, '/')) { /* "../sim/x.h" would step round the -I rules */
+            snprintf(msg, n, "%s includes \"%s\" by path (include by name)", path, name);
+            bad++;
+            continue;
+        }
         if (!resolve(path, name, hit, sizeof hit)) continue; /* a system or test header */
         int theirs = layer_of(hit);
         if (theirs < 0 || theirs > mine) {
@@ -253,4 +258,6 @@ Test(layers, checker_catches_an_upward_include) {
     cr_expect_eq(upward("analysis/store.c", "#include \"serve.h\"\n", msg, sizeof msg), 1);
     cr_expect_eq(upward("sim/base/util.c", "#include \"cost.h\"\n", msg, sizeof msg), 1);
     cr_expect_eq(upward("sim/new_thing.c", "", msg, sizeof msg), 1, "a file with no layer");
+    cr_expect_eq(upward("models/cost.c", "#include \"../sim/run.h\"\n", msg, sizeof msg), 1,
+                 "an include by path");
 }
