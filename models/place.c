@@ -214,11 +214,13 @@ double place_par(const double *v, int n) {
 
 int place_layout_same(const place_layout_t *a, const place_layout_t *b) {
     if (a->n_layers != b->n_layers) return 0;
-    for (int l = 0; l < a->n_layers; l++)
-        if (a->layer[l].n_slots != b->layer[l].n_slots ||
-            memcmp(a->layer[l].slot_expert, b->layer[l].slot_expert,
-                   (size_t)a->layer[l].n_slots * sizeof *a->layer[l].slot_expert))
+    for (int l = 0; l < a->n_layers; l++) {
+        int n = a->layer[l].n_slots; /* 0: a layer not set yet, no array to compare */
+        if (n != b->layer[l].n_slots ||
+            (n && memcmp(a->layer[l].slot_expert, b->layer[l].slot_expert,
+                         (size_t)n * sizeof *a->layer[l].slot_expert)))
             return 0;
+    }
     return 1;
 }
 
