@@ -498,6 +498,11 @@ static void layers_table(table_doc_t *doc, int L, int D, const double *dev,
     }
 }
 
+/* `moesim place`: plan, score and print or store one layout. About 180
+ * lines and kept whole on purpose: it reads as the command's steps in
+ * order (inputs, prior, plan, score, tables, outputs) and one cleanup path
+ * owns every resource; the prior, the layer table and the window mode
+ * (windows) stand apart. */
 int cmd_place(int argc, char **argv) {
     place_args_t a;
     trace_t *tr = NULL, *ev = NULL;

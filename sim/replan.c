@@ -222,3 +222,19 @@ void replan_metrics(const replan_t *const *r, int n, metrics_t *m) {
     metrics_set(m, METRIC_PLAN_TIME, plan / 1e9);
     metrics_set(m, METRIC_MIGRATION_TIME, migr / 1e9);
 }
+
+int replan_record_copies(record_t *rec, migr_state_t *mg, int dev_base, timeline_t *tl) {
+    int n;
+    const migr_t *m = migr_take_log(mg, &n);
+    for (int i = 0; i < n; i++) {
+        store_migration_t row = {.time_ns = m[i].start_ns, .done_ns = m[i].done_ns,
+                                 .layer = m[i].layer, .expert = m[i].expert, .bytes = m[i].bytes,
+                                 .src_device = m[i].src + dev_base,
+                                 .dst_device = m[i].dst + dev_base};
+        if (record_migration(rec, &row)) return MS_ERR;
+        if (tl)
+            timeline_migration(tl, row.src_device, row.dst_device, row.layer, row.expert,
+                               row.time_ns, row.done_ns);
+    }
+    return MS_OK;
+}

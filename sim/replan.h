@@ -24,7 +24,9 @@
 #include "migr.h"
 #include "moe.h"
 #include "place.h"
+#include "record.h"
 #include "step.h"
+#include "timeline.h"
 
 /* How re-plans are charged and gated ([placement] keys, docs/config.md). */
 typedef struct replan_spec {
@@ -102,5 +104,11 @@ void replan_end(replan_t *r, int64_t end_ns);
  * into m: replans_skipped, replan_skipped_gb, replan_kept_gb, plan_time_s,
  * migration_s (metrics.h). */
 void replan_metrics(const replan_t *const *r, int n, metrics_t *m);
+
+/* The weight copies mg finished since the last call, as migration rows of
+ * rec (devices offset by dev_base: the instance's first device in the
+ * run's numbering) and, with tl, the timeline's arrows. Fixed-batch runs
+ * and serving both hand their copies on through this one function. */
+int replan_record_copies(record_t *rec, migr_state_t *mg, int dev_base, timeline_t *tl);
 
 #endif

@@ -33,23 +33,6 @@ static int pick_via(void *ctx, const place_layout_t *lo, int l, int e, int src) 
     return p->ops->pick_replica(p->st, lo, l, e, src);
 }
 
-/* Weight copies finished since the last call: rows of the migrations
- * table and the timeline's arrows. */
-static int record_copies(record_t *rec, migr_state_t *mg, timeline_t *tl) {
-    int n;
-    const migr_t *m = migr_take_log(mg, &n);
-    for (int i = 0; i < n; i++) {
-        store_migration_t row = {.time_ns = m[i].start_ns, .done_ns = m[i].done_ns,
-                                 .layer = m[i].layer, .expert = m[i].expert, .bytes = m[i].bytes,
-                                 .src_device = m[i].src, .dst_device = m[i].dst};
-        if (record_migration(rec, &row)) return MS_ERR;
-        if (tl)
-            timeline_migration(tl, row.src_device, row.dst_device, row.layer, row.expert,
-                               row.time_ns, row.done_ns);
-    }
-    return MS_OK;
-}
-
 int run_one(const run_spec_t *sp, const char *strategy, store_t *st, run_summary_t *sum) {
     return run_one_timeline(sp, strategy, st, sum, NULL);
 }
@@ -105,10 +88,11 @@ static void run_metrics(const run_spec_t *sp, const run_totals_t *t, const migr_
     metrics_from_loads(acc, lb, 0, m);
 }
 
-/* One fixed-batch run from inputs to commit, kept whole on purpose: it
- * reads top-down as a run's life (inputs, first layout, steps with their
- * re-plans and copies, results) and its one cleanup path owns every
- * resource; the pieces that stand alone are phases_open and run_metrics. */
+/* One fixed-batch run from inputs to commit. About 180 lines and kept
+ * whole on purpose: it reads top-down as a run's life (inputs, first
+ * layout, steps with their re-plans and copies, results) and its one
+ * cleanup path owns every resource; the pieces that stand alone are
+ * phases_open, run_metrics and replan_record_copies. */
 int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, run_summary_t *sum,
                      timeline_t *tl) {
     const place_ops_t *ops = place_find(strategy);
@@ -241,7 +225,7 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
             record_layer_steps(&rec, s, r.layer_ns, &acc))
             goto out;
         replan_batch_end(rpl, r.start_ns, r.end_ns);
-        if (record_copies(&rec, mg, tl)) goto out;
+        if (replan_record_copies(&rec, mg, 0, tl)) goto out;
         replan_observe(rpl, r.expert_load, dtok);
         if (ops->observe) {
             place_obs_t obs = {.now_ns = r.end_ns, .step = s, .expert_load = r.expert_load,
@@ -254,7 +238,7 @@ int run_one_timeline(const run_spec_t *sp, const char *strategy, store_t *st, ru
         if (w > 0) {
             if (tl) timeline_replan(tl, r.end_ns, s, info.layers_changed);
             if (record_replan(&rec, r.end_ns, s, info.layers_changed, info.bytes) ||
-                record_copies(&rec, mg, tl))
+                replan_record_copies(&rec, mg, 0, tl))
                 goto out;
             /* blocking: the next step waits for every copy */
             now_ns += info.pause_ns;

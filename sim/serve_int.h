@@ -129,8 +129,6 @@ void serve_metrics(srv_t *s, const store_request_t *rows, int64_t end, metrics_t
 
 /* ---- serve_out.c */
 
-/* The weight copies an instance logged, as migration rows (and on the timeline). */
-int serve_record_migrations(srv_t *s, inst_t *in);
 /* The run's metrics and its per-request, per-layer and strategy rows. */
 int serve_record_results(srv_t *s, metrics_t *m, int64_t end);
 

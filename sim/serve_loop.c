@@ -211,7 +211,7 @@ static void inst_step_end(srv_t *s, inst_t *in, int64_t now) {
     in->bal_ns += maxes > 0 ? (double)dur * means / maxes : (double)dur;
 
     replan_batch_end(in->rpl, in->start_ns, now);
-    if (serve_record_migrations(s, in)) goto bad;
+    if (replan_record_copies(s->rec, in->mg, in->dev_base, s->tl)) goto bad;
     replan_observe(in->rpl, r->expert_load, in->tokens);
     if (s->ops->observe) {
         place_obs_t obs = {.now_ns = now, .step = (int)step, .expert_load = r->expert_load,
@@ -228,7 +228,7 @@ static void inst_step_end(srv_t *s, inst_t *in, int64_t now) {
             in->replans++;
             if (s->tl) timeline_replan(s->tl, now, (int)step, info.layers_changed);
             if (record_replan(s->rec, now, (int)step, info.layers_changed, info.bytes) ||
-                serve_record_migrations(s, in))
+                replan_record_copies(s->rec, in->mg, in->dev_base, s->tl))
                 goto bad;
             if (info.pause_ns > 0) {
                 in->paused_until = now + info.pause_ns;

@@ -1,28 +1,13 @@
 /* serve_out: the serving run's rows, handed to the run recorder
- * (record.h): weight copies as they happen, then per request, per layer,
- * locality, the metrics and the strategy's own. Nothing here computes a
+ * (record.h): per request, per layer, locality, the metrics and the
+ * strategy's own (weight copies go through replan_record_copies as they
+ * happen). Nothing here computes a
  * metric (serve_metrics.c does). */
 #include "serve_int.h"
 
 #include <stdlib.h>
 
 #include "util.h"
-
-int serve_record_migrations(srv_t *s, inst_t *in) {
-    int n;
-    const migr_t *m = migr_take_log(in->mg, &n);
-    for (int i = 0; i < n; i++) {
-        store_migration_t row = {.time_ns = m[i].start_ns, .done_ns = m[i].done_ns,
-                                 .layer = m[i].layer, .expert = m[i].expert, .bytes = m[i].bytes,
-                                 .src_device = m[i].src + in->dev_base,
-                                 .dst_device = m[i].dst + in->dev_base};
-        if (record_migration(s->rec, &row)) return MS_ERR;
-        if (s->tl)
-            timeline_migration(s->tl, row.src_device, row.dst_device, row.layer, row.expert,
-                               row.time_ns, row.done_ns);
-    }
-    return MS_OK;
-}
 
 int serve_record_results(srv_t *s, metrics_t *m, int64_t end) {
     const inst_t *pr = s->has_dc ? &s->dc : &s->pf;
