@@ -21,13 +21,18 @@
  *   moves                  local search swaps that lower the riskiest device
  *   smooth, history        in runs: exponential smoothing of the per-window
  *                          shares, and the spread over the last windows as
- *                          the measured drift */
+ *                          the measured drift
+ *   coactivation,          from a per-token trace (an earlier dump): experts
+ *   coact_slack            chosen by the same tokens swapped onto one node
+ *                          where balance allows, so a token's experts touch
+ *                          fewer nodes */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "place.h"
 #include "place_eplb.h"
+#include "trace.h"
 #include "util.h"
 
 /* Defaults. shrink, risk, drift and group_corr were chosen by
@@ -43,6 +48,8 @@
 #define PRED_HISTORY 4
 #define PRED_WINDOW 1000
 #define PRED_INTERVAL 1000
+#define PRED_COACT_SLACK 0.0
+#define PRED_COACT_PASSES 20
 
 /* One replica to pack: its expert, mean load and load sd. */
 typedef struct pred_item {
@@ -73,6 +80,11 @@ struct place_state {
     int *mark;                  /* [D] expert of the last item put there */
     int *room;                  /* [D] devices with a free slot */
     double *rk;                 /* [D] each device's risk: mean + risk x sd */
+    /* co-activation (NULL when off) */
+    double coact_slack;
+    double *co;                 /* [L][E][E] tokens choosing both e and f, per token */
+    int *onnode;                /* [N][E] replicas of each expert on each node */
+    int N;
 };
 
 static void pred_destroy(place_state_t *s) {
@@ -95,6 +107,8 @@ static void pred_destroy(place_state_t *s) {
     free(s->mark);
     free(s->room);
     free(s->rk);
+    free(s->co);
+    free(s->onnode);
     free(s);
 }
 
@@ -168,12 +182,83 @@ static int dev_holds(const place_state_t *s, int d, int e, int skip) {
     return 0;
 }
 
+/* Co-activation mass of expert e's partners that share no node with it:
+ * expected partner pairs per token that cross nodes, from e's side. */
+static double sep_cost(const place_state_t *s, const double *co, int e) {
+    int E = s->E;
+    double c = 0;
+    for (int g = 0; g < E; g++) {
+        if (co[(size_t)e * E + g] <= 0) continue;
+        int together = 0;
+        for (int n = 0; n < s->N && !together; n++)
+            together = s->onnode[(size_t)n * E + e] && s->onnode[(size_t)n * E + g];
+        if (!together) c += co[(size_t)e * E + g];
+    }
+    return c;
+}
+
+static void onnode_swap(place_state_t *s, int na, int ea, int nb, int eb) {
+    int E = s->E;
+    s->onnode[(size_t)na * E + ea]--, s->onnode[(size_t)nb * E + ea]++;
+    s->onnode[(size_t)nb * E + eb]--, s->onnode[(size_t)na * E + eb]++;
+}
+
+/* After the packing: swaps of replicas between devices of different nodes
+ * that put co-activated experts together, each taken only if it lowers the
+ * cross-node partner mass and keeps both devices' risk within coact_slack
+ * of the layer's riskiest device. On one slot a device the device loads
+ * only trade places, so balance is untouched. */
+static void coact_pass(place_state_t *s, const double *co) {
+    int D = s->D, spd = s->spd;
+    double rmax = 0;
+    for (int d = 0; d < D; d++) rmax = ms_dmax(rmax, s->rk[d]);
+    double lim = rmax * (1 + s->coact_slack) * (1 + 1e-12);
+    for (int pass = 0; pass < PRED_COACT_PASSES; pass++) {
+        int improved = 0;
+        for (int da = 0; da < D; da++)
+            for (int ka = 0; ka < spd; ka++)
+                for (int db = da + 1; db < D; db++) {
+                    int na = da / s->dpn, nb = db / s->dpn;
+                    if (na == nb) continue;
+                    for (int kb = 0; kb < spd; kb++) {
+                        int ia = s->slot[(size_t)da * spd + ka], ib = s->slot[(size_t)db * spd + kb];
+                        const pred_item_t *a = &s->item[ia], *b = &s->item[ib];
+                        if (a->e == b->e || dev_holds(s, db, a->e, kb) || dev_holds(s, da, b->e, ka))
+                            continue;
+                        double before = sep_cost(s, co, a->e) + sep_cost(s, co, b->e);
+                        onnode_swap(s, na, a->e, nb, b->e);
+                        double after = sep_cost(s, co, a->e) + sep_cost(s, co, b->e);
+                        double m1, v1, m2, v2;
+                        int ok = after < before - 1e-12;
+                        if (ok) {
+                            dev_swap(s, da, a, b, &m1, &v1);
+                            dev_swap(s, db, b, a, &m2, &v2);
+                            ok = risk_of(s, m1, v1) <= lim && risk_of(s, m2, v2) <= lim;
+                        }
+                        if (!ok) {
+                            onnode_swap(s, na, b->e, nb, a->e); /* undo */
+                            continue;
+                        }
+                        dev_add(s, da, a, -1);
+                        dev_add(s, db, b, -1);
+                        dev_add(s, da, b, 1);
+                        dev_add(s, db, a, 1);
+                        s->slot[(size_t)da * spd + ka] = ib;
+                        s->slot[(size_t)db * spd + kb] = ia;
+                        improved = 1;
+                    }
+                }
+        if (!improved) break;
+    }
+}
+
 /* Packs one layer: items heaviest first, each onto the device with room
  * (not holding its expert) whose risk it raises least; then up to `moves`
  * swaps that lower the riskiest device. Writes slot_expert[P]. */
-static void pack_layer(place_state_t *s, const double *mu, const double *sd, const int *cnt,
-                       int *slot_expert) {
+static void pack_layer(place_state_t *s, int l, const double *mu, const double *sd,
+                       const int *cnt, int *slot_expert) {
     int E = s->E, D = s->D, spd = s->spd, n = 0;
+    const double *co = s->co ? s->co + (size_t)l * E * E : NULL;
     for (int e = 0; e < E; e++)
         for (int c = 0; c < cnt[e]; c++)
             s->item[n++] = (pred_item_t){.r = mu[e] / cnt[e], .s = sd[e] / cnt[e], .e = e};
@@ -258,6 +343,11 @@ static void pack_layer(place_state_t *s, const double *mu, const double *sd, con
         s->slot[(size_t)dm * spd + bk] = ib;
         s->slot[(size_t)bd * spd + bt] = ia;
     }
+    if (co) {
+        memset(s->onnode, 0, (size_t)s->N * E * sizeof *s->onnode);
+        for (int p = 0; p < s->P; p++) s->onnode[(size_t)(p / spd / s->dpn) * E + s->item[s->slot[p]].e]++;
+        coact_pass(s, co);
+    }
     for (int p = 0; p < s->P; p++) slot_expert[p] = s->item[s->slot[p]].e;
 }
 
@@ -298,7 +388,7 @@ static int plan(place_state_t *s, place_layout_t **out) {
     place_layout_t *lo = place_layout_new(s->L, s->E, s->D, s->dpn);
     for (int l = 0; l < s->L; l++) {
         int *se = s->phy2log + (size_t)l * s->P; /* reused as the packed layer */
-        pack_layer(s, s->mu + (size_t)l * s->E, s->sd + (size_t)l * s->E,
+        pack_layer(s, l, s->mu + (size_t)l * s->E, s->sd + (size_t)l * s->E,
                    s->logcnt + (size_t)l * s->E, se);
         if (place_layer_set(lo, l, s->spd, se)) {
             place_layout_free(lo);
@@ -319,6 +409,38 @@ static int get_long(const place_env_t *env, const char *sec, const char *key, lo
                     long hi, long *out) {
     *out = def;
     return env->cfg ? cfg_int(env->cfg, sec, key, def, lo, hi, out) : MS_OK;
+}
+
+/* Co-activation of the per-token trace at path: per layer, how many tokens
+ * (per token of the trace) chose both e and f. where names the key in
+ * messages. */
+static int load_coact(place_state_t *s, const char *path, const char *where) {
+    trace_t *t = NULL;
+    if (trace_read(path, &t)) return MS_ERR;
+    int rc = MS_OK;
+    if (t->kind != TRACE_TOKENS)
+        rc = ms_err("%s: %s holds counts, not per-token routing (co-activation needs a per-token "
+                    "trace, e.g. a JSONL of each token's experts)", where, path);
+    else if (t->n_layers != s->L || t->n_experts != s->E)
+        rc = ms_err("%s: %s has %d MoE layers x %d experts, the run %d x %d (give a trace of the "
+                    "same model)", where, path, t->n_layers, t->n_experts, s->L, s->E);
+    if (rc) {
+        trace_free(t);
+        return rc;
+    }
+    int E = s->E, K = t->top_k;
+    s->co = ms_calloc((size_t)s->L * E * E, sizeof *s->co);
+    for (int i = 0; i < t->n_tokens; i++)
+        for (int l = 0; l < s->L; l++) {
+            const int16_t *x = t->tok_experts + ((size_t)i * s->L + l) * K;
+            double *c = s->co + (size_t)l * E * E;
+            for (int a = 0; a < K; a++)
+                for (int b = 0; b < K; b++)
+                    if (a != b && x[a] >= 0 && x[b] >= 0 && x[a] != x[b]) c[x[a] * E + x[b]]++;
+        }
+    for (size_t i = 0; i < (size_t)s->L * E * E && t->n_tokens > 0; i++) s->co[i] /= t->n_tokens;
+    trace_free(t);
+    return MS_OK;
 }
 
 static int pred_init(const place_env_t *env, const double *prior, place_state_t **st,
@@ -342,6 +464,12 @@ static int pred_init(const place_env_t *env, const double *prior, place_state_t 
         get_long(env, sec, "window_steps", PRED_WINDOW, 1, 100000000, &window) ||
         get_long(env, sec, "interval_steps", PRED_INTERVAL, 0, 100000000, &interval) ||
         get_long(env, sec, "groups", env->n_groups > 0 ? env->n_groups : 1, 1, 1 << 20, &groups))
+        return MS_ERR;
+    const char *coact = NULL;
+    double coact_slack = PRED_COACT_SLACK;
+    if (env->cfg && (cfg_str(env->cfg, sec, "coactivation", "none", &coact) ||
+                     cfg_double(env->cfg, sec, "coact_slack", PRED_COACT_SLACK, 0, 100,
+                                &coact_slack)))
         return MS_ERR;
     if (E % groups)
         return ms_err("%s: [%s] groups = %ld does not divide %d experts (give a divisor, or 1 "
@@ -371,6 +499,17 @@ static int pred_init(const place_env_t *env, const double *prior, place_state_t 
     s->gs = ms_malloc((size_t)D * s->G * sizeof *s->gs);
     s->cnt = ms_malloc((size_t)D * sizeof *s->cnt);
     s->slot = ms_malloc((size_t)P * sizeof *s->slot);
+    s->N = env->n_nodes > 0 ? env->n_nodes : (D + s->dpn - 1) / s->dpn;
+    s->coact_slack = coact_slack;
+    if (coact && strcmp(coact, "none")) {
+        char path[4096];
+        ms_path_beside(cfg_origin(env->cfg), coact, path, sizeof path);
+        if (load_coact(s, path, cfg_where(env->cfg, sec, "coactivation"))) {
+            pred_destroy(s);
+            return MS_ERR;
+        }
+        s->onnode = ms_malloc((size_t)s->N * E * sizeof *s->onnode);
+    }
     s->mark = ms_malloc((size_t)D * sizeof *s->mark);
     s->room = ms_malloc((size_t)D * sizeof *s->room);
     s->rk = ms_malloc((size_t)D * sizeof *s->rk);

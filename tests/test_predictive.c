@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cfg.h"
 #include "place.h"
@@ -232,6 +233,57 @@ Test(predictive, replans_follow_a_shifted_workload) {
         place_layout_free(lo);
         cfg_free(c);
     }
+}
+
+/* Co-activation: tokens that always choose experts e and e + 4 (one
+ * expert a device, 2 nodes of 4): planned from that dump, every pair shares
+ * a node; without it the equal loads deal expert e to device e, splitting
+ * every pair. A counts trace is refused with a message. */
+Test(predictive, coactivation_puts_co_chosen_experts_on_one_node) {
+    char dir[] = "/tmp/moesim-pred-XXXXXX", path[128], ini[256];
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/tok.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    for (int t = 0; t < 64; t++)
+        for (int l = 0; l < 2; l++)
+            fprintf(f, "{\"problem_id\": 0, \"layer\": %d, \"token_idx\": %d, \"experts\": "
+                       "[%d, %d], \"gating_probs\": [0.6, 0.4]}\n", l, t, t % 4, t % 4 + 4);
+    fclose(f);
+    double w[16];
+    for (int i = 0; i < 16; i++) w[i] = 100;
+    for (int on = 0; on < 2; on++) {
+        snprintf(ini, sizeof ini, "[strategy.predictive]\ncoactivation = %s\n",
+                 on ? path : "none");
+        cfg_t *c = cfg_of(ini);
+        place_env_t env = env_of(2, 8, 8, 4, 0, 1, c);
+        env.top_k = 2;
+        place_layout_t *lo = plan("predictive", &env, w);
+        int split = 0;
+        for (int l = 0; l < 2; l++)
+            for (int e = 0; e < 4; e++) {
+                const place_layer_t *ly = &lo->layer[l];
+                int da = place_slot_device(ly, ly->rep_slot[ly->rep_start[e]]);
+                int db = place_slot_device(ly, ly->rep_slot[ly->rep_start[e + 4]]);
+                split += da / 4 != db / 4;
+            }
+        if (on) cr_assert_eq(split, 0, "co-activation on: every pair on one node");
+        else cr_assert_eq(split, 8, "off: equal loads deal expert e to device e");
+        place_layout_free(lo);
+        cfg_free(c);
+    }
+    cfg_t *c = cfg_of("[strategy.predictive]\ncoactivation = " DS "prefill_in512.json\n");
+    place_env_t env = env_of(58, 256, 32, 8, 32, 8, c);
+    place_state_t *st = NULL;
+    place_layout_t *lo = NULL;
+    ms_err_quiet(1);
+    cr_assert_eq(place_find("predictive")->init(&env, NULL, &st, &lo), MS_ERR);
+    ms_err_quiet(0);
+    cr_assert(strstr(ms_err_last(), "per-token"), "%s", ms_err_last());
+    cr_assert(strstr(ms_err_last(), "test.ini"), "%s", ms_err_last());
+    cfg_free(c);
+    unlink(path);
+    rmdir(dir);
 }
 
 /* ---- the DeepSeek-V3 traces: out-of-sample against EPLB and Omni ---- */
