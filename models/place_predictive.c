@@ -22,6 +22,13 @@
  *   smooth, history        in runs: exponential smoothing of the per-window
  *                          shares, and the spread over the last windows as
  *                          the measured drift
+ *   repair_copies          in runs: a re-plan repairs the serving layout
+ *                          (swaps, spare replicas retargeted) with at most
+ *                          this many expert copies a layer, instead of a
+ *                          fresh plan that moves most weights
+ *   replan_drift           in runs: re-plan only when a window has drifted
+ *                          this far from what the layout was planned on (a
+ *                          shift), restarting the forecast from that window
  *   coactivation,          from a per-token trace (an earlier dump): experts
  *   coact_slack            chosen by the same tokens swapped onto one node
  *                          where balance allows, so a token's experts touch
@@ -48,6 +55,7 @@
 #define PRED_HISTORY 4
 #define PRED_WINDOW 1000
 #define PRED_INTERVAL 1000
+#define PRED_REPLAN_DRIFT 0.0
 #define PRED_COACT_SLACK 0.0
 #define PRED_COACT_PASSES 20
 
@@ -70,7 +78,11 @@ struct place_state {
     int have_fc;
     double *hist;               /* [history][L][E] shares of the last windows */
     int hist_next, hist_used;
-    int replans;
+    int replans, shifts, shift_pending;
+    double replan_drift;        /* re-plan only after a window this far (mean L1) from planned */
+    int repair_copies;          /* re-plans repair the serving layout with at most this many
+                                 * expert copies a layer (0: plan afresh) */
+    double *planned;            /* [L][E] shares the current layout was planned on */
     /* scratch, sized once */
     double *mu, *sd;            /* [L][E] forecast load (mean 1 per expert) and sd */
     int *phy2log, *logcnt;      /* [L][P], [L][E] EPLB's answer (counts used) */
@@ -92,6 +104,7 @@ static void pred_destroy(place_state_t *s) {
     free(s->acc);
     free(s->fc);
     free(s->fc_tokens);
+    free(s->planned);
     free(s->hist);
     free(s->mu);
     free(s->sd);
@@ -221,9 +234,11 @@ static void coact_pass(place_state_t *s, const double *co) {
                     int na = da / s->dpn, nb = db / s->dpn;
                     if (na == nb) continue;
                     for (int kb = 0; kb < spd; kb++) {
-                        int ia = s->slot[(size_t)da * spd + ka], ib = s->slot[(size_t)db * spd + kb];
+                        int ia = s->slot[(size_t)da * spd + ka];
+                        int ib = s->slot[(size_t)db * spd + kb];
                         const pred_item_t *a = &s->item[ia], *b = &s->item[ib];
-                        if (a->e == b->e || dev_holds(s, db, a->e, kb) || dev_holds(s, da, b->e, ka))
+                        if (a->e == b->e || dev_holds(s, db, a->e, kb) ||
+                            dev_holds(s, da, b->e, ka))
                             continue;
                         double before = sep_cost(s, co, a->e) + sep_cost(s, co, b->e);
                         onnode_swap(s, na, a->e, nb, b->e);
@@ -345,7 +360,8 @@ static void pack_layer(place_state_t *s, int l, const double *mu, const double *
     }
     if (co) {
         memset(s->onnode, 0, (size_t)s->N * E * sizeof *s->onnode);
-        for (int p = 0; p < s->P; p++) s->onnode[(size_t)(p / spd / s->dpn) * E + s->item[s->slot[p]].e]++;
+        for (int p = 0; p < s->P; p++)
+            s->onnode[(size_t)(p / spd / s->dpn) * E + s->item[s->slot[p]].e]++;
         coact_pass(s, co);
     }
     for (int p = 0; p < s->P; p++) slot_expert[p] = s->item[s->slot[p]].e;
@@ -380,6 +396,141 @@ static void forecast_layer(place_state_t *s, int l, const double *p, double pair
         double var = b / H - (a / H) * (a / H);
         sd[e] = sqrt(sd[e] * sd[e] + (var > 0 ? var * H / (H - 1) : 0));
     }
+}
+
+static int plan(place_state_t *s, place_layout_t **out);
+
+/* ---- repair: a re-plan that starts from the serving layout ---- */
+
+/* Sets every replica of expert e (item index = slot in repair) to its load
+ * over c copies, keeping the device figures right. */
+static void repair_count(place_state_t *s, const double *mu, const double *sd, int e, int c) {
+    for (int p = 0; p < s->P; p++) {
+        pred_item_t *it = &s->item[p];
+        if (it->e != e) continue;
+        dev_add(s, p / s->spd, it, -1);
+        it->r = mu[e] / c, it->s = sd[e] / c;
+        dev_add(s, p / s->spd, it, 1);
+    }
+}
+
+/* Slot p now holds a new replica of f instead of its expert (which keeps
+ * at least one). */
+static void repair_retarget(place_state_t *s, const double *mu, const double *sd, int *cnt, int p,
+                            int f) {
+    pred_item_t *it = &s->item[p];
+    int a = it->e, d = p / s->spd;
+    dev_add(s, d, it, -1);
+    cnt[a]--, cnt[f]++;
+    *it = (pred_item_t){.r = mu[f] / cnt[f], .s = sd[f] / cnt[f], .e = f};
+    dev_add(s, d, it, 1);
+    repair_count(s, mu, sd, a, cnt[a]);
+    repair_count(s, mu, sd, f, cnt[f]);
+}
+
+static double max_risk(const place_state_t *s, int *dm) {
+    double rm = -1;
+    for (int d = 0; d < s->D; d++)
+        if (s->rk[d] > rm) rm = s->rk[d], *dm = d;
+    return rm;
+}
+
+static int slot_holds(const place_state_t *s, int d, int e, int skip) {
+    for (int k = 0; k < s->spd; k++) {
+        int p = d * s->spd + k;
+        if (p != skip && s->item[p].e == e) return 1;
+    }
+    return 0;
+}
+
+/* Layer l of cur, improved for the new forecast by at most repair_copies
+ * expert copies: each step the swap of two replicas (2 copies) or the
+ * retarget of a spare replica to an expert of the riskiest device (1 copy)
+ * that lowers the riskiest device most; stops when none does. Writes
+ * slot_expert[P]. */
+static void repair_layer(place_state_t *s, const place_layer_t *cur, const double *mu,
+                         const double *sd, int *cnt, int *slot_expert) {
+    int D = s->D, spd = s->spd, P = s->P, E = s->E;
+    memset(s->m, 0, (size_t)D * sizeof *s->m);
+    memset(s->q, 0, (size_t)D * sizeof *s->q);
+    memset(s->g2, 0, (size_t)D * sizeof *s->g2);
+    memset(s->gs, 0, (size_t)D * s->G * sizeof *s->gs);
+    memset(s->rk, 0, (size_t)D * sizeof *s->rk);
+    for (int e = 0; e < E; e++) cnt[e] = cur->replicas[e];
+    for (int p = 0; p < P; p++) {
+        int e = cur->slot_expert[p];
+        s->item[p] = (pred_item_t){.r = mu[e] / cnt[e], .s = sd[e] / cnt[e], .e = e};
+        dev_add(s, p / spd, &s->item[p], 1);
+    }
+    for (int budget = s->repair_copies; budget > 0;) {
+        int dm = 0, bp = -1, bq = -1, bf = -1;
+        double rm = max_risk(s, &dm), best = rm * (1 - 1e-9);
+        for (int k = 0; k < spd; k++) { /* swaps of a replica on dm */
+            int p = dm * spd + k;
+            const pred_item_t *a = &s->item[p];
+            for (int q = 0; q < P && budget >= 2; q++) {
+                int d = q / spd;
+                const pred_item_t *b = &s->item[q];
+                if (d == dm || b->e == a->e || b->r >= a->r) continue;
+                double m1, v1, m2, v2;
+                dev_swap(s, dm, a, b, &m1, &v1);
+                if (!risk_below(s, m1, v1, best)) continue;
+                dev_swap(s, d, b, a, &m2, &v2);
+                if (!risk_below(s, m2, v2, best) || slot_holds(s, d, a->e, q) ||
+                    slot_holds(s, dm, b->e, p))
+                    continue;
+                double others = 0;
+                for (int x = 0; x < D; x++)
+                    if (x != dm && x != d) others = ms_dmax(others, s->rk[x]);
+                double v = ms_dmax(ms_dmax(risk_of(s, m1, v1), risk_of(s, m2, v2)), others);
+                if (v < best) best = v, bp = p, bq = q, bf = -1;
+            }
+        }
+        for (int k = 0; k < spd; k++) { /* a spare replica retargeted to dm's expert */
+            int f = s->item[dm * spd + k].e;
+            for (int q = 0; q < P; q++) {
+                int a = s->item[q].e, d = q / spd, dd;
+                if (d == dm || a == f || cnt[a] < 2 || slot_holds(s, d, f, -1)) continue;
+                repair_retarget(s, mu, sd, cnt, q, f);
+                double v = max_risk(s, &dd);
+                repair_retarget(s, mu, sd, cnt, q, a); /* undo */
+                if (v < best) best = v, bp = -1, bq = q, bf = f;
+            }
+        }
+        if (bq < 0) break;
+        if (bf >= 0) {
+            repair_retarget(s, mu, sd, cnt, bq, bf);
+            budget -= 1;
+        } else {
+            pred_item_t a = s->item[bp], b = s->item[bq];
+            dev_add(s, bp / spd, &a, -1);
+            dev_add(s, bq / spd, &b, -1);
+            s->item[bp] = b, s->item[bq] = a;
+            dev_add(s, bp / spd, &b, 1);
+            dev_add(s, bq / spd, &a, 1);
+            budget -= 2;
+        }
+    }
+    for (int p = 0; p < P; p++) slot_expert[p] = s->item[p].e;
+}
+
+static int repair(place_state_t *s, const place_layout_t *cur, place_layout_t **out) {
+    place_layout_t *lo = place_layout_new(s->L, s->E, s->D, s->dpn);
+    for (int l = 0; l < s->L; l++) {
+        int *se = s->phy2log + (size_t)l * s->P;
+        if (cur->layer[l].n_slots != s->P) { /* another slot count: plan it afresh */
+            place_layout_free(lo);
+            return plan(s, out);
+        }
+        repair_layer(s, &cur->layer[l], s->mu + (size_t)l * s->E, s->sd + (size_t)l * s->E,
+                     s->logcnt + (size_t)l * s->E, se);
+        if (place_layer_set(lo, l, s->spd, se)) {
+            place_layout_free(lo);
+            return MS_ERR;
+        }
+    }
+    *out = lo;
+    return MS_OK;
 }
 
 /* Plans every layer from the forecast in s->mu, s->sd into a new layout. */
@@ -451,8 +602,8 @@ static int pred_init(const place_env_t *env, const double *prior, place_state_t 
         return ms_err("predictive: %d experts + %d redundant = %d slots do not divide over %d "
                       "devices (make experts + redundant a multiple of the device count)",
                       E, env->redundant, P, D);
-    double shrink, prior_tokens, risk, drift, rho, smooth;
-    long moves, history, window, interval, groups;
+    double shrink, prior_tokens, risk, drift, rho, smooth, replan_drift;
+    long moves, history, window, interval, groups, repair_copies;
     if (get_double(env, sec, "shrink", PRED_SHRINK, 0, 1, &shrink) ||
         get_double(env, sec, "prior_tokens", PRED_PRIOR_TOKENS, 0, 1e18, &prior_tokens) ||
         get_double(env, sec, "risk", PRED_RISK, 0, 100, &risk) ||
@@ -463,6 +614,8 @@ static int pred_init(const place_env_t *env, const double *prior, place_state_t 
         get_long(env, sec, "history", PRED_HISTORY, 1, 1000, &history) ||
         get_long(env, sec, "window_steps", PRED_WINDOW, 1, 100000000, &window) ||
         get_long(env, sec, "interval_steps", PRED_INTERVAL, 0, 100000000, &interval) ||
+        get_double(env, sec, "replan_drift", PRED_REPLAN_DRIFT, 0, 2, &replan_drift) ||
+        get_long(env, sec, "repair_copies", 0, 0, 1000000, &repair_copies) ||
         get_long(env, sec, "groups", env->n_groups > 0 ? env->n_groups : 1, 1, 1 << 20, &groups))
         return MS_ERR;
     const char *coact = NULL;
@@ -483,10 +636,13 @@ static int pred_init(const place_env_t *env, const double *prior, place_state_t 
     s->rho = s->G > 1 ? rho : 0, s->smooth = smooth;
     s->moves = (int)moves, s->history = (int)history;
     s->window = (int)window, s->interval = (int)interval;
+    s->replan_drift = replan_drift;
+    s->repair_copies = (int)repair_copies;
     size_t LE = (size_t)s->L * E;
     s->acc = ms_calloc(LE, sizeof *s->acc);
     s->fc = ms_calloc(LE, sizeof *s->fc);
     s->fc_tokens = ms_calloc((size_t)s->L, sizeof *s->fc_tokens);
+    s->planned = ms_calloc(LE, sizeof *s->planned);
     s->hist = ms_calloc(LE * (size_t)s->history, sizeof *s->hist);
     s->mu = ms_malloc(LE * sizeof *s->mu);
     s->sd = ms_malloc(LE * sizeof *s->sd);
@@ -523,6 +679,7 @@ static int pred_init(const place_env_t *env, const double *prior, place_state_t 
         forecast_layer(s, l, s->fc + (size_t)l * E, tot);
     }
     s->have_fc = prior != NULL;
+    memcpy(s->planned, s->fc, LE * sizeof *s->planned);
     if (plan(s, out)) {
         pred_destroy(s);
         return MS_ERR;
@@ -534,20 +691,39 @@ static int pred_init(const place_env_t *env, const double *prior, place_state_t 
 /* Closes the open window: its shares join the history and the smoothed
  * forecast. */
 static void close_window(place_state_t *s) {
-    int E = s->E;
-    double *h = s->hist + (size_t)s->hist_next * s->L * E;
+    int E = s->E, used = 0;
+    double *h = s->hist + (size_t)s->hist_next * s->L * E, drift = 0;
+    for (int l = 0; l < s->L; l++) {
+        double *a = s->acc + (size_t)l * E, tot = 0, d = 0;
+        for (int e = 0; e < E; e++) tot += a[e];
+        for (int e = 0; e < E; e++) {
+            h[(size_t)l * E + e] = tot > 0 ? a[e] / tot : 0;
+            d += fabs(h[(size_t)l * E + e] - s->planned[(size_t)l * E + e]);
+        }
+        if (tot > 0) drift += d, used++;
+    }
+    drift = used ? drift / used : 0;
+    /* A shift: this window is too far from what the layout was planned on.
+     * The old regime is gone, so the forecast and the spread restart from
+     * this window instead of smoothing towards it. */
+    int shift = s->replan_drift > 0 && drift > s->replan_drift;
+    if (shift) {
+        s->shift_pending = 1;
+        s->shifts++;
+        s->hist_used = 0;
+    }
     for (int l = 0; l < s->L; l++) {
         double *a = s->acc + (size_t)l * E, *f = s->fc + (size_t)l * E, tot = 0;
         for (int e = 0; e < E; e++) tot += a[e];
-        double alpha = s->have_fc ? s->smooth : 1;
+        double alpha = s->have_fc && !shift ? s->smooth : 1;
         for (int e = 0; e < E; e++) {
-            double p = tot > 0 ? a[e] / tot : 0;
-            h[(size_t)l * E + e] = p;
-            if (tot > 0) f[e] = alpha * p + (1 - alpha) * f[e];
+            if (tot > 0) f[e] = alpha * h[(size_t)l * E + e] + (1 - alpha) * f[e];
             a[e] = 0;
         }
         if (tot > 0) s->fc_tokens[l] = alpha * tot + (1 - alpha) * s->fc_tokens[l];
     }
+    if (shift) /* the restarted ring holds this window first */
+        memmove(s->hist, h, (size_t)s->L * E * sizeof *h), s->hist_next = 0;
     s->have_fc = 1;
     s->hist_next = (s->hist_next + 1) % s->history;
     if (s->hist_used < s->history) s->hist_used++;
@@ -567,10 +743,12 @@ static int pred_replan(place_state_t *s, int64_t now_ns, const place_layout_t *c
     (void)now_ns;
     if (!s->interval || s->since < s->interval || !s->hist_used) return 0;
     s->since = 0;
+    if (s->replan_drift > 0 && !s->shift_pending) return 0; /* no shift: the layout stands */
+    s->shift_pending = 0;
     for (int l = 0; l < s->L; l++)
         forecast_layer(s, l, s->fc + (size_t)l * s->E, s->fc_tokens[l]);
     place_layout_t *lo;
-    if (plan(s, &lo)) return MS_ERR;
+    if (s->repair_copies ? repair(s, cur, &lo) : plan(s, &lo)) return MS_ERR;
     int same = 1;
     for (int l = 0; l < s->L && same; l++)
         same = cur->layer[l].n_slots == lo->layer[l].n_slots &&
@@ -581,15 +759,17 @@ static int pred_replan(place_state_t *s, int64_t now_ns, const place_layout_t *c
         return 0;
     }
     s->replans++;
+    memcpy(s->planned, s->fc, (size_t)s->L * s->E * sizeof *s->planned);
     *out = lo;
     return 1;
 }
 
 static int pred_metrics(place_state_t *s, const char **names, double *values, int max) {
-    if (max < 1) return 0;
-    names[0] = "predictive_replans";
-    values[0] = s->replans;
-    return 1;
+    const char *n[] = {"predictive_replans", "predictive_shifts"};
+    double v[] = {s->replans, s->shifts};
+    int k = ms_imin(max, 2);
+    for (int i = 0; i < k; i++) names[i] = n[i], values[i] = v[i];
+    return k;
 }
 
 const place_ops_t place_predictive_ops = {

@@ -93,7 +93,8 @@ Test(predictive, layouts_keep_the_invariants_and_are_deterministic) {
 Test(predictive, replica_counts_come_from_eplb_on_the_forecast) {
     int L = 3, E = 64, D = 16, R = 32, P = E + R;
     double *w = skewed(L, E, 5);
-    int *phy = ms_malloc((size_t)L * P * sizeof *phy), *cnt = ms_malloc((size_t)L * E * sizeof *cnt);
+    int *phy = ms_malloc((size_t)L * P * sizeof *phy);
+    int *cnt = ms_malloc((size_t)L * E * sizeof *cnt);
     cr_assert_eq(place_eplb(w, L, E, P, 1, 1, D, phy, cnt), MS_OK);
     cfg_t *c = cfg_of("[strategy.predictive]\nshrink = 0\nprior_tokens = 0\n");
     place_env_t env = env_of(L, E, D, 8, R, 8, c);
@@ -226,13 +227,55 @@ Test(predictive, replans_follow_a_shifted_workload) {
         }
         const char *names[4];
         double values[4];
-        cr_assert_eq(ops->metrics(st, names, values, 4), 1);
+        cr_assert_eq(ops->metrics(st, names, values, 4), 2);
         cr_assert_str_eq(names[0], "predictive_replans");
         cr_assert_eq(values[0], got);
         ops->destroy(st);
         place_layout_free(lo);
         cfg_free(c);
     }
+}
+
+/* replan_drift: windows like the prior never re-plan; a shifted one does,
+ * once. repair_copies: that re-plan changes at most that many slots of a
+ * layer and lowers the PAR on the new loads. */
+Test(predictive, drift_triggered_repair_moves_few_weights) {
+    int L = 2, E = 32, D = 8, R = 8, P = E + R;
+    double prior[64], shifted[64];
+    for (int i = 0; i < L * E; i++) {
+        prior[i] = 100 + (i % E < 4 ? 300 : 0);        /* experts 0-3 hot */
+        shifted[i] = 100 + (i % E >= 28 ? 300 : 0);    /* experts 28-31 hot */
+    }
+    cfg_t *c = cfg_of("[strategy.predictive]\nwindow_steps = 1\ninterval_steps = 1\n"
+                      "replan_drift = 0.2\nrepair_copies = 6\nprior_tokens = 0\n");
+    place_env_t env = env_of(L, E, D, 4, R, 1, c);
+    const place_ops_t *ops = place_find("predictive");
+    place_state_t *st = NULL;
+    place_layout_t *lo = NULL, *nl = NULL;
+    cr_assert_eq(ops->init(&env, prior, &st, &lo), MS_OK);
+    for (int s = 0; s < 3; s++) { /* the prior's own loads: no shift */
+        ops->observe(st, &(place_obs_t){.now_ns = s, .step = s, .expert_load = prior});
+        cr_assert_eq(ops->replan(st, s, lo, &nl), 0, "step %d: no shift, no re-plan", s);
+    }
+    ops->observe(st, &(place_obs_t){.now_ns = 3, .step = 3, .expert_load = shifted});
+    cr_assert_eq(ops->replan(st, 3, lo, &nl), 1, "the shift re-plans");
+    for (int l = 0; l < L; l++) {
+        int changed = 0;
+        for (int p = 0; p < P; p++)
+            changed += lo->layer[l].slot_expert[p] != nl->layer[l].slot_expert[p];
+        cr_assert(changed >= 1 && changed <= 6, "layer %d: %d slots changed", l, changed);
+    }
+    cr_assert_lt(place_par_mean(nl, shifted), place_par_mean(lo, shifted));
+    check_layout(nl, P / D);
+    const char *names[4];
+    double values[4];
+    cr_assert_eq(ops->metrics(st, names, values, 4), 2);
+    cr_assert_str_eq(names[1], "predictive_shifts");
+    cr_assert_eq(values[1], 1);
+    place_layout_free(nl);
+    ops->destroy(st);
+    place_layout_free(lo);
+    cfg_free(c);
 }
 
 /* Co-activation: tokens that always choose experts e and e + 4 (one
