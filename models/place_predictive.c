@@ -550,18 +550,6 @@ static int plan(place_state_t *s, place_layout_t **out) {
     return MS_OK;
 }
 
-static int get_double(const place_env_t *env, const char *sec, const char *key, double def,
-                      double lo, double hi, double *out) {
-    *out = def;
-    return env->cfg ? cfg_double(env->cfg, sec, key, def, lo, hi, out) : MS_OK;
-}
-
-static int get_long(const place_env_t *env, const char *sec, const char *key, long def, long lo,
-                    long hi, long *out) {
-    *out = def;
-    return env->cfg ? cfg_int(env->cfg, sec, key, def, lo, hi, out) : MS_OK;
-}
-
 /* Co-activation of the per-token trace at path: per layer, how many tokens
  * (per token of the trace) chose both e and f. where names the key in
  * messages. */
@@ -596,33 +584,29 @@ static int load_coact(place_state_t *s, const char *path, const char *where) {
 
 static int pred_init(const place_env_t *env, const double *prior, place_state_t **st,
                      place_layout_t **out) {
-    const char *sec = env->cfg_section ? env->cfg_section : "strategy.predictive";
+    const char *sec = place_param_section(env, "strategy.predictive");
     int E = env->n_experts, D = env->n_devices, P = E + env->redundant;
-    if (P % D)
-        return ms_err("predictive: %d experts + %d redundant = %d slots do not divide over %d "
-                      "devices (make experts + redundant a multiple of the device count)",
-                      E, env->redundant, P, D);
+    if (place_check_slots(env, "predictive: ")) return MS_ERR;
     double shrink, prior_tokens, risk, drift, rho, smooth, replan_drift;
     long moves, history, window, interval, groups, repair_copies;
-    if (get_double(env, sec, "shrink", PRED_SHRINK, 0, 1, &shrink) ||
-        get_double(env, sec, "prior_tokens", PRED_PRIOR_TOKENS, 0, 1e18, &prior_tokens) ||
-        get_double(env, sec, "risk", PRED_RISK, 0, 100, &risk) ||
-        get_double(env, sec, "drift", PRED_DRIFT, 0, 100, &drift) ||
-        get_double(env, sec, "group_corr", PRED_GROUP_CORR, 0, 1, &rho) ||
-        get_double(env, sec, "smooth", PRED_SMOOTH, 1e-6, 1, &smooth) ||
-        get_long(env, sec, "moves", PRED_MOVES, 0, 1000000, &moves) ||
-        get_long(env, sec, "history", PRED_HISTORY, 1, 1000, &history) ||
-        get_long(env, sec, "window_steps", PRED_WINDOW, 1, 100000000, &window) ||
-        get_long(env, sec, "interval_steps", PRED_INTERVAL, 0, 100000000, &interval) ||
-        get_double(env, sec, "replan_drift", PRED_REPLAN_DRIFT, 0, 2, &replan_drift) ||
-        get_long(env, sec, "repair_copies", 0, 0, 1000000, &repair_copies) ||
-        get_long(env, sec, "groups", env->n_groups > 0 ? env->n_groups : 1, 1, 1 << 20, &groups))
+    if (place_param_double(env, sec, "shrink", PRED_SHRINK, 0, 1, &shrink) ||
+        place_param_double(env, sec, "prior_tokens", PRED_PRIOR_TOKENS, 0, 1e18, &prior_tokens) ||
+        place_param_double(env, sec, "risk", PRED_RISK, 0, 100, &risk) ||
+        place_param_double(env, sec, "drift", PRED_DRIFT, 0, 100, &drift) ||
+        place_param_double(env, sec, "group_corr", PRED_GROUP_CORR, 0, 1, &rho) ||
+        place_param_double(env, sec, "smooth", PRED_SMOOTH, 1e-6, 1, &smooth) ||
+        place_param_int(env, sec, "moves", PRED_MOVES, 0, 1000000, &moves) ||
+        place_param_int(env, sec, "history", PRED_HISTORY, 1, 1000, &history) ||
+        place_param_int(env, sec, "window_steps", PRED_WINDOW, 1, 100000000, &window) ||
+        place_param_int(env, sec, "interval_steps", PRED_INTERVAL, 0, 100000000, &interval) ||
+        place_param_double(env, sec, "replan_drift", PRED_REPLAN_DRIFT, 0, 2, &replan_drift) ||
+        place_param_int(env, sec, "repair_copies", 0, 0, 1000000, &repair_copies) ||
+        place_param_int(env, sec, "groups", env->n_groups > 0 ? env->n_groups : 1, 1, 1 << 20, &groups))
         return MS_ERR;
     const char *coact = NULL;
-    double coact_slack = PRED_COACT_SLACK;
-    if (env->cfg && (cfg_str(env->cfg, sec, "coactivation", "none", &coact) ||
-                     cfg_double(env->cfg, sec, "coact_slack", PRED_COACT_SLACK, 0, 100,
-                                &coact_slack)))
+    double coact_slack;
+    if (place_param_str(env, sec, "coactivation", "none", &coact) ||
+        place_param_double(env, sec, "coact_slack", PRED_COACT_SLACK, 0, 100, &coact_slack))
         return MS_ERR;
     if (E % groups)
         return ms_err("%s: [%s] groups = %ld does not divide %d experts (give a divisor, or 1 "
@@ -749,12 +733,7 @@ static int pred_replan(place_state_t *s, int64_t now_ns, const place_layout_t *c
         forecast_layer(s, l, s->fc + (size_t)l * s->E, s->fc_tokens[l]);
     place_layout_t *lo;
     if (s->repair_copies ? repair(s, cur, &lo) : plan(s, &lo)) return MS_ERR;
-    int same = 1;
-    for (int l = 0; l < s->L && same; l++)
-        same = cur->layer[l].n_slots == lo->layer[l].n_slots &&
-               !memcmp(cur->layer[l].slot_expert, lo->layer[l].slot_expert,
-                       (size_t)s->P * sizeof(int));
-    if (same) {
+    if (place_layout_same(cur, lo)) {
         place_layout_free(lo);
         return 0;
     }
