@@ -82,6 +82,37 @@ static double logit(double p) { return log(p / (1.0 - p)); }
 
 /* ---- expert-compute fit ---- */
 
+/* The tile configurations of the measured kernels (not fitted: read from
+ * the kernels' source and checked against models/calib/h200_experts_steps.csv,
+ * which times them at fine steps of tokens per expert). torch 2.11 on SM90
+ * picks a configuration from M = rows / groups: M <= 128 (or N <= 128) the
+ * small one, else the large one; CUTLASS's grouped tile scheduler hands out
+ * whole clusters, so an expert's rows are padded to tile M x cluster M.
+ *   grouped bf16 (torch._grouped_mm, GroupMM.cu): 64x128x128 ping-pong and
+ *     128x256x64 cooperative, cluster 2x1: 128 and 256 rows;
+ *   grouped fp8 (torch._scaled_grouped_mm, ScaledGroupMM.cu, fast accum):
+ *     64x128x128 ping-pong and 256x128x128 cooperative, cluster 2x2: 128
+ *     and 512 rows.
+ * Other kernels (the per-expert loop, bmm) are fitted without padding. */
+static const struct {
+    const char *impl;
+    int weight_bytes;
+    double small_max, tile_small, tile_large;
+} KERNEL_TILES[] = {
+    {"grouped", 2, 128, 128, 256},
+    {"grouped", 1, 128, 128, 512},
+};
+
+void calib_kernel_tiles(const char *impl, int weight_bytes, hw_gemm_t *par) {
+    par->small_max = par->tile_small = par->tile_large = 0;
+    for (size_t i = 0; i < sizeof KERNEL_TILES / sizeof KERNEL_TILES[0]; i++)
+        if (KERNEL_TILES[i].weight_bytes == weight_bytes && !strcmp(KERNEL_TILES[i].impl, impl)) {
+            par->small_max = KERNEL_TILES[i].small_max;
+            par->tile_small = KERNEL_TILES[i].tile_small;
+            par->tile_large = KERNEL_TILES[i].tile_large;
+        }
+}
+
 typedef struct {
     double experts, flops, bytes, peak, bw, meas;
 } gpt_t;
@@ -93,7 +124,8 @@ typedef struct {
 
 /* Unconstrained figures: logs of the four positive ones, log(sharp - 1). */
 static hw_gemm_t gpar(const double *x) {
-    return (hw_gemm_t){exp(x[0]), exp(x[1]), exp(x[2]), exp(x[3]), 1.0 + exp(x[4])};
+    return (hw_gemm_t){.floor_ns = exp(x[0]), .expert_ns = exp(x[1]), .eff_flops = exp(x[2]),
+                       .eff_hbm = exp(x[3]), .sharp = 1.0 + exp(x[4])};
 }
 
 static int gemm_resid(const gsl_vector *xv, void *ctx, gsl_vector *r) {
@@ -112,7 +144,11 @@ static int gemm_resid(const gsl_vector *xv, void *ctx, gsl_vector *r) {
 static gpt_t gpt_of(const hw_t *hw, const calib_gemm_pt_t *p) {
     moe_model_t m = calib_point_model(p);
     double tok = p->experts * p->tokens;
-    return (gpt_t){p->experts, 6.0 * m.hidden * (double)m.moe_inter * tok,
+    hw_gemm_t tiles = {0};
+    calib_kernel_tiles(p->impl, p->weight_bytes, &tiles);
+    double q = cost_gemm_tile(&tiles, tok, p->experts);
+    double rows = p->experts * (q > 1 ? ceil(p->tokens / q) * q : p->tokens);
+    return (gpt_t){p->experts, 6.0 * m.hidden * (double)m.moe_inter * rows,
                    p->experts * moe_expert_bytes(&m) + tok * cost_expert_act_bytes(&m),
                    p->weight_bytes == 1 ? hw->flops_fp8 : hw->flops_bf16, hw->hbm_bw, p->time_ns};
 }
@@ -138,6 +174,7 @@ static int fit_gemm(const calib_t *c, const char *impl, int wb, double skip_toke
         gset_t s = {pt, n};
         lsq(gemm_resid, &s, n, 5, x, 0);
         *out = gpar(x);
+        calib_kernel_tiles(impl, wb, out);
     }
     free(pt);
     return (int)n;

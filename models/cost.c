@@ -55,6 +55,26 @@ hw_gemm_t cost_gemm_par_of(const hw_t *hw, int weight_bytes) {
                              .eff_flops = hw->eff_flops, .eff_hbm = hw->eff_hbm, .sharp = 0};
 }
 
+double cost_gemm_tile(const hw_gemm_t *par, double tokens, int n_slots) {
+    /* The kernel picks its configuration from the mean rows per group over
+     * all the groups it is given (torch: total rows / local experts). */
+    double mean = n_slots > 0 ? tokens / n_slots : 0;
+    double q = par->small_max > 0 && mean <= par->small_max ? par->tile_small : par->tile_large;
+    return q > 1 ? q : 1;
+}
+
+double cost_gemm_rows(const hw_gemm_t *par, const double *n, int n_slots) {
+    double tokens = 0;
+    for (int i = 0; i < n_slots; i++)
+        if (n[i] > 0) tokens += n[i];
+    double q = cost_gemm_tile(par, tokens, n_slots);
+    if (q <= 1) return tokens;
+    double rows = 0;
+    for (int i = 0; i < n_slots; i++)
+        if (n[i] > 0) rows += ceil(n[i] / q) * q;
+    return rows;
+}
+
 double cost_experts_par_ns(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *m,
                            const double *n, int n_slots) {
     double tokens = 0;
@@ -65,7 +85,9 @@ double cost_experts_par_ns(const hw_gemm_t *par, const hw_t *hw, const moe_model
             active++;
         }
     if (!active) return 0;
-    double flops = 6.0 * m->hidden * (double)m->moe_inter * tokens;
+    /* padded rows cost tensor-core time, not HBM bytes (the tile's rows
+     * past the tokens are never loaded) */
+    double flops = 6.0 * m->hidden * (double)m->moe_inter * cost_gemm_rows(par, n, n_slots);
     double bytes = active * moe_expert_bytes(m) + tokens * cost_expert_act_bytes(m);
     return cost_gemm_ns(par, active, flops, bytes,
                         m->weight_bytes == 1 ? hw->flops_fp8 : hw->flops_bf16, hw->hbm_bw);

@@ -19,6 +19,15 @@ typedef struct hw_gemm {
     double eff_flops; /* share of peak FLOP/s reached */
     double eff_hbm;   /* share of HBM bandwidth reached */
     double sharp;     /* ridge sharpness p (>= 1), <= 0 for the hard max */
+    /* Tile quantisation, a property of the kernel (not fitted): a grouped
+     * GEMM computes each expert's rows in tiles of tile_small rows while the
+     * mean tokens per local expert is at most small_max (the kernel's small
+     * configuration), of tile_large rows above it; an expert's FLOPs are
+     * charged on its tokens padded up to a whole number of tiles. 0 (or 1):
+     * no padding, one configuration. */
+    double small_max;
+    double tile_small;
+    double tile_large;
 } hw_gemm_t;
 
 /* The figures of the link model (models/cost.h, cost_link_ns) of one class

@@ -118,6 +118,17 @@ static void model_tables(table_doc_t *doc, const calib_t *c, const hw_link_t *pr
             table_num(t, f->par.sharp, 2);
             table_str(t, strcmp(f->impl, c->gemm_impl) ? "" : "<- the simulator's");
         }
+        for (int i = 0; i < c->n_fits; i++) {
+            const hw_gemm_t *q = &c->fits[i].par;
+            char key[96];
+            snprintf(key, sizeof key, "tiles_%s_%s", c->fits[i].impl, dtype(c->fits[i].weight_bytes));
+            if (q->tile_small > 1 || q->tile_large > 1)
+                table_note(doc, key, "tiles of %s %s (the kernel's, not fitted): FLOPs on each "
+                           "expert's tokens padded to %.0f rows up to %.0f tokens per local expert "
+                           "on average, to %.0f above", c->fits[i].impl,
+                           dtype(c->fits[i].weight_bytes), q->tile_small, q->small_max,
+                           q->tile_large);
+        }
         table_note(doc, "data_sheet", "data-sheet model (before): floor kernel_ns %.1f us, "
                    "eff_flops %.2f, eff_hbm %.2f, hard max", hw->kernel_ns / 1e3, hw->eff_flops,
                    hw->eff_hbm);

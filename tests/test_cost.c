@@ -118,12 +118,41 @@ Test(cost, measured_gemm_formula_by_hand) {
     cr_assert_float_eq(cost_smoothmax(1, 1, 1), 2.0, 1e-12);
     cr_assert_float_eq(cost_smoothmax(1e-3, 1e300, 50), 1e300, 1e288, "no overflow");
     cr_assert_eq(cost_smoothmax(0, 0, 3), 0);
-    hw_gemm_t par = {10000, 500, 0.5, 0.8, 2};
+    hw_gemm_t par = {.floor_ns = 10000, .expert_ns = 500, .eff_flops = 0.5, .eff_hbm = 0.8, .sharp = 2};
     double n[2] = {512, 512};
     cr_assert_float_eq(cost_experts_par_ns(&par, h800(), dsv3(), n, 2), 113712.62512, 1e-3);
     cr_assert_float_eq(cost_gemm_ns(&par, 2, 90194313216.0, 126877696.0, 1979e12, 3.35e12),
                        113712.62512, 1e-3);
     cr_assert_eq(cost_gemm_ns(&par, 0, 1, 1, 1, 1), 0, "no active expert, no call");
+}
+
+/* Tile quantisation by hand (hw_gemm_t: the FP8 grouped kernel's 128 rows
+ * up to 128 tokens per local expert on average, 512 above). The par of
+ * measured_gemm_formula_by_hand; experts of 200 and 300 tokens on a device
+ * of two slots: mean 250 > 128, so 512-row tiles, 1,024 rows computed:
+ * 90,194,313,216 FLOPs (as 2 x 512 tokens) -> 91,151.40 ns; the bytes are
+ * the tokens' own, 2 x 44,040,192 + 500 x 37,888 = 107,024,384 B ->
+ * 39,934.47 ns; sqrt(a^2 + b^2) + 11,000 = 110,515.53 ns. The same tokens
+ * on four slots (two idle): mean 125, 128-row tiles, 256 + 384 = 640 rows,
+ * 56,371,445,760 FLOPs -> 56,969.63 ns; 80,572.27 ns in all. */
+Test(cost, tile_quantisation_by_hand) {
+    hw_gemm_t par = {.floor_ns = 10000, .expert_ns = 500, .eff_flops = 0.5, .eff_hbm = 0.8,
+                     .sharp = 2, .small_max = 128, .tile_small = 128, .tile_large = 512};
+    double n[4] = {200, 300, 0, 0};
+    cr_assert_float_eq(cost_gemm_tile(&par, 500, 2), 512, 0);
+    cr_assert_float_eq(cost_gemm_tile(&par, 500, 4), 128, 0);
+    cr_assert_float_eq(cost_gemm_rows(&par, n, 2), 1024, 0);
+    cr_assert_float_eq(cost_gemm_rows(&par, n, 4), 640, 0);
+    cr_assert_float_eq(cost_experts_par_ns(&par, h800(), dsv3(), n, 2), 110515.52786, 1e-3);
+    cr_assert_float_eq(cost_experts_par_ns(&par, h800(), dsv3(), n, 4), 80572.26752, 1e-3);
+    double full[2] = {512, 512}, one[2] = {513, 0};
+    cr_assert_float_eq(cost_gemm_rows(&par, full, 2), 1024, 0, "whole tiles: no padding");
+    cr_assert_float_eq(cost_gemm_rows(&par, one, 2), 1024, 0, "513 rows take two 512-row tiles");
+    hw_gemm_t none = par;
+    none.small_max = none.tile_small = none.tile_large = 0;
+    cr_assert_float_eq(cost_gemm_rows(&none, n, 2), 500, 0, "no tiles: the tokens");
+    cr_assert_float_eq(cost_experts_par_ns(&none, h800(), dsv3(), full, 2), 113712.62512, 1e-3,
+                       "without tiles the formula is unchanged");
 }
 
 /* The link model by hand: 400 GB/s peak, 10 us, half 4e6 bytes, low 0.25,
