@@ -37,12 +37,14 @@ static const struct {
     K(scaleup_half_bytes, 0, 1e12, 0, 0), K(scaleup_low_share, 1e-3, 1, 1, 0),
     K(scaleup_duplex, 1e-3, 1, 1, 0),     K(nic_half_bytes, 0, 1e12, 0, 0),
     K(nic_low_share, 1e-3, 1, 1, 0),      K(nic_duplex, 1e-3, 1, 1, 0),
+    /* two-batch overlap's contention (hw.h); 1: none */
+    K(overlap_compute, 1, 10, 1, 0),      K(overlap_comm, 1, 10, 1, 0),
 #undef K
 };
 #define N_KEYS (sizeof KEYS / sizeof *KEYS)
 
 static int parse_ini(cfg_t *c, const char *file, hw_t *h) {
-    const char *name, *desc, *src, *links;
+    const char *name, *desc, *src, *links, *ov;
     memset(h, 0, sizeof *h);
     cfg_set_kind(c, CFGK_HARDWARE);
     if (cfg_str(c, "hardware", "name", NULL, &name) ||
@@ -50,7 +52,9 @@ static int parse_ini(cfg_t *c, const char *file, hw_t *h) {
         cfg_str(c, "hardware", "source", file, &src) ||
         cfg_str(c, "hardware", "link_source",
                 "datasheet bandwidth x eff_*, assumed latency; no ramp, no two-way derating "
-                "(not measured)", &links))
+                "(not measured)", &links) ||
+        cfg_str(c, "hardware", "overlap_source",
+                "none: overlapped kernels run as fast as alone (not measured)", &ov))
         return MS_ERR;
     if (!name)
         return ms_err("%s: no [hardware] name (every preset file names its device, e.g. name = "
@@ -71,6 +75,7 @@ static int parse_ini(cfg_t *c, const char *file, hw_t *h) {
     h->description = preset_intern(desc);
     h->source = preset_intern(src);
     h->link_source = preset_intern(links);
+    h->overlap_source = preset_intern(ov);
     return MS_OK;
 }
 

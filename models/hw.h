@@ -69,6 +69,14 @@ typedef struct hw {
     double scaleup_half_bytes, scaleup_low_share, scaleup_duplex;
     double nic_half_bytes, nic_low_share, nic_duplex;
     const char *link_source; /* where the link figures come from (measured file or datasheet) */
+    /* Two-batch overlap runs one micro-batch's kernels beside the other's
+     * communication kernels, which take SMs (DeepEP reserves 20 of 132) and
+     * HBM bandwidth: while overlapped, the MoE layers' compute takes
+     * overlap_compute x its time alone on the whole GPU and scale-up
+     * transfers overlap_comm x theirs (measured: models/calib/
+     * measure_overlap.py; 1: no contention, the data-sheet model). */
+    double overlap_compute, overlap_comm;
+    const char *overlap_source; /* where those two come from */
     double kernel_ns;        /* fixed cost per kernel (launch, sync, tail) */
     double mem_reserve;      /* HBM bytes kept back per device (workspace, activations,
                               * runtime), not available to weights or KV cache */

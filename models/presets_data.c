@@ -327,7 +327,14 @@ static const char blob8[] =
     "nic_lat_ns = 4000\012"
     "kernel_ns = 4000\012"
     "mem_reserve = 4e9\012"
-    "devices_per_host = 8\012";
+    "devices_per_host = 8\012"
+    "; Two-batch overlap's contention: the H200's measurement\012"
+    "; (models/calib/h200_overlap.csv, configs/hardware/H200.ini), the same Hopper\012"
+    "; SM (132 SMs, DeepEP's 20 reserved) and kernels; not measured on this GPU,\012"
+    "; whose lower HBM bandwidth may make the contention larger.\012"
+    "overlap_compute = 1.129\012"
+    "overlap_comm = 1.841\012"
+    "overlap_source = H200's measurement (models/calib/h200_overlap.csv) applied to this Hopper GPU; not measured on it\012";
 
 /* configs/hardware/H20.ini */
 static const char blob9[] =
@@ -397,7 +404,16 @@ static const char blob10[] =
     "scaleup_half_bytes = 1.5488e7\012"
     "scaleup_low_share = 0.2571\012"
     "scaleup_duplex = 0.7821\012"
-    "link_source = NVLink: fitted to models/calib/h200_a2a.csv (NCCL all-to-all, 2 x H200, 2026-11-30); NIC: datasheet x eff_nic, not measured\012";
+    "link_source = NVLink: fitted to models/calib/h200_a2a.csv (NCCL all-to-all, 2 x H200, 2026-11-30); NIC: datasheet x eff_nic, not measured\012"
+    "; Two-batch overlap's contention (hw.h), printed by `python3\012"
+    "; models/calib/overlap_summary.py models/calib/h200_overlap.csv` (medians over\012"
+    "; the rows with 20 of 132 SMs reserved for communication, DeepEP's default;\012"
+    "; tests/test_calib.c checks these are what the file gives): a grouped expert\012"
+    "; GEMM beside NCCL all-to-alls takes 1.129 x its time alone on the whole GPU,\012"
+    "; an all-to-all over NVLink beside GEMMs 1.841 x its time alone.\012"
+    "overlap_compute = 1.129\012"
+    "overlap_comm = 1.841\012"
+    "overlap_source = measured on 2 x H200 (models/calib/h200_overlap.csv, 2026-11-30): grouped GEMM beside NCCL all-to-all, 20 SMs reserved\012";
 
 /* configs/hardware/H800.ini */
 static const char blob11[] =
@@ -427,7 +443,14 @@ static const char blob11[] =
     "nic_lat_ns = 4000\012"
     "kernel_ns = 4000\012"
     "mem_reserve = 4e9\012"
-    "devices_per_host = 8\012";
+    "devices_per_host = 8\012"
+    "; Two-batch overlap's contention: the H200's measurement\012"
+    "; (models/calib/h200_overlap.csv, configs/hardware/H200.ini), the same Hopper\012"
+    "; SM (132 SMs, DeepEP's 20 reserved) and kernels; not measured on this GPU,\012"
+    "; whose lower HBM bandwidth may make the contention larger.\012"
+    "overlap_compute = 1.129\012"
+    "overlap_comm = 1.841\012"
+    "overlap_source = H200's measurement (models/calib/h200_overlap.csv) applied to this Hopper GPU; not measured on it\012";
 
 const preset_blob_t preset_blobs[] = {
     {"models", "configs/models/deepseek-v3.ini", blob0, sizeof blob0 - 1},

@@ -24,7 +24,8 @@
     X(kernel_ns, 0, 1e9) X(mem_reserve, 0, 1e15)                        \
     X(scaleup_half_bytes, 0, 1e12) X(scaleup_low_share, 1e-3, 1)        \
     X(scaleup_duplex, 1e-3, 1) X(nic_half_bytes, 0, 1e12)               \
-    X(nic_low_share, 1e-3, 1) X(nic_duplex, 1e-3, 1)
+    X(nic_low_share, 1e-3, 1) X(nic_duplex, 1e-3, 1)                    \
+    X(overlap_compute, 1, 10) X(overlap_comm, 1, 10)
 
 static int split_list(const char *s, run_spec_t *o, const char *where) {
     o->n_strategies = 0;

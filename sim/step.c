@@ -34,6 +34,8 @@ step_sim_t *step_new(const cluster_t *c, const moe_model_t *m) {
     s->Lmax = s->L = s->Lm + ms_imax(moe_mtp_passes(m, 0), moe_mtp_passes(m, 1));
     s->E = m->n_experts;
     s->M = c->overlap ? 2 : 1;
+    s->ov_comp = c->overlap ? c->hw.overlap_compute : 1;
+    s->ov_comm = c->overlap ? c->hw.overlap_comm : 1;
     size_t D = (size_t)s->D, L = (size_t)s->L, M = (size_t)s->M, N = (size_t)s->N;
     s->exp_ns = ms_malloc(M * L * D * sizeof *s->exp_ns);
     s->tok = ms_malloc(M * D * sizeof *s->tok);
@@ -175,7 +177,8 @@ static void expert_times(step_sim_t *s, const place_layout_t *lo) {
             const double *sl = s->slot_load + ml(s, mb, l) * s->maxs;
             double *out = s->exp_ns + ml(s, mb, l) * s->D;
             for (int d = 0; d < s->D; d++)
-                out[d] = cost_experts_par_ns(&par, &s->c.hw, &s->m, sl + (size_t)d * spd, spd);
+                out[d] = cost_experts_par_ns(&par, &s->c.hw, &s->m, sl + (size_t)d * spd, spd) *
+                         s->ov_comp;
         }
 }
 
@@ -208,9 +211,10 @@ static void device_times(step_sim_t *s, const step_in_t *in) {
         for (int d = 0; d < s->D; d++) {
             size_t i = (size_t)mb * s->D + d;
             double t = s->tok[i], g = tp > 1 ? group_tokens(s->tok + (size_t)mb * s->D, d, tp) : t;
-            s->attn_ns[i] = cost_attn_tp_ns(hw, m, g, in->kv_len, in->prefill, q, tp) +
-                            cost_allreduce_ns(ar, g * m->hidden * 2.0, tp);
-            s->shared_ns[i] = cost_shared_ns(hw, m, t);
+            s->attn_ns[i] =
+                cost_attn_tp_ns(hw, m, g, in->kv_len, in->prefill, q, tp) * s->ov_comp +
+                cost_allreduce_ns(ar, g * m->hidden * 2.0, tp);
+            s->shared_ns[i] = cost_shared_ns(hw, m, t) * s->ov_comp;
         }
     /* dense layers and head run once on the whole batch: the micro-batches
      * split only the MoE layers (as SGLang's two-batch overlap does) */

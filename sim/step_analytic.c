@@ -142,7 +142,7 @@ static double port_ns(const hw_link_t *lk, double bytes, double peer, int lat) {
 static double phase_ns(const step_sim_t *s, const ports_t *p, double bytes_per_tok, double peer,
                        int lat) {
     double nvl = 0, nic = 0;
-    if (p->has_nvl) nvl = port_ns(&s->lk[NVL], p->nvl * bytes_per_tok, peer, lat);
+    if (p->has_nvl) nvl = port_ns(&s->lk[NVL], p->nvl * bytes_per_tok * s->ov_comm, peer, lat);
     if (p->has_nic) {
         double b = p->nic;
         if (s->c.spine_oversub > 1 && s->N > 1)

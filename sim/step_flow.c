@@ -171,7 +171,8 @@ static void start_stream(step_sim_t *s, int m, int l, int ph, int k, int d) {
     const hw_link_t *lk = &s->lk[k];
     int64_t lat = llround(lk->lat_ns);
     double ramp = cost_link_ramp(lk, s->peer[ml(s, m, l) * 2 + ph]);
-    net_start(s->net, np, s->pl, s->pw, st->bytes / ramp, lat, on_flow, s,
+    double ov = k == NVL ? s->ov_comm : 1; /* overlap's contention, as bytes too */
+    net_start(s->net, np, s->pl, s->pw, st->bytes * ov / ramp, lat, on_flow, s,
               tag_of(s, m, l, ph, k, d));
 }
 

@@ -65,6 +65,13 @@ struct step_sim {
     double *peer;      /* [M][L][2] mean bytes a device sends one peer in a phase (the
                         * link model's ramp, models/cost.h) */
     hw_link_t lk[2]; /* link model of NVLink and of the NIC */
+    /* Two-batch overlap's contention (hw_t.overlap_*): the MoE layers'
+     * compute and their scale-up transfers take these times their time
+     * alone (1 without overlap). Every transfer and kernel of an overlapped
+     * layer is charged as overlapped, in both modes: the reserved SMs are
+     * gone for the whole layer, and a transfer with nothing to hide under
+     * is charged too (the bound's side: docs/cost-model.md section 7). */
+    double ov_comp, ov_comm;
     /* results */
     double *dev_load, *expert_load;
     int64_t *layer_end, *layer_ns;

@@ -281,6 +281,70 @@ Test(calib, tile_quantisation_predicts_the_fine_steps, .init = quiet) {
     calib_free(c);
 }
 
+/* Two-batch overlap's contention figures of the Hopper presets are the
+ * medians models/calib/overlap_summary.py prints from the measurement,
+ * recomputed here from the CSV: over the rows with 20 SMs reserved, GEMM
+ * beside all-to-alls over the same GEMM alone with no SM reserved, and
+ * all-to-all beside GEMMs over alone. */
+#define H200_OVERLAP "models/calib/h200_overlap.csv"
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_dbl);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+Test(calib, overlap_figures_are_the_measurement) {
+    char *text;
+    size_t len;
+    cr_assert_eq(ms_read_file(H200_OVERLAP, &text, &len), MS_OK);
+    enum { MAXR = 1024 };
+    static char dt[MAXR][8];
+    static int e[MAXR], n[MAXR], co[MAXR];
+    static double ga[MAXR], go[MAXR], cs[MAXR], comp[MAXR], comm[MAXR];
+    int rows = 0, header = 0;
+    for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n")) {
+        if (*l == '#') continue;
+        if (!header++) {
+            static const char want[] = "model,dtype,experts,tokens_per_expert,bytes_per_gpu,"
+                                       "sm_carveout,gemm_alone_ns,gemm_overlap_ns,a2a_alone_ns,"
+                                       "a2a_overlap_ns,gemm_slowdown,a2a_slowdown,";
+            cr_assert(!strncmp(l, want, sizeof want - 1), "header: %s", l);
+            continue;
+        }
+        cr_assert_lt(rows, MAXR);
+        double b, aa, ao, gs;
+        int k = sscanf(l, "%*[^,],%7[^,],%d,%d,%lf,%d,%lf,%lf,%lf,%lf,%lf,%lf", dt[rows], &e[rows],
+                       &n[rows], &b, &co[rows], &ga[rows], &go[rows], &aa, &ao, &gs, &cs[rows]);
+        cr_assert_eq(k, 11, "row %d: %s", rows, l);
+        rows++;
+    }
+    free(text);
+    int nc = 0;
+    for (int i = 0; i < rows; i++) {
+        if (co[i] != 20) continue;
+        double alone0 = 0;
+        for (int j = 0; j < rows; j++)
+            if (co[j] == 0 && !strcmp(dt[j], dt[i]) && e[j] == e[i] && n[j] == n[i]) alone0 = ga[j];
+        cr_assert_gt(alone0, 0, "row %d has no carve-out 0 twin", i);
+        comp[nc] = go[i] / alone0;
+        comm[nc++] = cs[i];
+    }
+    cr_assert_gt(nc, 20, "%d rows with 20 SMs reserved", nc);
+    double c = median(comp, nc), m = median(comm, nc);
+    const char *presets[] = {"H200", "H100", "H800"};
+    for (int i = 0; i < 3; i++) {
+        const hw_t *h = hw_find(presets[i]);
+        cr_assert_float_eq(h->overlap_compute, c, 5e-4, "%s overlap_compute %g, measured %.4f",
+                           presets[i], h->overlap_compute, c);
+        cr_assert_float_eq(h->overlap_comm, m, 5e-4, "%s overlap_comm %g, measured %.4f",
+                           presets[i], h->overlap_comm, m);
+        cr_assert_not_null(strstr(h->overlap_source, "h200_overlap.csv"));
+    }
+    cr_assert_eq(hw_find("H20")->overlap_compute, 1, "an unmeasured preset has no contention");
+}
+
 /* ---- fits on synthetic data with known figures ---- */
 
 /* Appends a GEMM row whose time is cost_gemm_ns under par. */

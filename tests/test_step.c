@@ -23,9 +23,18 @@ static place_layout_t *layout(int L, int E, int D, int dpn, int spd) {
     return lo;
 }
 
+/* The H800 preset without two-batch overlap's contention (hw_t.overlap_*):
+ * the tests of the overlap's mechanics (what hides under what) run on it;
+ * overlap_contention_by_hand checks the contention itself. */
+static hw_t h800_plain(void) {
+    hw_t h = *hw_find("H800");
+    h.overlap_compute = h.overlap_comm = 1;
+    return h;
+}
+
 static cluster_t cluster(int nodes, int dpn, enum step_mode mode, enum step_a2a a2a, int overlap) {
     return (cluster_t){.n_nodes = nodes, .devices_per_node = dpn, .n_devices = nodes * dpn,
-                       .hw = *hw_find("H800"), .mode = mode, .a2a = a2a, .overlap = overlap};
+                       .hw = h800_plain(), .mode = mode, .a2a = a2a, .overlap = overlap};
 }
 
 static int64_t run_once(const cluster_t *c, const moe_model_t *m, const step_in_t *in,
@@ -207,7 +216,8 @@ static int64_t two_dev_step(const hw_t *hw, enum step_mode mode, int overlap, in
 }
 
 Test(step, overlap_by_hand_compute_bound) {
-    const hw_t *hw = hw_find("H800");
+    hw_t plain = h800_plain();
+    const hw_t *hw = &plain;
     moe_model_t m = two_dev_model(4);
     int T = 4096;
     double half = T / 2.0, pairs = T; /* a micro-batch: half the tokens, T pairs an expert */
@@ -235,7 +245,7 @@ Test(step, overlap_by_hand_compute_bound) {
  * pipeline bound is below it (its busiest ports carry both micro-batches,
  * but it lets their hop latencies overlap). */
 Test(step, overlap_by_hand_comm_bound) {
-    hw_t hw = *hw_find("H800");
+    hw_t hw = h800_plain();
     hw.flops_bf16 = hw.flops_fp8 = hw.hbm_bw = 1e30;
     hw.kernel_ns = 0;
     int64_t one = two_dev_step(&hw, STEP_FLOW, 0, 4096, NULL);
@@ -247,6 +257,56 @@ Test(step, overlap_by_hand_comm_bound) {
     cr_assert_leq(bound, two);
 }
 
+/* Two-batch overlap's contention by hand (hw_t.overlap_*). Compute-bound
+ * as above with overlap_compute = 1.25: every MoE-layer kernel takes 1.25 x
+ * its time, so each layer after the first takes 2.5 (a + s + x); the
+ * dense layers and head, run once on the whole batch, are not overlapped
+ * and keep their time. Communication-bound (compute free) with
+ * overlap_comm = 2: every NVLink transfer of an overlapped layer moves its
+ * bytes at half speed, so the step is exactly the one on NVLink of half the
+ * bandwidth, in both modes; without overlap neither figure applies. */
+Test(step, overlap_contention_by_hand) {
+    hw_t hw = h800_plain();
+    moe_model_t m = two_dev_model(4);
+    int T = 4096;
+    double half = T / 2.0, pairs = T;
+    double a = cost_attn_ns(&hw, &m, half, 1000, 0), sh = cost_shared_ns(&hw, &m, half);
+    double x = cost_experts_ns(&hw, &m, &pairs, 1);
+    step_result_t r0, r;
+    two_dev_step(&hw, STEP_FLOW, 1, T, &r0);
+    hw.overlap_compute = 1.25;
+    two_dev_step(&hw, STEP_FLOW, 1, T, &r);
+    for (int l = 1; l < 4; l++)
+        cr_assert(llabs(r.layer_ns[l] - llround(2.5 * (a + sh + x))) <= 3,
+                  "layer %d: %lld ns, 2.5 (a + s + x) = %.1f ns", l, (long long)r.layer_ns[l],
+                  2.5 * (a + sh + x));
+    cr_assert_eq(r.pre_ns, r0.pre_ns, "the dense layers are not overlapped");
+    cr_assert_eq(r.post_ns, r0.post_ns, "nor is the head");
+    hw_t plain = h800_plain();
+    cr_assert_eq(two_dev_step(&hw, STEP_FLOW, 0, T, NULL), two_dev_step(&plain, STEP_FLOW, 0, T, NULL),
+                 "without overlap the figure does not apply");
+    free(r0.layer_ns);
+    free(r.layer_ns);
+
+    hw_t fr = h800_plain();
+    fr.flops_bf16 = fr.flops_fp8 = fr.hbm_bw = 1e30;
+    fr.kernel_ns = 0;
+    hw_t slow = fr, halfbw = fr;
+    slow.overlap_comm = 2;
+    halfbw.scaleup_bw /= 2;
+    for (int mode = 0; mode < 2; mode++) {
+        int64_t t = two_dev_step(&slow, (enum step_mode)mode, 1, T, NULL);
+        int64_t h = two_dev_step(&halfbw, (enum step_mode)mode, 1, T, NULL);
+        int64_t f = two_dev_step(&fr, (enum step_mode)mode, 1, T, NULL);
+        cr_assert(llabs(t - h) <= 8, "%s: overlap_comm 2 %lld ns, half NVLink %lld ns",
+                  step_mode_name((enum step_mode)mode), (long long)t, (long long)h);
+        cr_assert_gt(t, f + f / 2, "%s: the transfers dominate, so nearly twice as long",
+                     step_mode_name((enum step_mode)mode));
+        cr_assert_eq(two_dev_step(&slow, (enum step_mode)mode, 0, T, NULL),
+                     two_dev_step(&fr, (enum step_mode)mode, 0, T, NULL));
+    }
+}
+
 /* Over shapes, both DeepEP modes, balanced and hot loads and batch sizes:
  * (1) where splitting a batch costs nothing (compute linear in tokens: no
  * weight reads, no kernel cost) flow with overlap is never slower than
@@ -256,7 +316,7 @@ Test(step, overlap_by_hand_comm_bound) {
  * out-port in combine, which the flow mode runs at once in opposite
  * directions: the bound can then sit up to about 1% above the flow. */
 Test(step, overlap_never_slower_never_below_bound) {
-    hw_t lin = *hw_find("H800");
+    hw_t lin = h800_plain();
     lin.hbm_bw = 1e30;
     lin.kernel_ns = 0;
     int shapes[3][2] = {{1, 8}, {2, 4}, {4, 2}};
@@ -305,7 +365,7 @@ Test(step, overlap_never_slower_never_below_bound) {
  * sends L x T x (dispatch + combine bytes) in all, so the step can be no
  * shorter than that over its bandwidth. */
 Test(step, overlapped_phases_share_the_nic) {
-    hw_t hw = *hw_find("H800");
+    hw_t hw = h800_plain();
     hw.nic_bw = 1e9;
     moe_model_t m = two_dev_model(4);
     int T = 1024;

@@ -94,6 +94,10 @@ const cfg_key_t cfg_keys[] = {
                 "NIC ramp: share of the peak reached by the smallest transfers"),
     HW_OVERRIDE("nic_duplex", "1e-3", "1", "fraction",
                 "NIC bandwidth kept when both directions are loaded"),
+    HW_OVERRIDE("overlap_compute", "1", "10", "factor",
+                "two-batch overlap: MoE-layer compute time over its time alone"),
+    HW_OVERRIDE("overlap_comm", "1", "10", "factor",
+                "two-batch overlap: scale-up transfer time beside compute over alone"),
     S(EXP, "hardware", "calibration", "default", "none, default or CSV paths (comma-separated)",
       "", "measured curves refining compute and all-to-all: default is the preset's built-in "
       "ones (docs/calibration.md)"),
@@ -349,6 +353,8 @@ const cfg_key_t cfg_keys[] = {
       "where the figures come from"),
     S(HWF, "hardware", "link_source", "(data-sheet bandwidth, assumed latency)", "a citation", "",
       "where the link model's figures come from"),
+    S(HWF, "hardware", "overlap_source", "(none: not measured)", "a citation", "",
+      "where overlap_compute and overlap_comm come from"),
     D(HWF, "hardware", "flops_bf16", "(required)", "1e9", "1e18", "FLOP/s", "peak dense BF16 compute"),
     D(HWF, "hardware", "flops_fp8", "(required)", "1e9", "1e18", "FLOP/s", "peak dense FP8 compute"),
     D(HWF, "hardware", "hbm_bytes", "(required)", "1e6", "1e15", "bytes", "HBM capacity per device"),
@@ -379,6 +385,10 @@ const cfg_key_t cfg_keys[] = {
       "NIC ramp: share of the peak for the smallest transfers"),
     D(HWF, "hardware", "nic_duplex", "1", "1e-3", "1", "fraction",
       "NIC bandwidth kept with both directions loaded"),
+    D(HWF, "hardware", "overlap_compute", "1", "1", "10", "factor",
+      "two-batch overlap: MoE-layer compute time over its time alone"),
+    D(HWF, "hardware", "overlap_comm", "1", "1", "10", "factor",
+      "two-batch overlap: scale-up transfer time beside compute over alone"),
     I(HWF, "hardware", "devices_per_host", "8", "1", "1024", "devices", "devices in one host"),
 
     /* ---- sweep file ---- */
