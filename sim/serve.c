@@ -80,6 +80,13 @@ static int inst_init(srv_t *s, inst_t *in, const char *name, int prefill, const 
         return ms_err("strategy %s made a layout of %d layers x %d devices for a %s instance of "
                       "%d x %d", s->ops->name, lo->n_layers, lo->n_devices, name, L, D);
     }
+    /* Beside the result, as for fixed batches: the first layout's PAR on the
+     * scored counts and the hindsight bound, the same strategy planned on them. */
+    in->layout_par = place_par_mean(lo, in->tr_tot);
+    if (prior_hindsight(s->ops, &env, in->tr_tot, &in->hindsight)) {
+        place_layout_free(lo);
+        return MS_ERR;
+    }
     in->mg = migr_new(s->ss->rebalance, c, moe_expert_bytes(&sp->model),
                       s->ss->rebalance_fixed_ns, lo);
     replan_spec_t rs;

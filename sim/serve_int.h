@@ -56,6 +56,8 @@ typedef struct inst {
     double made;               /* decode: output tokens it made (accepted drafts included) */
     double *counts;            /* [L][E] count mode */
     double *tr_tot;            /* [L][E] the scored counts (trace_counts rows) */
+    double layout_par;         /* the first layout's mean PAR on tr_tot */
+    double hindsight;          /* the same strategy planned on tr_tot (NaN: none) */
     int skip;                  /* warm-up batches replayed before the first one served
                                 * ([placement] prior = past) */
     /* [workload] phases: phase i > 0 replays with its own replay and

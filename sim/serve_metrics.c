@@ -3,6 +3,7 @@
  * counts; every rate, mean and bound is formed here, once, at the end. */
 #include "serve_int.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "util.h"
@@ -83,6 +84,11 @@ void serve_metrics(srv_t *s, const store_request_t *rows, int64_t end, metrics_t
          s->has_dc ? ss->max_batch_per_device : ss->prefill_tokens_per_device},
     };
     for (size_t i = 0; i < sizeof v / sizeof *v; i++) metrics_set(m, v[i].id, v[i].v);
+    metrics_set(m, METRIC_LAYOUT_PAR_MEAN, pr->layout_par);
+    if (!isnan(pr->hindsight)) {
+        metrics_set(m, METRIC_PAR_MEAN_HINDSIGHT, pr->hindsight);
+        metrics_set(m, METRIC_REGRET, pr->layout_par - pr->hindsight);
+    }
     replan_t *rp[2] = {s->has_dc ? s->dc.rpl : NULL, s->has_pf ? s->pf.rpl : NULL};
     for (int k = 0; k < 2; k++)
         if (rp[k]) replan_end(rp[k], end);

@@ -873,3 +873,22 @@ Test(serve, run_one_dispatches_to_serving_and_keeps_fixed_batches) {
     cfg_free(cfg);
     store_close(st);
 }
+
+/* Serving stores the hindsight bound beside its result, as fixed batches do:
+ * static plans from nothing, so it is its own bound (regret 0); EPLB planned
+ * on the scored counts (1..E per expert) beats static's layout on them. */
+Test(serve, hindsight_bound_beside_the_result) {
+    store_t *st = mem_store();
+    trace_t *t = plain_trace();
+    int64_t rs = serve(CONSERVE "instances = decode\n", place_find("static"), t, st, NULL);
+    int64_t re = serve(CONSERVE "instances = decode\n", place_find("eplb"), t, st, NULL);
+    double s_lay = metric(st, rs, "layout_par_mean"), s_h = metric(st, rs, "par_mean_hindsight");
+    cr_expect_eq(s_h, s_lay);
+    cr_expect_eq(metric(st, rs, "regret"), 0);
+    double e_lay = metric(st, re, "layout_par_mean"), e_h = metric(st, re, "par_mean_hindsight");
+    cr_expect_eq(metric(st, re, "regret"), e_lay - e_h);
+    cr_expect_lt(e_h, s_lay, "EPLB's hindsight %g against static's %g", e_h, s_lay);
+    cr_expect_geq(e_h, 1);
+    trace_free(t);
+    store_close(st);
+}
