@@ -278,6 +278,16 @@ const double *place_prior_or_zero(const place_env_t *env, const double *prior, d
     return *zeros;
 }
 
+int place_metrics_out(const char *const *n, const double *v, int count, const char **names,
+                      double *values, int max) {
+    int k = ms_imin(max, count);
+    for (int i = 0; i < k; i++) {
+        names[i] = n[i];
+        values[i] = v[i];
+    }
+    return k;
+}
+
 static long gcd_l(long a, long b) {
     while (b) {
         long t = a % b;

@@ -205,6 +205,12 @@ int place_check_slots(const place_env_t *env, const char *who);
  * input and none needs a branch of its own for "no prior". */
 const double *place_prior_or_zero(const place_env_t *env, const double *prior, double **zeros);
 
+/* A strategy's metrics hook (place_ops_t.metrics) hands back its n
+ * (name, value) pairs through this: at most max of them, copied into names
+ * and values; returns how many. */
+int place_metrics_out(const char *const *n, const double *v, int count, const char **names,
+                      double *values, int max);
+
 /* A sliding window of expert loads, for strategies that re-plan every
  * interval steps from the last window steps. It is kept as a ring of bucket
  * sums: a bucket holds gcd(window, interval) steps, so every re-plan (a

@@ -178,12 +178,7 @@ static int bias_metrics(place_state_t *st, const char **names, double *values, i
                   st->vio_first,
                   st->vio_last,
                   babs / ((double)st->L * st->E)};
-    int k = ms_imin(max, (int)(sizeof v / sizeof *v));
-    for (int i = 0; i < k; i++) {
-        names[i] = n[i];
-        values[i] = v[i];
-    }
-    return k;
+    return place_metrics_out(n, v, (int)(sizeof v / sizeof *v), names, values, max);
 }
 
 const place_ops_t place_bias_ops = {

@@ -142,12 +142,7 @@ static int cap_metrics(place_state_t *st, const char **names, double *values, in
                   st->pairs > 0 ? st->dropped / st->pairs : 0,
                   st->pairs > 0 ? st->rerouted / st->pairs : 0,
                   st->tokens > 0 ? st->tokens_dropped / st->tokens : 0};
-    int c = ms_imin(max, (int)(sizeof v / sizeof *v));
-    for (int i = 0; i < c; i++) {
-        names[i] = n[i];
-        values[i] = v[i];
-    }
-    return c;
+    return place_metrics_out(n, v, (int)(sizeof v / sizeof *v), names, values, max);
 }
 
 const place_ops_t place_capacity_ops = {

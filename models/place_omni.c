@@ -539,12 +539,7 @@ static int omni_metrics(place_state_t *st, const char **names, double *values, i
                        "omni_layers_changed", "omni_slots_per_device_mean"};
     double v[] = {st->init_changed, st->replans, st->replans_changed, st->layers_changed,
                   st->spd_mean};
-    int k = ms_imin(max, (int)(sizeof v / sizeof *v));
-    for (int i = 0; i < k; i++) {
-        names[i] = n[i];
-        values[i] = v[i];
-    }
-    return k;
+    return place_metrics_out(n, v, (int)(sizeof v / sizeof *v), names, values, max);
 }
 
 const place_ops_t place_omni_ops = {

@@ -746,9 +746,7 @@ static int pred_replan(place_state_t *s, int64_t now_ns, const place_layout_t *c
 static int pred_metrics(place_state_t *s, const char **names, double *values, int max) {
     const char *n[] = {"predictive_replans", "predictive_shifts"};
     double v[] = {s->replans, s->shifts};
-    int k = ms_imin(max, 2);
-    for (int i = 0; i < k; i++) names[i] = n[i], values[i] = v[i];
-    return k;
+    return place_metrics_out(n, v, (int)(sizeof v / sizeof *v), names, values, max);
 }
 
 const place_ops_t place_predictive_ops = {
