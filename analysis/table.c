@@ -227,9 +227,24 @@ static void print_csv(const table_doc_t *d, FILE *f) {
     for (int i = 0; i < d->nnote; i++) fprintf(stderr, "%s\n", d->note[i].text);
 }
 
+/* A JSON string of s. JSON holds only UTF-8, and jansson refuses anything
+ * else (json_string gives NULL, and the cell would vanish from its row): a
+ * name from a file need not be UTF-8, so a string that is not is written with
+ * each byte above 0x7f as '?', and the cell stays. */
+static json_t *json_text(const char *s) {
+    json_t *j = json_string(s);
+    if (j || !s) return j ? j : json_null();
+    char *t = ms_strdup(s);
+    for (char *p = t; *p; p++)
+        if ((unsigned char)*p > 0x7f) *p = '?';
+    j = json_string(t);
+    free(t);
+    return j;
+}
+
 static json_t *json_cell(const cell_t *c) {
     switch (c->kind) {
-    case CELL_STR: return json_string(c->text);
+    case CELL_STR: return json_text(c->text);
     case CELL_INT: return json_integer(c->i);
     case CELL_NUM: return json_real(c->v);
     default: return json_null();
@@ -238,7 +253,7 @@ static json_t *json_cell(const cell_t *c) {
 
 static int print_json(const table_doc_t *d, FILE *f) {
     json_t *root = json_object(), *tables = json_object(), *notes = json_object();
-    json_object_set_new(root, "command", json_string(d->command));
+    json_object_set_new(root, "command", json_text(d->command));
     for (int ti = 0; ti < d->nt; ti++) {
         const table_t *t = d->t[ti];
         json_t *rows = json_array();
@@ -251,7 +266,7 @@ static int print_json(const table_doc_t *d, FILE *f) {
         json_object_set_new(tables, t->name, rows);
     }
     for (int i = 0; i < d->nnote; i++)
-        json_object_set_new(notes, d->note[i].key, json_string(d->note[i].text));
+        json_object_set_new(notes, d->note[i].key, json_text(d->note[i].text));
     json_object_set_new(root, "tables", tables);
     json_object_set_new(root, "notes", notes);
     /* JSON_PRESERVE_ORDER: columns in the table's order; real numbers in

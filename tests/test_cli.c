@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "table.h"
 #include "util.h"
 
 static char exe[700];
@@ -308,4 +309,31 @@ Test(cli, serving_summary_as_csv_and_json) {
     }
     unlink(db);
     rmdir(tmpl);
+}
+
+/* JSON holds only UTF-8: a name that is not (a trace file's, say) is written
+ * with its high bytes as '?', not dropped from its row. */
+Test(cli, json_keeps_a_cell_that_is_not_utf8) {
+    table_doc_t *d = table_doc_new("x\xff", TABLE_JSON);
+    table_t *t = table_new(d, "t", "T");
+    table_col(t, "name", "name", 8, 1);
+    table_col(t, "v", "v", 8, 0);
+    table_str(t, "bad\xff\xfe");
+    table_int(t, 3);
+    table_note(d, "n", "note \xc3(");
+    FILE *f = tmpfile();
+    cr_assert(f);
+    cr_assert_eq(table_print(d, f), 0);
+    table_doc_free(d);
+    rewind(f);
+    json_error_t e;
+    json_t *j = json_loadf(f, 0, &e);
+    fclose(f);
+    cr_assert(j, "not JSON: %s", e.text);
+    json_t *row = json_array_get(json_object_get(json_object_get(j, "tables"), "t"), 0);
+    cr_expect_str_eq(json_string_value(json_object_get(row, "name")), "bad??");
+    cr_expect_eq(json_integer_value(json_object_get(row, "v")), 3);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "command")), "x?");
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(j, "notes"), "n")), "note ?(");
+    json_decref(j);
 }
