@@ -159,7 +159,12 @@ static void inst_step(srv_t *s, inst_t *in, int64_t now, double kv_len, eng_fn d
     }
     in->n_tokens = 0;
     for (int d = 0; d < in->D; d++) in->n_tokens += in->tokens[d];
-    if (in->c.mode == STEP_ANALYTIC) {
+    /* count routing unless asked for tokens (auto: the flow mode routes
+     * tokens, as it always has; a long flow-mode run asks for counts) */
+    enum serve_routing how = s->ss->routing;
+    if (how == SERVE_ROUTE_AUTO)
+        how = in->c.mode == STEP_ANALYTIC ? SERVE_ROUTE_COUNT : SERVE_ROUTE_TOKEN;
+    if (how == SERVE_ROUTE_COUNT) {
         if (router) route_counts(router, ts, (int)in->steps, in->n_tokens, in->counts);
         else replay_counts(rp, ts, in->n_tokens, in->counts);
         si.expert_load = in->counts;

@@ -110,6 +110,10 @@ int serve_spec_load(cfg_t *cfg, const cluster_t *decode, const moe_model_t *mode
     o->route_samples = (int)v;
     if (cfg_int(cfg, SEC, "route_every", 50, 1, 1 << 30, &v)) return MS_ERR;
     o->route_every = (int)v;
+    static const char *const routings[] = {"auto", "count", "token"};
+    int r;
+    if (cfg_enum(cfg, SEC, "routing", "auto", routings, 3, &r)) return MS_ERR;
+    o->routing = (enum serve_routing)r;
     if (cfg_double(cfg, SEC, "warmup_s", 0, 0, 1e7, &o->warmup_s)) return MS_ERR;
     return req_spec_load(cfg, SEC, &o->req);
 }

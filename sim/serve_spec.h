@@ -19,6 +19,13 @@ enum serve_instances {
     SERVE_PREFILL  /* prefill only: a request is done at its first token */
 };
 
+/* How a serving run routes its tokens. */
+enum serve_routing {
+    SERVE_ROUTE_AUTO,  /* counts in the analytic mode, every token in the flow mode */
+    SERVE_ROUTE_COUNT, /* each batch's expert counts drawn from the trace's law */
+    SERVE_ROUTE_TOKEN  /* every token of every layer replayed and routed */
+};
+
 /* The [serving] section, typed. The decode instance is run_spec's cluster
  * ([cluster] nodes, [placement] redundant); the prefill instance has its own
  * nodes and redundancy here. */
@@ -42,6 +49,7 @@ typedef struct serve_spec {
     int route_samples;            /* count mode, routing strategies: tokens routed to
                                    * estimate the biased routing law */
     int route_every;              /* steps between those estimates */
+    enum serve_routing routing;   /* count or token routing (AUTO: by step mode) */
     double warmup_s;              /* latency and throughput figures ignore earlier arrivals */
     req_spec_t req;               /* the request stream */
 } serve_spec_t;

@@ -4,15 +4,22 @@
  * the analytic mode with count-mode routing. Target: at most 60 s of wall
  * time for all of them together.
  *
- * Then the flow mode, which serves with token-level routing (every token
- * of every layer replayed and routed), against issue 18's target of at
- * most 120 s for ten simulated minutes of four strategies (30 s each). Ten
- * minutes of it take hours, so each strategy runs FLOW_SIM_S simulated
- * seconds of sequences with 8 output tokens (the same batch of 12,672
- * sequences a step) and its wall time is scaled to 600 simulated s.
+ * Then the flow mode against issue 18's target of at most 120 s for ten
+ * simulated minutes of four strategies (30 s each), with count routing
+ * ([serving] routing = count: each batch's expert counts drawn from the
+ * trace, as the analytic mode does; the routing a ten-minute run uses) and
+ * then with token routing (every token of every layer replayed and routed,
+ * what the flow mode does by default). Each strategy runs a few simulated
+ * seconds of sequences with 8 output tokens (the same full batch of 12,672
+ * sequences a step) and its time is scaled to 600 simulated s.
  *
  * Each run is a child process that prints its own peak resident memory
- * (getrusage ru_maxrss). */
+ * (getrusage ru_maxrss).
+ *
+ * Usage: bench_serve [--flow-only] [--flow-s S] [--token-s S]
+ *   --flow-only  skip the analytic runs; --flow-s / --token-s: simulated
+ *   seconds of arrivals of the flow runs with count / token routing
+ *   (0 skips them; defaults 3 and 0.3). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +40,8 @@
 #define TARGET_WALL_S 60.0
 #define FLOW_TARGET_WALL_S 30.0 /* per strategy: 120 s for four */
 #define SIM_S 600.0
-#define FLOW_SIM_S 0.3
+#define FLOW_SIM_S 3.0
+#define TOKEN_SIM_S 0.3
 
 static double now_s(void) {
     struct timespec t;
@@ -159,33 +167,68 @@ static double run_all(enum step_mode mode, double sim_s, const char *const *extr
     return wall;
 }
 
-int main(void) {
+/* The flow runs of one routing; returns 0, or 1 when they failed. */
+static int flow_runs(const char *routing, double sim_s) {
+    char key[64];
+    snprintf(key, sizeof key, "serving.routing=%s", routing);
+    const char *const short_out[] = {"serving.output=fixed", "serving.output_mean=8",
+                                     "serving.warmup_s=0", key, NULL};
+    printf("flow mode, %s routing, %g simulated s of arrivals each, sequences of 8 output "
+           "tokens:\n", routing, sim_s);
+    fflush(stdout);
+    double fcpu, fwall = run_all(STEP_FLOW, sim_s, short_out, &fcpu);
+    if (fwall < 0) {
+        fprintf(stderr, "bench_serve: the flow runs (%s routing) failed\n", routing);
+        return 1;
+    }
+    double per = fwall / n_timed(), per_cpu = fcpu / n_timed();
+    /* judged on the CPU clock too: a shared machine's wall clock counts others */
+    printf("bench_serve: flow, %s routing: %.0f s wall (%.0f CPU s) per %d x %g simulated s, "
+           "%.1f s wall (%.1f CPU s) a strategy (scaled from %g simulated s; target <= %.0f s a "
+           "strategy, 120 s for four): %s on the wall clock, %s on the CPU clock\n", routing,
+           fwall, fcpu, n_timed(), SIM_S, per, per_cpu, sim_s, FLOW_TARGET_WALL_S,
+           per <= FLOW_TARGET_WALL_S ? "met" : "NOT met",
+           per_cpu <= FLOW_TARGET_WALL_S ? "met" : "NOT met");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    int flow_only = 0;
+    double flow_s = FLOW_SIM_S, token_s = TOKEN_SIM_S;
+    for (int i = 1; i < argc; i++) {
+        char *end = NULL;
+        if (!strcmp(argv[i], "--flow-only")) {
+            flow_only = 1;
+        } else if ((!strcmp(argv[i], "--flow-s") || !strcmp(argv[i], "--token-s")) &&
+                   i + 1 < argc) {
+            double v = strtod(argv[i + 1], &end);
+            if (end == argv[i + 1] || *end || !(v >= 0) || v > 600) {
+                fprintf(stderr, "bench_serve: %s '%s': give simulated seconds in [0, 600]\n",
+                        argv[i], argv[i + 1]);
+                return 2;
+            }
+            *(argv[i][2] == 'f' ? &flow_s : &token_s) = v;
+            i++;
+        } else {
+            fprintf(stderr, "usage: bench_serve [--flow-only] [--flow-s S] [--token-s S]\n");
+            return 2;
+        }
+    }
     printf("bench_serve: DeepSeek-V3 decode serving at EP144 (%s), %d strategies (%s)\n", CONFIG,
            n_timed(), timed_names());
-    printf("analytic mode, count-mode routing, %g simulated s of arrivals each:\n", SIM_S);
-    fflush(stdout);
-    double cpu, wall = run_all(STEP_ANALYTIC, SIM_S, NULL, &cpu);
-    if (wall < 0) {
-        fprintf(stderr, "bench_serve: the analytic runs failed\n");
-        return 1;
+    if (!flow_only) {
+        printf("analytic mode, count-mode routing, %g simulated s of arrivals each:\n", SIM_S);
+        fflush(stdout);
+        double cpu, wall = run_all(STEP_ANALYTIC, SIM_S, NULL, &cpu);
+        if (wall < 0) {
+            fprintf(stderr, "bench_serve: the analytic runs failed\n");
+            return 1;
+        }
+        printf("bench_serve: %.1f s wall (%.1f CPU s) per %d x %g simulated s (each run's time "
+               "scaled to %g simulated s; target <= %.0f s): %s\n", wall, cpu, n_timed(), SIM_S,
+               SIM_S, TARGET_WALL_S, wall <= TARGET_WALL_S ? "met" : "NOT met");
     }
-    printf("bench_serve: %.1f s wall (%.1f CPU s) per %d x %g simulated s (each run's time scaled "
-           "to %g simulated s; target <= %.0f s): %s\n", wall, cpu, n_timed(), SIM_S, SIM_S,
-           TARGET_WALL_S, wall <= TARGET_WALL_S ? "met" : "NOT met");
-    printf("flow mode, token-level routing, %g simulated s of arrivals each, sequences of 8 "
-           "output tokens:\n", FLOW_SIM_S);
-    fflush(stdout);
-    static const char *const short_out[] = {"serving.output=fixed", "serving.output_mean=8",
-                                            "serving.warmup_s=0", NULL};
-    double fcpu, fwall = run_all(STEP_FLOW, FLOW_SIM_S, short_out, &fcpu);
-    if (fwall < 0) {
-        fprintf(stderr, "bench_serve: the flow runs failed\n");
-        return 1;
-    }
-    double per = fwall / n_timed();
-    printf("bench_serve: flow %.0f s wall (%.0f CPU s) per %d x %g simulated s, %.0f s a strategy "
-           "(scaled from %g simulated s; target <= %.0f s a strategy, 120 s for four): %s\n", fwall,
-           fcpu, n_timed(), SIM_S, per, FLOW_SIM_S, FLOW_TARGET_WALL_S,
-           per <= FLOW_TARGET_WALL_S ? "met" : "NOT met");
+    if (flow_s > 0 && flow_runs("count", flow_s)) return 1;
+    if (token_s > 0 && flow_runs("token", token_s)) return 1;
     return 0;
 }

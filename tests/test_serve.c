@@ -548,6 +548,44 @@ Test(serve, same_config_same_results) {
     trace_free(t);
 }
 
+/* Runs ini in step mode `mode`; returns the run id. */
+static int64_t serve_mode(const char *ini, enum step_mode mode, const trace_t *t, store_t *st) {
+    cfg_t *cfg;
+    run_spec_t sp;
+    load(ini, &cfg, &sp);
+    sp.cluster.mode = sp.serve.prefill.mode = mode;
+    metrics_run_t sum;
+    cr_assert_eq(serve_one(&sp, place_find("static"), t, st, &sum), MS_OK, "%s", ms_err_last());
+    cfg_free(cfg);
+    return sum.run_id;
+}
+
+/* [serving] routing: the flow mode routes every token unless asked for
+ * counts, and then draws the analytic mode's counts (the same replay
+ * stream): the first step's loads are the same, and no token is followed
+ * (no locality rows). */
+Test(serve, routing_key_picks_counts_or_tokens_in_either_mode) {
+    trace_t *t = plain_trace();
+    const char *sql_load = "SELECT sum(max_load) * 1000 + sum(mean_load) FROM layer_steps "
+                           "WHERE run_id = ? AND step = 0";
+    const char *sql_loc = "SELECT count(*) FROM locality_hist WHERE run_id = ?";
+    store_t *st = mem_store();
+    int64_t an = serve_mode(CONSERVE "instances = decode\n", STEP_ANALYTIC, t, st);
+    int64_t fc = serve_mode(CONSERVE "instances = decode\nrouting = count\n", STEP_FLOW, t, st);
+    int64_t ft = serve_mode(CONSERVE "instances = decode\n", STEP_FLOW, t, st);
+    int64_t at = serve_mode(CONSERVE "instances = decode\nrouting = token\n", STEP_ANALYTIC, t, st);
+    double la = q1(st, sql_load, an), lc = q1(st, sql_load, fc), lt = q1(st, sql_load, ft);
+    cr_assert_gt(la, 0);
+    cr_assert_eq(la, lc, "flow with count routing draws the analytic mode's counts");
+    cr_assert_neq(la, lt, "flow mode by default routes tokens");
+    cr_assert_eq(q1(st, sql_loc, an), 0);
+    cr_assert_eq(q1(st, sql_loc, fc), 0, "count routing follows no token");
+    cr_assert_gt(q1(st, sql_loc, ft), 0);
+    cr_assert_gt(q1(st, sql_loc, at), 0, "routing = token routes tokens in the analytic mode too");
+    store_close(st);
+    trace_free(t);
+}
+
 /* ---- multi-token prediction ---- */
 
 /* Runs ini with the tiny model carrying one MTP module, depth accepts[]

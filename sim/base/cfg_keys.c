@@ -274,6 +274,9 @@ const cfg_key_t cfg_keys[] = {
       "tokens routed to sample a batch's expert loads"),
     I(EXP, "serving", "route_every", "50", "1", "1073741824", "batches",
       "batches between fresh routing samples"),
+    E(EXP, "serving", "routing", "auto", "auto, count, token",
+      "count: each batch's expert counts drawn from the trace; token: every token routed; "
+      "auto: count in the analytic mode, token in the flow mode"),
     D(EXP, "serving", "warmup_s", "0", "0", "1e7", "s",
       "simulated time left out of the latency figures"),
     S(EXP, "serving", "arrival", "poisson", "poisson, gamma, closed, trace", "",
