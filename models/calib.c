@@ -87,34 +87,43 @@ static double logit(double p) { return log(p / (1.0 - p)); }
  * which times them at fine steps of tokens per expert). torch 2.11 on SM90
  * picks a configuration from M = rows / groups: M <= 128 (or N <= 128) the
  * small one, else the large one; CUTLASS's grouped tile scheduler hands out
- * whole clusters, so an expert's rows are padded to tile M x cluster M.
+ * whole clusters, so an expert's rows are padded to tile M x cluster M, its
+ * columns to tile N x cluster N, and a cluster holds cluster M x cluster N
+ * SMs (one CTA each; the persistent kernel keeps sms / that many clusters
+ * running, models/cost.h):
  *   grouped bf16 (torch._grouped_mm, GroupMM.cu): 64x128x128 ping-pong and
- *     128x256x64 cooperative, cluster 2x1: 128 and 256 rows;
+ *     128x256x64 cooperative, cluster 2x1: 128 x 128 and 256 x 256 on 2 SMs;
  *   grouped fp8 (torch._scaled_grouped_mm, ScaledGroupMM.cu, fast accum):
- *     64x128x128 ping-pong and 256x128x128 cooperative, cluster 2x2: 128
- *     and 512 rows.
+ *     64x128x128 ping-pong and 256x128x128 cooperative, cluster 2x2:
+ *     128 x 256 and 512 x 256 on 4 SMs.
  * Other kernels (the per-expert loop, bmm) are fitted without padding. */
 static const struct {
     const char *impl;
     int weight_bytes;
-    double small_max, tile_small, tile_large;
+    double small_max, tile_small, tile_large, cols_small, cols_large, ctas_small, ctas_large;
 } KERNEL_TILES[] = {
-    {"grouped", 2, 128, 128, 256},
-    {"grouped", 1, 128, 128, 512},
+    {"grouped", 2, 128, 128, 256, 128, 256, 2, 2},
+    {"grouped", 1, 128, 128, 512, 256, 256, 4, 4},
 };
 
 void calib_kernel_tiles(const char *impl, int weight_bytes, hw_gemm_t *par) {
     par->small_max = par->tile_small = par->tile_large = 0;
+    par->cols_small = par->cols_large = par->ctas_small = par->ctas_large = 0;
     for (size_t i = 0; i < sizeof KERNEL_TILES / sizeof KERNEL_TILES[0]; i++)
         if (KERNEL_TILES[i].weight_bytes == weight_bytes && !strcmp(KERNEL_TILES[i].impl, impl)) {
             par->small_max = KERNEL_TILES[i].small_max;
             par->tile_small = KERNEL_TILES[i].tile_small;
             par->tile_large = KERNEL_TILES[i].tile_large;
+            par->cols_small = KERNEL_TILES[i].cols_small;
+            par->cols_large = KERNEL_TILES[i].cols_large;
+            par->ctas_small = KERNEL_TILES[i].ctas_small;
+            par->ctas_large = KERNEL_TILES[i].ctas_large;
         }
 }
 
 typedef struct {
-    double experts, flops, bytes, peak, bw, meas;
+    cost_gemm_work_t w;
+    double meas;
 } gpt_t;
 
 typedef struct {
@@ -133,24 +142,24 @@ static int gemm_resid(const gsl_vector *xv, void *ctx, gsl_vector *r) {
     hw_gemm_t par = gpar(xv->data);
     for (size_t i = 0; i < s->n; i++) {
         const gpt_t *q = &s->pt[i];
-        double t = cost_gemm_ns(&par, q->experts, q->flops, q->bytes, q->peak, q->bw);
+        double t = cost_gemm_ns(&par, &q->w);
         gsl_vector_set(r, i, isfinite(t) && t > 0 ? log(t / q->meas) : 50.0);
     }
     return GSL_SUCCESS;
 }
 
-/* The totals cost_experts_par_ns forms for point p (its own arithmetic,
- * so the fit minimises the error of the step's function). */
+/* The work cost_experts_par_ns charges for point p (its own function, so
+ * the fit minimises the error of the step's arithmetic). */
 static gpt_t gpt_of(const hw_t *hw, const calib_gemm_pt_t *p) {
     moe_model_t m = calib_point_model(p);
-    double tok = p->experts * p->tokens;
     hw_gemm_t tiles = {0};
     calib_kernel_tiles(p->impl, p->weight_bytes, &tiles);
-    double q = cost_gemm_tile(&tiles, tok, p->experts);
-    double rows = p->experts * (q > 1 ? ceil(p->tokens / q) * q : p->tokens);
-    return (gpt_t){p->experts, 6.0 * m.hidden * (double)m.moe_inter * rows,
-                   p->experts * moe_expert_bytes(&m) + tok * cost_expert_act_bytes(&m),
-                   p->weight_bytes == 1 ? hw->flops_fp8 : hw->flops_bf16, hw->hbm_bw, p->time_ns};
+    double *n = ms_malloc((size_t)p->experts * sizeof *n);
+    for (int i = 0; i < p->experts; i++) n[i] = p->tokens;
+    gpt_t g = {.meas = p->time_ns};
+    cost_experts_work(&tiles, hw, &m, n, p->experts, &g.w);
+    free(n);
+    return g;
 }
 
 /* Fits the points of (impl, wb), leaving out size skip_tokens (<= 0: none)
@@ -865,9 +874,10 @@ int calib_select(const char *setting, const hw_t *hw, const char *cfg_path, cons
     }
     char *key = ms_malloc(klen);
     int k =
-        snprintf(key, klen, "%s %.17g %.17g %.17g %.17g %.17g %.17g %.17g %.17g %.17g", hw->name,
-                 hw->flops_bf16, hw->flops_fp8, hw->hbm_bw, hw->scaleup_bw, hw->eff_flops,
-                 hw->eff_hbm, hw->eff_scaleup, hw->scaleup_lat_ns, hw->kernel_ns);
+        snprintf(key, klen, "%s %.17g %.17g %.17g %.17g %.17g %.17g %.17g %.17g %.17g %.17g",
+                 hw->name, hw->flops_bf16, hw->flops_fp8, hw->hbm_bw, hw->scaleup_bw,
+                 hw->eff_flops, hw->eff_hbm, hw->eff_scaleup, hw->scaleup_lat_ns, hw->kernel_ns,
+                 hw->sms);
     for (int i = 0; i < n; i++) k += snprintf(key + k, klen - (size_t)k, "|%s", paths[i]);
     int rc = MS_OK;
     calib_t *c = cache_get(loaded_cache, key);

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "calib_curve.h"
 #include "util.h"
@@ -41,11 +42,23 @@ double cost_smoothmax(double a, double b, double p) {
     return hi * pow(1.0 + pow(lo / hi, p), 1.0 / p);
 }
 
-double cost_gemm_ns(const hw_gemm_t *par, double experts, double flops, double bytes,
-                    double peak, double hbm_bw) {
-    if (experts <= 0) return 0;
-    double tc = 1e9 * flops / (par->eff_flops * peak), tm = 1e9 * bytes / (par->eff_hbm * hbm_bw);
-    return par->floor_ns + experts * par->expert_ns + cost_smoothmax(tc, tm, par->sharp);
+double cost_gemm_ns(const hw_gemm_t *par, const cost_gemm_work_t *w) {
+    if (w->experts <= 0) return 0;
+    double flops = w->flops;
+    if (w->n_gemm) {
+        /* waves: a partial wave is charged as at least eff_flops x slots
+         * clusters, i.e. no cluster runs above its SMs' data-sheet peak */
+        flops = 0;
+        for (int g = 0; g < w->n_gemm; g++) {
+            double s = w->slots[g], full = floor(w->clusters[g] / s);
+            double rest = w->clusters[g] - full * s, least = par->eff_flops * s;
+            flops += w->cluster_flops[g] *
+                     (full * ms_dmax(s, least) + (rest > 0 ? ms_dmax(rest, least) : 0));
+        }
+    }
+    double tc = 1e9 * flops / (par->eff_flops * w->peak);
+    double tm = 1e9 * w->bytes / (par->eff_hbm * w->hbm_bw);
+    return par->floor_ns + w->experts * par->expert_ns + cost_smoothmax(tc, tm, par->sharp);
 }
 
 hw_gemm_t cost_gemm_par_of(const hw_t *hw, int weight_bytes) {
@@ -75,22 +88,56 @@ double cost_gemm_rows(const hw_gemm_t *par, const double *n, int n_slots) {
     return rows;
 }
 
-double cost_experts_par_ns(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *m,
-                           const double *n, int n_slots) {
+/* Clusters of one GEMM of n_cols output columns over the experts' tokens
+ * padded to rows-row tiles. */
+static double gemm_clusters(const double *n, int n_slots, double rows, double cols,
+                            double n_cols) {
+    double per = ceil(n_cols / cols), c = 0;
+    for (int i = 0; i < n_slots; i++)
+        if (n[i] > 0) c += ceil(n[i] / rows) * per;
+    return c;
+}
+
+void cost_experts_work(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *m,
+                       const double *n, int n_slots, cost_gemm_work_t *w) {
+    memset(w, 0, sizeof *w);
     double tokens = 0;
-    int active = 0;
     for (int i = 0; i < n_slots; i++)
         if (n[i] > 0) {
             tokens += n[i];
-            active++;
+            w->experts++;
         }
-    if (!active) return 0;
+    w->peak = m->weight_bytes == 1 ? hw->flops_fp8 : hw->flops_bf16;
+    w->hbm_bw = hw->hbm_bw;
+    if (!w->experts) return;
     /* padded rows cost tensor-core time, not HBM bytes (the tile's rows
      * past the tokens are never loaded) */
-    double flops = 6.0 * m->hidden * (double)m->moe_inter * cost_gemm_rows(par, n, n_slots);
-    double bytes = active * moe_expert_bytes(m) + tokens * cost_expert_act_bytes(m);
-    return cost_gemm_ns(par, active, flops, bytes,
-                        m->weight_bytes == 1 ? hw->flops_fp8 : hw->flops_bf16, hw->hbm_bw);
+    double h = m->hidden, f = m->moe_inter;
+    w->flops = 6.0 * h * f * cost_gemm_rows(par, n, n_slots);
+    w->bytes = w->experts * moe_expert_bytes(m) + tokens * cost_expert_act_bytes(m);
+    int small = par->small_max > 0 && tokens / n_slots <= par->small_max;
+    double rows = cost_gemm_tile(par, tokens, n_slots);
+    double cols = small ? par->cols_small : par->cols_large;
+    double ctas = small ? par->ctas_small : par->ctas_large;
+    double slots = ctas > 0 ? floor(hw->sms / ctas) : 0;
+    if (rows <= 1 || cols < 1 || slots < 1) return;
+    /* gate/up: 2 x inter columns, K = hidden; down: hidden columns, K = inter */
+    const double n_cols[2] = {2 * f, h}, k[2] = {h, f};
+    w->n_gemm = 2;
+    w->flops = 0;
+    for (int g = 0; g < 2; g++) {
+        w->clusters[g] = gemm_clusters(n, n_slots, rows, cols, n_cols[g]);
+        w->slots[g] = slots;
+        w->cluster_flops[g] = 2.0 * rows * cols * k[g];
+        w->flops += w->clusters[g] * w->cluster_flops[g];
+    }
+}
+
+double cost_experts_par_ns(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *m,
+                           const double *n, int n_slots) {
+    cost_gemm_work_t w;
+    cost_experts_work(par, hw, m, n, n_slots, &w);
+    return cost_gemm_ns(par, &w);
 }
 
 double cost_experts_ns(const hw_t *hw, const moe_model_t *m, const double *n, int n_slots) {

@@ -28,24 +28,49 @@ double cost_expert_act_bytes(const moe_model_t *m);
  * as one grouped GEMM call over its active experts, taking
  *
  *   floor_ns + experts x expert_ns
- *     + smoothmax_sharp(FLOPs / (eff_flops x peak), bytes / (eff_hbm x HBM))
+ *     + smoothmax_sharp(compute, bytes / (eff_hbm x HBM))
  *
- * with FLOPs and bytes summed over the experts (2 x 3 x hidden x inter a
- * token; weights read once per active expert plus the activations), and
- * smoothmax_p(a, b) = (a^p + b^p)^(1/p), a smooth ridge between the memory-
- * and compute-bound sides (sharp <= 0: the hard max). A measured
- * calibration (models/calib.h) fits the five figures per dtype and GEMM
- * implementation; without one they are kernel_ns, 0, eff_flops, eff_hbm and
- * the hard max. The simulator's step, `moesim cost expert` and `moesim calib
- * report` all call cost_experts_par_ns. The figures: hw_gemm_t (hw.h). */
+ * with bytes summed over the experts (weights read once per active expert
+ * plus the activations) and smoothmax_p(a, b) = (a^p + b^p)^(1/p), a smooth
+ * ridge between the memory- and compute-bound sides (sharp <= 0: the hard
+ * max). compute is FLOPs / (eff_flops x peak), FLOPs 2 x 3 x hidden x inter
+ * a token padded to the kernel's tiles; with the kernel's clusters known
+ * and hw->sms given, it is counted in waves instead: each of the two GEMMs
+ * (gate/up: 2 x inter columns over hidden; down: hidden over inter) hands
+ * its clusters out over the slots, sms / ctas at a time, and a wave takes
+ *
+ *   cluster FLOPs x max(clusters in it, eff_flops x slots) / (eff_flops x peak)
+ *
+ * the larger of the GPU's sustained rate over the wave's work and one
+ * cluster at its SMs' data-sheet peak (a wave of few clusters cannot run
+ * faster than one of them). Full waves are the first term, so many waves
+ * give FLOPs / (eff_flops x peak) again. A measured calibration
+ * (models/calib.h) fits the five figures per dtype and GEMM implementation;
+ * without one they are kernel_ns, 0, eff_flops, eff_hbm and the hard max,
+ * and no tiles. The simulator's step, `moesim cost expert` and `moesim
+ * calib report` all call cost_experts_par_ns. The figures: hw_gemm_t
+ * (hw.h). */
 /* (a^p + b^p)^(1/p) for a, b >= 0, computed without overflow; max(a, b)
  * for p <= 0. */
 double cost_smoothmax(double a, double b, double p);
-/* The formula for experts active experts moving flops FLOPs and bytes HBM
- * bytes in total, at peak FLOP/s and hbm_bw bytes/s (data-sheet figures; the
- * shares are par's). 0 without active experts. */
-double cost_gemm_ns(const hw_gemm_t *par, double experts, double flops, double bytes,
-                    double peak, double hbm_bw);
+/* What a grouped GEMM call does, independent of the fitted figures. */
+typedef struct cost_gemm_work {
+    double experts;  /* active experts */
+    double flops;    /* FLOPs computed: the tokens padded to whole tiles */
+    double bytes;    /* HBM bytes: weights of the active experts, activations */
+    double peak;     /* data-sheet FLOP/s of the dtype */
+    double hbm_bw;   /* data-sheet HBM bytes/s */
+    int n_gemm;      /* GEMMs counted in waves (2), or 0: flops over the whole GPU */
+    double clusters[2];      /* clusters of output tiles of each GEMM */
+    double slots[2];         /* clusters running at once (sms / ctas) */
+    double cluster_flops[2]; /* FLOPs of one cluster */
+} cost_gemm_work_t;
+/* The formula on work w; 0 without active experts. */
+double cost_gemm_ns(const hw_gemm_t *par, const cost_gemm_work_t *w);
+/* The work of a device's routed experts with par's tiles (only the tile
+ * figures of par are read): n[i] tokens on each of n_slots slots. */
+void cost_experts_work(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *m,
+                       const double *n, int n_slots, cost_gemm_work_t *w);
 /* The figures the simulator uses for weights of weight_bytes bytes on hw:
  * hw->calib's fit for that dtype when it has one, else the constants. */
 hw_gemm_t cost_gemm_par_of(const hw_t *hw, int weight_bytes);

@@ -32,6 +32,8 @@ static const struct {
     K(eff_scaleup, 1e-3, 1, 0.8, 0),  K(eff_nic, 1e-3, 1, 0.8, 0),
     K(scaleup_lat_ns, 0, 1e9, 0, 1),  K(nic_lat_ns, 0, 1e9, 0, 1),
     K(kernel_ns, 0, 1e9, 0, 1),       K(mem_reserve, 0, 1e15, 0, 0),
+    /* SMs a grouped GEMM's tiles are scheduled over (hw.h); 0: not given */
+    K(sms, 0, 1e6, 0, 0),
     /* the link model beyond latency + bytes / bandwidth (hw.h); the
      * defaults are the data-sheet model: no ramp, no two-way derating */
     K(scaleup_half_bytes, 0, 1e12, 0, 0), K(scaleup_low_share, 1e-3, 1, 1, 0),

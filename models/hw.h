@@ -28,6 +28,12 @@ typedef struct hw_gemm {
     double small_max;
     double tile_small;
     double tile_large;
+    /* Wave quantisation, also the kernel's: a persistent grouped GEMM hands
+     * its output tiles out cluster by cluster, a cluster being tile_* rows
+     * by cols_* columns on ctas_* SMs, over the hw_t.sms SMs in waves
+     * (models/cost.h, cost_gemm_ns). 0: FLOPs spread over the whole GPU. */
+    double cols_small, cols_large;
+    double ctas_small, ctas_large;
 } hw_gemm_t;
 
 /* The figures of the link model (models/cost.h, cost_link_ns) of one class
@@ -78,6 +84,8 @@ typedef struct hw {
     double overlap_compute, overlap_comm;
     const char *overlap_source; /* where those two come from */
     double kernel_ns;        /* fixed cost per kernel (launch, sync, tail) */
+    double sms;              /* streaming multiprocessors (tensor-core units a GEMM's tiles are
+                              * scheduled over); 0: not given, no wave quantisation */
     double mem_reserve;      /* HBM bytes kept back per device (workspace, activations,
                               * runtime), not available to weights or KV cache */
     int devices_per_host;    /* devices sharing one host/node by default */

@@ -99,7 +99,8 @@ static void model_tables(table_doc_t *doc, const calib_t *c, const hw_link_t *pr
     if (c->n_fits) {
         snprintf(line, sizeof line, "expert compute = floor + experts x per_expert + "
                  "smoothmax_p(FLOPs / (eff_flops x %.0f/%.0f TFLOP/s bf16/fp8), bytes / (eff_hbm x "
-                 "%.2f TB/s)), fitted per kernel", hw->flops_bf16 / 1e12, hw->flops_fp8 / 1e12,
+                 "%.2f TB/s)), fitted per kernel; tiled kernels' FLOPs in waves of clusters, a "
+                 "partial wave at least eff_flops x a full one", hw->flops_bf16 / 1e12, hw->flops_fp8 / 1e12,
                  hw->hbm_bw / 1e12);
         static const char *const k[] = {"impl", "dtype", "points", "floor_us", "per_expert_us",
                                         "eff_flops", "eff_hbm", "p", "simulator"};
@@ -122,7 +123,14 @@ static void model_tables(table_doc_t *doc, const calib_t *c, const hw_link_t *pr
             const hw_gemm_t *q = &c->fits[i].par;
             char key[96];
             snprintf(key, sizeof key, "tiles_%s_%s", c->fits[i].impl, dtype(c->fits[i].weight_bytes));
-            if (q->tile_small > 1 || q->tile_large > 1)
+            if ((q->tile_small > 1 || q->tile_large > 1) && q->ctas_small > 0 && hw->sms > 0)
+                table_note(doc, key, "tiles of %s %s (the kernel's, not fitted): clusters of "
+                           "%.0f x %.0f (on %.0f SMs) up to %.0f tokens per local expert on "
+                           "average, %.0f x %.0f (on %.0f SMs) above, in waves over %.0f SMs",
+                           c->fits[i].impl, dtype(c->fits[i].weight_bytes), q->tile_small,
+                           q->cols_small, q->ctas_small, q->small_max, q->tile_large,
+                           q->cols_large, q->ctas_large, hw->sms);
+            else if (q->tile_small > 1 || q->tile_large > 1)
                 table_note(doc, key, "tiles of %s %s (the kernel's, not fitted): FLOPs on each "
                            "expert's tokens padded to %.0f rows up to %.0f tokens per local expert "
                            "on average, to %.0f above", c->fits[i].impl,

@@ -21,7 +21,7 @@
     X(scaleup_bw, 1e6, 1e14) X(nic_bw, 1e6, 1e14)                       \
     X(eff_flops, 1e-3, 1) X(eff_hbm, 1e-3, 1) X(eff_scaleup, 1e-3, 1)   \
     X(eff_nic, 1e-3, 1) X(scaleup_lat_ns, 0, 1e9) X(nic_lat_ns, 0, 1e9) \
-    X(kernel_ns, 0, 1e9) X(mem_reserve, 0, 1e15)                        \
+    X(kernel_ns, 0, 1e9) X(mem_reserve, 0, 1e15) X(sms, 0, 1e6)         \
     X(scaleup_half_bytes, 0, 1e12) X(scaleup_low_share, 1e-3, 1)        \
     X(scaleup_duplex, 1e-3, 1) X(nic_half_bytes, 0, 1e12)               \
     X(nic_low_share, 1e-3, 1) X(nic_duplex, 1e-3, 1)                    \

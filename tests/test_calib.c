@@ -361,8 +361,10 @@ static void gemm_row(char *buf, size_t n, const hw_t *h, const char *model, int 
 Test(calib, gemm_fit_recovers_known_figures) {
     const hw_t *h = hw_find("H100");
     /* grouped, so the kernel's tiles (calib_kernel_tiles) apply as in the fit */
-    hw_gemm_t truth[3] = {{0}, {20000, 500, 0.55, 0.7, 3.0, 0, 0, 0},
-                          {30000, 1500, 0.62, 0.75, 5.0, 0, 0, 0}};
+    hw_gemm_t truth[3] = {
+        {0},
+        {.floor_ns = 20000, .expert_ns = 500, .eff_flops = 0.55, .eff_hbm = 0.7, .sharp = 3.0},
+        {.floor_ns = 30000, .expert_ns = 1500, .eff_flops = 0.62, .eff_hbm = 0.75, .sharp = 5.0}};
     for (int wb = 1; wb <= 2; wb++) calib_kernel_tiles("grouped", wb, &truth[wb]);
     static char text[65536];
     snprintf(text, sizeof text, "%s\n", CALIB_GEMM_HEADER);

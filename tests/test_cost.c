@@ -121,9 +121,11 @@ Test(cost, measured_gemm_formula_by_hand) {
     hw_gemm_t par = {.floor_ns = 10000, .expert_ns = 500, .eff_flops = 0.5, .eff_hbm = 0.8, .sharp = 2};
     double n[2] = {512, 512};
     cr_assert_float_eq(cost_experts_par_ns(&par, h800(), dsv3(), n, 2), 113712.62512, 1e-3);
-    cr_assert_float_eq(cost_gemm_ns(&par, 2, 90194313216.0, 126877696.0, 1979e12, 3.35e12),
-                       113712.62512, 1e-3);
-    cr_assert_eq(cost_gemm_ns(&par, 0, 1, 1, 1, 1), 0, "no active expert, no call");
+    cost_gemm_work_t w = {.experts = 2, .flops = 90194313216.0, .bytes = 126877696.0,
+                          .peak = 1979e12, .hbm_bw = 3.35e12};
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 113712.62512, 1e-3);
+    w.experts = 0;
+    cr_assert_eq(cost_gemm_ns(&par, &w), 0, "no active expert, no call");
 }
 
 /* Tile quantisation by hand (hw_gemm_t: the FP8 grouped kernel's 128 rows
@@ -153,6 +155,89 @@ Test(cost, tile_quantisation_by_hand) {
     cr_assert_float_eq(cost_gemm_rows(&none, n, 2), 500, 0, "no tiles: the tokens");
     cr_assert_float_eq(cost_experts_par_ns(&none, h800(), dsv3(), full, 2), 113712.62512, 1e-3,
                        "without tiles the formula is unchanged");
+}
+
+/* Wave quantisation by hand (models/cost.h): a wave of clusters costs
+ * cluster FLOPs x max(clusters, eff_flops x slots) / (eff_flops x peak).
+ * Clusters of F = 2 x 128 x 128 x 4096 = 134,217,728 FLOPs on 132 slots,
+ * BF16 989e12: 132 clusters at eff 1 fill one wave, 132 F / 989e12 =
+ * 17,913.79 ns; the 133rd starts a second wave that one cluster, at its
+ * SM's peak, takes as long as the first: 35,827.58 ns. At eff 0.5 the full
+ * wave takes 35,827.58 ns and the lone 133rd cluster half of it (its SM
+ * runs at the data-sheet peak, twice the sustained share): 198 F -> 53,741.38
+ * ns. 264 clusters: two full waves, 71,655.17 ns. A wave of 10 clusters
+ * costs as 66 (0.5 x 132): 17,913.79 ns, one cluster at its SM's peak. */
+Test(cost, wave_quantisation_by_hand) {
+    hw_gemm_t par = {.floor_ns = 0, .eff_flops = 1, .eff_hbm = 1, .sharp = 0};
+    cost_gemm_work_t w = {.experts = 1, .bytes = 1, .peak = 989e12, .hbm_bw = 4.8e12,
+                          .n_gemm = 1, .slots = {132}, .cluster_flops = {134217728}};
+    w.clusters[0] = 132;
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 17913.79181, 1e-3, "132 on 132: one wave");
+    w.clusters[0] = 133;
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 35827.58361, 1e-3, "133 on 132: two waves");
+    par.eff_flops = 0.5;
+    w.clusters[0] = 132;
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 35827.58361, 1e-3);
+    w.clusters[0] = 133;
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 53741.37542, 1e-3);
+    w.clusters[0] = 264;
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 71655.16722, 1e-3);
+    w.clusters[0] = 10;
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 17913.79181, 1e-3);
+    w.clusters[0] = 66;
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 17913.79181, 1e-3);
+}
+
+/* The clusters a grouped GEMM is given, by hand: BF16 DeepSeek-V3 shape
+ * (hidden 7168, inter 2048) with the measured kernel's tiles on an H200
+ * (132 SMs). One expert of 256 tokens: the large configuration, 256 x 256
+ * clusters on 2 SMs, 66 slots; gate/up 1 x 4096 / 256 = 16 clusters of
+ * 2 x 256 x 256 x 7168 = 939,524,096 FLOPs, down 7168 / 256 = 28 of
+ * 268,435,456. Both waves are partial, charged as 0.6 x 66 = 39.6
+ * clusters, i.e. one cluster at 2 SMs' peak: (939,524,096 + 268,435,456)
+ * x 66 / 989e12 = 80,612.06 ns, whatever eff_flops. Bytes: 3 x 7168 x
+ * 2048 x 2 + 256 x (7168 x 4 + 8 x 2048) = 99,614,720 -> / (0.7 x 4.8e12)
+ * = 29,647.24 ns; hard max + 30 us floor: 110,612.06 ns (measured: 111,120,
+ * models/calib/h200_experts_v2.csv). 257 tokens: two row tiles, 32 and 56
+ * clusters. Eight experts of 512 tokens: 256 and 448 clusters, 3 and 6
+ * full waves and partial ones of 58 and 52 (over 39.6): the padded FLOPs
+ * 6 x 7168 x 2048 x 4096 = 360,777,252,864 -> 607,983.24 ns, the formula
+ * without waves. */
+Test(cost, wave_clusters_by_hand) {
+    hw_t h = *hw_find("H200");
+    cr_assert_eq(h.sms, 132);
+    moe_model_t m = {.hidden = 7168, .moe_inter = 2048, .weight_bytes = 2, .dispatch_bytes = 2,
+                     .combine_bytes = 2};
+    hw_gemm_t par = {.floor_ns = 30000, .eff_flops = 0.6, .eff_hbm = 0.7, .sharp = 0};
+    calib_kernel_tiles("grouped", 2, &par);
+    cost_gemm_work_t w;
+    double one[1] = {256};
+    cost_experts_work(&par, &h, &m, one, 1, &w);
+    cr_assert_eq(w.n_gemm, 2);
+    cr_assert_eq(w.clusters[0], 16);
+    cr_assert_eq(w.clusters[1], 28);
+    cr_assert_eq(w.slots[0], 66);
+    cr_assert_eq(w.cluster_flops[0], 939524096.0);
+    cr_assert_eq(w.cluster_flops[1], 268435456.0);
+    cr_assert_eq(w.bytes, 99614720.0);
+    cr_assert_float_eq(cost_experts_par_ns(&par, &h, &m, one, 1), 110612.06313, 1e-3);
+    one[0] = 257;
+    cost_experts_work(&par, &h, &m, one, 1, &w);
+    cr_assert(w.clusters[0] == 32 && w.clusters[1] == 56, "%g %g", w.clusters[0], w.clusters[1]);
+    double eight[8] = {512, 512, 512, 512, 512, 512, 512, 512};
+    cost_experts_work(&par, &h, &m, eight, 8, &w);
+    cr_assert(w.clusters[0] == 256 && w.clusters[1] == 448, "%g %g", w.clusters[0], w.clusters[1]);
+    cr_assert_eq(w.flops, 360777252864.0);
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 30000 + 607983.23705, 1e-3);
+    /* no SM count: the FLOPs spread over the GPU, the same here */
+    h.sms = 0;
+    cost_experts_work(&par, &h, &m, eight, 8, &w);
+    cr_assert_eq(w.n_gemm, 0);
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 30000 + 607983.23705, 1e-3);
+    /* and for the lone expert the old padded charge, far below the waves' */
+    one[0] = 256;
+    cost_experts_work(&par, &h, &m, one, 1, &w);
+    cr_assert_lt(cost_gemm_ns(&par, &w), 0.8 * 110612.06313);
 }
 
 /* The link model by hand: 400 GB/s peak, 10 us, half 4e6 bytes, low 0.25,
