@@ -68,6 +68,8 @@ def main():
     ap.add_argument("--kv", type=int, default=2048, help="decode KV length")
     ap.add_argument("--prompt", type=int, default=2048, help="prefill prompt length")
     ap.add_argument("--layers", default="2,6", help="LO,HI stack lengths")
+    ap.add_argument("--max-combine-gib", type=float, default=8,
+                    help="skip a (tokens, fan) whose combine buffer (2 FAN T hidden bytes) is larger")
     ap.add_argument("--carveout", type=int, default=20)
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--inner-s", type=float, default=0.01, help="seconds a timed sample lasts at least")
@@ -309,7 +311,11 @@ def main():
     partial = open(args.out + ".partial", "w") if rank == 0 else None
     if partial:
         partial.write(",".join(HEADER) + "\n")
+    too_big = 0
     for phase, T, fan in jobs:
+        if 2.0 * fan * T * H > args.max_combine_gib * 2 ** 30:
+            too_big += 1
+            continue
         if time.time() - t0 > args.budget_s:
             skipped += 1
             continue
@@ -387,8 +393,9 @@ def main():
                                "one graph); median of %d samples, the slowest rank's; per-layer "
                                "components: a graph over every layer's weights / layers" % args.samples))
         meta.append(("sdpa_pad_v", "yes" if pad_v else "no"))
-        meta.append(("measured_points", "%d in %.0f s, %d skipped for the budget" %
-                     (len(rows), time.time() - t0, skipped)))
+        meta.append(("measured_points", "%d in %.0f s, %d skipped for the budget, %d for memory "
+                     "(--max-combine-gib %g)" % (len(rows), time.time() - t0, skipped, too_big,
+                                                 args.max_combine_gib)))
         calibmeta.write_csv(args.out, meta, HEADER, rows)
         print("measure_tbo: %d rows in %s, %.0f s" % (len(rows), args.out, time.time() - t0))
     torch.cuda.synchronize()
