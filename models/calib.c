@@ -83,41 +83,42 @@ static double logit(double p) { return log(p / (1.0 - p)); }
 /* ---- expert-compute fit ---- */
 
 /* The tile configurations of the measured kernels (not fitted: read from
- * the kernels' source and checked against models/calib/h200_experts_steps.csv,
- * which times them at fine steps of tokens per expert). torch 2.11 on SM90
- * picks a configuration from M = rows / groups: M <= 128 (or N <= 128) the
- * small one, else the large one; CUTLASS's grouped tile scheduler hands out
- * whole clusters, so an expert's rows are padded to tile M x cluster M, its
- * columns to tile N x cluster N, and a cluster holds cluster M x cluster N
- * SMs (one CTA each; the persistent kernel keeps sms / that many clusters
- * running, models/cost.h):
- *   grouped bf16 (torch._grouped_mm, GroupMM.cu): 64x128x128 ping-pong and
- *     128x256x64 cooperative, cluster 2x1: 128 x 128 and 256 x 256 on 2 SMs;
- *   grouped fp8 (torch._scaled_grouped_mm, ScaledGroupMM.cu, fast accum):
- *     64x128x128 ping-pong and 256x128x128 cooperative, cluster 2x2:
- *     128 x 256 and 512 x 256 on 4 SMs.
+ * the kernels' source, torch 2.11 on SM90, and checked against
+ * models/calib/h200_experts_steps.csv, which times them at fine steps of
+ * tokens per expert). torch picks a configuration per GEMM from M = rows /
+ * groups and the GEMM's N and K (hw_gemm_t); CUTLASS's grouped tile
+ * scheduler hands out whole clusters, so an expert's rows are padded to
+ * tile M x cluster M, a GEMM's columns to tile N x cluster N, and a cluster
+ * holds cluster M x cluster N SMs (one CTA each; the persistent kernel keeps
+ * sms / that many clusters running, models/cost.h):
+ *   grouped bf16 (torch._grouped_mm, GroupMM.cu), cluster 2x1: M or N <= 128
+ *     64x128x128 ping-pong (128 x 128 on 2 SMs), else 128x256x64
+ *     cooperative (256 x 256 on 2 SMs);
+ *   grouped fp8 (torch._scaled_grouped_mm, ScaledGroupMM.cu, fast
+ *     accumulation), cluster 2x2: M or N <= 128 64x128x128 ping-pong (128 x
+ *     256 on 4 SMs); else, when two of M, N, K are at least 2048, 256x128x128
+ *     cooperative (512 x 256); else 128x256x64 cooperative (256 x 512).
+ *     Qwen3's down projection (K = 1536) takes the last below 2048 tokens per
+ *     expert: the steps file's step at 257 tokens.
  * Other kernels (the per-expert loop, bmm) are fitted without padding. */
 static const struct {
     const char *impl;
     int weight_bytes;
-    double small_max, tile_small, tile_large, cols_small, cols_large, ctas_small, ctas_large;
+    double small_max, large_min;
+    hw_tile_t tile[3];
 } KERNEL_TILES[] = {
-    {"grouped", 2, 128, 128, 256, 128, 256, 2, 2},
-    {"grouped", 1, 128, 128, 512, 256, 256, 4, 4},
+    {"grouped", 2, 128, 0, {{128, 128, 2}, {256, 256, 2}, {256, 256, 2}}},
+    {"grouped", 1, 128, 2048, {{128, 256, 4}, {256, 512, 4}, {512, 256, 4}}},
 };
 
 void calib_kernel_tiles(const char *impl, int weight_bytes, hw_gemm_t *par) {
-    par->small_max = par->tile_small = par->tile_large = 0;
-    par->cols_small = par->cols_large = par->ctas_small = par->ctas_large = 0;
+    par->small_max = par->large_min = 0;
+    memset(par->tile, 0, sizeof par->tile);
     for (size_t i = 0; i < sizeof KERNEL_TILES / sizeof KERNEL_TILES[0]; i++)
         if (KERNEL_TILES[i].weight_bytes == weight_bytes && !strcmp(KERNEL_TILES[i].impl, impl)) {
             par->small_max = KERNEL_TILES[i].small_max;
-            par->tile_small = KERNEL_TILES[i].tile_small;
-            par->tile_large = KERNEL_TILES[i].tile_large;
-            par->cols_small = KERNEL_TILES[i].cols_small;
-            par->cols_large = KERNEL_TILES[i].cols_large;
-            par->ctas_small = KERNEL_TILES[i].ctas_small;
-            par->ctas_large = KERNEL_TILES[i].ctas_large;
+            par->large_min = KERNEL_TILES[i].large_min;
+            memcpy(par->tile, KERNEL_TILES[i].tile, sizeof par->tile);
         }
 }
 

@@ -79,7 +79,7 @@ moe_model_t calib_point_model(const calib_gemm_pt_t *p);
 double calib_gemm_charged_ns(const hw_t *hw, const calib_gemm_pt_t *p);
 /* The same under given figures (another implementation's fit). */
 double calib_gemm_par_ns(const hw_gemm_t *par, const hw_t *hw, const calib_gemm_pt_t *p);
-/* Sets par's tile figures (hw_gemm_t: small_max, tile_small, tile_large) to
+/* Sets par's tile figures (hw_gemm_t: small_max, large_min, tile) to
  * those of the measured kernel impl for weight_bytes (torch's grouped GEMMs
  * on SM90; none for the others): properties of the kernel, not fitted. */
 void calib_kernel_tiles(const char *impl, int weight_bytes, hw_gemm_t *par);

@@ -68,34 +68,12 @@ hw_gemm_t cost_gemm_par_of(const hw_t *hw, int weight_bytes) {
                              .eff_flops = hw->eff_flops, .eff_hbm = hw->eff_hbm, .sharp = 0};
 }
 
-double cost_gemm_tile(const hw_gemm_t *par, double tokens, int n_slots) {
-    /* The kernel picks its configuration from the mean rows per group over
-     * all the groups it is given (torch: total rows / local experts). */
-    double mean = n_slots > 0 ? tokens / n_slots : 0;
-    double q = par->small_max > 0 && mean <= par->small_max ? par->tile_small : par->tile_large;
-    return q > 1 ? q : 1;
-}
-
-double cost_gemm_rows(const hw_gemm_t *par, const double *n, int n_slots) {
-    double tokens = 0;
-    for (int i = 0; i < n_slots; i++)
-        if (n[i] > 0) tokens += n[i];
-    double q = cost_gemm_tile(par, tokens, n_slots);
-    if (q <= 1) return tokens;
-    double rows = 0;
-    for (int i = 0; i < n_slots; i++)
-        if (n[i] > 0) rows += ceil(n[i] / q) * q;
-    return rows;
-}
-
-/* Clusters of one GEMM of n_cols output columns over the experts' tokens
- * padded to rows-row tiles. */
-static double gemm_clusters(const double *n, int n_slots, double rows, double cols,
-                            double n_cols) {
-    double per = ceil(n_cols / cols), c = 0;
-    for (int i = 0; i < n_slots; i++)
-        if (n[i] > 0) c += ceil(n[i] / rows) * per;
-    return c;
+const hw_tile_t *cost_gemm_config(const hw_gemm_t *par, double m, double n, double k) {
+    if (par->tile[0].rows <= 1) return NULL;
+    if (m <= par->small_max || n <= par->small_max) return &par->tile[0];
+    double lm = par->large_min;
+    int large = lm <= 0 || (m >= lm && k >= lm) || (m >= lm && n >= lm) || (k >= lm && n >= lm);
+    return &par->tile[large ? 2 : 1];
 }
 
 void cost_experts_work(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *m,
@@ -110,27 +88,37 @@ void cost_experts_work(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *
     w->peak = m->weight_bytes == 1 ? hw->flops_fp8 : hw->flops_bf16;
     w->hbm_bw = hw->hbm_bw;
     if (!w->experts) return;
-    /* padded rows cost tensor-core time, not HBM bytes (the tile's rows
-     * past the tokens are never loaded) */
-    double h = m->hidden, f = m->moe_inter;
-    w->flops = 6.0 * h * f * cost_gemm_rows(par, n, n_slots);
     w->bytes = w->experts * moe_expert_bytes(m) + tokens * cost_expert_act_bytes(m);
-    int small = par->small_max > 0 && tokens / n_slots <= par->small_max;
-    double rows = cost_gemm_tile(par, tokens, n_slots);
-    double cols = small ? par->cols_small : par->cols_large;
-    double ctas = small ? par->ctas_small : par->ctas_large;
-    double slots = ctas > 0 ? floor(hw->sms / ctas) : 0;
-    if (rows <= 1 || cols < 1 || slots < 1) return;
-    /* gate/up: 2 x inter columns, K = hidden; down: hidden columns, K = inter */
-    const double n_cols[2] = {2 * f, h}, k[2] = {h, f};
-    w->n_gemm = 2;
-    w->flops = 0;
+    /* gate/up: 2 x inter columns, depth hidden; down: hidden columns, depth
+     * inter. The kernel picks a configuration per GEMM from the mean rows
+     * over all the groups it is given (torch: total rows / local experts). */
+    double h = m->hidden, f = m->moe_inter, mean = tokens / n_slots;
+    const double cols[2] = {2 * f, h}, depth[2] = {h, f};
+    int waves = hw->sms > 0;
     for (int g = 0; g < 2; g++) {
-        w->clusters[g] = gemm_clusters(n, n_slots, rows, cols, n_cols[g]);
-        w->slots[g] = slots;
-        w->cluster_flops[g] = 2.0 * rows * cols * k[g];
-        w->flops += w->clusters[g] * w->cluster_flops[g];
+        const hw_tile_t *t = cost_gemm_config(par, mean, cols[g], depth[g]);
+        if (!t) {
+            w->flops += 2.0 * tokens * cols[g] * depth[g];
+            waves = 0;
+            continue;
+        }
+        /* padded rows cost tensor-core time, not HBM bytes (the tile's rows
+         * past the tokens are never loaded) */
+        double tiles = 0;
+        for (int i = 0; i < n_slots; i++)
+            if (n[i] > 0) tiles += ceil(n[i] / t->rows);
+        double slots = t->ctas > 0 ? floor(hw->sms / t->ctas) : 0;
+        if (t->cols >= 1 && slots >= 1) {
+            w->clusters[g] = tiles * ceil(cols[g] / t->cols);
+            w->slots[g] = slots;
+            w->cluster_flops[g] = 2.0 * t->rows * t->cols * depth[g];
+            w->flops += w->clusters[g] * w->cluster_flops[g];
+        } else {
+            w->flops += 2.0 * tiles * t->rows * cols[g] * depth[g];
+            waves = 0;
+        }
     }
+    w->n_gemm = waves ? 2 : 0;
 }
 
 double cost_experts_par_ns(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *m,

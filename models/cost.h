@@ -74,12 +74,10 @@ void cost_experts_work(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *
 /* The figures the simulator uses for weights of weight_bytes bytes on hw:
  * hw->calib's fit for that dtype when it has one, else the constants. */
 hw_gemm_t cost_gemm_par_of(const hw_t *hw, int weight_bytes);
-/* The rows a tile holds for a grouped GEMM of tokens tokens over n_slots
- * local experts (par's small or large configuration; 1: no padding). */
-double cost_gemm_tile(const hw_gemm_t *par, double tokens, int n_slots);
-/* The rows the kernel computes for n[i] tokens on each of n_slots local
- * experts: each active expert's tokens padded up to whole tiles. */
-double cost_gemm_rows(const hw_gemm_t *par, const double *n, int n_slots);
+/* The tile configuration par's kernel runs a GEMM of n columns and depth k
+ * in when given m tokens per local expert on average (hw_gemm_t); NULL:
+ * the kernel has no tiles (no padding). */
+const hw_tile_t *cost_gemm_config(const hw_gemm_t *par, double m, double n, double k);
 /* A device's routed experts under par: one grouped GEMM over the n[i]
  * tokens of each of its n_slots slots (idle slots cost nothing). */
 double cost_experts_par_ns(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *m,

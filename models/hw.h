@@ -13,6 +13,16 @@ struct calib;
 
 /* The figures of the expert-compute formula (models/cost.h, cost_gemm_ns)
  * for one kernel and dtype: fitted by models/calib.c, or the constants. */
+/* One tile configuration of a grouped GEMM kernel: a persistent kernel
+ * hands out its output tiles cluster by cluster, a cluster covering rows x
+ * cols of the output on ctas SMs (one CTA each), and keeps hw_t.sms / ctas
+ * clusters running at a time (models/cost.h, cost_gemm_ns). */
+typedef struct hw_tile {
+    double rows; /* tile M x cluster M: an expert's rows are padded to a multiple */
+    double cols; /* tile N x cluster N; 0: no waves (FLOPs spread over the GPU) */
+    double ctas; /* cluster M x cluster N: SMs one cluster holds; 0: no waves */
+} hw_tile_t;
+
 typedef struct hw_gemm {
     double floor_ns;  /* per call: launch, sync, tail, the small kernels around the GEMMs */
     double expert_ns; /* per active expert */
@@ -20,20 +30,15 @@ typedef struct hw_gemm {
     double eff_hbm;   /* share of HBM bandwidth reached */
     double sharp;     /* ridge sharpness p (>= 1), <= 0 for the hard max */
     /* Tile quantisation, a property of the kernel (not fitted): a grouped
-     * GEMM computes each expert's rows in tiles of tile_small rows while the
-     * mean tokens per local expert is at most small_max (the kernel's small
-     * configuration), of tile_large rows above it; an expert's FLOPs are
-     * charged on its tokens padded up to a whole number of tiles. 0 (or 1):
-     * no padding, one configuration. */
-    double small_max;
-    double tile_small;
-    double tile_large;
-    /* Wave quantisation, also the kernel's: a persistent grouped GEMM hands
-     * its output tiles out cluster by cluster, a cluster being tile_* rows
-     * by cols_* columns on ctas_* SMs, over the hw_t.sms SMs in waves
-     * (models/cost.h, cost_gemm_ns). 0: FLOPs spread over the whole GPU. */
-    double cols_small, cols_large;
-    double ctas_small, ctas_large;
+     * GEMM computes each expert's rows in tiles and picks its tile
+     * configuration per GEMM from the mean tokens per local expert M, the
+     * GEMM's columns N and its depth K: tile[0] (small) when M or N is at
+     * most small_max; else tile[2] (large) when large_min is 0 or two of M,
+     * N and K reach large_min; else tile[1]. An expert's FLOPs are charged
+     * on its tokens padded up to whole tiles (models/cost.h). tile[0].rows
+     * 0: no padding, one configuration. */
+    double small_max, large_min;
+    hw_tile_t tile[3];
 } hw_gemm_t;
 
 /* The figures of the link model (models/cost.h, cost_link_ns) of one class

@@ -123,19 +123,25 @@ static void model_tables(table_doc_t *doc, const calib_t *c, const hw_link_t *pr
             const hw_gemm_t *q = &c->fits[i].par;
             char key[96];
             snprintf(key, sizeof key, "tiles_%s_%s", c->fits[i].impl, dtype(c->fits[i].weight_bytes));
-            if ((q->tile_small > 1 || q->tile_large > 1) && q->ctas_small > 0 && hw->sms > 0)
-                table_note(doc, key, "tiles of %s %s (the kernel's, not fitted): clusters of "
-                           "%.0f x %.0f (on %.0f SMs) up to %.0f tokens per local expert on "
-                           "average, %.0f x %.0f (on %.0f SMs) above, in waves over %.0f SMs",
-                           c->fits[i].impl, dtype(c->fits[i].weight_bytes), q->tile_small,
-                           q->cols_small, q->ctas_small, q->small_max, q->tile_large,
-                           q->cols_large, q->ctas_large, hw->sms);
-            else if (q->tile_small > 1 || q->tile_large > 1)
-                table_note(doc, key, "tiles of %s %s (the kernel's, not fitted): FLOPs on each "
-                           "expert's tokens padded to %.0f rows up to %.0f tokens per local expert "
-                           "on average, to %.0f above", c->fits[i].impl,
-                           dtype(c->fits[i].weight_bytes), q->tile_small, q->small_max,
-                           q->tile_large);
+            if (q->tile[0].rows <= 1) continue;
+            const hw_tile_t *t = q->tile;
+            char rest[256], sched[64];
+            if (hw->sms > 0)
+                snprintf(sched, sizeof sched, "in waves over %.0f SMs", hw->sms);
+            else
+                snprintf(sched, sizeof sched, "no SM count (sms), no waves");
+            if (q->large_min > 0)
+                snprintf(rest, sizeof rest, "two of M, N, K >= %.0f: %.0f x %.0f on %.0f SMs; "
+                         "else %.0f x %.0f on %.0f SMs", q->large_min, t[2].rows, t[2].cols,
+                         t[2].ctas, t[1].rows, t[1].cols, t[1].ctas);
+            else
+                snprintf(rest, sizeof rest, "else %.0f x %.0f on %.0f SMs", t[2].rows, t[2].cols,
+                         t[2].ctas);
+            table_note(doc, key, "tiles of %s %s (the kernel's, not fitted; M tokens per local "
+                       "expert on average, a GEMM's N columns and depth K): an expert's rows x "
+                       "columns padded to clusters of M or N <= %.0f: %.0f x %.0f on %.0f SMs; "
+                       "%s; %s", c->fits[i].impl, dtype(c->fits[i].weight_bytes), q->small_max,
+                       t[0].rows, t[0].cols, t[0].ctas, rest, sched);
         }
         table_note(doc, "data_sheet", "data-sheet model (before): floor kernel_ns %.1f us, "
                    "eff_flops %.2f, eff_hbm %.2f, hard max", hw->kernel_ns / 1e3, hw->eff_flops,

@@ -255,7 +255,7 @@ Test(calib, tile_quantisation_predicts_the_fine_steps, .init = quiet) {
     for (int i = 0; i < c->n_gemm; i++) {
         const calib_gemm_pt_t *p = &c->gemm[i];
         hw_gemm_t par = cost_gemm_par_of(&h, p->weight_bytes), flat = par;
-        flat.small_max = flat.tile_small = flat.tile_large = 0;
+        memset(flat.tile, 0, sizeof flat.tile);
         double t = calib_gemm_par_ns(&par, &h, p), f = calib_gemm_par_ns(&flat, &h, p);
         with += fabs(t - p->time_ns) / p->time_ns;
         without += fabs(f - p->time_ns) / p->time_ns;

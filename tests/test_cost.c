@@ -129,32 +129,73 @@ Test(cost, measured_gemm_formula_by_hand) {
 }
 
 /* Tile quantisation by hand (hw_gemm_t: the FP8 grouped kernel's 128 rows
- * up to 128 tokens per local expert on average, 512 above). The par of
- * measured_gemm_formula_by_hand; experts of 200 and 300 tokens on a device
- * of two slots: mean 250 > 128, so 512-row tiles, 1,024 rows computed:
- * 90,194,313,216 FLOPs (as 2 x 512 tokens) -> 91,151.40 ns; the bytes are
- * the tokens' own, 2 x 44,040,192 + 500 x 37,888 = 107,024,384 B ->
- * 39,934.47 ns; sqrt(a^2 + b^2) + 11,000 = 110,515.53 ns. The same tokens
- * on four slots (two idle): mean 125, 128-row tiles, 256 + 384 = 640 rows,
- * 56,371,445,760 FLOPs -> 56,969.63 ns; 80,572.27 ns in all. */
+ * up to 128 tokens per local expert on average, 512 above; no clusters
+ * given, so no waves). The par of measured_gemm_formula_by_hand; experts
+ * of 200 and 300 tokens on a device of two slots: mean 250 > 128, so
+ * 512-row tiles, 1,024 rows computed: 90,194,313,216 FLOPs (as 2 x 512
+ * tokens) -> 91,151.40 ns; the bytes are the tokens' own, 2 x 44,040,192 +
+ * 500 x 37,888 = 107,024,384 B -> 39,934.47 ns; sqrt(a^2 + b^2) + 11,000 =
+ * 110,515.53 ns. The same tokens on four slots (two idle): mean 125,
+ * 128-row tiles, 256 + 384 = 640 rows, 56,371,445,760 FLOPs -> 56,969.63
+ * ns; 80,572.27 ns in all. */
 Test(cost, tile_quantisation_by_hand) {
     hw_gemm_t par = {.floor_ns = 10000, .expert_ns = 500, .eff_flops = 0.5, .eff_hbm = 0.8,
-                     .sharp = 2, .small_max = 128, .tile_small = 128, .tile_large = 512};
+                     .sharp = 2, .small_max = 128, .tile = {{128, 0, 0}, {512, 0, 0}, {512, 0, 0}}};
+    const moe_model_t *m = dsv3();
+    double per_row = 6.0 * m->hidden * m->moe_inter;
     double n[4] = {200, 300, 0, 0};
-    cr_assert_float_eq(cost_gemm_tile(&par, 500, 2), 512, 0);
-    cr_assert_float_eq(cost_gemm_tile(&par, 500, 4), 128, 0);
-    cr_assert_float_eq(cost_gemm_rows(&par, n, 2), 1024, 0);
-    cr_assert_float_eq(cost_gemm_rows(&par, n, 4), 640, 0);
-    cr_assert_float_eq(cost_experts_par_ns(&par, h800(), dsv3(), n, 2), 110515.52786, 1e-3);
-    cr_assert_float_eq(cost_experts_par_ns(&par, h800(), dsv3(), n, 4), 80572.26752, 1e-3);
+    cr_assert_eq(cost_gemm_config(&par, 250, 4096, 7168)->rows, 512);
+    cr_assert_eq(cost_gemm_config(&par, 125, 4096, 7168)->rows, 128);
+    cr_assert_eq(cost_gemm_config(&par, 250, 100, 7168)->rows, 128, "N <= 128: small");
+    cost_gemm_work_t w;
+    cost_experts_work(&par, h800(), m, n, 2, &w);
+    cr_assert_eq(w.n_gemm, 0, "no clusters, no waves");
+    cr_assert_float_eq(w.flops / per_row, 1024, 1e-9);
+    cost_experts_work(&par, h800(), m, n, 4, &w);
+    cr_assert_float_eq(w.flops / per_row, 640, 1e-9);
+    cr_assert_float_eq(cost_experts_par_ns(&par, h800(), m, n, 2), 110515.52786, 1e-3);
+    cr_assert_float_eq(cost_experts_par_ns(&par, h800(), m, n, 4), 80572.26752, 1e-3);
     double full[2] = {512, 512}, one[2] = {513, 0};
-    cr_assert_float_eq(cost_gemm_rows(&par, full, 2), 1024, 0, "whole tiles: no padding");
-    cr_assert_float_eq(cost_gemm_rows(&par, one, 2), 1024, 0, "513 rows take two 512-row tiles");
+    cost_experts_work(&par, h800(), m, full, 2, &w);
+    cr_assert_float_eq(w.flops / per_row, 1024, 1e-9, "whole tiles: no padding");
+    cost_experts_work(&par, h800(), m, one, 2, &w);
+    cr_assert_float_eq(w.flops / per_row, 1024, 1e-9, "513 rows take two 512-row tiles");
     hw_gemm_t none = par;
-    none.small_max = none.tile_small = none.tile_large = 0;
-    cr_assert_float_eq(cost_gemm_rows(&none, n, 2), 500, 0, "no tiles: the tokens");
-    cr_assert_float_eq(cost_experts_par_ns(&none, h800(), dsv3(), full, 2), 113712.62512, 1e-3,
+    memset(none.tile, 0, sizeof none.tile);
+    cr_assert_null(cost_gemm_config(&none, 250, 4096, 7168));
+    cost_experts_work(&none, h800(), m, n, 2, &w);
+    cr_assert_float_eq(w.flops / per_row, 500, 1e-9, "no tiles: the tokens");
+    cr_assert_float_eq(cost_experts_par_ns(&none, h800(), m, full, 2), 113712.62512, 1e-3,
                        "without tiles the formula is unchanged");
+}
+
+/* The FP8 kernel's three configurations (ScaledGroupMM.cu): small when M
+ * or N <= 128; large (512 x 256) when two of M, N, K reach 2048; else
+ * medium (256 x 512). Qwen3-235B (hidden 4096, inter 1536) at 300 tokens
+ * per expert: gate/up N 3072, K 4096 -> large; down N 4096, K 1536 ->
+ * medium, M < 2048; from 2048 tokens large. DeepSeek-V3's down (N 7168, K
+ * 2048) is large at any M above 128. One Qwen3 expert of 300 tokens on an
+ * H200: gate/up 1 x 3072 / 256 = 12 clusters of 2 x 512 x 256 x 4096 FLOPs,
+ * down 2 x 4096 / 512 = 16 clusters of 2 x 256 x 512 x 1536. */
+Test(cost, fp8_kernel_configurations) {
+    hw_gemm_t par = {.eff_flops = 0.5, .eff_hbm = 0.7};
+    calib_kernel_tiles("grouped", 1, &par);
+    cr_assert_eq(cost_gemm_config(&par, 100, 3072, 4096)->rows, 128);
+    cr_assert_eq(cost_gemm_config(&par, 300, 3072, 4096)->rows, 512);
+    cr_assert_eq(cost_gemm_config(&par, 300, 4096, 1536)->rows, 256);
+    cr_assert_eq(cost_gemm_config(&par, 300, 4096, 1536)->cols, 512);
+    cr_assert_eq(cost_gemm_config(&par, 2048, 4096, 1536)->rows, 512);
+    cr_assert_eq(cost_gemm_config(&par, 300, 7168, 2048)->rows, 512);
+    moe_model_t q = {.hidden = 4096, .moe_inter = 1536, .weight_bytes = 1, .dispatch_bytes = 1,
+                     .combine_bytes = 2};
+    double one[1] = {300};
+    cost_gemm_work_t w;
+    cost_experts_work(&par, hw_find("H200"), &q, one, 1, &w);
+    cr_assert_eq(w.n_gemm, 2);
+    cr_assert(w.clusters[0] == 12 && w.clusters[1] == 16, "%g %g", w.clusters[0], w.clusters[1]);
+    cr_assert_eq(w.slots[0], 33);
+    cr_assert_eq(w.cluster_flops[0], 2.0 * 512 * 256 * 4096);
+    cr_assert_eq(w.cluster_flops[1], 2.0 * 256 * 512 * 1536);
 }
 
 /* Wave quantisation by hand (models/cost.h): a wave of clusters costs
