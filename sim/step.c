@@ -102,9 +102,15 @@ step_sim_t *step_new(const cluster_t *c, const moe_model_t *m) {
         s->ob_t = ms_malloc(3 * M * L * D * sizeof *s->ob_t);
         s->cpu = ms_malloc(D * sizeof *s->cpu);
         s->mb_done = ms_malloc(D * sizeof *s->mb_done);
+        s->nd_wait = ms_malloc(M * L * N * sizeof *s->nd_wait);
+        s->nc_left = ms_malloc(M * L * N * sizeof *s->nc_left);
+        s->nc_all = ms_malloc(M * L * N * sizeof *s->nc_all);
+        s->nscr = ms_malloc(4 * N * sizeof *s->nscr);
     }
     return s;
 }
+
+void step_count_pairwise(step_sim_t *s, int on) { s->pairwise = on; }
 
 void step_free(step_sim_t *s) {
     if (!s) return;
@@ -153,6 +159,10 @@ void step_free(step_sim_t *s) {
     free(s->flags);
     free(s->cpu);
     free(s->mb_done);
+    free(s->nd_wait);
+    free(s->nc_left);
+    free(s->nc_all);
+    free(s->nscr);
     net_free(s->net);
     eng_free(s->eng);
     free(s);

@@ -142,6 +142,11 @@ void step_free(step_sim_t *s);
  * a replicated expert's load is split evenly over its replicas. */
 int step_run(step_sim_t *s, const step_in_t *in, step_result_t *out);
 
+/* Tests only: 1 makes count-mode flow in low-latency mode take the general
+ * path (pieces and waits counted pair by pair, O(D^2) a layer) instead of
+ * its O(D) one, so that the two can be compared; 0 (the default) undoes it. */
+void step_count_pairwise(step_sim_t *s, int on);
+
 /* Roofline time of routed-expert compute on one device, in ns: pairs
  * token-expert pairs spread evenly over active experts, as one grouped
  * GEMM (models/cost.h). */

@@ -224,6 +224,29 @@ static void on_flow(eng_t *eng, void *ctx, int64_t tag) {
         return;
     }
     /* combine: the stream out of d reached its counterparts */
+    if (s->cfast) {
+        const double *t = s->tok + (size_t)m * D;
+        int *cw = s->comb_wait + mld(s, m, l, 0), B = node_of(s, d);
+        if (k == NVL) {
+            for (int x = B * dpn; x < (B + 1) * dpn; x++)
+                if (x != d && t[x] > 0 && --cw[x] == 0) try_advance(s, m, l, x);
+            return;
+        }
+        /* every token owner of another node waits on every NIC stream out
+         * of B's devices: a node's owners are released together, when the
+         * last stream they wait on has arrived (each owner's wait counts
+         * them one by one, as the table path does) */
+        int *left = s->nc_left + ml(s, m, l) * s->N, *all = s->nc_all + ml(s, m, l) * s->N;
+        for (int A = 0; A < s->N; A++) {
+            if (A == B || --left[A]) continue;
+            for (int x = A * dpn; x < (A + 1) * dpn; x++) {
+                if (!(t[x] > 0)) continue;
+                assert(cw[x] >= all[A]);
+                if ((cw[x] -= all[A]) == 0) try_advance(s, m, l, x);
+            }
+        }
+        return;
+    }
     if (!s->normal) { /* column d of T: x's tokens on d */ /* every token owner of the stream's kind waits on it */
         int *cw = s->comb_wait + mld(s, m, l, 0), B = node_of(s, d);
         tvec_t col = Tcol(s, m, l, d);
@@ -252,7 +275,31 @@ static void on_flow(eng_t *eng, void *ctx, int64_t tag) {
 
 /* Device a's dispatch leaves after its attention: its piece of every
  * stream it feeds (node by node, so the link kind needs no division). */
+static void send_dispatch_counts(step_sim_t *s, int m, int l, int a) {
+    int A = node_of(s, a), dpn = s->dpn, D = s->D;
+    if (!(s->tok[(size_t)m * D + a] > 0)) return; /* no tokens: no piece anywhere */
+    const double *q = s->cq + mld(s, m, l, 0);
+    stream_t *dn = stream(s, m, l, DISP, NVL, 0), *di = stream(s, m, l, DISP, NIC, 0);
+    int *wait = s->nd_wait + ml(s, m, l) * s->N;
+    for (int B = 0; B < s->N; B++) {
+        if (B == A) {
+            for (int d = A * dpn; d < (A + 1) * dpn; d++)
+                if (d != a && q[d] > 0 && --dn[d].pieces == 0) start_stream(s, m, l, DISP, NVL, d);
+        } else if (--wait[B] == 0) { /* a was the last sender B's NIC streams awaited */
+            for (int d = B * dpn; d < (B + 1) * dpn; d++)
+                if (di[d].pieces > 0) {
+                    di[d].pieces = 0;
+                    start_stream(s, m, l, DISP, NIC, d);
+                }
+        }
+    }
+}
+
 static void send_dispatch(step_sim_t *s, int m, int l, int a) {
+    if (s->cfast) {
+        send_dispatch_counts(s, m, l, a);
+        return;
+    }
     int A = node_of(s, a), dpn = s->dpn;
     double hd = s->hd;
     tvec_t row = Trow(s, m, l, a);
@@ -277,7 +324,9 @@ static void send_dispatch(step_sim_t *s, int m, int l, int a) {
 /* Device d's experts are done: results leave (combine streams' bytes were
  * totalled in init_phase). */
 static void send_combine(step_sim_t *s, int m, int l, int d) {
-    if (Tat(s, m, l, d, d) > 0) comb_dec(s, m, l, d);
+    if (s->cfast ? s->tok[(size_t)m * s->D + d] > 0 && s->cq[mld(s, m, l, d)] > 0
+                 : Tat(s, m, l, d, d) > 0)
+        comb_dec(s, m, l, d);
     for (int k = 0; k < 2; k++) {
         if (s->normal && k == NIC) continue; /* IB leaves from the forwarders */
         if (stream(s, m, l, COMB, k, d)->pieces) join(s, m, l, COMB, k, d, 0);
@@ -321,6 +370,20 @@ static void ev_task(eng_t *eng, void *ctx, int64_t arg) {
         break;
     }
     cpu_start(s, d);
+}
+
+/* The token side's capacity of (m, l)'s NIC phases in low-latency mode
+ * (init_phase says why): tot tokens cross nodes, worst from one device,
+ * node[b] from node b. */
+static void token_side_caps(step_sim_t *s, int m, int l, double tot, double worst,
+                            const double *node) {
+    const hw_t *hw = &s->c.hw;
+    double C = hw->nic_bw * hw->eff_nic, best = worst > 0 ? C * tot / worst : C;
+    if (s->spine)
+        for (int b = 0; b < s->N; b++)
+            if (node[b] > 0) best = ms_dmin(best, s->dpn * C / s->c.spine_oversub * tot / node[b]);
+    for (int ph = 0; ph < 2; ph++)
+        net_set_cap(s->net, s->l_tok + (int)(ml(s, m, l) * 2 + (size_t)ph), best);
 }
 
 /* Stream pieces, combine bytes and waits of one (micro-batch, layer), in
@@ -407,23 +470,87 @@ static double init_phase(step_sim_t *s, int m, int l) {
             }
         }
     for (int d = 0; d < D; d++) dw[d] += (dn[d].pieces > 0) + (!s->normal && di[d].pieces > 0);
-    if (!s->normal) {
-        const hw_t *hw = &s->c.hw;
-        double C = hw->nic_bw * hw->eff_nic, best = worst > 0 ? C * tot / worst : C;
-        if (s->spine)
-            for (int b = 0; b < N; b++)
-                if (node[b] > 0) best = ms_dmin(best, dpn * C / s->c.spine_oversub * tot / node[b]);
-        for (int ph = 0; ph < 2; ph++)
-            net_set_cap(s->net, s->l_tok + (int)(ml(s, m, l) * 2 + (size_t)ph), best);
-    }
+    if (!s->normal) token_side_caps(s, m, l, tot, worst, node);
     return moved;
+}
+
+/* init_phase in count mode, low latency, in O(D): the traffic t_a q_d has
+ * rank one, so a pair carries tokens iff t_a > 0 and q_d > 0, a stream's
+ * pieces are the senders of its node (NVLink) or of the other nodes (NIC),
+ * and its bytes are q_d times their tokens. The sums are formed in closed
+ * form (as the analytic mode's ports_from_counts does), not as D^2 rounded
+ * entries: the bytes differ from a table's sum in the last bits. */
+static double init_phase_counts(step_sim_t *s, int m, int l) {
+    int D = s->D, N = s->N;
+    size_t base = mld(s, m, l, 0);
+    int *dw = s->disp_wait + base, *cw = s->comb_wait + base;
+    memset(s->fwd_wait + base, 0, (size_t)D * sizeof *s->fwd_wait);
+    memset(s->flags + base, 0, (size_t)D);
+    stream_t *dn = stream(s, m, l, DISP, NVL, 0), *di = stream(s, m, l, DISP, NIC, 0);
+    stream_t *cn = stream(s, m, l, COMB, NVL, 0), *ci = stream(s, m, l, COMB, NIC, 0);
+    memset(dn, 0, (size_t)D * 2 * sizeof *dn);
+    memset(cn, 0, (size_t)D * 2 * sizeof *cn);
+    const double *t = s->tok + (size_t)m * D, *q = s->cq + base;
+    double *TB = s->nscr, *QB = TB + N, *node = s->nodes;
+    int *nsB = (int *)(QB + N), *nqB = nsB + N; /* two [N] ints in the last 2N doubles */
+    double Tt = 0, Q = 0, tq = 0;
+    int ns = 0, nq = 0;
+    for (int b = 0; b < N; b++) TB[b] = QB[b] = node[b] = 0, nsB[b] = nqB[b] = 0;
+    for (int d = 0; d < D; d++) {
+        int b = node_of(s, d), on = t[d] > 0, rx = q[d] > 0;
+        TB[b] += t[d];
+        QB[b] += q[d];
+        nsB[b] += on;
+        nqB[b] += rx;
+        ns += on;
+        nq += rx;
+        Tt += t[d];
+        Q += q[d];
+        tq += t[d] * q[d];
+    }
+    double hd = s->hd, hc = s->hc, tot = 0, worst = 0;
+    int *wait = s->nd_wait + ml(s, m, l) * N, *left = s->nc_left + ml(s, m, l) * N;
+    int *all = s->nc_all + ml(s, m, l) * N;
+    for (int A = 0; A < N; A++) {
+        wait[A] = ns - nsB[A];
+        /* a NIC combine stream leaves every receiving device of another
+         * node: each has a sender outside its node (A's owners, if any) */
+        left[A] = all[A] = nq - nqB[A];
+    }
+    for (int d = 0; d < D; d++) {
+        int B = node_of(s, d);
+        cw[d] = t[d] > 0 ? nq : 0; /* every receiving device, itself included */
+        if (t[d] > 0) {
+            double remote = t[d] * (Q - QB[B]);
+            node[B] += remote;
+            tot += remote;
+            worst = ms_dmax(worst, remote);
+        }
+        dw[d] = 0;
+        if (!(q[d] > 0)) continue;
+        int nvl = nsB[B] - (t[d] > 0), nic = ns - nsB[B];
+        double tl = TB[B] - t[d], tr = Tt - TB[B];
+        if (nvl > 0) {
+            dn[d] = (stream_t){.pieces = nvl, .bytes = q[d] * tl * hd};
+            cn[d] = (stream_t){.pieces = 1, .bytes = q[d] * tl * hc};
+            dw[d]++;
+        }
+        if (nic > 0) {
+            di[d] = (stream_t){.pieces = nic, .bytes = q[d] * tr * hd};
+            ci[d] = (stream_t){.pieces = 1, .bytes = q[d] * tr * hc};
+            dw[d]++;
+        }
+    }
+    token_side_caps(s, m, l, tot, worst, node);
+    return Tt * Q - tq; /* every pair a != d */
 }
 
 void step_run_flow(step_sim_t *s, int64_t t0) {
     int D = s->D;
+    s->cfast = s->cq && !s->normal && !s->pairwise;
     for (int m = 0; m < s->M; m++)
         for (int l = 0; l < s->L; l++) {
-            double tok = init_phase(s, m, l);
+            double tok = s->cfast ? init_phase_counts(s, m, l) : init_phase(s, m, l);
             set_peer_bytes(s, m, l, tok);
             s->res->dispatch_bytes += tok * s->hd;
             s->res->combine_bytes += tok * s->hc;

@@ -113,6 +113,16 @@ struct step_sim {
     double *cq, *cqn;  /* count-mode flow: q and qn of every [M][L], which stand for T and
                         * TN (Tat, TNat); NULL when the tables are materialized */
     double *cq_buf, *cqn_buf;
+    /* count-mode flow in low-latency mode (cfast): the traffic is t_a q_d,
+     * so a pair (a, d) carries tokens iff t_a > 0 and q_d > 0, and the NIC
+     * waits are the same for every device of a node: they are counted by
+     * node, O(N) an event instead of O(D) (step_flow.c) */
+    int cfast;
+    int pairwise;      /* step_count_pairwise: never cfast */
+    int *nd_wait;      /* [M][L][N] senders from other nodes the node's NIC dispatch awaits */
+    int *nc_left;      /* [M][L][N] NIC combine streams from other nodes still to arrive */
+    int *nc_all;       /* [M][L][N] those streams in all */
+    double *nscr;      /* [4][N] scratch: tokens, chances, senders, receivers of each node */
 };
 
 /* ---- indexing */
