@@ -16,10 +16,14 @@ Reads measure_tbo.py's CSV. Per row (phase, tokens a GPU, fan-out):
             measured contention, --compute/--comm). The same LO and HI stacks are
             replayed and differenced as the measurement is.
 Prints per row the measured and predicted layer times and gains and the
-ratio of the predicted gain to the measured one (>1: moesim's overlap gains
-more than the GPUs do), then the median of that ratio per phase. stdlib only.
+ratio of the predicted gain to the measured one with SMs reserved (>1:
+moesim's overlap gains more than the GPUs do), then the median of that ratio
+per phase. With several files (repeat runs), then a table per setup: the
+measured gain of each run, the replayed one, moesim's own (--moesim: the
+output of tbo_moesim.sh) and the ratio on the runs' mean. stdlib only.
 
-  python3 models/calib/tbo_summary.py models/calib/h200_tbo.csv
+  python3 models/calib/tbo_summary.py models/calib/h200_tbo.csv models/calib/h200_tbo_b.csv \
+      --moesim <(sh models/calib/tbo_moesim.sh)
 """
 import argparse
 import csv
@@ -113,12 +117,46 @@ def analyse(row, ov_comp, ov_comm):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("csv")
+    ap.add_argument("csv", nargs="+")
+    ap.add_argument("--moesim", help="tbo_moesim.sh's output: moesim's gain per setup")
     ap.add_argument("--compute", type=float, default=1.129, help="overlap_compute (H200 preset)")
     ap.add_argument("--comm", type=float, default=1.841, help="overlap_comm (H200 preset)")
     args = ap.parse_args()
-    with open(args.csv) as fh:
-        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    runs = []
+    for path in args.csv:
+        with open(path) as fh:
+            runs.append(list(csv.DictReader(line for line in fh if not line.startswith("#"))))
+    for rows in runs:
+        one_file(rows, args)
+    if len(runs) < 2 and not args.moesim:
+        return
+    sim = {}
+    if args.moesim:
+        with open(args.moesim) as fh:
+            for line in fh:
+                w = line.split()
+                if len(w) == 6 and w[0] in ("decode", "prefill"):
+                    sim[tuple(w[:3])] = float(w[5])
+    keys = []
+    for rows in runs:
+        for row in rows:
+            k = (row["phase"], row["tokens"], row["fan"])
+            if k not in keys:
+                keys.append(k)
+    print("\n| phase | tokens a GPU | fan-out | measured gain (SMs reserved), per run | "
+          "moesim's schedule on the measured parts | moesim | replayed / measured |")
+    print("|---|---|---|---|---|---|---|")
+    for k in keys:
+        got = [analyse(row, args.compute, args.comm) for rows in runs for row in rows
+               if (row["phase"], row["tokens"], row["fan"]) == k]
+        mean = statistics.mean(g["gain_co"] for g in got)
+        rep = statistics.mean(g["p_gain"] for g in got)
+        print("| %s | %s | %s | %s | %.3f | %s | %.3f |" % (
+            k[0], k[1], k[2], ", ".join("%.3f" % g["gain_co"] for g in got), rep,
+            "%.3f" % sim[k] if k in sim else "-", rep / mean))
+
+
+def one_file(rows, args):
     print("phase    tokens fan | measured layer us: serial  tbo  tbo-co  gain  gain-co | "
           "replay: serial  tbo  gain | halves  excess")
     by = {}
