@@ -283,6 +283,21 @@ Test(calib, tile_quantisation_predicts_the_fine_steps, .init = quiet) {
     calib_free(c);
 }
 
+/* The H200 preset's SM count, which the waves run over, is the one torch
+ * reported on the measured GPUs (sm_count in each expert file's header). */
+Test(calib, h200_sms_is_the_measured_count) {
+    const char *files[] = {H200_CSV, H200_STEPS};
+    for (int i = 0; i < 2; i++) {
+        char *text;
+        size_t len;
+        cr_assert_eq(ms_read_file(files[i], &text, &len), MS_OK, "%s", ms_err_last());
+        const char *p = strstr(text, "# sm_count: ");
+        cr_assert_not_null(p, "%s has no sm_count line", files[i]);
+        cr_assert_eq(atof(p + strlen("# sm_count: ")), hw_find("H200")->sms, "%s", files[i]);
+        free(text);
+    }
+}
+
 /* Two-batch overlap's contention figures of the Hopper presets are the
  * medians models/calib/overlap_summary.py prints from the measurement,
  * recomputed here from the CSV: over the rows with 20 SMs reserved, GEMM

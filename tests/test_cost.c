@@ -37,6 +37,11 @@ Test(presets, hardware) {
     cr_assert_eq(hw_find("H20")->flops_bf16, 148e12);
     cr_assert_eq(hw_find("H200")->hbm_bytes, 141e9);
     cr_assert_eq(hw_find("910C")->devices_per_host, 16);
+    /* SMs a grouped GEMM's waves run over: Hopper SXM's 132 (the H200's as
+     * its measurement file reports it); not given elsewhere */
+    cr_assert(hw_find("H100")->sms == 132 && hw_find("H800")->sms == 132 &&
+              hw_find("H200")->sms == 132);
+    cr_assert_eq(hw_find("H20")->sms, 0);
 }
 
 Test(presets, models) {
