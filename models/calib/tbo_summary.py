@@ -17,8 +17,9 @@ Reads measure_tbo.py's CSV. Per row (phase, tokens a GPU, fan-out):
             replayed and differenced as the measurement is.
 Prints per row the measured and predicted layer times and gains and the
 ratio of the predicted gain to the measured one with SMs reserved (>1:
-moesim's overlap gains more than the GPUs do), then the median of that ratio
-per phase. With several files (repeat runs), then a table per setup: the
+moesim's overlap gains more than the GPUs do), the same ratio were the
+contention charged only while both sides run (not moesim's rule), then the
+median of the first ratio per phase. With several files (repeat runs), then a table per setup: the
 measured gain of each run, the replayed one, moesim's own (--moesim: the
 output of tbo_moesim.sh) and the ratio on the runs' mean. stdlib only.
 
@@ -30,16 +31,21 @@ import csv
 import statistics
 
 
-def replay(nl, m, comp, comm, ov_comp=1.0, ov_comm=1.0):
+def replay(nl, m, comp, comm, ov_comp=1.0, ov_comm=1.0, while_both=False):
     """End time of an nl-layer stack under moesim's flow schedule, one GPU of a symmetric pair.
 
     comp: (attention, shared, experts) of one micro-batch; comm: (dispatch, combine),
-    each a transfer's time alone; m micro-batches (1: overlap off, 2: on)."""
-    A, S, X = (c * ov_comp for c in comp)
-    D, C = (c * ov_comm for c in comm)
+    each a transfer's time alone; m micro-batches (1: overlap off, 2: on). The
+    contention is charged as moesim does, on every kernel and transfer of an
+    overlapped layer, or with while_both only while the other side runs: compute
+    at 1/ov_comp speed while a transfer is in flight, transfers at 1/ov_comm while
+    compute runs (not moesim's rule: what the measurement suggests)."""
+    pre_c, pre_m = (1.0, 1.0) if while_both else (ov_comp, ov_comm)
+    A, S, X = (c * pre_c for c in comp)
+    D, C = (c * pre_m for c in comm)
     now = 0.0
-    queue, busy = [], None           # compute FIFO of (kind, mb, layer, duration); running task + end
-    flows = []                       # [remaining work, kind, mb, layer] sharing the link
+    queue, busy = [], None           # compute FIFO of (kind, mb, layer, work); running [task, work left]
+    flows = []                       # [work left, kind, mb, layer] sharing the link
     shared_done, disp_done = set(), set()
     end = 0.0
 
@@ -55,12 +61,16 @@ def replay(nl, m, comp, comm, ov_comp=1.0, ov_comm=1.0):
     while queue or busy or flows:
         if busy is None and queue:
             task = queue.pop(0)
-            busy = (task, now + task[3])
-        t_comp = busy[1] if busy else float("inf")
-        t_flow = now + min(f[0] for f in flows) * len(flows) if flows else float("inf")
+            busy = [task, task[3]]
+        slow_c = ov_comp if while_both and flows else 1.0
+        slow_m = ov_comm if while_both and busy else 1.0
+        t_comp = now + busy[1] * slow_c if busy else float("inf")
+        t_flow = now + min(f[0] for f in flows) * len(flows) * slow_m if flows else float("inf")
         t = min(t_comp, t_flow)
         for f in flows:
-            f[0] -= (t - now) / len(flows)
+            f[0] -= (t - now) / (len(flows) * slow_m)
+        if busy:
+            busy[1] -= (t - now) / slow_c
         now = t
         if t_flow <= t_comp:
             # (within a picosecond: the shares are floating point)
@@ -100,15 +110,16 @@ def analyse(row, ov_comp, ov_comm):
     half = (f["attn_half_ns"], f["shared_half_ns"], f["experts_half_ns"]), \
         (f["dispatch_half_ns"], f["combine_half_ns"])
 
-    def steady(m, parts, oc=1.0, om=1.0):
-        return (replay(hi, m, *parts, oc, om) - replay(lo, m, *parts, oc, om)) / (hi - lo)
+    def steady(m, parts, oc=1.0, om=1.0, both=False):
+        return (replay(hi, m, *parts, oc, om, both) - replay(lo, m, *parts, oc, om, both)) / (hi - lo)
     r = dict(serial=layer(row, "serial"), tbo=layer(row, "tbo"), tbo_co=layer(row, "tbo_co"),
              p_serial=steady(1, full), p_tbo=steady(2, half, ov_comp, ov_comm),
-             p_tbo_free=steady(2, half))
+             p_tbo_free=steady(2, half), p_tbo_both=steady(2, half, ov_comp, ov_comm, True))
     r["gain"] = r["serial"] / r["tbo"]
     r["gain_co"] = r["serial"] / r["tbo_co"]
     r["p_gain"] = r["p_serial"] / r["p_tbo"]
     r["excess"] = r["p_gain"] / r["gain_co"]
+    r["excess_both"] = r["p_serial"] / r["p_tbo_both"] / r["gain_co"]
     # the halves' own cost: two half-batch micro-batches' compute over one full batch's
     r["halves"] = (f["attn_half_ns"] + f["shared_half_ns"] + f["experts_half_ns"]) * 2 / (
         f["attn_ns"] + f["shared_ns"] + f["experts_ns"])
@@ -158,15 +169,15 @@ def main():
 
 def one_file(rows, args):
     print("phase    tokens fan | measured layer us: serial  tbo  tbo-co  gain  gain-co | "
-          "replay: serial  tbo  gain | halves  excess")
+          "replay: serial  tbo  gain | halves  excess  excess-if-contention-only-while-both")
     by = {}
     for row in rows:
         r = analyse(row, args.compute, args.comm)
         by.setdefault(row["phase"], []).append(r["excess"])
-        print("%-7s %7s %3s | %8.1f %8.1f %8.1f %6.3f %6.3f | %8.1f %8.1f %6.3f | %6.3f %6.3f" % (
+        print("%-7s %7s %3s | %8.1f %8.1f %8.1f %6.3f %6.3f | %8.1f %8.1f %6.3f | %6.3f %6.3f %6.3f" % (
             row["phase"], row["tokens"], row["fan"], r["serial"] / 1e3, r["tbo"] / 1e3,
             r["tbo_co"] / 1e3, r["gain"], r["gain_co"], r["p_serial"] / 1e3, r["p_tbo"] / 1e3,
-            r["p_gain"], r["halves"], r["excess"]))
+            r["p_gain"], r["halves"], r["excess"], r["excess_both"]))
     for ph, xs in sorted(by.items()):
         print("%s: median excess of the replayed gain over the measured one %.3f (%d rows, %.3f-%.3f)"
               % (ph, statistics.median(xs), len(xs), min(xs), max(xs)))
