@@ -150,6 +150,20 @@ static void start_stream(step_sim_t *s, int m, int l, int ph, int k, int d) {
             s->pl[np] = (ph == DISP ? s->l_down : s->l_up) + node_of(s, d);
             s->pw[np++] = 1;
         }
+    } else if (s->cfast) {
+        /* count mode, NVLink (the NIC took the branch above): every other
+         * token owner of d's node, weighted by its tokens (t_x q_d over
+         * their sum: q_d cancels) */
+        const double *t = s->tok + (size_t)m * s->D;
+        int B = node_of(s, d), dpn = s->dpn;
+        double tot = 0;
+        for (int x = B * dpn; x < (B + 1) * dpn; x++)
+            if (x != d && t[x] > 0) {
+                s->pl[np] = cpl + x;
+                s->pw[np++] = t[x];
+                tot += t[x];
+            }
+        for (int i = 1; i < np; i++) s->pw[i] /= tot;
     } else {
         int nc = counterparts(s, m, l, k, d), spine = k == NIC && s->spine;
         double tot = 0;
