@@ -51,7 +51,8 @@ double cost_gemm_ns(const hw_gemm_t *par, const cost_gemm_work_t *w) {
         flops = 0;
         for (int g = 0; g < w->n_gemm; g++) {
             double s = w->slots[g], full = floor(w->clusters[g] / s);
-            double rest = w->clusters[g] - full * s, least = par->eff_flops * s;
+            double share = w->share[g] > 0 ? w->share[g] : s;
+            double rest = w->clusters[g] - full * s, least = par->eff_flops * share;
             flops += w->cluster_flops[g] *
                      (full * ms_dmax(s, least) + (rest > 0 ? ms_dmax(rest, least) : 0));
         }
@@ -66,6 +67,18 @@ hw_gemm_t cost_gemm_par_of(const hw_t *hw, int weight_bytes) {
     if (p) return *p;
     return (hw_gemm_t){.floor_ns = hw->kernel_ns, .expert_ns = 0,
                              .eff_flops = hw->eff_flops, .eff_hbm = hw->eff_hbm, .sharp = 0};
+}
+
+double cost_persistent_clusters(double sms, double ctas) {
+    /* CUTLASS's SM90 persistent grid without an occupancy query (torch's
+     * grouped GEMMs give it only the SM count): it takes a GPC to hold at
+     * most 18 SMs and fills each with whole clusters, the remainder GPC
+     * too; 132 SMs: 66 clusters of 2, 29 of 4 (116 SMs) */
+    if (!(sms >= 1) || !(ctas >= 1)) return 0;
+    const double gpc = 18;
+    double full = sms < gpc ? 1 : floor(sms / gpc), rest = sms < gpc ? 0 : fmod(sms, gpc);
+    double c = full * (gpc - fmod(gpc, ctas)) + rest - fmod(rest, ctas);
+    return floor(ms_dmin(c, sms) / ctas);
 }
 
 const hw_tile_t *cost_gemm_config(const hw_gemm_t *par, double m, double n, double k) {
@@ -107,10 +120,11 @@ void cost_experts_work(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *
         double tiles = 0;
         for (int i = 0; i < n_slots; i++)
             if (n[i] > 0) tiles += ceil(n[i] / t->rows);
-        double slots = t->ctas > 0 ? floor(hw->sms / t->ctas) : 0;
+        double slots = cost_persistent_clusters(hw->sms, t->ctas);
         if (t->cols >= 1 && slots >= 1) {
             w->clusters[g] = tiles * ceil(cols[g] / t->cols);
             w->slots[g] = slots;
+            w->share[g] = hw->sms / t->ctas;
             w->cluster_flops[g] = 2.0 * t->rows * t->cols * depth[g];
             w->flops += w->clusters[g] * w->cluster_flops[g];
         } else {

@@ -62,9 +62,16 @@ typedef struct cost_gemm_work {
     double hbm_bw;   /* data-sheet HBM bytes/s */
     int n_gemm;      /* GEMMs counted in waves (2), or 0: flops over the whole GPU */
     double clusters[2];      /* clusters of output tiles of each GEMM */
-    double slots[2];         /* clusters running at once (sms / ctas) */
+    double slots[2];         /* clusters running at once (cost_persistent_clusters) */
+    double share[2];         /* sms / ctas: a cluster's share of the GPU's peak
+                              * (0: slots) */
     double cluster_flops[2]; /* FLOPs of one cluster */
 } cost_gemm_work_t;
+/* Clusters of ctas SMs a persistent SM90 CUTLASS kernel launches on sms
+ * SMs when it is given no occupancy figure (torch's grouped GEMMs):
+ * PersistentTileSchedulerSm90Params::get_grid_shape's rule, at most 18
+ * SMs a GPC, each filled with whole clusters. 0 for no SMs. */
+double cost_persistent_clusters(double sms, double ctas);
 /* The formula on work w; 0 without active experts. */
 double cost_gemm_ns(const hw_gemm_t *par, const cost_gemm_work_t *w);
 /* The work of a device's routed experts with par's tiles (only the tile

@@ -298,6 +298,55 @@ Test(calib, h200_sms_is_the_measured_count) {
     }
 }
 
+/* The grouped kernels' persistent grid is the one torch launched on the
+ * measured H200 (models/calib/h200_experts_dispatch.csv, its profiler
+ * trace): for every GEMM part, the GEMM kernel's grid (the last launch of
+ * the part) holds cost_persistent_clusters(sms, ctas) clusters of the
+ * configuration's ctas SMs: 66 x 2 CTAs in BF16, 29 x 4 in FP8. */
+#define H200_DISPATCH "models/calib/h200_experts_dispatch.csv"
+Test(calib, persistent_grid_is_the_measured_one) {
+    char *text;
+    size_t len;
+    cr_assert_eq(ms_read_file(H200_DISPATCH, &text, &len), MS_OK, "%s", ms_err_last());
+    const hw_t *h = hw_find("H200");
+    int checked = 0, col_dtype = -1, col_part = -1, col_grids = -1;
+    for (char *line = text, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        if (line[0] == '#') continue;
+        char *field[32];
+        int nf = 0;
+        for (char *p = line; nf < 32;) {
+            field[nf++] = p;
+            char *comma = strchr(p, ',');
+            if (!comma) break;
+            *comma = 0;
+            p = comma + 1;
+        }
+        if (col_grids < 0) {
+            for (int i = 0; i < nf; i++) {
+                if (!strcmp(field[i], "dtype")) col_dtype = i;
+                if (!strcmp(field[i], "part")) col_part = i;
+                if (!strcmp(field[i], "grids")) col_grids = i;
+            }
+            cr_assert(col_dtype >= 0 && col_part >= 0 && col_grids >= 0, "header: %s", line);
+            continue;
+        }
+        cr_assert_gt(nf, col_grids, "short row");
+        if (strcmp(field[col_part], "gateup") && strcmp(field[col_part], "down")) continue;
+        const char *g = strrchr(field[col_grids], ' ');
+        if (!g) continue; /* the second pass does not trace */
+        int x = 0, y = 0, z = 0;
+        cr_assert_eq(sscanf(g + 1, "%dx%dx%d", &x, &y, &z), 3, "grid '%s'", g + 1);
+        double ctas = strcmp(field[col_dtype], "fp8") ? 2 : 4;
+        cr_assert_eq(x * y * z, cost_persistent_clusters(h->sms, ctas) * ctas, "%s %s: grid %s",
+                     field[col_dtype], field[col_part], g + 1);
+        checked++;
+    }
+    cr_assert_gt(checked, 100, "%d GEMM launches checked", checked);
+    free(text);
+}
+
 /* Two-batch overlap's contention figures of the Hopper presets are the
  * medians models/calib/overlap_summary.py prints from the measurement,
  * recomputed here from the CSV: over the rows with 20 SMs reserved, GEMM

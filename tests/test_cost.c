@@ -198,7 +198,8 @@ Test(cost, fp8_kernel_configurations) {
     cost_experts_work(&par, hw_find("H200"), &q, one, 1, &w);
     cr_assert_eq(w.n_gemm, 2);
     cr_assert(w.clusters[0] == 12 && w.clusters[1] == 16, "%g %g", w.clusters[0], w.clusters[1]);
-    cr_assert_eq(w.slots[0], 33);
+    cr_assert_eq(w.slots[0], 29, "CUTLASS launches 29 clusters of 4 on 132 SMs");
+    cr_assert_eq(w.share[0], 33, "a cluster's share of the peak: 132 / 4");
     cr_assert_eq(w.cluster_flops[0], 2.0 * 512 * 256 * 4096);
     cr_assert_eq(w.cluster_flops[1], 2.0 * 256 * 512 * 1536);
 }
@@ -232,6 +233,45 @@ Test(cost, wave_quantisation_by_hand) {
     cr_assert_float_eq(cost_gemm_ns(&par, &w), 17913.79181, 1e-3);
     w.clusters[0] = 66;
     cr_assert_float_eq(cost_gemm_ns(&par, &w), 17913.79181, 1e-3);
+}
+
+/* CUTLASS's persistent grid by hand (cost_persistent_clusters): at most 18
+ * SMs a GPC. 132 SMs = 7 GPCs of 18 + 6: clusters of 2 fill all (7 x 18 +
+ * 6 = 132 SMs, 66 clusters); of 4, 7 x 16 + 4 = 116 SMs, 29 clusters (the
+ * grid measured for the FP8 kernels, 58 x 2 CTAs); 144 SMs, 8 x 16 = 128,
+ * 32 of 4; 16 SMs (under a GPC): 18 capped at 16, 8 of 2; 1 SM a cluster:
+ * every SM. */
+Test(cost, persistent_clusters_by_hand) {
+    cr_assert_eq(cost_persistent_clusters(132, 2), 66);
+    cr_assert_eq(cost_persistent_clusters(132, 4), 29);
+    cr_assert_eq(cost_persistent_clusters(144, 4), 32);
+    cr_assert_eq(cost_persistent_clusters(16, 2), 8);
+    cr_assert_eq(cost_persistent_clusters(132, 1), 132);
+    cr_assert_eq(cost_persistent_clusters(0, 2), 0);
+    cr_assert_eq(cost_persistent_clusters(132, 0), 0);
+}
+
+/* Waves when fewer clusters run than the SMs could hold (29 of 4 SMs on
+ * 132): a wave is 29 clusters, and the least a wave costs is still one
+ * cluster at its 4 SMs' data-sheet peak, eff_flops x 33 clusters. F = 1e9
+ * FLOPs a cluster, peak 1e15, eff 0.5: a unit F / (0.5 x 1e15) = 2 us. 29
+ * clusters: one wave, 58 us; 30: 29 + a lone one charged as 16.5, 91 us;
+ * 58: two waves, 116 us; 10: 16.5 -> 33 us. With no share given the least
+ * is eff x slots (14.5): 10 clusters 29 us. */
+Test(cost, waves_over_fewer_clusters_than_the_sms_hold) {
+    hw_gemm_t par = {.eff_flops = 0.5, .eff_hbm = 1, .sharp = 0};
+    cost_gemm_work_t w = {.experts = 1, .bytes = 1, .peak = 1e15, .hbm_bw = 4.8e12,
+                          .n_gemm = 1, .slots = {29}, .share = {33}, .cluster_flops = {1e9}};
+    w.clusters[0] = 29;
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 58000, 1e-6);
+    w.clusters[0] = 30;
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 91000, 1e-6);
+    w.clusters[0] = 58;
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 116000, 1e-6);
+    w.clusters[0] = 10;
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 33000, 1e-6);
+    w.share[0] = 0;
+    cr_assert_float_eq(cost_gemm_ns(&par, &w), 29000, 1e-6);
 }
 
 /* The clusters a grouped GEMM is given, by hand: BF16 DeepSeek-V3 shape

@@ -68,7 +68,7 @@ class Clock:
                 pass
 
     def between(self, t0, t1):
-        s = [x for x in self.samples if t0 <= x[0] <= t1]
+        s = [x for x in self.samples if t0 - 0.02 <= x[0] <= t1 + 0.02]
         if not s:
             return dict(sm_mhz_min="", sm_mhz_med="", sm_mhz_max="", mem_mhz_med="",
                         power_w_med="", clock_reasons="")
@@ -218,9 +218,9 @@ def main():
     ap.add_argument("--fp8-experts", default="8,16,32,64")
     ap.add_argument("--parts", default=",".join(PARTS))
     ap.add_argument("--passes", type=int, default=2)
-    ap.add_argument("--target-s", type=float, default=0.03)
-    ap.add_argument("--min-reps", type=int, default=8)
-    ap.add_argument("--max-reps", type=int, default=40)
+    ap.add_argument("--target-s", type=float, default=0.1)
+    ap.add_argument("--min-reps", type=int, default=10)
+    ap.add_argument("--max-reps", type=int, default=200)
     ap.add_argument("--clock-ms", type=int, default=20)
     ap.add_argument("--budget-s", type=float, default=300, help="stop starting points after this")
     args = ap.parse_args()
@@ -248,7 +248,7 @@ def main():
     meta.append(("kernels", "indices into the kernel_K lines, the kernels one eager call launches in "
                             "order (torch.profiler trace); grids and blocks the same order"))
     clock = Clock(args.clock_ms)
-    meta.append(("clock", "nvidia-smi -lms %d --query-gpu=%s, samples within each part's timed reps"
+    meta.append(("clock", "nvidia-smi -lms %d --query-gpu=%s, samples within 20 ms of each part's timed reps"
                  % (args.clock_ms, clock.fields) if clock.fields else "nvidia-smi clocks unavailable"))
     runner = Dispatch(args, pts, meta)
     runner.ceilings()
