@@ -127,7 +127,8 @@ static void model_tables(table_doc_t *doc, const calib_t *c, const hw_link_t *pr
             const hw_tile_t *t = q->tile;
             char rest[256], sched[64];
             if (hw->sms > 0)
-                snprintf(sched, sizeof sched, "in waves over %.0f SMs", hw->sms);
+                snprintf(sched, sizeof sched, "in waves of %.0f clusters over %.0f SMs",
+                         cost_persistent_clusters(hw->sms, t[0].ctas), hw->sms);
             else
                 snprintf(sched, sizeof sched, "no SM count (sms), no waves");
             if (q->large_min > 0)
