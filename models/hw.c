@@ -32,8 +32,6 @@ static const struct {
     K(eff_scaleup, 1e-3, 1, 0.8, 0),  K(eff_nic, 1e-3, 1, 0.8, 0),
     K(scaleup_lat_ns, 0, 1e9, 0, 1),  K(nic_lat_ns, 0, 1e9, 0, 1),
     K(kernel_ns, 0, 1e9, 0, 1),       K(mem_reserve, 0, 1e15, 0, 0),
-    /* SMs a grouped GEMM's tiles are scheduled over (hw.h); 0: not given */
-    K(sms, 0, 1e6, 0, 0),
     /* the link model beyond latency + bytes / bandwidth (hw.h); the
      * defaults are the data-sheet model: no ramp, no two-way derating */
     K(scaleup_half_bytes, 0, 1e12, 0, 0), K(scaleup_low_share, 1e-3, 1, 1, 0),
@@ -69,9 +67,13 @@ static int parse_ini(cfg_t *c, const char *file, hw_t *h) {
                        (double *)((char *)h + KEYS[i].off)))
             return MS_ERR;
     }
-    long dph;
-    if (cfg_int(c, "hardware", "devices_per_host", 8, 1, HW_MAX_PER_HOST, &dph) || cfg_check_unused(c))
+    /* SMs a grouped GEMM's tiles are scheduled over (hw.h); 0: not given.
+     * A count: a fraction would change the waves silently. */
+    long dph, sms;
+    if (cfg_int(c, "hardware", "sms", 0, 0, HW_MAX_SMS, &sms) ||
+        cfg_int(c, "hardware", "devices_per_host", 8, 1, HW_MAX_PER_HOST, &dph) || cfg_check_unused(c))
         return MS_ERR;
+    h->sms = (double)sms;
     h->devices_per_host = (int)dph;
     h->name = preset_intern(name);
     h->description = preset_intern(desc);

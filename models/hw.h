@@ -54,6 +54,8 @@ typedef struct hw_link {
 /* The most devices one host (node) may hold: scale-up domains larger
  * than a host are [cluster] scaleup_domain, not bigger hosts. */
 #define HW_MAX_PER_HOST 1024
+/* The most SMs a preset or [hardware] sms may give (a sanity bound). */
+#define HW_MAX_SMS 1000000
 
 typedef struct hw {
     const char *name;

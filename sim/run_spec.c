@@ -21,7 +21,7 @@
     X(scaleup_bw, 1e6, 1e14) X(nic_bw, 1e6, 1e14)                       \
     X(eff_flops, 1e-3, 1) X(eff_hbm, 1e-3, 1) X(eff_scaleup, 1e-3, 1)   \
     X(eff_nic, 1e-3, 1) X(scaleup_lat_ns, 0, 1e9) X(nic_lat_ns, 0, 1e9) \
-    X(kernel_ns, 0, 1e9) X(mem_reserve, 0, 1e15) X(sms, 0, 1e6)         \
+    X(kernel_ns, 0, 1e9) X(mem_reserve, 0, 1e15)                        \
     X(scaleup_half_bytes, 0, 1e12) X(scaleup_low_share, 1e-3, 1)        \
     X(scaleup_duplex, 1e-3, 1) X(nic_half_bytes, 0, 1e12)               \
     X(nic_low_share, 1e-3, 1) X(nic_duplex, 1e-3, 1)                    \
@@ -202,6 +202,9 @@ int run_spec_load(cfg_t *cfg, run_spec_t *o) {
     if (cfg_double(cfg, "hardware", #f, o->cluster.hw.f, lo, hi, &o->cluster.hw.f)) return MS_ERR;
     HW_FIELDS(OVERRIDE)
 #undef OVERRIDE
+    /* a count of SMs, whole as in a preset file (models/hw.c) */
+    if (cfg_int(cfg, "hardware", "sms", (long)o->cluster.hw.sms, 0, HW_MAX_SMS, &v)) return MS_ERR;
+    o->cluster.hw.sms = (double)v;
     /* none | default (the preset's measured curve, if any) | CSV paths. */
     if (cfg_str(cfg, "hardware", "calibration", "default", &s) ||
         calib_select(s, &o->cluster.hw, cfg_origin(cfg), cfg_where(cfg, "hardware", "calibration"),

@@ -332,6 +332,8 @@ static void case_files(void) {
     config("empty_strat.ini", ",", "");
     config("bool.ini", "static", "[cluster]\noverlap = maybe\n");
     config("enum.ini", "static", "[cluster]\nmode = fast\n");
+    config("smsfrac.ini", "static", "[hardware]\nsms = 13.5\n");
+    config("routing.ini", "static", "[serving]\ninstances = decode\nrouting = tokens\n");
     config("bigcluster.ini", "static", "");
     config("bigserve.ini", "static",
            "[serving]\ninstances = decode\narrival = poisson\nrate = 10000000\n"
@@ -425,6 +427,10 @@ static const bad_t CASES[] = {
      {"bool.ini:20", "overlap = 'maybe' is not a yes/no value", "give true or false"}},
     {"not one of the names", {"run", "@enum.ini", "--db", "@keep.db"},
      {"enum.ini:20", "mode = 'fast' is not one of", "flow, analytic"}},
+    {"SMs not a whole number", {"run", "@smsfrac.ini", "--db", "@keep.db"},
+     {"smsfrac.ini:20", "sms = '13.5' is not a whole number", "example: sms ="}},
+    {"routing not one of the names", {"run", "@routing.ini", "--db", "@keep.db"},
+     {"routing.ini:21", "routing = 'tokens' is not one of", "auto, count, token"}},
     {"a cluster whose tables exceed memory", {"run", "@bigcluster.ini", "--db", "@keep.db", "--set", "cluster.nodes=4096", "--set", "cluster.devices_per_node=64"},
      {"--set:1", "[cluster] nodes = 4096 x devices_per_node = 64", "lower it"}},
     {"a request stream that exceeds memory", {"run", "@bigserve.ini", "--db", "@keep.db"},
