@@ -133,14 +133,7 @@ class Dispatch(me.Runner):
         fn = self.parts_fn(p, part, r)
         fn()
         torch.cuda.synchronize()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            fn()
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            fn()
+        g = me.capture(torch, fn)
         g.replay()
         first = self.timed(g.replay)
         reps = min(args.max_reps, max(args.min_reps, int(args.target_s / max(first, 1e-6)) + 1))

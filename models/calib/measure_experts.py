@@ -98,6 +98,19 @@ def pct(xs, q):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+def capture(torch, fn):
+    """A CUDA graph of fn: warmed up on a side stream first, as capture requires."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return g
+
+
 class Runner:
     """Weights, probes and timing on GPU 0."""
 
@@ -285,14 +298,7 @@ class Runner:
         torch.cuda.synchronize()
         graph, g = 1, None
         try:
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                fn()
-            torch.cuda.current_stream().wait_stream(s)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                fn()
+            g = capture(torch, fn)
             run = g.replay
         except Exception as exc:
             graph, run, g = 0, fn, None
