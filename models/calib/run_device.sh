@@ -5,12 +5,7 @@
 # host's GPUs, one process each, into OUT (default: the current folder),
 # plus logs. NVLink multicast stays off: a program using it can take a
 # shared host's GPUs out of service.
-set -u
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export PYTHONUNBUFFERED=1
-d=$(dirname "$0")
-out=${OUT:-.}
-prefix=${CALIB_PREFIX:-h200}
+. "$(dirname "$0")/gpu_env.sh"
 { nvidia-smi; nvidia-smi topo -m; } >"$out/nvidia_smi.txt" 2>&1
 n=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 echo "run_device: $n GPUs"

@@ -8,12 +8,7 @@
 # replace the grids; QUICK=1 runs tiny ones (to check the scripts); SKIP_STEPS=1
 # or SKIP_OVERLAP=1 leaves one out. NVLink multicast stays off: a program
 # using it can take a shared host's GPUs out of service.
-set -u
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export PYTHONUNBUFFERED=1
-d=$(dirname "$0")
-out=${OUT:-.}
-prefix=${CALIB_PREFIX:-h200}
+. "$(dirname "$0")/gpu_env.sh"
 steps="--experts 1,8,32 --budget-s 120 --tokens 64,96,112,120,128,129,136,144,160,192,224,240,256,257,264,272,288,320,384,448,480,512,513,520,544,576,640,768,896,1024,1025,1040,1088"
 overlap=""
 if [ "${QUICK:-0}" = 1 ]; then

@@ -5,12 +5,7 @@
 # runs a tiny one first (to check the script) and the grid only if it
 # passed. NVLink multicast stays off: a program using it can take a shared
 # host's GPUs out of service.
-set -u
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export PYTHONUNBUFFERED=1
-d=$(dirname "$0")
-out=${OUT:-.}
-prefix=${CALIB_PREFIX:-h200}
+. "$(dirname "$0")/gpu_env.sh"
 run() { # csv log timeout args...
     csv=$1 log=$2 lim=$3
     shift 3
