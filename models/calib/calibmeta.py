@@ -2,7 +2,8 @@
 
 Every CSV the measurement scripts write starts with '# key: value' lines
 (GPU, driver, CUDA, torch, NCCL, date, command) so a file says where its
-numbers came from; moesim's loader skips lines that start with '#'.
+numbers came from; moesim's loader skips lines that start with '#'. Also
+the start every multi-GPU measurement shares (start_ranks).
 """
 import datetime
 import os
@@ -17,6 +18,17 @@ def _run(cmd):
         return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
     except Exception as exc:  # the tool may be missing: say so in the file
         return "unavailable (%s)" % exc.__class__.__name__
+
+
+def start_ranks(torch, dist):
+    """(rank, world size, device) of this torchrun process, with NCCL started on its GPU."""
+    rank = int(os.environ["RANK"])
+    world = int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    torch.cuda.set_device(local)
+    dev = torch.device("cuda", local)
+    dist.init_process_group("nccl", device_id=dev)
+    return rank, world, dev
 
 
 def collect(torch=None):

@@ -109,12 +109,7 @@ def main():
 
     import torch
     import torch.distributed as dist
-    rank = int(os.environ["RANK"])
-    world = int(os.environ["WORLD_SIZE"])
-    local = int(os.environ.get("LOCAL_RANK", rank))
-    torch.cuda.set_device(local)
-    dev = torch.device("cuda", local)
-    dist.init_process_group("nccl", device_id=dev)
+    rank, world, dev = calibmeta.start_ranks(torch, dist)
     meta = calibmeta.collect(torch) if rank == 0 else []
 
     def timed(run, iters):

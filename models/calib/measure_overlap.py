@@ -69,12 +69,7 @@ def main():
 
     import torch
     import torch.distributed as dist
-    rank = int(os.environ["RANK"])
-    world = int(os.environ["WORLD_SIZE"])
-    local = int(os.environ.get("LOCAL_RANK", rank))
-    torch.cuda.set_device(local)
-    dev = torch.device("cuda", local)
-    dist.init_process_group("nccl", device_id=dev)
+    rank, world, dev = calibmeta.start_ranks(torch, dist)
     meta = calibmeta.collect(torch) if rank == 0 else []
     t_start = time.time()
 
@@ -93,7 +88,7 @@ def main():
                 tokens_per_expert=n)
            for d in args.dtypes.split(",") for e in ints(args.experts) for n in ints(args.tokens)
            if e * n <= args.max_routed]
-    runner = measure_experts.Runner(SimpleNamespace(), pts, meta, device=local)
+    runner = measure_experts.Runner(SimpleNamespace(), pts, meta, device=dev.index)
     gs = torch.cuda.Stream(device=dev)
     cs = torch.cuda.Stream(device=dev)
 

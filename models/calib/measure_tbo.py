@@ -88,14 +88,9 @@ def main():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     # never the math fallback (it materialises the scores): flash, cuDNN or memory-efficient
     FAST = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
-    rank = int(os.environ["RANK"])
-    world = int(os.environ["WORLD_SIZE"])
-    if world != 2:
+    if int(os.environ["WORLD_SIZE"]) != 2:
         sys.exit("measure_tbo: needs exactly 2 processes (EP2)")
-    local = int(os.environ.get("LOCAL_RANK", rank))
-    torch.cuda.set_device(local)
-    dev = torch.device("cuda", local)
-    dist.init_process_group("nccl", device_id=dev)
+    rank, world, dev = calibmeta.start_ranks(torch, dist)
     meta = calibmeta.collect(torch) if rank == 0 else []
     t_start = time.time()
     set_co = getattr(torch._C, "_set_sm_carveout_experimental", None)
