@@ -100,7 +100,7 @@ static void model_tables(table_doc_t *doc, const calib_t *c, const hw_link_t *pr
         snprintf(line, sizeof line, "expert compute = floor + experts x per_expert + "
                  "smoothmax_p(FLOPs / (eff_flops x %.0f/%.0f TFLOP/s bf16/fp8), bytes / (eff_hbm x "
                  "%.2f TB/s)), fitted per kernel; tiled kernels' FLOPs in waves of clusters, a "
-                 "partial wave at least eff_flops x a full one", hw->flops_bf16 / 1e12, hw->flops_fp8 / 1e12,
+                 "partial wave at least one cluster at its SMs' peak", hw->flops_bf16 / 1e12, hw->flops_fp8 / 1e12,
                  hw->hbm_bw / 1e12);
         static const char *const k[] = {"impl", "dtype", "points", "floor_us", "per_expert_us",
                                         "eff_flops", "eff_hbm", "p", "simulator"};
