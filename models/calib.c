@@ -858,7 +858,8 @@ int calib_select(const char *setting, const hw_t *hw, const char *cfg_path, cons
     const char *paths[64];
     char *owned[64];
     int n = 0;
-    size_t klen = 512;
+    /* the name, eleven %.17g figures (at most 24 characters each) and the paths */
+    size_t klen = strlen(hw->name) + 512;
     for (char *tok = strtok(dup, ","); tok; tok = strtok(NULL, ",")) {
         while (*tok == ' ') tok++;
         size_t l = strlen(tok);

@@ -731,3 +731,19 @@ Test(calib, report_prints_errors_and_draws_the_figure, .init = quiet) {
     cr_assert_eq(cmd_calib(2, bad_sub), 2); /* a usage mistake */
     cr_assert(strstr(ms_err_last(), "the only subcommand is 'report'"));
 }
+
+/* calib_select keys its cache on the preset's name and figures: a long
+ * name must not overrun the key (ASan caught the write past it: the key's
+ * length left the name out, and only the config line limit kept a preset
+ * file's names short enough). The missing file is then reported by name. */
+Test(calib, select_key_holds_a_long_preset_name, .init = quiet) {
+    hw_t h = *hw_find("H200");
+    char name[2048];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = 0;
+    h.name = name;
+    const calib_t *c = NULL;
+    cr_assert_eq(calib_select("no_such_file.csv", &h, NULL, "test", &c), MS_ERR);
+    cr_assert(strstr(ms_err_last(), "no_such_file.csv"), "%s", ms_err_last());
+    cr_assert_null(c);
+}
