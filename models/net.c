@@ -60,6 +60,7 @@ typedef struct {
     int unf;           /* unfixed flows on the link */
     int pair;          /* the other direction of the same link, -1 if none */
     double duplex;     /* share of cap kept while the pair carries flows too */
+    double ccap;       /* the capacity offered now (lcap), kept as flows come and go */
 } link_t;
 
 typedef struct {
@@ -90,6 +91,15 @@ struct net {
     size_t unfixed;    /* solve: flows of the component not fixed yet */
     net_stats_t st;
 };
+
+/* Makes room for want elements in p (capacity cap), at once. */
+#define RESERVE(p, cap, want)                                        \
+    do {                                                             \
+        if ((cap) < (want)) {                                        \
+            (cap) = (want);                                          \
+            (p) = ms_realloc((p), (size_t)(cap) * sizeof *(p));      \
+        }                                                            \
+    } while (0)
 
 #define GROW(p, n, cap)                                              \
     do {                                                             \
@@ -131,34 +141,50 @@ int net_add_link(net_t *n, double cap) {
     link_t *l = &n->lk[n->nl];
     memset(l, 0, sizeof *l);
     l->cap = cap;
+    l->ccap = cap;
     l->pair = -1;
     l->duplex = 1;
     return n->nl++;
+}
+
+/* The capacity a link offers now: derated while both directions of a
+ * paired link carry flows. Kept in ccap (set_ccap on every change of what
+ * it depends on), since the solver and fast_add read it once an
+ * incidence. */
+static void set_ccap(const net_t *n, link_t *l) {
+    l->ccap = l->pair >= 0 && l->n && n->lk[l->pair].n ? l->cap * l->duplex : l->cap;
+}
+
+static double lcap(const net_t *n, const link_t *l) {
+    (void)n;
+    return l->ccap;
 }
 
 void net_pair_links(net_t *n, int a, int b, double duplex) {
     n->lk[a].pair = b;
     n->lk[b].pair = a;
     n->lk[a].duplex = n->lk[b].duplex = duplex;
-}
-
-/* The capacity a link offers now: derated while both directions of a
- * paired link carry flows. */
-static double lcap(const net_t *n, const link_t *l) {
-    return l->pair >= 0 && l->n && n->lk[l->pair].n ? l->cap * l->duplex : l->cap;
+    set_ccap(n, &n->lk[a]);
+    set_ccap(n, &n->lk[b]);
 }
 
 /* A link whose flow count went 0 -> 1 or 1 -> 0 changes its pair's
  * capacity when the pair is loaded: the pair's flows are solved again. */
-static void pair_toggled(net_t *n, const link_t *l) {
-    if (l->pair < 0 || l->duplex == 1 || !n->lk[l->pair].n) return;
+static void pair_toggled(net_t *n, link_t *l) {
+    if (l->pair < 0) return;
+    set_ccap(n, l);
+    set_ccap(n, &n->lk[l->pair]);
+    if (l->duplex == 1 || !n->lk[l->pair].n) return;
     GROW(n->dirty_l, n->ndl, n->capdl);
     n->dirty_l[n->ndl++] = l->pair;
 }
 
 int net_n_links(const net_t *n) { return n->nl; }
 
-void net_set_cap(net_t *n, int link, double cap) { n->lk[link].cap = cap; }
+void net_set_cap(net_t *n, int link, double cap) {
+    n->lk[link].cap = cap;
+    set_ccap(n, &n->lk[link]);
+}
 
 void net_clear(net_t *n) {
     n->free_head = -1;
@@ -170,6 +196,7 @@ void net_clear(net_t *n) {
     for (int i = 0; i < n->nl; i++) {
         n->lk[i].n = n->lk[i].nb = 0;
         n->lk[i].load = 0;
+        n->lk[i].ccap = n->lk[i].cap; /* no link carries a flow */
     }
     n->hn = n->ndf = n->ndl = 0;
     n->cev_live = n->solve_pending = 0;
@@ -370,22 +397,11 @@ static void run_done(net_t *n) {
  * valid bottleneck for it if no other flow on l* runs faster than r, and no
  * other flow's bottleneck changes, since the flow crosses no saturated link
  * (r > 0). Otherwise (or with a solve pending at this instant) the
- * component is solved again. */
-static int fast_add(net_t *n, int id) {
-    if (n->solve_pending || n->ndf || n->ndl) return 0;
+ * component is solved again. ev_activate finds r and l* (best) as it puts
+ * the flow on its links; sat: some link had no spare capacity. */
+static int fast_add(net_t *n, int id, double r, int best, int sat) {
+    if (n->solve_pending || n->ndf || n->ndl || sat) return 0;
     flow_t *f = &n->fl[id];
-    double r = HUGE_VAL;
-    int best = -1;
-    for (int i = 0; i < f->n_inc; i++) {
-        const link_t *l = &n->lk[f->inc[i].link];
-        double cap = lcap(n, l), spare = cap - l->load;
-        if (spare <= 1e-9 * cap) return 0;
-        double v = spare / f->inc[i].w;
-        if (v < r) {
-            r = v;
-            best = f->inc[i].link;
-        }
-    }
     const link_t *b = &n->lk[best];
     for (int i = 0; i < b->n; i++)
         if (b->fl[i] != id && n->fl[b->fl[i]].rate > r * (1 + 1e-9)) return 0;
@@ -403,7 +419,6 @@ static void ev_activate(eng_t *eng, void *ctx, int64_t arg) {
     net_t *n = ctx;
     int id = (int)arg;
     flow_t *f = &n->fl[id];
-    int toggled = 0;
     f->state = F_ACTIVE;
     f->t_last = eng_now(eng);
     if (f->n_inc == 0) {
@@ -411,6 +426,13 @@ static void ev_activate(eng_t *eng, void *ctx, int64_t arg) {
         run_done(n);
         return;
     }
+    /* One pass puts the flow on its links and finds fast_add's r and l*.
+     * A link's capacity read here is its final one whenever fast_add can
+     * go ahead: a later incidence that changes it (the flow crossing both
+     * directions of a derated pair) marks that pair dirty, which sends the
+     * flow to a solve. */
+    double r = HUGE_VAL;
+    int best = -1, sat = 0;
     for (int i = 0; i < f->n_inc; i++) {
         link_t *l = &n->lk[f->inc[i].link];
         if (l->n == l->capn) {
@@ -421,13 +443,21 @@ static void ev_activate(eng_t *eng, void *ctx, int64_t arg) {
         f->inc[i].pos = l->n;
         l->fl[l->n] = id;
         l->fi[l->n] = i;
-        if (l->n++ == 0) {
-            toggled = 1;
-            pair_toggled(n, l);
+        if (l->n++ == 0) pair_toggled(n, l);
+        if (sat) continue;
+        double cap = l->ccap, spare = cap - l->load;
+        if (spare <= 1e-9 * cap) {
+            sat = 1;
+            continue;
+        }
+        double v = spare / f->inc[i].w;
+        if (v < r) {
+            r = v;
+            best = f->inc[i].link;
         }
     }
     /* a link newly loaded while its pair is (both derated) is no fast add */
-    if (!(toggled && n->ndl) && fast_add(n, id)) return;
+    if (fast_add(n, id, r, best, sat)) return;
     GROW(n->dirty_f, n->ndf, n->capdf);
     n->dirty_f[n->ndf++] = id;
     request_solve(n);
@@ -484,8 +514,8 @@ static int lless(const lent_t *a, const lent_t *b) {
     return a->l < b->l;
 }
 
+/* The heap holds at most one entry a component link (solve sizes it). */
 static void lpush(net_t *n, lent_t e) {
-    GROW(n->lh, n->lhn, n->lhcap);
     size_t i = n->lhn++;
     while (i) {
         size_t p = (i - 1) / 2;
@@ -521,19 +551,22 @@ static double level(const link_t *l) { return l->wsum > 0 ? l->rcap / l->wsum : 
 #define HUB 32
 static void component(net_t *n, int full, size_t *ncf, size_t *ncl, size_t *nhub) {
     uint32_t s = ++n->stamp;
+    /* a component holds each flow and link at most once: sized up front,
+     * not checked per element */
+    RESERVE(n->cf, n->capcf, (size_t)n->nf);
+    RESERVE(n->cl, n->capcl, (size_t)n->nl);
+    RESERVE(n->hub, n->caphub, (size_t)n->nl);
     size_t a = 0, b = 0, h = 0, pf = 0, pl = 0;
     for (size_t i = 0; i < n->ndf; i++) {
         flow_t *f = &n->fl[n->dirty_f[i]];
         if (f->state != F_ACTIVE || f->stamp == s) continue;
         f->stamp = s;
-        GROW(n->cf, a, n->capcf);
         n->cf[a++] = n->dirty_f[i];
     }
     for (size_t i = 0; i < n->ndl; i++) {
         link_t *l = &n->lk[n->dirty_l[i]];
         if (l->stamp == s) continue;
         l->stamp = s;
-        GROW(n->cl, b, n->capcl);
         n->cl[b++] = n->dirty_l[i];
     }
     while (pf < a || pl < b) {
@@ -545,12 +578,10 @@ static void component(net_t *n, int full, size_t *ncf, size_t *ncl, size_t *nhub
                 if (l->stamp == s || l->hstamp == s) continue;
                 if (!full && l->n > HUB) {
                     l->hstamp = s;
-                    GROW(n->hub, h, n->caphub);
                     n->hub[h++] = li;
                     continue;
                 }
                 l->stamp = s;
-                GROW(n->cl, b, n->capcl);
                 n->cl[b++] = li;
             }
         }
@@ -560,7 +591,6 @@ static void component(net_t *n, int full, size_t *ncf, size_t *ncl, size_t *nhub
                 flow_t *f = &n->fl[l->fl[i]];
                 if (f->stamp == s) continue;
                 f->stamp = s;
-                GROW(n->cf, a, n->capcf);
                 n->cf[a++] = l->fl[i];
             }
         }
@@ -627,6 +657,7 @@ static int solve(net_t *n, int full, int first, int64_t now, size_t *ncf_out) {
         f->fixed = 0;
     }
     n->lhn = 0;
+    RESERVE(n->lh, n->lhcap, ncl);
     for (size_t i = 0; i < ncl; i++) {
         link_t *l = &n->lk[n->cl[i]];
         if (l->unf) lpush(n, (lent_t){.lv = level(l), .l = n->cl[i], .unf = l->unf});
