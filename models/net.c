@@ -49,9 +49,15 @@ typedef struct {
     int next_free;
 } flow_t;
 
+/* A flow on a link: its id and the index of its incidence there (one
+ * array, so taking a flow off touches one entry). */
+typedef struct {
+    int f, i;
+} lfl_t;
+
 typedef struct {
     double cap;
-    int *fl, *fi;    /* flows on the link and their incidence index */
+    lfl_t *fl;       /* flows on the link */
     int n, capn;
     int nb;          /* flows whose bottleneck this link is */
     double load;     /* sum of weight * rate of the flows on it */
@@ -120,7 +126,6 @@ void net_free(net_t *n) {
     if (!n) return;
     for (int i = 0; i < n->nl; i++) {
         free(n->lk[i].fl);
-        free(n->lk[i].fi);
     }
     for (int i = 0; i < n->nf; i++) free(n->fl[i].inc);
     free(n->lk);
@@ -404,7 +409,7 @@ static int fast_add(net_t *n, int id, double r, int best, int sat) {
     flow_t *f = &n->fl[id];
     const link_t *b = &n->lk[best];
     for (int i = 0; i < b->n; i++)
-        if (b->fl[i] != id && n->fl[b->fl[i]].rate > r * (1 + 1e-9)) return 0;
+        if (b->fl[i].f != id && n->fl[b->fl[i].f].rate > r * (1 + 1e-9)) return 0;
     f->rate = r;
     f->bneck = best;
     n->lk[best].nb++;
@@ -438,11 +443,9 @@ static void ev_activate(eng_t *eng, void *ctx, int64_t arg) {
         if (l->n == l->capn) {
             l->capn = l->capn ? 2 * l->capn : 8;
             l->fl = ms_realloc(l->fl, (size_t)l->capn * sizeof *l->fl);
-            l->fi = ms_realloc(l->fi, (size_t)l->capn * sizeof *l->fi);
         }
         f->inc[i].pos = l->n;
-        l->fl[l->n] = id;
-        l->fi[l->n] = i;
+        l->fl[l->n] = (lfl_t){id, i};
         if (l->n++ == 0) pair_toggled(n, l);
         if (sat) continue;
         double cap = l->ccap, spare = cap - l->load;
@@ -472,9 +475,9 @@ static void leave_links(net_t *n, int id) {
         link_t *l = &n->lk[li];
         int p = f->inc[i].pos, last = --l->n;
         if (p != last) {
-            l->fl[p] = l->fl[last];
-            l->fi[p] = l->fi[last];
-            n->fl[l->fl[p]].inc[l->fi[p]].pos = p;
+            lfl_t e = l->fl[last];
+            l->fl[p] = e;
+            n->fl[e.f].inc[e.i].pos = p;
         }
         l->load -= f->inc[i].w * f->rate;
         if (!l->n) pair_toggled(n, l);
@@ -543,13 +546,27 @@ static lent_t lpop(net_t *n) {
 
 static double level(const link_t *l) { return l->wsum > 0 ? l->rcap / l->wsum : HUGE_VAL; }
 
+/* A link joins a solve's component: all its capacity to share, no weights
+ * yet, and no use (every flow on it is in the component). */
+static void link_init(link_t *l) {
+    l->rcap = l->ccap;
+    l->wsum = 0;
+    l->unf = 0;
+    l->load = 0;
+}
+
 /* Collects the components of the dirty flows and links into cf / cl.
  * Unless full, a link with more than HUB flows reached from a flow is not
  * expanded but listed in hub: such links (the token side of a phase) join
  * every stream of a phase into one component although they are seldom the
- * bottleneck; the solve goes without them, then checks them. */
+ * bottleneck; the solve goes without them, then checks them. The same pass
+ * readies the solve: a flow is settled and its weights go to its component
+ * links (a hub loses the flow's use, added back at its new rate by fix())
+ * as it is reached, in cf order, so each link's sums come out as one pass
+ * over cf after the search would make them. */
 #define HUB 32
-static void component(net_t *n, int full, size_t *ncf, size_t *ncl, size_t *nhub) {
+static void component(net_t *n, int full, int first, int64_t now, size_t *ncf, size_t *ncl,
+                      size_t *nhub) {
     uint32_t s = ++n->stamp;
     /* a component holds each flow and link at most once: sized up front,
      * not checked per element */
@@ -567,31 +584,47 @@ static void component(net_t *n, int full, size_t *ncf, size_t *ncl, size_t *nhub
         link_t *l = &n->lk[n->dirty_l[i]];
         if (l->stamp == s) continue;
         l->stamp = s;
+        link_init(l);
         n->cl[b++] = n->dirty_l[i];
     }
     while (pf < a || pl < b) {
         while (pf < a) {
             flow_t *f = &n->fl[n->cf[pf++]];
+            /* a link is classed (component or hub) when first met, so the
+             * flow's share goes to it at once, flow by flow in cf order */
+            settle(f, now);
+            if (first) f->prev = f->rate;
             for (int i = 0; i < f->n_inc; i++) {
                 int li = f->inc[i].link;
                 link_t *l = &n->lk[li];
-                if (l->stamp == s || l->hstamp == s) continue;
-                if (!full && l->n > HUB) {
-                    l->hstamp = s;
-                    n->hub[h++] = li;
+                if (l->stamp != s && l->hstamp != s) {
+                    if (!full && l->n > HUB) {
+                        l->hstamp = s;
+                        n->hub[h++] = li;
+                    } else {
+                        l->stamp = s;
+                        link_init(l);
+                        n->cl[b++] = li;
+                    }
+                }
+                if (l->stamp != s) {
+                    l->load -= f->inc[i].w * f->rate;
                     continue;
                 }
-                l->stamp = s;
-                n->cl[b++] = li;
+                l->wsum += f->inc[i].w;
+                l->unf++;
             }
+            if (f->bneck >= 0) n->lk[f->bneck].nb--;
+            f->bneck = -1;
+            f->fixed = 0;
         }
         while (pl < b) {
             link_t *l = &n->lk[n->cl[pl++]];
             for (int i = 0; i < l->n; i++) {
-                flow_t *f = &n->fl[l->fl[i]];
+                flow_t *f = &n->fl[l->fl[i].f];
                 if (f->stamp == s) continue;
                 f->stamp = s;
-                n->cf[a++] = l->fl[i];
+                n->cf[a++] = l->fl[i].f;
             }
         }
     }
@@ -625,37 +658,10 @@ static void fix(net_t *n, int id, double lv, int li, uint32_t s) {
  * Returns 1 when a hub ends up over its capacity: solve again, full. */
 static int solve(net_t *n, int full, int first, int64_t now, size_t *ncf_out) {
     size_t ncf, ncl, nhub;
-    component(n, full, &ncf, &ncl, &nhub);
+    component(n, full, first, now, &ncf, &ncl, &nhub);
     uint32_t s = n->stamp;
     n->st.solves++;
     n->st.solve_flows += ncf;
-    for (size_t i = 0; i < ncl; i++) {
-        link_t *l = &n->lk[n->cl[i]];
-        l->rcap = lcap(n, l);
-        l->wsum = 0;
-        l->unf = 0;
-        l->load = 0; /* every flow on it is in the component */
-    }
-    /* one pass over the incidences: a component link gathers its unfixed
-     * weights; a link outside (a hub) loses the flow's use, to be added
-     * back at its new rate by fix() */
-    for (size_t i = 0; i < ncf; i++) {
-        flow_t *f = &n->fl[n->cf[i]];
-        settle(f, now);
-        if (first) f->prev = f->rate;
-        for (int j = 0; j < f->n_inc; j++) {
-            link_t *l = &n->lk[f->inc[j].link];
-            if (l->stamp != s) {
-                l->load -= f->inc[j].w * f->rate;
-                continue;
-            }
-            l->wsum += f->inc[j].w;
-            l->unf++;
-        }
-        if (f->bneck >= 0) n->lk[f->bneck].nb--;
-        f->bneck = -1;
-        f->fixed = 0;
-    }
     n->lhn = 0;
     RESERVE(n->lh, n->lhcap, ncl);
     for (size_t i = 0; i < ncl; i++) {
@@ -678,7 +684,7 @@ static int solve(net_t *n, int full, int first, int64_t now, size_t *ncf_out) {
         double lv = cur > last ? cur : last;
         last = lv;
         for (int i = 0; i < l->n && l->unf; i++)
-            if (!n->fl[l->fl[i]].fixed) fix(n, l->fl[i], lv, e.l, s);
+            if (!n->fl[l->fl[i].f].fixed) fix(n, l->fl[i].f, lv, e.l, s);
     }
     *ncf_out = ncf;
     for (size_t i = 0; i < nhub; i++) {
