@@ -292,7 +292,8 @@ int report_fig_traffic_heat(report_ctx_t *c, const report_exp_t *e) {
         for (int i = 0; i < e->n; i++) free(h[i].v);
         if (rc) return rc;
         return report_skip(c, "figure b (device traffic heatmap) for experiment '%s': no "
-                              "traffic rows (token-mode runs store them: moesim compare CONFIG)",
+                              "traffic rows (runs routed token by token store them; a serving run "
+                              "routed by counts does not: set [serving] routing = token)",
                            e->name);
     }
     double hi = pow(2, ceil(log2(top))), lo = pow(2, floor(log2(bottom)));
