@@ -74,13 +74,20 @@ typedef struct {
     int l, unf;
 } lent_t;
 
+/* A completion heap entry: the flow's finish time beside its id, so that
+ * sifting compares entries without reading the flows. */
+typedef struct {
+    int64_t fin;
+    int id;
+} hent_t;
+
 struct net {
     eng_t *eng;
     link_t *lk;
     int nl, capl;
     flow_t *fl;
     int nf, capf, free_head;
-    int *hp;           /* completion heap of flow ids */
+    hent_t *hp;        /* completion heap */
     size_t hn, hcap;
     eng_id_t cev;      /* pending completion event */
     int64_t cev_t;
@@ -176,10 +183,11 @@ void net_pair_links(net_t *n, int a, int b, double duplex) {
 /* A link whose flow count went 0 -> 1 or 1 -> 0 changes its pair's
  * capacity when the pair is loaded: the pair's flows are solved again. */
 static void pair_toggled(net_t *n, link_t *l) {
-    if (l->pair < 0) return;
+    /* both directions share duplex; at 1 their capacity never changes */
+    if (l->pair < 0 || l->duplex == 1) return;
     set_ccap(n, l);
     set_ccap(n, &n->lk[l->pair]);
-    if (l->duplex == 1 || !n->lk[l->pair].n) return;
+    if (!n->lk[l->pair].n) return;
     GROW(n->dirty_l, n->ndl, n->capdl);
     n->dirty_l[n->ndl++] = l->pair;
 }
@@ -217,38 +225,37 @@ double net_rate(const net_t *n, int f) {
  * flow id), one entry a flow, moved in place when its finish changes (so
  * ties are deterministic and re-solves leave no stale entries). */
 
-static inline int hless(const net_t *n, int a, int b) {
-    const flow_t *x = &n->fl[a], *y = &n->fl[b];
-    return x->fin < y->fin || (x->fin == y->fin && a < b);
+static inline int hless(hent_t x, hent_t y) {
+    return x.fin < y.fin || (x.fin == y.fin && x.id < y.id);
 }
 
-static void hplace(net_t *n, size_t i, int id) {
-    n->hp[i] = id;
-    n->fl[id].hpos = (int)i;
+static void hplace(net_t *n, size_t i, hent_t e) {
+    n->hp[i] = e;
+    n->fl[e.id].hpos = (int)i;
 }
 
 static void hup(net_t *n, size_t i) {
-    int id = n->hp[i];
+    hent_t e = n->hp[i];
     while (i) {
         size_t p = (i - 1) / 2;
-        if (!hless(n, id, n->hp[p])) break;
+        if (!hless(e, n->hp[p])) break;
         hplace(n, i, n->hp[p]);
         i = p;
     }
-    hplace(n, i, id);
+    hplace(n, i, e);
 }
 
 static void hdown(net_t *n, size_t i) {
-    int id = n->hp[i];
+    hent_t e = n->hp[i];
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= n->hn) break;
-        if (c + 1 < n->hn && hless(n, n->hp[c + 1], n->hp[c])) c++;
-        if (!hless(n, n->hp[c], id)) break;
+        if (c + 1 < n->hn && hless(n->hp[c + 1], n->hp[c])) c++;
+        if (!hless(n->hp[c], e)) break;
         hplace(n, i, n->hp[c]);
         i = c;
     }
-    hplace(n, i, id);
+    hplace(n, i, e);
 }
 
 /* Sets flow id's finish time, inserting or moving its entry. */
@@ -258,18 +265,18 @@ static void hset(net_t *n, int id, int64_t fin) {
     f->fin = fin;
     if (f->hpos < 0) {
         GROW(n->hp, n->hn, n->hcap);
-        n->hp[n->hn] = id;
+        n->hp[n->hn] = (hent_t){fin, id};
         f->hpos = (int)n->hn++;
         hup(n, (size_t)f->hpos);
-    } else if (fin < old) {
-        hup(n, (size_t)f->hpos);
-    } else {
-        hdown(n, (size_t)f->hpos);
+        return;
     }
+    n->hp[f->hpos].fin = fin;
+    if (fin < old) hup(n, (size_t)f->hpos);
+    else hdown(n, (size_t)f->hpos);
 }
 
 static int hpop(net_t *n) {
-    int top = n->hp[0];
+    int top = n->hp[0].id;
     n->fl[top].hpos = -1;
     if (--n->hn) {
         hplace(n, 0, n->hp[n->hn]);
@@ -284,7 +291,7 @@ static void ev_solve(eng_t *eng, void *ctx, int64_t arg);
 /* Keeps one engine event at the earliest finish time. */
 static void reschedule(net_t *n) {
     if (!n->hn) return;
-    int64_t t = n->fl[n->hp[0]].fin;
+    int64_t t = n->hp[0].fin;
     if (n->cev_live && n->cev_t <= t) return;
     if (n->cev_live) eng_cancel(n->eng, n->cev);
     n->cev = eng_schedule(n->eng, t, ev_complete, n, 0);
@@ -300,10 +307,20 @@ static void settle(flow_t *f, int64_t now) {
     f->t_last = now;
 }
 
+/* (int64_t)ceil(x), without a libm call where the conversion is exact: a
+ * non-negative x below 2^63 (above 2^53 every double is a whole number). */
+static inline int64_t ceil_i64(double x) {
+    if (x >= 0 && x < 9.2e18) {
+        int64_t t = (int64_t)x;
+        return t + ((double)t < x);
+    }
+    return (int64_t)ceil(x);
+}
+
 static void push_finish(net_t *n, int id, int64_t now) {
     flow_t *f = &n->fl[id];
     if (f->rate <= 0) return;
-    hset(n, id, now + (int64_t)ceil(f->rem / f->rate * 1e9));
+    hset(n, id, now + ceil_i64(f->rem / f->rate * 1e9));
 }
 
 static void request_solve(net_t *n) {
@@ -495,7 +512,7 @@ static void ev_complete(eng_t *eng, void *ctx, int64_t arg) {
     int64_t now = eng_now(eng);
     n->cev_live = 0;
     size_t dirty0 = n->ndl;
-    while (n->hn && n->fl[n->hp[0]].fin <= now) {
+    while (n->hn && n->hp[0].fin <= now) {
         int id = hpop(n);
         leave_links(n, id);
         n->fl[id].state = F_DONE; /* no longer competing; freed in run_done */
