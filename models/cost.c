@@ -9,7 +9,6 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "calib_curve.h"
 #include "util.h"
@@ -91,7 +90,11 @@ const hw_tile_t *cost_gemm_config(const hw_gemm_t *par, double m, double n, doub
 
 void cost_experts_work(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *m,
                        const double *n, int n_slots, cost_gemm_work_t *w) {
-    memset(w, 0, sizeof *w);
+    /* the step calls this for every device, layer and micro-batch: only
+     * the fields every path reads are cleared here, the wave figures where
+     * they are set */
+    w->experts = w->flops = 0;
+    w->n_gemm = 0;
     double tokens = 0;
     for (int i = 0; i < n_slots; i++)
         if (n[i] > 0) {
@@ -100,6 +103,7 @@ void cost_experts_work(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *
         }
     w->peak = m->weight_bytes == 1 ? hw->flops_fp8 : hw->flops_bf16;
     w->hbm_bw = hw->hbm_bw;
+    w->bytes = 0;
     if (!w->experts) return;
     w->bytes = w->experts * moe_expert_bytes(m) + tokens * cost_expert_act_bytes(m);
     /* gate/up: 2 x inter columns, depth hidden; down: hidden columns, depth
@@ -107,6 +111,11 @@ void cost_experts_work(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *
      * over all the groups it is given (torch: total rows / local experts). */
     double h = m->hidden, f = m->moe_inter, mean = tokens / n_slots;
     const double cols[2] = {2 * f, h}, depth[2] = {h, f};
+    if (par->tile[0].rows <= 1) { /* no tiles (cost_gemm_config's NULL): no padding */
+        w->flops = 2.0 * tokens * cols[0] * depth[0];
+        w->flops += 2.0 * tokens * cols[1] * depth[1];
+        return;
+    }
     int waves = hw->sms > 0;
     for (int g = 0; g < 2; g++) {
         const hw_tile_t *t = cost_gemm_config(par, mean, cols[g], depth[g]);
