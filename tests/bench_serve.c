@@ -134,10 +134,21 @@ static double serve_timed(int i, enum step_mode mode, double sim_s, const char *
 
 /* Runs every registered strategy, each in a child process (so that its
  * peak memory is its own); returns the wall seconds, or < 0. */
+/* The four strategies the targets name (static, EPLB, OmniPlacement, bias
+ * balancing); later ones are timed beside them. */
+static int of_the_target(const char *name) {
+    static const char *const four[] = {"static", "eplb", "omni", "bias"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, four[i])) return 1;
+    return 0;
+}
+
+/* Sum of the runs' wall (returned) and CPU (*cpu) seconds; *four_wall: the
+ * wall seconds of the four of the target alone. */
 static double run_all(enum step_mode mode, double sim_s, const char *const *extra,
-                      double *cpu) {
+                      double *cpu, double *four_wall) {
     double wall = 0;
-    *cpu = 0;
+    *cpu = *four_wall = 0;
     for (int i = 0; i < place_count(); i++) {
         if (place_at(i)->requires) continue; /* needs a file (layout): nothing to time here */
         int fd[2];
@@ -163,6 +174,7 @@ static double run_all(enum step_mode mode, double sim_s, const char *const *extr
             return -1;
         wall += w[0];
         *cpu += w[1];
+        if (of_the_target(place_at(i)->name)) *four_wall += w[0];
     }
     return wall;
 }
@@ -176,7 +188,7 @@ static int flow_runs(const char *routing, double sim_s) {
     printf("flow mode, %s routing, %g simulated s of arrivals each, sequences of 8 output "
            "tokens:\n", routing, sim_s);
     fflush(stdout);
-    double fcpu, fwall = run_all(STEP_FLOW, sim_s, short_out, &fcpu);
+    double fcpu, ffour, fwall = run_all(STEP_FLOW, sim_s, short_out, &fcpu, &ffour);
     if (fwall < 0) {
         fprintf(stderr, "bench_serve: the flow runs (%s routing) failed\n", routing);
         return 1;
@@ -185,10 +197,12 @@ static int flow_runs(const char *routing, double sim_s) {
     /* judged on the CPU clock too: a shared machine's wall clock counts others */
     printf("bench_serve: flow, %s routing: %.0f s wall (%.0f CPU s) per %d x %g simulated s, "
            "%.1f s wall (%.1f CPU s) a strategy (scaled from %g simulated s; target <= %.0f s a "
-           "strategy, 120 s for four): %s on the wall clock, %s on the CPU clock\n", routing,
+           "strategy, 120 s for four): %s on the wall clock, %s on the CPU clock; the four of "
+           "the target %.0f s wall: %s\n", routing,
            fwall, fcpu, n_timed(), SIM_S, per, per_cpu, sim_s, FLOW_TARGET_WALL_S,
            per <= FLOW_TARGET_WALL_S ? "met" : "NOT met",
-           per_cpu <= FLOW_TARGET_WALL_S ? "met" : "NOT met");
+           per_cpu <= FLOW_TARGET_WALL_S ? "met" : "NOT met", ffour,
+           ffour <= 4 * FLOW_TARGET_WALL_S ? "met" : "NOT met");
     return 0;
 }
 
@@ -219,14 +233,15 @@ int main(int argc, char **argv) {
     if (!flow_only) {
         printf("analytic mode, count-mode routing, %g simulated s of arrivals each:\n", SIM_S);
         fflush(stdout);
-        double cpu, wall = run_all(STEP_ANALYTIC, SIM_S, NULL, &cpu);
+        double cpu, four, wall = run_all(STEP_ANALYTIC, SIM_S, NULL, &cpu, &four);
         if (wall < 0) {
             fprintf(stderr, "bench_serve: the analytic runs failed\n");
             return 1;
         }
         printf("bench_serve: %.1f s wall (%.1f CPU s) per %d x %g simulated s (each run's time "
-               "scaled to %g simulated s; target <= %.0f s): %s\n", wall, cpu, n_timed(), SIM_S,
-               SIM_S, TARGET_WALL_S, wall <= TARGET_WALL_S ? "met" : "NOT met");
+               "scaled to %g simulated s); the four of the target (static, eplb, omni, bias) "
+               "%.1f s wall, target <= %.0f s: %s\n", wall, cpu, n_timed(), SIM_S, SIM_S, four,
+               TARGET_WALL_S, four <= TARGET_WALL_S ? "met" : "NOT met");
     }
     if (flow_s > 0 && flow_runs("count", flow_s)) return 1;
     if (token_s > 0 && flow_runs("token", token_s)) return 1;
