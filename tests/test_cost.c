@@ -11,6 +11,7 @@
 #include "moe.h"
 #include "place.h"
 #include "util.h"
+#include "fixture.h"
 
 static const hw_t *h800(void) { return hw_find("H800"); }
 static const moe_model_t *dsv3(void) { return moe_find("deepseek-v3"); }
@@ -438,21 +439,12 @@ Test(cost, dense_weights) {
     cr_assert_eq(cost_kv_bytes(dsv3(), 128, 4989), 128.0 * 4989 * 1152 * 61);
 }
 
-static place_layout_t *layout(int L, int E, int D, int dpn, int spd) {
-    place_layout_t *lo = place_layout_new(L, E, D, dpn);
-    int *se = ms_malloc((size_t)D * spd * sizeof *se);
-    for (int s = 0; s < D * spd; s++) se[s] = s % E;
-    for (int l = 0; l < L; l++) cr_assert_eq(place_layer_set(lo, l, spd, se), MS_OK);
-    free(se);
-    return lo;
-}
-
 /* EP144: 2 slots a device x 58 layers x 44 MB = 5.11 GB of routed experts
  * + 18.86 GB dense + 44.88 GB KV (128 x 4989) + 4 GB reserve = 72.85 GB:
  * fits 80 GB. Twice the KV does not; the message gives the numbers. */
 Test(cost, memory_capacity) {
     const moe_model_t *m = dsv3();
-    place_layout_t *lo = layout(58, 256, 144, 8, 2);
+    place_layout_t *lo = fx_layout(58, 256, 144, 8, 2);
     cr_assert_eq(cost_device_weight_bytes(m, lo, 0), 18863554560.0 + 116 * 44040192.0);
     cr_assert_eq(cost_check_memory(h800(), m, lo, cost_kv_bytes(m, 128, 4989), "x.ini"), MS_OK);
     ms_err_quiet(1);
@@ -472,7 +464,7 @@ Test(cost, memory_capacity) {
     place_layout_free(lo);
     /* EP32 with 9 slots a device x 58 layers x 44 MB = 22.99 GB + dense
      * 18.86 + 4 reserve: 45.85 GB, leaves room for 34 GB of KV */
-    lo = layout(58, 256, 32, 8, 9);
+    lo = fx_layout(58, 256, 32, 8, 9);
     cr_assert_eq(cost_check_memory(h800(), m, lo, 34e9, NULL), MS_OK);
     cr_assert_eq(cost_check_memory(h800(), m, lo, 35e9, NULL), MS_ERR);
     ms_err_quiet(0);
@@ -599,7 +591,7 @@ Test(cost, memory_sharded) {
     cost_shard_t one = {1, 1, 0};
     cr_assert_float_eq(cost_dense_bytes_sh(m, &one), moe_dense_weight_bytes(m), 1);
     cr_assert_eq(cost_kv_bytes_sh(m, 128, 4989, &one), cost_kv_bytes(m, 128, 4989));
-    place_layout_t *lo = layout(58, 256, 8, 8, 32);
+    place_layout_t *lo = fx_layout(58, 256, 8, 8, 32);
     cr_assert_eq(cost_check_memory_sh(h20, m, lo, 16, 4096, &s0, "h20.ini"), MS_OK);
     cr_assert_eq(cost_check_memory_sh(h20, m, lo, 40, 4096, &s0, "h20.ini"), MS_OK);
     ms_err_quiet(1);

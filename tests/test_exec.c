@@ -16,6 +16,7 @@
 #include "place.h"
 #include "trace.h"
 #include "util.h"
+#include "fixture.h"
 
 #define TRACE "traces/data/deepseek-v3-sglang/decode_in1000out1000.json"
 #define GREEDY "python3 tests/data/greedy_place.py"
@@ -172,17 +173,6 @@ static int compare(const char *strategies, const char *extra, const char *db) {
     return cmd_compare(4, argv);
 }
 
-static double query(const char *db, const char *sql) {
-    sqlite3 *h;
-    cr_assert_eq(sqlite3_open(db, &h), SQLITE_OK);
-    sqlite3_stmt *q;
-    cr_assert_eq(sqlite3_prepare_v2(h, sql, -1, &q, NULL), SQLITE_OK, "%s", sql);
-    cr_assert_eq(sqlite3_step(q), SQLITE_ROW, "%s", sql);
-    double v = sqlite3_column_double(q, 0);
-    sqlite3_finalize(q);
-    sqlite3_close(h);
-    return v;
-}
 
 Test(exec, runs_in_compare_beside_the_built_in_ones, .init = setup, .fini = teardown) {
     char db[128], extra[2048], cwd[1024];
@@ -191,17 +181,17 @@ Test(exec, runs_in_compare_beside_the_built_in_ones, .init = setup, .fini = tear
     snprintf(extra, sizeof extra, "[strategy.greedy]\ncommand = python3 %s/tests/data/greedy_place.py\n"
              "interval_steps = 1\nwindow_steps = 1\n", cwd);
     cr_assert_eq(compare("static, eplb, exec:greedy", extra, db), 0, "%s", ms_err_last());
-    cr_expect_eq(query(db, "SELECT count(*) FROM runs"), 3);
-    cr_expect_eq(query(db, "SELECT count(*) FROM runs WHERE strategy = 'exec:greedy'"), 1);
-    cr_expect_eq(query(db, "SELECT value FROM summary JOIN runs USING (run_id) WHERE strategy = "
+    cr_expect_eq(fx_q1(db, "SELECT count(*) FROM runs"), 3);
+    cr_expect_eq(fx_q1(db, "SELECT count(*) FROM runs WHERE strategy = 'exec:greedy'"), 1);
+    cr_expect_eq(fx_q1(db, "SELECT value FROM summary JOIN runs USING (run_id) WHERE strategy = "
                            "'exec:greedy' AND metric = 'exec_calls'"), 3,
                  "init and a re-plan after each of the 2 steps");
-    cr_expect_gt(query(db, "SELECT value FROM summary JOIN runs USING (run_id) WHERE strategy = "
+    cr_expect_gt(fx_q1(db, "SELECT value FROM summary JOIN runs USING (run_id) WHERE strategy = "
                            "'exec:greedy' AND metric = 'exec_decision_ms_max'"), 0);
     /* greedy balances the prior: better than static's contiguous layout */
-    cr_expect_lt(query(db, "SELECT value FROM summary JOIN runs USING (run_id) WHERE strategy = "
+    cr_expect_lt(fx_q1(db, "SELECT value FROM summary JOIN runs USING (run_id) WHERE strategy = "
                            "'exec:greedy' AND metric = 'par_mean'"),
-                 query(db, "SELECT value FROM summary JOIN runs USING (run_id) WHERE strategy = "
+                 fx_q1(db, "SELECT value FROM summary JOIN runs USING (run_id) WHERE strategy = "
                            "'static' AND metric = 'par_mean'"));
 }
 
@@ -220,9 +210,9 @@ Test(exec, a_bad_replan_stops_the_run_cleanly, .init = setup, .fini = teardown) 
     cr_expect(strstr(ms_err_last(), "exec:late: replan at step 1: answer: "
                                     "physical_to_logical_map[0][3]: expert id out of range"),
               "%s", ms_err_last());
-    cr_expect_eq(query(db, "SELECT count(*) FROM runs"), 1, "the earlier run stays");
-    cr_expect_eq(query(db, "SELECT count(*) FROM runs WHERE strategy = 'exec:late'"), 0);
-    cr_expect_eq(query(db, "SELECT count(*) FROM steps JOIN runs USING (run_id) WHERE strategy = "
+    cr_expect_eq(fx_q1(db, "SELECT count(*) FROM runs"), 1, "the earlier run stays");
+    cr_expect_eq(fx_q1(db, "SELECT count(*) FROM runs WHERE strategy = 'exec:late'"), 0);
+    cr_expect_eq(fx_q1(db, "SELECT count(*) FROM steps JOIN runs USING (run_id) WHERE strategy = "
                            "'exec:late'"), 0);
 }
 

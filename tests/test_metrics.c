@@ -18,6 +18,7 @@
 #include "table.h"
 #include "report.h"
 #include "util.h"
+#include "fixture.h"
 
 Test(metrics, registry_names_are_unique_and_found) {
     for (int i = 0; i < METRIC_N; i++) {
@@ -120,17 +121,9 @@ Test(metrics, cli_cells_print_dashes_without_requests) {
 
 static char dir[64];
 
-static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/moesim-metrics-XXXXXX");
-    cr_assert(mkdtemp(dir));
-    ms_err_quiet(1);
-}
+static void setup(void) { fx_dir_make(dir, sizeof dir, "metrics"); }
 
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void teardown(void) { fx_dir_remove(dir); }
 
 static char *slurp(const char *p) {
     char *buf;

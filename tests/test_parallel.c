@@ -14,16 +14,8 @@
 #include "run_spec.h"
 #include "step.h"
 #include "util.h"
+#include "fixture.h"
 
-/* Layout: slot s holds expert s % E, spd slots a device, every layer. */
-static place_layout_t *layout(int L, int E, int D, int dpn, int spd) {
-    place_layout_t *lo = place_layout_new(L, E, D, dpn);
-    int *se = ms_malloc((size_t)D * spd * sizeof *se);
-    for (int s = 0; s < D * spd; s++) se[s] = s % E;
-    for (int l = 0; l < L; l++) cr_assert_eq(place_layer_set(lo, l, spd, se), MS_OK);
-    free(se);
-    return lo;
-}
 
 static step_result_t run_once(const cluster_t *c, const moe_model_t *m, const step_in_t *in,
                               int64_t *layer0) {
@@ -48,7 +40,7 @@ static step_result_t run_once(const cluster_t *c, const moe_model_t *m, const st
 Test(parallel, tensor_parallel_attention_in_the_step) {
     const moe_model_t *m = moe_find("deepseek-v3");
     int L = moe_n_moe_layers(m), E = m->n_experts, D = 8;
-    place_layout_t *lo = layout(L, E, D, 8, 32);
+    place_layout_t *lo = fx_layout(L, E, D, 8, 32);
     double *load = ms_malloc((size_t)L * E * sizeof *load);
     int tok[8];
     for (int d = 0; d < D; d++) tok[d] = 16;
@@ -96,7 +88,7 @@ Test(parallel, tensor_parallel_attention_in_the_step) {
 Test(parallel, pipeline_stages_in_the_step) {
     const moe_model_t *m = moe_find("deepseek-v3");
     int L = moe_n_moe_layers(m), E = m->n_experts, D = 8;
-    place_layout_t *lo = layout(L, E, D, 8, 32);
+    place_layout_t *lo = fx_layout(L, E, D, 8, 32);
     double *load = ms_malloc((size_t)L * E * sizeof *load);
     double *half = ms_malloc((size_t)L * E * sizeof *half);
     int tok[8], tok2[8];
@@ -164,7 +156,7 @@ Test(parallel, pipeline_stages_in_the_step) {
 Test(parallel, pipeline_token_routing) {
     const moe_model_t *m = moe_find("deepseek-v3");
     int L = moe_n_moe_layers(m), E = m->n_experts, D = 8, k = m->top_k, n = 8 * 13;
-    place_layout_t *lo = layout(L, E, D, 8, 32);
+    place_layout_t *lo = fx_layout(L, E, D, 8, 32);
     route_step_t rt = {.n_layers = L, .n_tokens = n, .top_k = k, .n_devices = D};
     rt.src = ms_malloc((size_t)n * sizeof *rt.src);
     rt.expert = ms_malloc((size_t)L * n * k * sizeof *rt.expert);
@@ -222,7 +214,7 @@ Test(parallel, documented_ep384_decode) {
     const moe_model_t *m = &sp.model;
     int L = moe_n_moe_layers(m), E = m->n_experts, D = c->n_devices;
     cr_assert_eq(E + sp.redundant, D, "one slot a die");
-    place_layout_t *lo = layout(L, E, D, c->devices_per_node, 1);
+    place_layout_t *lo = fx_layout(L, E, D, c->devices_per_node, 1);
     double *load = ms_malloc((size_t)L * E * sizeof *load);
     int *tok = ms_malloc((size_t)D * sizeof *tok);
     for (int d = 0; d < D; d++) tok[d] = sp.tokens_per_device;

@@ -14,19 +14,14 @@
 #include "phase.h"
 #include "trace.h"
 #include "util.h"
+#include "fixture.h"
 
 static char dir[64];
 
-static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/moesim-phase-XXXXXX");
-    cr_assert(mkdtemp(dir));
-    ms_err_quiet(1);
-}
+static void setup(void) { fx_dir_make(dir, sizeof dir, "phase"); }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    fx_dir_remove(dir);
     ms_err_quiet(0);
 }
 

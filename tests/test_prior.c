@@ -18,21 +18,16 @@
 #include "trace.h"
 #include "trace_gen.h"
 #include "util.h"
+#include "fixture.h"
 
 #define DS "traces/data/deepseek-v3-sglang/"
 
 static char dir[64];
 
-static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/moesim-prior-XXXXXX");
-    cr_assert(mkdtemp(dir));
-    ms_err_quiet(1);
-}
+static void setup(void) { fx_dir_make(dir, sizeof dir, "prior"); }
 
 static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    fx_dir_remove(dir);
     ms_err_quiet(0);
 }
 
@@ -55,22 +50,6 @@ static const char *write_cfg(const char *name, const char *trace, const char *st
     return path;
 }
 
-static int compare(const char *cfg, const char *db) {
-    char *argv[] = {"compare", (char *)cfg, "--db", (char *)db, NULL};
-    return cmd_compare(4, argv);
-}
-
-static double query(const char *db, const char *sql) {
-    sqlite3 *h;
-    cr_assert_eq(sqlite3_open(db, &h), SQLITE_OK);
-    sqlite3_stmt *q;
-    cr_assert_eq(sqlite3_prepare_v2(h, sql, -1, &q, NULL), SQLITE_OK, "%s", sql);
-    cr_assert_eq(sqlite3_step(q), SQLITE_ROW, "%s", sql);
-    double v = sqlite3_column_double(q, 0);
-    sqlite3_finalize(q);
-    sqlite3_close(h);
-    return v;
-}
 
 static char *text(const char *db, const char *sql) {
     sqlite3 *h;
@@ -120,9 +99,9 @@ Test(prior, parses_every_kind_and_refuses_the_rest) {
 Test(prior, stored_with_every_run, .init = setup, .fini = teardown) {
     char db[128];
     snprintf(db, sizeof db, "%s/r.db", dir);
-    cr_assert_eq(compare(write_cfg("p", "decode_in1800out100.json", "eplb", 3, ""), db), 0,
+    cr_assert_eq(fx_compare(write_cfg("p", "decode_in1800out100.json", "eplb", 3, ""), db), 0,
                  "%s", ms_err_last());
-    cr_assert_eq(compare(write_cfg("o", "decode_in1800out100.json", "eplb", 3,
+    cr_assert_eq(fx_compare(write_cfg("o", "decode_in1800out100.json", "eplb", 3,
                                    "prior = oracle\n"), db), 0, "%s", ms_err_last());
     char *a = text(db, "SELECT prior FROM runs WHERE name = 'p'");
     char *b = text(db, "SELECT prior FROM runs WHERE name = 'o'");
@@ -131,11 +110,11 @@ Test(prior, stored_with_every_run, .init = setup, .fini = teardown) {
     free(a);
     free(b);
     /* the warm-up is left out of the measured steps */
-    cr_expect_eq(query(db, "SELECT count(*) FROM steps JOIN runs USING (run_id) WHERE name = 'p'"),
+    cr_expect_eq(fx_q1(db, "SELECT count(*) FROM steps JOIN runs USING (run_id) WHERE name = 'p'"),
                  3);
-    cr_expect_eq(query(db, "SELECT value FROM summary JOIN runs USING (run_id) WHERE name = 'p' "
+    cr_expect_eq(fx_q1(db, "SELECT value FROM summary JOIN runs USING (run_id) WHERE name = 'p' "
                            "AND metric = 'prior_warmup_steps'"), PRIOR_WARMUP_DEFAULT);
-    cr_expect_eq(query(db, "SELECT value FROM summary JOIN runs USING (run_id) WHERE name = 'o' "
+    cr_expect_eq(fx_q1(db, "SELECT value FROM summary JOIN runs USING (run_id) WHERE name = 'o' "
                            "AND metric = 'prior_warmup_steps'"), 0);
     /* the config text names the prior even where it was the default */
     char *cfg = text(db, "SELECT config FROM runs WHERE name = 'p'");
@@ -171,13 +150,13 @@ Test(prior, trace_of_the_same_file_is_the_oracle, .init = setup, .fini = teardow
     snprintf(db, sizeof db, "%s/r.db", dir);
     cr_assert(getcwd(cwd, sizeof cwd));
     snprintf(extra, sizeof extra, "prior = trace:%s/" DS "prefill_in4096.json\n", cwd);
-    cr_assert_eq(compare(write_cfg("t", "prefill_in4096.json", "eplb", 2, extra), db), 0, "%s",
+    cr_assert_eq(fx_compare(write_cfg("t", "prefill_in4096.json", "eplb", 2, extra), db), 0, "%s",
                  ms_err_last());
-    cr_assert_eq(compare(write_cfg("o", "prefill_in4096.json", "eplb", 2, "prior = oracle\n"), db),
+    cr_assert_eq(fx_compare(write_cfg("o", "prefill_in4096.json", "eplb", 2, "prior = oracle\n"), db),
                  0, "%s", ms_err_last());
-    cr_assert_eq(compare(write_cfg("n", "prefill_in4096.json", "eplb", 2, "prior = none\n"), db),
+    cr_assert_eq(fx_compare(write_cfg("n", "prefill_in4096.json", "eplb", 2, "prior = none\n"), db),
                  0, "%s", ms_err_last());
-    cr_assert_eq(compare(write_cfg("p", "prefill_in4096.json", "eplb", 2, ""), db), 0, "%s",
+    cr_assert_eq(fx_compare(write_cfg("p", "prefill_in4096.json", "eplb", 2, ""), db), 0, "%s",
                  ms_err_last());
     const char *sql = "SELECT group_concat(step || ':' || layer || ':' || max_load, ',') FROM "
                       "layer_steps JOIN runs USING (run_id) WHERE name = '%s'";
@@ -193,11 +172,11 @@ Test(prior, trace_of_the_same_file_is_the_oracle, .init = setup, .fini = teardow
     const char *lp = "SELECT value FROM summary JOIN runs USING (run_id) WHERE name = '%s' AND "
                      "metric = 'layout_par_mean'";
     snprintf(q, sizeof q, lp, "n");
-    double none = query(db, q);
+    double none = fx_q1(db, q);
     snprintf(q, sizeof q, lp, "p");
-    double past = query(db, q);
+    double past = fx_q1(db, q);
     snprintf(q, sizeof q, lp, "o");
-    double oracle = query(db, q);
+    double oracle = fx_q1(db, q);
     cr_expect_gt(none, past + 0.1, "none %g past %g", none, past);
     cr_expect_leq(oracle, past, "oracle %g past %g", oracle, past);
 }
@@ -229,30 +208,30 @@ Test(prior, place_eval_matches_a_run_planned_from_the_file, .init = setup, .fini
         snprintf(pdb, sizeof pdb, "%s/p%d.db", dir, i);
         cr_assert(getcwd(cwd, sizeof cwd));
         snprintf(extra, sizeof extra, "prior = trace:%s/" DS "prefill_in512.json\n", cwd);
-        cr_assert_eq(compare(write_cfg("r", "decode_in1000out1000.json", strategies[i], 1, extra),
+        cr_assert_eq(fx_compare(write_cfg("r", "decode_in1000out1000.json", strategies[i], 1, extra),
                              db), 0, "%s", ms_err_last());
         cr_assert_eq(place("--strategy", strategies[i], "--counts", DS "prefill_in512.json",
                            "--eval", DS "decode_in1000out1000.json", "--devices", "16", "--nodes",
                            "2", "--redundant", "16", "--seed", "3", "--db", pdb, "-q", NULL), 0,
                      "%s", ms_err_last());
-        double run = query(db, "SELECT value FROM summary WHERE metric = 'layout_par_mean'");
-        double out = query(pdb, "SELECT value FROM summary WHERE metric = 'par_mean'");
-        double in = query(pdb, "SELECT value FROM summary WHERE metric = 'par_mean_in_sample'");
-        double hind = query(pdb, "SELECT value FROM summary WHERE metric = 'par_mean_hindsight'");
+        double run = fx_q1(db, "SELECT value FROM summary WHERE metric = 'layout_par_mean'");
+        double out = fx_q1(pdb, "SELECT value FROM summary WHERE metric = 'par_mean'");
+        double in = fx_q1(pdb, "SELECT value FROM summary WHERE metric = 'par_mean_in_sample'");
+        double hind = fx_q1(pdb, "SELECT value FROM summary WHERE metric = 'par_mean_hindsight'");
         cr_expect_float_eq(run, out, 1e-12, "%s: run %.12g place %.12g", strategies[i], run, out);
         cr_expect_lt(in, out, "%s: in-sample %g out %g", strategies[i], in, out);
         cr_expect_leq(hind, out, "%s: hindsight %g out %g", strategies[i], hind, out);
         /* The run stores the same hindsight bound beside its result, and
          * the regret to it. */
-        double rh = query(db, "SELECT value FROM summary WHERE metric = 'par_mean_hindsight'");
-        double rg = query(db, "SELECT value FROM summary WHERE metric = 'regret'");
+        double rh = fx_q1(db, "SELECT value FROM summary WHERE metric = 'par_mean_hindsight'");
+        double rg = fx_q1(db, "SELECT value FROM summary WHERE metric = 'regret'");
         cr_expect_float_eq(rh, hind, 1e-12, "%s: run hindsight %.12g place %.12g", strategies[i],
                            rh, hind);
         cr_expect_float_eq(rg, run - rh, 1e-12, "%s: regret %g", strategies[i], rg);
         cr_expect_gt(rg, 0, "%s: planned on another file, some regret", strategies[i]);
         snprintf(q, sizeof q, "SELECT count(*) FROM runs WHERE prior = 'trace:%s'",
                  DS "prefill_in512.json");
-        cr_expect_eq(query(pdb, q), 1);
+        cr_expect_eq(fx_q1(pdb, q), 1);
     }
 }
 
@@ -361,19 +340,19 @@ Test(prior, place_window_on_a_time_axis, .init = setup, .fini = teardown) {
 Test(prior, config_errors, .init = setup, .fini = teardown) {
     char db[128];
     snprintf(db, sizeof db, "%s/bad.db", dir);
-    cr_expect_neq(compare(write_cfg("b", "prefill_in512.json", "eplb", 1, "prior = orcale\n"), db),
+    cr_expect_neq(fx_compare(write_cfg("b", "prefill_in512.json", "eplb", 1, "prior = orcale\n"), db),
                   0);
     cr_expect(strstr(ms_err_last(), "b.ini:18: prior 'orcale'"), "%s", ms_err_last());
-    cr_expect_neq(compare(write_cfg("b", "prefill_in512.json", "eplb", 1,
+    cr_expect_neq(fx_compare(write_cfg("b", "prefill_in512.json", "eplb", 1,
                                     "prior = trace:missing.json\n"), db), 0);
     cr_expect(strstr(ms_err_last(), "prior trace 'missing.json'"), "%s", ms_err_last());
     char extra[4200], cwd[1024];
     cr_assert(getcwd(cwd, sizeof cwd));
     snprintf(extra, sizeof extra,
              "prior = trace:%s/traces/data/mixtral-8x7b-vllm/humaneval_2_routing.jsonl\n", cwd);
-    cr_expect_neq(compare(write_cfg("b", "prefill_in512.json", "eplb", 1, extra), db), 0);
+    cr_expect_neq(fx_compare(write_cfg("b", "prefill_in512.json", "eplb", 1, extra), db), 0);
     cr_expect(strstr(ms_err_last(), "plan from a trace of the same model"), "%s", ms_err_last());
-    cr_expect_neq(compare(write_cfg("b", "prefill_in512.json", "eplb", 1, "warmup_steps = 0\n"),
+    cr_expect_neq(fx_compare(write_cfg("b", "prefill_in512.json", "eplb", 1, "warmup_steps = 0\n"),
                           db), 0);
     cr_expect(strstr(ms_err_last(), "warmup_steps"), "%s", ms_err_last());
     cr_expect_neq(access(db, F_OK), 0);
@@ -385,9 +364,9 @@ Test(prior, report_labels_oracle_runs, .init = setup, .fini = teardown) {
     snprintf(db, sizeof db, "%s/r.db", dir);
     snprintf(rep, sizeof rep, "%s/rep", dir);
     snprintf(idx, sizeof idx, "%s/index.md", rep);
-    cr_assert_eq(compare(write_cfg("o", "prefill_in512.json", "eplb", 2, "prior = oracle\n"), db),
+    cr_assert_eq(fx_compare(write_cfg("o", "prefill_in512.json", "eplb", 2, "prior = oracle\n"), db),
                  0, "%s", ms_err_last());
-    cr_assert_eq(compare(write_cfg("o", "prefill_in512.json", "eplb", 2, "prior = past\n"), db), 0,
+    cr_assert_eq(fx_compare(write_cfg("o", "prefill_in512.json", "eplb", 2, "prior = past\n"), db), 0,
                  "%s", ms_err_last());
     cr_assert_eq(report_build(db, rep, "bars", NULL), MS_OK, "%s", ms_err_last());
     char *buf;

@@ -18,6 +18,7 @@
 #include "place_move.h"
 #include "replan.h"
 #include "util.h"
+#include "fixture.h"
 
 /* ---- a planner under the test's control ---- */
 
@@ -262,17 +263,9 @@ Test(replan, min_move_spares_a_relabelling_planners_copies) {
 
 static char dir[64];
 
-static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/moesim-replan-XXXXXX");
-    cr_assert(mkdtemp(dir));
-    ms_err_quiet(1);
-}
+static void setup(void) { fx_dir_make(dir, sizeof dir, "replan"); }
 
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void teardown(void) { fx_dir_remove(dir); }
 
 /* EPLB re-planning every 2 steps on a real DeepSeek-V3 trace, 2 x 8
  * devices, analytic timing. */
@@ -294,68 +287,51 @@ static const char *write_cfg(const char *name, const char *extra) {
     return path;
 }
 
-static int run(const char *cfg, const char *db) {
-    char *argv[] = {"compare", (char *)cfg, "--db", (char *)db, NULL};
-    return cmd_compare(4, argv);
-}
-
-static double q1(const char *db, const char *sql) {
-    sqlite3 *h;
-    cr_assert_eq(sqlite3_open(db, &h), SQLITE_OK);
-    sqlite3_stmt *q;
-    cr_assert_eq(sqlite3_prepare_v2(h, sql, -1, &q, NULL), SQLITE_OK, "%s: %s", sql,
-                 sqlite3_errmsg(h));
-    cr_assert_eq(sqlite3_step(q), SQLITE_ROW, "%s", sql);
-    double v = sqlite3_column_double(q, 0);
-    sqlite3_finalize(q);
-    sqlite3_close(h);
-    return v;
-}
 
 static double metric(const char *db, const char *name) {
     char sql[200];
     snprintf(sql, sizeof sql, "SELECT value FROM summary WHERE metric = '%s'", name);
-    return q1(db, sql);
+    return fx_q1(db, sql);
 }
 
 Test(replan, fixed_batch_layout_waits_for_planning_and_copies, .init = setup, .fini = teardown) {
     char a[128], b[128], extra[160];
     snprintf(a, sizeof a, "%s/a.db", dir);
     snprintf(b, sizeof b, "%s/b.db", dir);
-    cr_assert_eq(run(write_cfg("free", "rebalance = blocking"), a), 0, "%s", ms_err_last());
+    cr_assert_eq(fx_compare(write_cfg("free", "rebalance = blocking"), a), 0, "%s", ms_err_last());
     /* without planning time the first plan is handed over where it is
      * made: at the end of step 1 */
-    double t0 = q1(a, "SELECT min(time_ns) FROM replans");
-    cr_assert_eq(q1(a, "SELECT step FROM replans WHERE time_ns = (SELECT min(time_ns) FROM "
+    double t0 = fx_q1(a, "SELECT min(time_ns) FROM replans");
+    cr_assert_eq(fx_q1(a, "SELECT step FROM replans WHERE time_ns = (SELECT min(time_ns) FROM "
                        "replans)"), 1);
-    cr_assert_eq(t0, q1(a, "SELECT start_ns + duration_ns FROM steps WHERE step = 1"));
+    cr_assert_eq(t0, fx_q1(a, "SELECT start_ns + duration_ns FROM steps WHERE step = 1"));
     /* with planning time P the old layout serves on (no pause), and the
      * plan is handed over at the first step end at or after t0 + P */
-    double plan = 2.5 * q1(a, "SELECT duration_ns FROM steps WHERE step = 1");
+    double plan = 2.5 * fx_q1(a, "SELECT duration_ns FROM steps WHERE step = 1");
     snprintf(extra, sizeof extra, "rebalance = blocking\nplan_ms = %.6f", plan / 1e6);
-    cr_assert_eq(run(write_cfg("planned", extra), b), 0, "%s", ms_err_last());
+    cr_assert_eq(fx_compare(write_cfg("planned", extra), b), 0, "%s", ms_err_last());
     plan = round(plan / 1e6 * 1e6); /* the ns the config says */
-    cr_assert_eq(q1(b, "SELECT start_ns + duration_ns FROM steps WHERE step = 1"), t0,
+    cr_assert_eq(fx_q1(b, "SELECT start_ns + duration_ns FROM steps WHERE step = 1"), t0,
                  "the same steps until the plan is made");
-    double t1 = q1(b, "SELECT min(time_ns) FROM replans");
+    double t1 = fx_q1(b, "SELECT min(time_ns) FROM replans");
     char sql[200];
     snprintf(sql, sizeof sql, "SELECT min(start_ns + duration_ns) FROM steps WHERE start_ns + "
                               "duration_ns >= %.0f", t0 + plan);
-    cr_assert_eq(t1, q1(b, sql), "handed over at the first step end after the planning time");
-    cr_assert_gt(q1(b, "SELECT step FROM replans WHERE time_ns = (SELECT min(time_ns) FROM "
+    cr_assert_eq(t1, fx_q1(b, sql), "handed over at the first step end after the planning time");
+    cr_assert_gt(fx_q1(b, "SELECT step FROM replans WHERE time_ns = (SELECT min(time_ns) FROM "
                        "replans)"), 2, "%.0f ns of planning outlast two steps", plan);
     /* blocking: the next step starts when the last copy has arrived */
-    double last = q1(b, "SELECT max(done_ns) FROM migrations WHERE time_ns = "
+    double last = fx_q1(b, "SELECT max(done_ns) FROM migrations WHERE time_ns = "
                         "(SELECT min(time_ns) FROM replans)");
     cr_assert_gt(last, t1);
-    cr_assert_eq(q1(b, "SELECT start_ns FROM steps WHERE step = 1 + (SELECT step FROM replans "
+    cr_assert_eq(fx_q1(b, "SELECT start_ns FROM steps WHERE step = 1 + (SELECT step FROM replans "
                        "WHERE time_ns = (SELECT min(time_ns) FROM replans))"), last);
     /* bytes and times in the run's metrics, as in serving */
-    double moved = q1(b, "SELECT sum(bytes) FROM migrations");
+    double moved = fx_q1(b, "SELECT sum(bytes) FROM migrations");
     cr_assert_gt(moved, 0);
     cr_assert_float_eq(metric(b, "migrated_gb"), moved / 1e9, 1e-9);
-    cr_assert_eq(metric(b, "migrations"), q1(b, "SELECT count(*) FROM migrations"));
-    cr_assert_eq(metric(b, "replans"), q1(b, "SELECT count(*) FROM replans"));
+    cr_assert_eq(metric(b, "migrations"), fx_q1(b, "SELECT count(*) FROM migrations"));
+    cr_assert_eq(metric(b, "replans"), fx_q1(b, "SELECT count(*) FROM replans"));
     cr_assert_gt(metric(b, "migration_s"), 0);
     cr_assert_float_eq(metric(b, "rebalance_pause_s"), metric(b, "migration_s"), 1e-12);
     cr_assert_geq(metric(b, "plan_time_s"), plan / 1e9);
@@ -364,11 +340,11 @@ Test(replan, fixed_batch_layout_waits_for_planning_and_copies, .init = setup, .f
 Test(replan, fixed_batch_gate_skips_and_records, .init = setup, .fini = teardown) {
     char a[128];
     snprintf(a, sizeof a, "%s/a.db", dir);
-    cr_assert_eq(run(write_cfg("gated", "replan_min_gain = 1"), a), 0, "%s", ms_err_last());
+    cr_assert_eq(fx_compare(write_cfg("gated", "replan_min_gain = 1"), a), 0, "%s", ms_err_last());
     cr_assert_geq(metric(a, "replans_skipped"), 1);
     cr_assert_eq(metric(a, "replans"), 0);
     cr_assert_eq(metric(a, "migrated_gb"), 0);
-    cr_assert_eq(q1(a, "SELECT count(*) FROM migrations"), 0);
+    cr_assert_eq(fx_q1(a, "SELECT count(*) FROM migrations"), 0);
     cr_assert_gt(metric(a, "replan_skipped_gb"), 0);
 }
 
@@ -395,8 +371,8 @@ Test(replan, costs_and_gating_are_deterministic, .init = setup, .fini = teardown
     snprintf(b, sizeof b, "%s/b.db", dir);
     const char *cfg = write_cfg("det", "plan_ms = 0.5\nreplan_min_move = on\n"
                                        "replan_horizon_steps = 1000");
-    cr_assert_eq(run(cfg, a), 0, "%s", ms_err_last());
-    cr_assert_eq(run(cfg, b), 0);
+    cr_assert_eq(fx_compare(cfg, a), 0, "%s", ms_err_last());
+    cr_assert_eq(fx_compare(cfg, b), 0);
     char *x = dump(a), *y = dump(b);
     cr_assert_str_eq(x, y);
     cr_assert(strstr(x, "replans_skipped") && strlen(x) > 200);
@@ -411,14 +387,14 @@ Test(replan, measured_and_per_strategy_planning_time, .init = setup, .fini = tea
     char a[128], b[128];
     snprintf(a, sizeof a, "%s/a.db", dir);
     snprintf(b, sizeof b, "%s/b.db", dir);
-    cr_assert_eq(run(write_cfg("measured", "plan_ms = measured"), a), 0, "%s", ms_err_last());
+    cr_assert_eq(fx_compare(write_cfg("measured", "plan_ms = measured"), a), 0, "%s", ms_err_last());
     cr_assert_gt(metric(a, "plan_time_s"), 0);
-    cr_assert_gt(q1(a, "SELECT min(step) FROM replans"), 1, "handed over after step 1's end");
+    cr_assert_gt(fx_q1(a, "SELECT min(step) FROM replans"), 1, "handed over after step 1's end");
     /* [placement] says measured, [strategy.eplb] says 0: planning is free */
     const char *cfg = write_cfg("own", "plan_ms = measured\n[strategy.eplb]\nplan_ms = 0");
-    cr_assert_eq(run(cfg, b), 0, "%s", ms_err_last());
+    cr_assert_eq(fx_compare(cfg, b), 0, "%s", ms_err_last());
     cr_assert_eq(metric(b, "plan_time_s"), 0);
-    cr_assert_eq(q1(b, "SELECT min(step) FROM replans"), 1);
+    cr_assert_eq(fx_q1(b, "SELECT min(step) FROM replans"), 1);
 }
 
 Test(replan, bad_keys_name_the_line, .init = setup, .fini = teardown) {
@@ -428,7 +404,7 @@ Test(replan, bad_keys_name_the_line, .init = setup, .fini = teardown) {
                          "replan_min_gain = 2", "replan_horizon_steps = -3",
                          "replan_min_move = maybe"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        cr_assert_neq(run(write_cfg("bad", bad[i]), a), 0, "%s accepted", bad[i]);
+        cr_assert_neq(fx_compare(write_cfg("bad", bad[i]), a), 0, "%s accepted", bad[i]);
         cr_assert(strstr(ms_err_last(), "bad.ini:"), "%s: %s", bad[i], ms_err_last());
     }
     cr_assert_eq(access(a, F_OK), -1, "nothing written");

@@ -9,20 +9,13 @@
 
 #include "cmd.h"
 #include "util.h"
+#include "fixture.h"
 
 static char dir[64];
 
-static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/moesim-run-XXXXXX");
-    cr_assert(mkdtemp(dir));
-    ms_err_quiet(1);
-}
+static void setup(void) { fx_dir_make(dir, sizeof dir, "run"); }
 
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void teardown(void) { fx_dir_remove(dir); }
 
 /* A small experiment: 1 node x 8, 2 steps, real DeepSeek-V3 trace. */
 static const char *write_cfg(const char *name, const char *extra) {

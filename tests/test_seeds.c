@@ -13,20 +13,13 @@
 #include "cmd.h"
 #include "metrics.h"
 #include "util.h"
+#include "fixture.h"
 
 static char dir[64];
 
-static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/moesim-seeds-XXXXXX");
-    cr_assert(mkdtemp(dir));
-    ms_err_quiet(1);
-}
+static void setup(void) { fx_dir_make(dir, sizeof dir, "seeds"); }
 
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void teardown(void) { fx_dir_remove(dir); }
 
 Test(seeds, ci95_by_hand) {
     /* 1..5: mean 3, s = sqrt(2.5); t(0.975, 4) = 2.7764 (any t table) */

@@ -12,16 +12,8 @@
 #include "replay.h"
 #include "step.h"
 #include "util.h"
+#include "fixture.h"
 
-/* Layout: slot s holds expert s % E, spd slots a device, every layer. */
-static place_layout_t *layout(int L, int E, int D, int dpn, int spd) {
-    place_layout_t *lo = place_layout_new(L, E, D, dpn);
-    int *se = ms_malloc((size_t)D * spd * sizeof *se);
-    for (int s = 0; s < D * spd; s++) se[s] = s % E;
-    for (int l = 0; l < L; l++) cr_assert_eq(place_layer_set(lo, l, spd, se), MS_OK);
-    free(se);
-    return lo;
-}
 
 /* The H800 preset without two-batch overlap's contention (hw_t.overlap_*):
  * the tests of the overlap's mechanics (what hides under what) run on it;
@@ -70,7 +62,7 @@ Test(step, analytic_equals_flow_without_contention) {
     int64_t flow_ns[3] = {0};
     for (int nodes = 1; nodes <= 2; nodes++) { /* NVLink, then IB */
         int dpn = 2 / nodes;
-        place_layout_t *lo = layout(L, E, 2, dpn, E / 2);
+        place_layout_t *lo = fx_layout(L, E, 2, dpn, E / 2);
         step_in_t in = {.layout = lo, .route = &rt, .kv_len = 1000};
         cluster_t cf = cluster(nodes, dpn, STEP_FLOW, STEP_A2A_AUTO, 0);
         cluster_t ca = cluster(nodes, dpn, STEP_ANALYTIC, STEP_A2A_AUTO, 0);
@@ -102,7 +94,7 @@ static int64_t small_step(enum step_mode mode, enum step_a2a a2a, int overlap, c
                           const int *tok) {
     moe_model_t m = small_model();
     cluster_t c = cluster(2, 4, mode, a2a, overlap);
-    place_layout_t *lo = layout(2, 8, 8, 4, 1);
+    place_layout_t *lo = fx_layout(2, 8, 8, 4, 1);
     double load[16];
     for (int l = 0; l < 2; l++) memcpy(load + 8 * l, load8, 8 * sizeof *load);
     step_in_t in = {.layout = lo, .expert_load = load, .tokens = tok, .kv_len = 1000};
@@ -195,7 +187,7 @@ static int64_t two_dev_step(const hw_t *hw, enum step_mode mode, int overlap, in
     moe_model_t m = two_dev_model(4);
     cluster_t c = cluster(1, 2, mode, STEP_A2A_AUTO, overlap);
     c.hw = *hw;
-    place_layout_t *lo = layout(4, 2, 2, 2, 1);
+    place_layout_t *lo = fx_layout(4, 2, 2, 2, 1);
     double load[8];
     int tok[2] = {T, T};
     for (int i = 0; i < 8; i++) load[i] = 2.0 * T; /* every token on both experts */
@@ -327,7 +319,7 @@ Test(step, overlap_never_slower_never_below_bound) {
                     int n = shapes[sh][0], dpn = shapes[sh][1], D = n * dpn;
                     moe_model_t m = small_model();
                     m.n_experts = D;
-                    place_layout_t *lo = layout(2, D, D, dpn, 1);
+                    place_layout_t *lo = fx_layout(2, D, D, dpn, 1);
                     double load[16];
                     int tok[8];
                     for (int d = 0; d < D; d++) tok[d] = T;
@@ -371,7 +363,7 @@ Test(step, overlapped_phases_share_the_nic) {
     int T = 1024;
     cluster_t c = cluster(2, 1, STEP_FLOW, STEP_A2A_LOW_LATENCY, 1);
     c.hw = hw;
-    place_layout_t *lo = layout(4, 2, 2, 1, 1);
+    place_layout_t *lo = fx_layout(4, 2, 2, 1, 1);
     double load[8];
     int tok[2] = {T, T};
     for (int i = 0; i < 8; i++) load[i] = 2.0 * T;
@@ -391,7 +383,7 @@ Test(step, overlapped_phases_share_the_nic) {
 Test(step, count_mode_loads) {
     const moe_model_t *m = moe_find("deepseek-v3");
     int L = moe_n_moe_layers(m), E = m->n_experts, D = 16;
-    place_layout_t *lo = layout(L, E, D, 8, 18); /* 288 slots: 32 redundant */
+    place_layout_t *lo = fx_layout(L, E, D, 8, 18); /* 288 slots: 32 redundant */
     double *load = ms_malloc((size_t)L * E * sizeof *load);
     int tok[16];
     for (int d = 0; d < D; d++) tok[d] = 64;
@@ -427,7 +419,7 @@ Test(step, deterministic_and_start_time) {
     cr_assert_eq(a, b);
     moe_model_t m = small_model();
     cluster_t c = cluster(2, 4, STEP_FLOW, STEP_A2A_NORMAL, 0);
-    place_layout_t *lo = layout(2, 8, 8, 4, 1);
+    place_layout_t *lo = fx_layout(2, 8, 8, 4, 1);
     double load[16];
     for (int i = 0; i < 16; i++) load[i] = hot[i % 8];
     step_sim_t *s = step_new(&c, &m);
@@ -451,7 +443,7 @@ Test(step, deterministic_and_start_time) {
 Test(step, documented_ep144_decode) {
     const moe_model_t *m = moe_find("deepseek-v3");
     int L = moe_n_moe_layers(m), E = m->n_experts, D = 144;
-    place_layout_t *lo = layout(L, E, D, 8, 2);
+    place_layout_t *lo = fx_layout(L, E, D, 8, 2);
     double *load = ms_malloc((size_t)L * E * sizeof *load);
     int tok[144];
     for (int d = 0; d < D; d++) tok[d] = 128;
@@ -480,7 +472,7 @@ Test(step, documented_ep144_decode) {
 Test(step, mtp_block_and_verification) {
     moe_model_t m = *moe_find("deepseek-v3");
     int L = moe_n_moe_layers(&m), E = m.n_experts, D = 144;
-    place_layout_t *lo = layout(L, E, D, 8, 2);
+    place_layout_t *lo = fx_layout(L, E, D, 8, 2);
     double *load = ms_malloc((size_t)L * E * sizeof *load);
     int tok[144];
     for (int d = 0; d < D; d++) tok[d] = 256;
@@ -531,14 +523,14 @@ Test(step, errors) {
     const moe_model_t *m = moe_find("deepseek-v3");
     cluster_t c = cluster(2, 4, STEP_FLOW, STEP_A2A_AUTO, 0);
     step_sim_t *s = step_new(&c, m);
-    place_layout_t *lo = layout(moe_n_moe_layers(m), m->n_experts, 16, 8, 16);
+    place_layout_t *lo = fx_layout(moe_n_moe_layers(m), m->n_experts, 16, 8, 16);
     step_result_t r;
     ms_err_quiet(1);
     step_in_t in = {.layout = lo};
     cr_assert_eq(step_run(s, &in, &r), MS_ERR);
     cr_assert(strstr(ms_err_last(), "does not match the cluster"), "%s", ms_err_last());
     place_layout_free(lo);
-    lo = layout(moe_n_moe_layers(m), m->n_experts, 8, 4, 32);
+    lo = fx_layout(moe_n_moe_layers(m), m->n_experts, 8, 4, 32);
     in.layout = lo;
     cr_assert_eq(step_run(s, &in, &r), MS_ERR);
     cr_assert(strstr(ms_err_last(), "count mode needs expert_load"), "%s", ms_err_last());
@@ -556,7 +548,7 @@ static int64_t spine_step(int nodes, enum step_mode mode, double oversub) {
     moe_model_t m = small_model();
     cluster_t c = cluster(nodes, 8 / nodes, mode, STEP_A2A_AUTO, 0);
     c.spine_oversub = oversub;
-    place_layout_t *lo = layout(2, 8, 8, 8 / nodes, 1);
+    place_layout_t *lo = fx_layout(2, 8, 8, 8 / nodes, 1);
     double load[16];
     int tok[8];
     for (int i = 0; i < 16; i++) load[i] = 512;
@@ -592,7 +584,7 @@ Test(step, count_flow_by_node_equals_pair_by_pair) {
         moe_model_t m = small_model();
         m.n_experts = 2 * D;
         m.top_k = ms_imin(4, m.n_experts);
-        place_layout_t *lo = layout(m.n_layers - m.n_dense, m.n_experts, D, dpn, 2);
+        place_layout_t *lo = fx_layout(m.n_layers - m.n_dense, m.n_experts, D, dpn, 2);
         int L = m.n_layers - m.n_dense, E = m.n_experts;
         int *tok = ms_malloc((size_t)D * sizeof *tok);
         double *load = ms_malloc((size_t)L * E * sizeof *load);

@@ -14,20 +14,13 @@
 #include "cmd.h"
 #include "timeline.h"
 #include "util.h"
+#include "fixture.h"
 
 static char dir[64];
 
-static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/moesim-tl-XXXXXX");
-    cr_assert(mkdtemp(dir));
-    ms_err_quiet(1);
-}
+static void setup(void) { fx_dir_make(dir, sizeof dir, "tl"); }
 
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void teardown(void) { fx_dir_remove(dir); }
 
 /* 2 nodes x 8 devices, 3 steps; eplb re-plans after every step. */
 static const char *write_cfg(const char *extra) {
