@@ -118,12 +118,7 @@ void cost_experts_work(const hw_gemm_t *par, const hw_t *hw, const moe_model_t *
     }
     int waves = hw->sms > 0;
     for (int g = 0; g < 2; g++) {
-        const hw_tile_t *t = cost_gemm_config(par, mean, cols[g], depth[g]);
-        if (!t) {
-            w->flops += 2.0 * tokens * cols[g] * depth[g];
-            waves = 0;
-            continue;
-        }
+        const hw_tile_t *t = cost_gemm_config(par, mean, cols[g], depth[g]); /* not NULL: tiles */
         /* padded rows cost tensor-core time, not HBM bytes (the tile's rows
          * past the tokens are never loaded) */
         double tiles = 0;
